@@ -1,0 +1,164 @@
+//! Wires the proxy together: shared state, the listener, background tasks and
+//! graceful shutdown. No protocol logic here.
+
+use crate::auth::UserDb;
+use crate::config::Config;
+use crate::frontend::{accept_loop, CancelRegistry};
+use crate::pool::PoolManager;
+use crate::tenant::{Tenant, TenantDirectory};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Everything a session needs, shared by all sessions.
+#[derive(Debug)]
+pub struct Proxy {
+    pub config: Arc<Config>,
+    pub tenants: TenantDirectory,
+    pub users: UserDb,
+    pub pools: PoolManager,
+    pub cancels: CancelRegistry,
+    shutdown: watch::Sender<bool>,
+    client_slots: Arc<Semaphore>,
+}
+
+impl Proxy {
+    pub fn new(config: Config) -> Self {
+        let tenants = TenantDirectory::new(Tenant::all_from_config(&config));
+        Self {
+            users: UserDb::from_config(&config),
+            pools: PoolManager::new(&config),
+            cancels: CancelRegistry::default(),
+            shutdown: watch::channel(false).0,
+            client_slots: Arc::new(Semaphore::new(config.proxy.max_client_conn)),
+            tenants,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Becomes true once shutdown starts.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub(crate) fn try_client_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.client_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Clients currently connected.
+    pub fn client_count(&self) -> usize {
+        self.config.proxy.max_client_conn - self.client_slots.available_permits()
+    }
+}
+
+/// Resolves once shutdown has started (drops the watch guard before returning,
+/// so callers can await afterwards).
+pub async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// A proxy running in this process (used by `serve` and by tests).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub proxy: Arc<Proxy>,
+}
+
+impl Running {
+    /// Binds the listener and starts the accept loop and the pool reaper.
+    pub async fn start(config: Config) -> Result<Running, AppError> {
+        let listen = config.proxy.listen.clone();
+        let listener = TcpListener::bind(&listen)
+            .await
+            .map_err(|source| AppError::Listen {
+                addr: listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| AppError::Listen {
+            addr: listen,
+            source,
+        })?;
+        let proxy = Arc::new(Proxy::new(config));
+        tokio::spawn(accept_loop(listener, proxy.clone()));
+        tokio::spawn(reaper(proxy.clone()));
+        tracing::info!(%addr, tenants = proxy.tenants.snapshot().len(), "pgtenant listening");
+        Ok(Running { addr, proxy })
+    }
+
+    /// Graceful shutdown: stop accepting, close idle clients, let in-flight
+    /// transactions finish, up to `shutdown_timeout`.
+    pub async fn shutdown(&self) {
+        let _ = self.proxy.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + self.proxy.config.proxy.shutdown_timeout;
+        let all = self.proxy.config.proxy.max_client_conn as u32;
+        let drained = tokio::time::timeout_at(deadline, self.proxy.client_slots.acquire_many(all));
+        match drained.await {
+            Ok(_) => tracing::info!("all clients finished"),
+            Err(_) => tracing::warn!(
+                clients = self.proxy.client_count(),
+                "shutdown_timeout reached with clients still connected"
+            ),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.proxy.shutdown.send(true);
+    }
+}
+
+async fn reaper(proxy: Arc<Proxy>) {
+    let mut shutdown = proxy.shutdown_signal();
+    let every = (proxy.config.proxy.server_idle_timeout / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => proxy.pools.reap(),
+            _ = wait_shutdown(&mut shutdown) => return,
+        }
+    }
+}
+
+/// `pgtenant serve`: runs until SIGINT/SIGTERM, then drains.
+pub async fn serve(config: Config) -> Result<(), AppError> {
+    let running = Running::start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,120 @@
+//! Authenticating a client to pgtenant over the wire, before any server is touched.
+
+use super::scram::{ScramError, ScramExchange};
+use super::users::UserDb;
+use crate::config::AuthMethod;
+use crate::net::{read_message, take_cstr};
+use crate::protocol::messages;
+use bytes::BytesMut;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// Auth messages are tiny; anything bigger is hostile.
+const MAX_AUTH_MESSAGE: usize = 8192;
+
+#[derive(Debug, Error)]
+pub enum AuthError {
+    #[error("user \"{0}\" is not allowed to connect")]
+    UnknownUser(String),
+    #[error("password authentication failed for user \"{0}\"")]
+    BadPassword(String),
+    #[error("authentication protocol error: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl From<ScramError> for AuthError {
+    fn from(e: ScramError) -> Self {
+        AuthError::Protocol(e.to_string())
+    }
+}
+
+async fn expect_password_message<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<BytesMut, AuthError> {
+    let (tag, body) = read_message(stream, buf, MAX_AUTH_MESSAGE).await?;
+    if tag != b'p' {
+        return Err(AuthError::Protocol(format!(
+            "expected a password message, got {:?}",
+            tag as char
+        )));
+    }
+    Ok(body)
+}
+
+/// Runs the configured method for `user` (tenant suffix removed). md5 hashes
+/// the name exactly as the client sent it (`wire_user`, e.g. `app.acme`). On success nothing has been written after the
+/// last auth request: the caller sends AuthenticationOk.
+pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    method: AuthMethod,
+    users: &UserDb,
+    user: &str,
+    wire_user: &str,
+) -> Result<(), AuthError> {
+    let cred = users
+        .get(user)
+        .ok_or_else(|| AuthError::UnknownUser(user.to_owned()))?;
+    let mut out = BytesMut::new();
+    let mut inbuf = BytesMut::new();
+    match method {
+        AuthMethod::Trust => Ok(()),
+        AuthMethod::Md5 => {
+            let plain = cred
+                .plain
+                .as_deref()
+                .ok_or_else(|| AuthError::BadPassword(user.to_owned()))?;
+            let salt: [u8; 4] = rand::random();
+            messages::auth_request(&mut out, 5, &salt);
+            stream.write_all(&out).await?;
+            let body = expect_password_message(stream, &mut inbuf).await?;
+            let mut b = &body[..];
+            let got = take_cstr(&mut b).unwrap_or_default();
+            let want = postgres_protocol::authentication::md5_hash(
+                wire_user.as_bytes(),
+                plain.as_bytes(),
+                salt,
+            );
+            if got.as_bytes() == want.as_bytes() {
+                Ok(())
+            } else {
+                Err(AuthError::BadPassword(user.to_owned()))
+            }
+        }
+        AuthMethod::ScramSha256 => {
+            let verifier = cred
+                .scram
+                .as_ref()
+                .ok_or_else(|| AuthError::BadPassword(user.to_owned()))?;
+            messages::auth_request(&mut out, 10, b"SCRAM-SHA-256\0\0");
+            stream.write_all(&out).await?;
+            let body = expect_password_message(stream, &mut inbuf).await?;
+            let mut b = &body[..];
+            let mech = take_cstr(&mut b).unwrap_or_default();
+            if mech != "SCRAM-SHA-256" || b.len() < 4 {
+                return Err(AuthError::Protocol(format!(
+                    "unsupported SASL mechanism {mech:?}"
+                )));
+            }
+            let first = std::str::from_utf8(&b[4..])
+                .map_err(|_| AuthError::Protocol("SCRAM message is not UTF-8".into()))?;
+            let (exchange, server_first) = ScramExchange::start(verifier, first)?;
+            out.clear();
+            messages::auth_request(&mut out, 11, server_first.as_bytes());
+            stream.write_all(&out).await?;
+            let body = expect_password_message(stream, &mut inbuf).await?;
+            let fin = std::str::from_utf8(&body)
+                .map_err(|_| AuthError::Protocol("SCRAM message is not UTF-8".into()))?;
+            let server_final = exchange.finish(fin).map_err(|e| match e {
+                ScramError::BadProof => AuthError::BadPassword(user.to_owned()),
+                other => other.into(),
+            })?;
+            out.clear();
+            messages::auth_request(&mut out, 12, server_final.as_bytes());
+            stream.write_all(&out).await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Authentication: clients to pgtenant (trust, md5, SCRAM-SHA-256) and pgtenant
+//! to servers (trust, cleartext, md5, SCRAM-SHA-256).
+
+pub mod backend;
+mod frontend;
+mod scram;
+mod users;
+
+pub use frontend::{authenticate_client, AuthError};
+pub use scram::ScramVerifier;
+pub use users::{Credential, UserDb};

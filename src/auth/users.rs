@@ -1,0 +1,53 @@
+//! The users clients may log in as, with what we need to check their password.
+
+use super::scram::ScramVerifier;
+use crate::config::{secret, Config};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// Plain password when configured in clear (needed for md5).
+    pub plain: Option<String>,
+    /// SCRAM verifier, derived once at load (4096 PBKDF2 rounds is not per-login work).
+    pub scram: Option<ScramVerifier>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserDb {
+    users: HashMap<String, Credential>,
+}
+
+impl UserDb {
+    pub fn from_config(cfg: &Config) -> Self {
+        let users = cfg
+            .auth
+            .users
+            .iter()
+            .map(|u| {
+                let pw = secret(&u.password, &u.password_env).ok().flatten();
+                let cred = match pw {
+                    Some(p) if p.starts_with("SCRAM-SHA-256$") => Credential {
+                        plain: None,
+                        scram: ScramVerifier::parse(&p),
+                    },
+                    Some(p) => Credential {
+                        scram: ScramVerifier::parse(&postgres_protocol::password::scram_sha_256(
+                            p.as_bytes(),
+                        )),
+                        plain: Some(p),
+                    },
+                    None => Credential {
+                        plain: None,
+                        scram: None,
+                    },
+                };
+                (u.name.clone(), cred)
+            })
+            .collect();
+        Self { users }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Credential> {
+        self.users.get(name)
+    }
+}

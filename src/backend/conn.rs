@@ -1,0 +1,222 @@
+//! A logged-in connection to a PostgreSQL server.
+
+use crate::auth::backend::answer_auth_request;
+use crate::net::read_message;
+use crate::protocol::messages::{self, parse_error_fields};
+use crate::protocol::startup::{escape_option, PROTOCOL_3_0};
+use crate::tenant::Target;
+use bytes::{BufMut, BytesMut};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("cannot connect to server {server} ({host}:{port}): {source}")]
+    Connect {
+        server: String,
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("timed out connecting to server {0}")]
+    ConnectTimeout(String),
+    #[error("server {server} refused login: {message} (SQLSTATE {code})")]
+    Refused {
+        server: String,
+        code: String,
+        message: String,
+    },
+    #[error("server {server}: {source}")]
+    Io {
+        server: String,
+        source: std::io::Error,
+    },
+}
+
+/// ParameterStatus values a server reported at login, in order.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
+#[derive(Debug)]
+pub struct ServerConn {
+    pub stream: TcpStream,
+    pub params: ServerParams,
+    /// The server backend's key, for CancelRequest.
+    pub pid: i32,
+    pub secret: i32,
+    pub created: Instant,
+    pub last_used: Instant,
+}
+
+fn startup_message(target: &Target, application_name: &str) -> BytesMut {
+    let mut b = BytesMut::with_capacity(128);
+    b.put_i32(0);
+    b.put_u32(PROTOCOL_3_0);
+    let mut param = |k: &str, v: &str| {
+        b.put_slice(k.as_bytes());
+        b.put_u8(0);
+        b.put_slice(v.as_bytes());
+        b.put_u8(0);
+    };
+    param("user", &target.user);
+    param("database", &target.database);
+    param("application_name", application_name);
+    // The search_path goes in the startup options so it is the session default:
+    // RESET ALL / DISCARD ALL restore it instead of wiping it.
+    let options = target
+        .search_path
+        .as_ref()
+        .map(|sp| format!("-c {}", escape_option(&format!("search_path={sp}"))));
+    if let Some(o) = &options {
+        param("options", o);
+    }
+    b.put_u8(0);
+    let len = b.len() as i32;
+    b[..4].copy_from_slice(&len.to_be_bytes());
+    b
+}
+
+impl ServerConn {
+    /// Connects and logs in; returns once the server is ready for queries.
+    pub async fn connect(
+        target: &Target,
+        application_name: &str,
+        timeout: Duration,
+    ) -> Result<ServerConn, BackendError> {
+        let server = target.server.to_string();
+        let io_err = |source| BackendError::Io {
+            server: server.clone(),
+            source,
+        };
+        let fut = TcpStream::connect((&*target.host, target.port));
+        let mut stream = tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| BackendError::ConnectTimeout(server.clone()))?
+            .map_err(|source| BackendError::Connect {
+                server: server.clone(),
+                host: target.host.to_string(),
+                port: target.port,
+                source,
+            })?;
+        stream.set_nodelay(true).map_err(io_err)?;
+        let login = async {
+            stream
+                .write_all(&startup_message(target, application_name))
+                .await
+                .map_err(io_err)?;
+            let mut buf = BytesMut::with_capacity(1024);
+            let mut scram = None;
+            let mut params = Vec::new();
+            let (mut pid, mut secret) = (0, 0);
+            loop {
+                let (tag, body) = read_message(&mut stream, &mut buf, 1 << 20)
+                    .await
+                    .map_err(io_err)?;
+                match tag {
+                    b'R' => {
+                        answer_auth_request(
+                            &mut stream,
+                            &body,
+                            &target.user,
+                            target.password.as_deref(),
+                            &mut scram,
+                        )
+                        .await
+                        .map_err(io_err)?;
+                    }
+                    b'S' => {
+                        let mut b = &body[..];
+                        if let (Some(k), Some(v)) =
+                            (crate::net::take_cstr(&mut b), crate::net::take_cstr(&mut b))
+                        {
+                            params.push((k.to_owned(), v.to_owned()));
+                        }
+                    }
+                    b'K' if body.len() >= 8 => {
+                        pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                        secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                    }
+                    b'E' => {
+                        let fields = parse_error_fields(&body);
+                        let get = |c: u8| {
+                            fields
+                                .iter()
+                                .find(|(k, _)| *k == c)
+                                .map(|(_, v)| v.clone())
+                                .unwrap_or_default()
+                        };
+                        return Err(BackendError::Refused {
+                            server: server.clone(),
+                            code: get(b'C'),
+                            message: get(b'M'),
+                        });
+                    }
+                    b'Z' => break,
+                    _ => {} // NoticeResponse, NegotiateProtocolVersion: nothing to do
+                }
+            }
+            Ok((params, pid, secret))
+        };
+        let (params, pid, secret) = tokio::time::timeout(timeout, login)
+            .await
+            .map_err(|_| BackendError::ConnectTimeout(server.clone()))??;
+        let now = Instant::now();
+        Ok(ServerConn {
+            stream,
+            params: Arc::new(params),
+            pid,
+            secret,
+            created: now,
+            last_used: now,
+        })
+    }
+
+    /// Runs one statement of pgtenant's own (e.g. `DISCARD ALL`) and waits for
+    /// ReadyForQuery. Fails if the statement fails or the link is not idle after.
+    pub async fn execute(&mut self, sql: &str) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        messages::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut buf = BytesMut::new();
+        let mut failed = None;
+        loop {
+            let (tag, body) = read_message(&mut self.stream, &mut buf, 1 << 20).await?;
+            match tag {
+                b'E' => failed = Some(parse_error_fields(&body)),
+                b'Z' => {
+                    return match (failed, body.first()) {
+                        (None, Some(b'I')) => Ok(()),
+                        (Some(f), _) => Err(std::io::Error::other(format!("{sql}: {f:?}"))),
+                        _ => Err(std::io::Error::other(format!("{sql}: link not idle"))),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Tells the server goodbye without waiting (used when dropping a link).
+    pub fn terminate(&self) {
+        let mut out = BytesMut::new();
+        messages::terminate(&mut out);
+        let _ = self.stream.try_write(&out);
+    }
+}
+
+impl Drop for ServerConn {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Sends a CancelRequest for a server backend on a fresh connection.
+pub async fn send_cancel(host: &str, port: u16, pid: i32, secret: i32) -> std::io::Result<()> {
+    let mut s = TcpStream::connect((host, port)).await?;
+    s.write_all(&messages::cancel_request(pid, secret)).await?;
+    // The server closes the connection once it has read the request.
+    let mut sink = [0u8; 16];
+    let _ = tokio::io::AsyncReadExt::read(&mut s, &mut sink).await;
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! One server connection: connect, log in, remember what the server reported,
+//! run pgtenant's own housekeeping statements, cancel. Never decodes client SQL.
+
+mod conn;
+
+pub use conn::{send_cancel, BackendError, ServerConn, ServerParams};

@@ -1,0 +1,12 @@
+//! Configuration: serde types in the shape of SPEC §11, loading with secrets from
+//! the environment, and validation with messages that name the offending key.
+//! Owns no sockets and starts nothing.
+
+mod duration;
+mod load;
+mod types;
+mod validate;
+
+pub use load::{load_file, parse_str, secret, ConfigError};
+pub use validate::valid_tenant_key;
+pub use types::*;

@@ -1,0 +1,248 @@
+//! The configuration file's types. Every field has a default so a minimal file
+//! works; `deny_unknown_fields` turns typos into errors instead of silence.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerConfig>,
+    pub catalog: Option<CatalogConfig>,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierConfig>,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub migrations: MigrationsConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection is lent for one transaction (PgBouncer's default for SaaS).
+    #[default]
+    Transaction,
+    /// A server connection stays with the client until it disconnects.
+    Session,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    pub listen: String,
+    pub pool_mode: PoolMode,
+    pub username_separator: String,
+    /// How long a client waits for a server connection before it gets an error.
+    #[serde(deserialize_with = "super::duration::deserialize")]
+    pub query_wait_timeout: Duration,
+    /// Idle server connections are closed after this long.
+    #[serde(deserialize_with = "super::duration::deserialize")]
+    pub server_idle_timeout: Duration,
+    /// Server connections are closed (when idle) after this age.
+    #[serde(deserialize_with = "super::duration::deserialize")]
+    pub server_lifetime: Duration,
+    #[serde(deserialize_with = "super::duration::deserialize")]
+    pub server_connect_timeout: Duration,
+    /// A client that hasn't finished logging in by then is disconnected.
+    #[serde(deserialize_with = "super::duration::deserialize")]
+    pub client_login_timeout: Duration,
+    /// SIGTERM / shutdown waits this long for in-flight transactions.
+    #[serde(deserialize_with = "super::duration::deserialize")]
+    pub shutdown_timeout: Duration,
+    /// Client connections accepted at once across all tenants.
+    pub max_client_conn: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6432".into(),
+            pool_mode: PoolMode::Transaction,
+            username_separator: ".".into(),
+            query_wait_timeout: Duration::from_secs(120),
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
+            server_connect_timeout: Duration::from_secs(15),
+            client_login_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+            max_client_conn: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum AuthMethod {
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub method: AuthMethod,
+    pub users: Vec<UserConfig>,
+    pub admin_users: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Plain password or a `SCRAM-SHA-256$...` verifier. Prefer `password_env`.
+    pub password: Option<String>,
+    /// Name of the environment variable holding the password.
+    pub password_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Database where schema tenants live.
+    #[serde(default = "default_database")]
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub admin_user: Option<String>,
+    pub admin_password: Option<String>,
+    pub admin_password_env: Option<String>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_database() -> String {
+    "postgres".into()
+}
+fn default_max_connections() -> usize {
+    80
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    pub server: String,
+    pub database: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TierConfig {
+    /// Server-connection quota per tenant.
+    pub pool_size: usize,
+    /// Connections guaranteed to this tier's tenants (enforced with the catalog issue).
+    pub reserve: usize,
+    /// Client connections per tenant.
+    pub max_client_conn: usize,
+    pub pool_mode: Option<PoolMode>,
+    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    pub statement_timeout: Option<Duration>,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 20,
+            reserve: 0,
+            max_client_conn: 1000,
+            pool_mode: None,
+            statement_timeout: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantMode {
+    Schema,
+    Database,
+    Shared,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Trial,
+    #[default]
+    Active,
+    Suspended,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub key: String,
+    pub mode: TenantMode,
+    pub server: String,
+    /// Defaults: the server's database (schema mode), the key (database mode).
+    pub database: Option<String>,
+    /// Default `t_<key>` (schema mode).
+    pub schema: Option<String>,
+    /// Backend role the tenant's server connections log in as.
+    pub role: Option<String>,
+    pub role_password: Option<String>,
+    pub role_password_env: Option<String>,
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub status: TenantStatus,
+    pub pool_size: Option<usize>,
+    pub pool_mode: Option<PoolMode>,
+    pub max_client_conn: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationsConfig {
+    pub dir: String,
+    pub on_startup: bool,
+    pub concurrency: usize,
+    #[serde(deserialize_with = "super::duration::deserialize")]
+    pub lock_timeout: Duration,
+}
+
+impl Default for MigrationsConfig {
+    fn default() -> Self {
+        Self {
+            dir: "migrations".into(),
+            on_startup: true,
+            concurrency: 4,
+            lock_timeout: Duration::from_secs(2),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Cross-field checks the type system can't express. Returns every problem at
+//! once so an operator fixes a config in one pass.
+
+use super::load::secret;
+use super::types::{AuthMethod, Config, TenantMode};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// `[a-z0-9_-]{1,63}` (SPEC §3).
+pub fn valid_tenant_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 63
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+pub fn problems(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.proxy.listen.parse::<SocketAddr>().is_err() {
+        out.push(format!(
+            "proxy.listen = {:?} is not an address like \"127.0.0.1:6432\"",
+            cfg.proxy.listen
+        ));
+    }
+    if cfg.proxy.username_separator.is_empty() {
+        out.push("proxy.username_separator must not be empty".into());
+    }
+    for (name, s) in &cfg.servers {
+        if let Err(e) = secret(&s.password, &s.password_env) {
+            out.push(format!("servers.{name}: {e}"));
+        }
+        if let Err(e) = secret(&s.admin_password, &s.admin_password_env) {
+            out.push(format!("servers.{name} admin password: {e}"));
+        }
+        if s.max_connections == 0 {
+            out.push(format!("servers.{name}.max_connections must be at least 1"));
+        }
+    }
+    for (name, t) in &cfg.tiers {
+        if t.pool_size == 0 {
+            out.push(format!("tiers.{name}.pool_size must be at least 1"));
+        }
+    }
+    let mut users = HashSet::new();
+    for u in &cfg.auth.users {
+        if !users.insert(u.name.as_str()) {
+            out.push(format!("auth.users: user {:?} is listed twice", u.name));
+        }
+        match secret(&u.password, &u.password_env) {
+            Err(e) => out.push(format!("auth.users {:?}: {e}", u.name)),
+            Ok(None) if cfg.auth.method != AuthMethod::Trust => out.push(format!(
+                "auth.users {:?}: auth.method {:?} needs a password (password or password_env)",
+                u.name, cfg.auth.method
+            )),
+            Ok(_) => {}
+        }
+    }
+    let mut keys = HashSet::new();
+    for t in &cfg.tenants {
+        let at = format!("tenant {:?}", t.key);
+        if !valid_tenant_key(&t.key) {
+            out.push(format!("{at}: key must match [a-z0-9_-]{{1,63}}"));
+        }
+        if !keys.insert(t.key.as_str()) {
+            out.push(format!("{at} is defined twice"));
+        }
+        if !cfg.servers.contains_key(&t.server) {
+            out.push(format!(
+                "{at} points at server {:?}, which is not defined (known: {})",
+                t.server,
+                cfg.servers.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if let Some(tier) = &t.tier {
+            if !cfg.tiers.contains_key(tier) {
+                out.push(format!("{at} uses tier {tier:?}, which is not defined"));
+            }
+        }
+        if t.mode == TenantMode::Shared {
+            out.push(format!(
+                "{at}: mode \"shared\" needs the catalog (not available in this version)"
+            ));
+        }
+        if t.mode == TenantMode::Database && t.schema.is_some() {
+            out.push(format!("{at}: schema is only for mode \"schema\""));
+        }
+        if t.pool_size == Some(0) {
+            out.push(format!("{at}: pool_size must be at least 1"));
+        }
+        if let Err(e) = secret(&t.role_password, &t.role_password_env) {
+            out.push(format!("{at} role password: {e}"));
+        }
+    }
+    out
+}

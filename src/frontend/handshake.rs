@@ -1,0 +1,149 @@
+//! Login: first packet (SSL/GSS refusal, cancel, startup), tenant resolution,
+//! client authentication, then the greeting (AuthenticationOk, ParameterStatus,
+//! BackendKeyData, ReadyForQuery). No server is contacted before the tenant is
+//! known to be allowed and the client has authenticated.
+
+use super::cancel::CancelKey;
+use crate::app::Proxy;
+use crate::auth::authenticate_client;
+use crate::error::ClientError;
+use crate::pool::TenantPool;
+use crate::protocol::messages::{self, Severity};
+use crate::protocol::startup::{check_length, parse_first_packet, FirstPacket, StartupParams};
+use crate::tenant::{resolve, Tenant};
+use bytes::BytesMut;
+use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// A client that logged in.
+pub struct Login {
+    pub tenant: Arc<Tenant>,
+    pub user: String,
+    pub pool: Arc<TenantPool>,
+    /// Held for the session: counts against the tenant's `max_client_conn`.
+    pub _client_slot: OwnedSemaphorePermit,
+}
+
+/// How a handshake ended without a session.
+pub enum Refusal {
+    /// A cancel request was handled; close quietly.
+    Cancel,
+    /// Tell the client (FATAL) and close.
+    Error(ClientError),
+    /// Nothing useful to say (client went away).
+    Closed,
+}
+
+impl From<ClientError> for Refusal {
+    fn from(e: ClientError) -> Self {
+        Refusal::Error(e)
+    }
+}
+
+pub async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, e: &ClientError) {
+    let mut out = BytesMut::new();
+    messages::error_response(&mut out, Severity::Fatal, e.code, &e.message, e.hint.as_deref());
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn read_first_packet<S: AsyncRead + Unpin>(stream: &mut S) -> Result<FirstPacket, Refusal> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.map_err(|_| Refusal::Closed)?;
+    let body_len = check_length(u32::from_be_bytes(len)).map_err(|e| ClientError::from(&e))?;
+    let mut body = vec![0u8; body_len];
+    stream.read_exact(&mut body).await.map_err(|_| Refusal::Closed)?;
+    Ok(parse_first_packet(&body).map_err(|e| ClientError::from(&e))?)
+}
+
+/// Reads the startup packet, answering SSLRequest/GSSENCRequest with 'N' (TLS
+/// arrives in a later version) and serving CancelRequest.
+async fn startup<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    proxy: &Proxy,
+) -> Result<StartupParams, Refusal> {
+    // At most one SSLRequest and one GSSENCRequest may precede the startup packet.
+    for _ in 0..3 {
+        match read_first_packet(stream).await? {
+            FirstPacket::SslRequest | FirstPacket::GssEncRequest => {
+                stream.write_all(b"N").await.map_err(|_| Refusal::Closed)?;
+            }
+            FirstPacket::Cancel { pid, secret } => {
+                proxy.cancels.cancel(pid, secret).await;
+                return Err(Refusal::Cancel);
+            }
+            FirstPacket::Startup(p) => return Ok(p),
+        }
+    }
+    Err(ClientError::new(
+        crate::protocol::sqlstate::PROTOCOL_VIOLATION,
+        "too many encryption requests before the startup packet",
+    )
+    .into())
+}
+
+/// Runs the whole login. On success the client has been greeted and is ready
+/// to send queries.
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    proxy: &Proxy,
+    key: &CancelKey<'_>,
+) -> Result<Login, Refusal> {
+    let params = startup(stream, proxy).await?;
+    let resolution = resolve(&params, &proxy.config.proxy.username_separator, &proxy.tenants)
+        .map_err(|e| {
+            tracing::info!(error = %e, "refused connection");
+            ClientError::from(&e)
+        })?;
+    let mut out = BytesMut::new();
+    let unsupported = params.protocol_options();
+    if params.minor_version > 0 || !unsupported.is_empty() {
+        messages::negotiate_protocol_version(&mut out, &unsupported);
+    }
+    if !out.is_empty() {
+        stream.write_all(&out).await.map_err(|_| Refusal::Closed)?;
+        out.clear();
+    }
+    let wire_user = params.get("user").unwrap_or_default();
+    authenticate_client(stream, proxy.config.auth.method, &proxy.users, &resolution.user, wire_user)
+        .await
+        .map_err(|e| {
+            tracing::info!(error = %e, user = %resolution.user, "authentication failed");
+            ClientError::from(&e)
+        })?;
+    let tenant = resolution.tenant;
+    let pool = proxy.pools.pool_for(&tenant).map_err(|e| ClientError::from(&e))?;
+    let client_slot = pool.client_slots.clone().try_acquire_owned().map_err(|_| {
+        ClientError::new(
+            crate::protocol::sqlstate::TOO_MANY_CONNECTIONS,
+            format!(
+                "too many client connections for tenant \"{}\" (max_client_conn {})",
+                tenant.key, tenant.max_client_conn
+            ),
+        )
+    })?;
+    let server_params = proxy.pools.server_params(&pool).await.map_err(|e| {
+        tracing::warn!(tenant = %tenant.key, error = %e, "no server parameters at login");
+        ClientError::from(&e)
+    })?;
+    messages::auth_ok(&mut out);
+    for (k, v) in server_params.iter() {
+        let value = match (k.as_str(), params.get(k)) {
+            // Echo the client's own application_name, as PostgreSQL would.
+            ("application_name", Some(mine)) => mine,
+            _ => v.as_str(),
+        };
+        messages::parameter_status(&mut out, k, value);
+    }
+    messages::backend_key_data(&mut out, key.pid, key.secret);
+    messages::ready_for_query(&mut out, b'I');
+    stream.write_all(&out).await.map_err(|_| Refusal::Closed)?;
+    tracing::debug!(tenant = %tenant.key, user = %resolution.user, by = ?resolution.by, "client logged in");
+    Ok(Login {
+        tenant,
+        user: resolution.user,
+        pool,
+        _client_slot: client_slot,
+    })
+}

@@ -1,0 +1,165 @@
+//! One client's life after login: wait for a request, borrow a server link,
+//! relay until the transaction (or session) ends, give the link back clean.
+
+use super::cancel::{CancelKey, CancelTarget};
+use super::handshake::{login, send_fatal, Login, Refusal};
+use super::relay::{flush, relay, Direction, RelayEnd, TxnTracker};
+use crate::app::{wait_shutdown, Proxy};
+use crate::config::PoolMode;
+use crate::error::ClientError;
+use crate::protocol::frame::{no_peek, Flow};
+use crate::protocol::messages::{self, Severity};
+use crate::protocol::sqlstate;
+use bytes::{Buf, BytesMut};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Serves one client connection from its first byte to its close.
+pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>) {
+    let key = proxy.cancels.register();
+    let timeout = proxy.config.proxy.client_login_timeout;
+    let login = match tokio::time::timeout(timeout, login(&mut stream, &proxy, &key)).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(Refusal::Error(e))) => return send_fatal(&mut stream, &e).await,
+        Ok(Err(Refusal::Cancel | Refusal::Closed)) => return,
+        Err(_) => {
+            let e = ClientError::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("login not completed within client_login_timeout ({timeout:?})"),
+            );
+            return send_fatal(&mut stream, &e).await;
+        }
+    };
+    run_session(stream, &proxy, &key, login).await;
+}
+
+async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, e: &ClientError, severity: Severity) -> bool {
+    let mut out = BytesMut::new();
+    messages::error_response(&mut out, severity, e.code, &e.message, e.hint.as_deref());
+    if severity == Severity::Error {
+        messages::ready_for_query(&mut out, b'I');
+    }
+    w.write_all(&out).await.is_ok()
+}
+
+/// After a failed checkout: drops the client's request (a Query, or extended
+/// messages through the next Sync) as PostgreSQL does after an error.
+async fn discard_request<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    up: &mut Direction,
+) -> std::io::Result<()> {
+    let mut done = false;
+    loop {
+        let scan = up.scanner.scan(&up.buf, 0, no_peek, |tag, _| {
+            if done {
+                return Flow::StopBefore;
+            }
+            done = matches!(tag, b'Q' | b'S' | b'F');
+            Flow::Continue
+        });
+        let end = scan
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+            .end;
+        up.buf.advance(end);
+        if done && up.scanner.at_boundary() {
+            return Ok(());
+        }
+        if r.read_buf(&mut up.buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, login: Login) {
+    let Login { tenant, pool, user, .. } = &login;
+    let release_when_idle = tenant.pool_mode == PoolMode::Transaction;
+    let mut shutdown = proxy.shutdown_signal();
+    let (mut cr, mut cw) = stream.split();
+    let mut up = Direction::new();
+    let mut down = Direction::new();
+    loop {
+        // Between transactions: no server link held.
+        if up.buf.is_empty() {
+            tokio::select! {
+                r = cr.read_buf(&mut up.buf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                _ = wait_shutdown(&mut shutdown) => {
+                    let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
+                    send_error(&mut cw, &e, Severity::Fatal).await;
+                    return;
+                }
+            }
+        }
+        if up.buf[0] == b'X' {
+            return;
+        }
+        let mut lease = match proxy.pools.checkout(pool).await {
+            Ok(l) => l,
+            Err(err) => {
+                tracing::warn!(tenant = %tenant.key, %user, error = %err, "checkout failed");
+                if discard_request(&mut cr, &mut up).await.is_err() {
+                    return;
+                }
+                if !send_error(&mut cw, &ClientError::from(&err), Severity::Error).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let conn = lease.conn();
+        key.set(Some(CancelTarget {
+            host: pool.target.host.clone(),
+            port: pool.target.port,
+            pid: conn.pid,
+            secret: conn.secret,
+        }));
+        let mut t = TxnTracker::default();
+        let (mut sr, mut sw) = conn.stream.split();
+        let end = relay(
+            &mut cr, &mut cw, &mut sr, &mut sw, &mut up, &mut down, &mut t, release_when_idle,
+        )
+        .await;
+        key.set(None);
+        let link_clean = t.idle() && down.drained() && up.scanned == 0;
+        match end {
+            RelayEnd::Release => {
+                lease.release();
+                if flush(&mut cw, &mut down).await.is_err() {
+                    return;
+                }
+                if *shutdown.borrow() {
+                    let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
+                    send_error(&mut cw, &e, Severity::Fatal).await;
+                    return;
+                }
+            }
+            RelayEnd::Terminate | RelayEnd::ClientClosed | RelayEnd::ClientIo(_) => {
+                if link_clean && !release_when_idle {
+                    tokio::spawn(lease.reset_and_release());
+                }
+                // Otherwise the lease drops here: a link left mid-transaction is
+                // closed (the server rolls back), never handed to another client.
+                return;
+            }
+            RelayEnd::ClientProtocol(e) => {
+                let e = ClientError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string());
+                send_error(&mut cw, &e, Severity::Fatal).await;
+                return;
+            }
+            RelayEnd::ServerClosed | RelayEnd::ServerIo(_) | RelayEnd::ServerProtocol(_) => {
+                tracing::warn!(tenant = %tenant.key, end = ?end, "server link lost");
+                let _ = flush(&mut cw, &mut down).await;
+                let e = ClientError::new(
+                    sqlstate::CONNECTION_FAILURE,
+                    "server connection lost; pgtenant closed the client",
+                );
+                send_error(&mut cw, &e, Severity::Fatal).await;
+                return;
+            }
+        }
+    }
+}
+

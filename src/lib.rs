@@ -1,0 +1,17 @@
+//! pgtenant: a PostgreSQL wire-protocol proxy for multi-tenant SaaS. It finds a
+//! connection's tenant, routes it to the tenant's schema or database, and pools
+//! server connections per tenant. See README.md for the module map.
+
+pub mod app;
+pub mod auth;
+pub mod backend;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod frontend;
+pub mod net;
+pub mod pool;
+pub mod protocol;
+pub mod tenant;

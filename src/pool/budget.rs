@@ -1,0 +1,62 @@
+//! The cap on connections to one server across all tenants (pgbouncer#130: per
+//! tenant quotas alone let the sum overrun `max_connections`).
+
+use super::tenant_pool::TenantPool;
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug)]
+pub struct ServerBudget {
+    pub name: String,
+    slots: Arc<Semaphore>,
+    pools: Mutex<Vec<Weak<TenantPool>>>,
+    /// Woken when a link of this server goes idle, so slot waiters can try eviction.
+    pub(super) link_idle: Notify,
+}
+
+impl ServerBudget {
+    pub fn new(name: &str, max_connections: usize) -> Self {
+        Self {
+            name: name.to_owned(),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            pools: Mutex::new(Vec::new()),
+            link_idle: Notify::new(),
+        }
+    }
+
+    pub(super) fn register(&self, pool: &Arc<TenantPool>) {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.retain(|w| w.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
+    }
+
+    pub(super) fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    pub(super) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
+    /// Closes the least recently used idle link of any pool on this server.
+    /// Returns false when no pool has an idle link.
+    pub(super) fn evict_lru_idle(&self) -> bool {
+        let pools: Vec<Arc<TenantPool>> = {
+            let g = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+            g.iter().filter_map(Weak::upgrade).collect()
+        };
+        let oldest = pools
+            .iter()
+            .filter_map(|p| p.oldest_idle_use().map(|t| (t, p)))
+            .min_by_key(|(t, _)| *t);
+        match oldest {
+            Some((_, pool)) => pool.evict_oldest_idle(),
+            None => false,
+        }
+    }
+
+    /// Connections open to this server (checked out plus idle).
+    pub fn in_use(&self, max: usize) -> usize {
+        max - self.slots.available_permits()
+    }
+}

@@ -1,0 +1,60 @@
+//! A server connection lent to one client. Returning it is explicit
+//! ([`Lease::release`]); a lease dropped any other way closes the connection, so
+//! a link in an unknown state can never reach another client.
+
+use super::tenant_pool::{Link, TenantPool};
+use crate::backend::ServerConn;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+
+#[derive(Debug)]
+pub struct Lease {
+    link: Option<Link>,
+    pool: Arc<TenantPool>,
+    lifetime: Duration,
+    _quota: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    pub(super) fn new(
+        link: Link,
+        pool: Arc<TenantPool>,
+        lifetime: Duration,
+        quota: OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            link: Some(link),
+            pool,
+            lifetime,
+            _quota: quota,
+        }
+    }
+
+    pub fn conn(&mut self) -> &mut ServerConn {
+        // The link is only taken out by consuming methods.
+        &mut self.link.as_mut().expect("lease holds a link until consumed").conn
+    }
+
+    pub fn pool(&self) -> &Arc<TenantPool> {
+        &self.pool
+    }
+
+    /// Returns a clean (idle, outside any transaction) link to the pool.
+    pub fn release(mut self) {
+        if let Some(link) = self.link.take() {
+            if link.conn.created.elapsed() < self.lifetime {
+                self.pool.push_idle(link);
+            }
+        }
+    }
+
+    /// Session pooling: wipe session state (`DISCARD ALL` keeps the startup
+    /// search_path) before the link can serve another client; close it if that fails.
+    pub async fn reset_and_release(mut self) {
+        let ok = self.conn().execute("DISCARD ALL").await.is_ok();
+        if ok {
+            self.release();
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The pools of every tenant and the budgets of every server; checkout with a
+//! deadline; periodic reaping.
+
+use super::budget::ServerBudget;
+use super::lease::Lease;
+use super::tenant_pool::{Link, TenantPool};
+use crate::backend::{BackendError, ServerConn, ServerParams};
+use crate::config::Config;
+use crate::tenant::Tenant;
+use dashmap::DashMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::time::Instant;
+
+#[derive(Debug, Error)]
+pub enum PoolError {
+    #[error("no server connection for tenant \"{tenant}\" within query_wait_timeout ({waited:?}): all {quota} connection(s) of its quota are busy")]
+    QuotaWait {
+        tenant: String,
+        quota: usize,
+        waited: Duration,
+    },
+    #[error("no server connection for tenant \"{tenant}\" within query_wait_timeout ({waited:?}): server {server} is at max_connections")]
+    ServerFull {
+        tenant: String,
+        server: String,
+        waited: Duration,
+    },
+    #[error("tenant \"{tenant}\" points at unknown server \"{server}\"")]
+    NoServer { tenant: String, server: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub query_wait_timeout: Duration,
+    pub server_idle_timeout: Duration,
+    pub server_lifetime: Duration,
+    pub server_connect_timeout: Duration,
+}
+
+impl PoolSettings {
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            query_wait_timeout: cfg.proxy.query_wait_timeout,
+            server_idle_timeout: cfg.proxy.server_idle_timeout,
+            server_lifetime: cfg.proxy.server_lifetime,
+            server_connect_timeout: cfg.proxy.server_connect_timeout,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct PoolManager {
+    settings: PoolSettings,
+    budgets: HashMap<String, Arc<ServerBudget>>,
+    pools: DashMap<String, Arc<TenantPool>>,
+}
+
+impl PoolManager {
+    pub fn new(cfg: &Config) -> Self {
+        let budgets = cfg
+            .servers
+            .iter()
+            .map(|(name, s)| (name.clone(), Arc::new(ServerBudget::new(name, s.max_connections))))
+            .collect();
+        Self {
+            settings: PoolSettings::from_config(cfg),
+            budgets,
+            pools: DashMap::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    /// The tenant's pool, created on first use.
+    pub fn pool_for(&self, tenant: &Tenant) -> Result<Arc<TenantPool>, PoolError> {
+        if let Some(p) = self.pools.get(&tenant.key) {
+            return Ok(p.clone());
+        }
+        let budget = self
+            .budgets
+            .get(&*tenant.target.server)
+            .ok_or_else(|| PoolError::NoServer {
+                tenant: tenant.key.clone(),
+                server: tenant.target.server.to_string(),
+            })?;
+        let pool = self
+            .pools
+            .entry(tenant.key.clone())
+            .or_insert_with(|| {
+                let p = Arc::new(TenantPool::new(
+                    &tenant.key,
+                    tenant.target.clone(),
+                    tenant.pool_size,
+                    tenant.max_client_conn,
+                    budget.clone(),
+                ));
+                budget.register(&p);
+                p
+            })
+            .clone();
+        Ok(pool)
+    }
+
+    pub fn pools(&self) -> Vec<Arc<TenantPool>> {
+        self.pools.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Lends a server connection of `pool`, waiting up to `query_wait_timeout`
+    /// for the tenant's quota and the server's budget.
+    pub async fn checkout(&self, pool: &Arc<TenantPool>) -> Result<Lease, PoolError> {
+        let waited = self.settings.query_wait_timeout;
+        let deadline = Instant::now() + waited;
+        let quota = tokio::time::timeout_at(deadline, pool.quota.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| PoolError::QuotaWait {
+                tenant: pool.key.clone(),
+                quota: pool.stats().quota,
+                waited,
+            })?;
+        let budget = &pool.budget;
+        loop {
+            while let Some(link) = pool.pop_idle() {
+                if link.conn.created.elapsed() < self.settings.server_lifetime {
+                    return Ok(Lease::new(link, pool.clone(), self.settings.server_lifetime, quota));
+                }
+            }
+            let slot = match budget.try_slot() {
+                Some(s) => s,
+                None if budget.evict_lru_idle() => continue,
+                None => {
+                    // Wait for a free slot, or for an idle link somewhere (ours to
+                    // reuse, or another tenant's to evict).
+                    let idle = budget.link_idle.notified();
+                    tokio::select! {
+                        s = budget.slot() => match s { Some(s) => s, None => continue },
+                        _ = idle => continue,
+                        _ = tokio::time::sleep_until(deadline) => {
+                            return Err(PoolError::ServerFull {
+                                tenant: pool.key.clone(),
+                                server: budget.name.clone(),
+                                waited,
+                            })
+                        }
+                    }
+                }
+            };
+            let conn = ServerConn::connect(
+                &pool.target,
+                &pool.application_name,
+                self.settings.server_connect_timeout,
+            )
+            .await?;
+            pool.remember_params(&conn.params);
+            let link = Link { conn, _slot: slot };
+            return Ok(Lease::new(link, pool.clone(), self.settings.server_lifetime, quota));
+        }
+    }
+
+    /// The server's ParameterStatus values for a pool, connecting once if needed.
+    pub async fn server_params(&self, pool: &Arc<TenantPool>) -> Result<ServerParams, PoolError> {
+        if let Some(p) = pool.cached_params() {
+            return Ok(p);
+        }
+        let mut lease = self.checkout(pool).await?;
+        let params = lease.conn().params.clone();
+        lease.release();
+        Ok(params)
+    }
+
+    /// Closes idle links past `server_idle_timeout` or `server_lifetime`.
+    pub fn reap(&self) {
+        for p in self.pools.iter() {
+            p.reap(self.settings.server_idle_timeout, self.settings.server_lifetime);
+        }
+    }
+}

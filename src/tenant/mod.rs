@@ -1,0 +1,10 @@
+//! Tenants: the resolved model, the directory of known tenants, and resolution of
+//! a connection's tenant from its startup packet (SPEC §2). No sockets here.
+
+mod directory;
+mod model;
+mod resolve;
+
+pub use directory::TenantDirectory;
+pub use model::{quote_ident, Tenant, Target};
+pub use resolve::{resolve, Resolution, ResolveError, ResolvedBy};

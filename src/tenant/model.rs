@@ -1,0 +1,108 @@
+//! A tenant as the proxy uses it: where its connections go and its limits.
+
+use crate::config::{Config, PoolMode, TenantMode, TenantStatus};
+use std::sync::Arc;
+
+/// Where a tenant's server connections go and how they log in. Two tenants with
+/// equal targets could share connections (the catalog issue builds on this).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub server: Arc<str>,
+    pub host: Arc<str>,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+    /// `search_path` for schema tenants, already quoted.
+    pub search_path: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub key: String,
+    pub mode: TenantMode,
+    pub status: TenantStatus,
+    pub tier: String,
+    pub schema: Option<String>,
+    pub target: Target,
+    pub pool_size: usize,
+    pub pool_mode: PoolMode,
+    pub max_client_conn: usize,
+}
+
+/// Quotes an identifier the way PostgreSQL's quote_ident does, always: no
+/// identifier from config or catalog ever reaches SQL unquoted.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+impl Tenant {
+    /// Builds every tenant of a validated config.
+    pub fn all_from_config(cfg: &Config) -> Vec<Tenant> {
+        cfg.tenants
+            .iter()
+            .filter_map(|t| {
+                let server = cfg.servers.get(&t.server)?;
+                let tier_name = t.tier.clone().unwrap_or_else(|| "default".into());
+                let tier = cfg.tiers.get(&tier_name).cloned().unwrap_or_default();
+                let schema = match t.mode {
+                    TenantMode::Schema => {
+                        Some(t.schema.clone().unwrap_or_else(|| format!("t_{}", t.key)))
+                    }
+                    _ => None,
+                };
+                let database = t.database.clone().unwrap_or_else(|| match t.mode {
+                    TenantMode::Database => t.key.clone(),
+                    _ => server.database.clone(),
+                });
+                let (user, password) = match &t.role {
+                    Some(role) => (
+                        role.clone(),
+                        crate::config::secret(&t.role_password, &t.role_password_env)
+                            .ok()
+                            .flatten(),
+                    ),
+                    None => (
+                        server.user.clone(),
+                        crate::config::secret(&server.password, &server.password_env)
+                            .ok()
+                            .flatten(),
+                    ),
+                };
+                Some(Tenant {
+                    key: t.key.clone(),
+                    mode: t.mode,
+                    status: t.status,
+                    tier: tier_name,
+                    schema: schema.clone(),
+                    target: Target {
+                        server: t.server.as_str().into(),
+                        host: server.host.as_str().into(),
+                        port: server.port,
+                        database,
+                        user,
+                        password,
+                        search_path: schema.map(|s| format!("{}, public", quote_ident(&s))),
+                    },
+                    pool_size: t.pool_size.unwrap_or(tier.pool_size),
+                    pool_mode: t
+                        .pool_mode
+                        .or(tier.pool_mode)
+                        .unwrap_or(cfg.proxy.pool_mode),
+                    max_client_conn: t.max_client_conn.unwrap_or(tier.max_client_conn),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote_ident;
+
+    #[test]
+    fn quotes_hostile_identifiers() {
+        assert_eq!(quote_ident("t_acme"), "\"t_acme\"");
+        assert_eq!(quote_ident("a\"; drop"), "\"a\"\"; drop\"");
+    }
+}

@@ -1,0 +1,196 @@
+//! Finding a connection's tenant from its startup packet, first match wins
+//! (SPEC §2): `tenant` parameter, `-c tenant=` in `options`, username suffix,
+//! database name. SNI joins with TLS.
+
+use super::directory::TenantDirectory;
+use super::model::Tenant;
+use crate::config::TenantStatus;
+use crate::protocol::startup::{split_options, StartupParams};
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolvedBy {
+    StartupParameter,
+    Options,
+    UsernameSuffix,
+    DatabaseName,
+}
+
+impl ResolvedBy {
+    fn describe(self) -> &'static str {
+        match self {
+            ResolvedBy::StartupParameter => "startup parameter \"tenant\"",
+            ResolvedBy::Options => "options -c tenant=",
+            ResolvedBy::UsernameSuffix => "username suffix",
+            ResolvedBy::DatabaseName => "database name",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub tenant: Arc<Tenant>,
+    /// The login user with any tenant suffix removed.
+    pub user: String,
+    pub by: ResolvedBy,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ResolveError {
+    #[error("no PostgreSQL user name specified in startup packet")]
+    NoUser,
+    #[error("no tenant given: tried {tried}")]
+    Missing { tried: String },
+    #[error("tenant \"{key}\" does not exist (from {})", by.describe())]
+    Unknown { key: String, by: ResolvedBy },
+    #[error("tenant \"{0}\" is suspended")]
+    Suspended(String),
+    #[error("tenant \"{0}\" is cancelled")]
+    Cancelled(String),
+}
+
+/// The tenant named in the `options` parameter, if any.
+fn tenant_from_options(options: &str) -> Option<String> {
+    let args = split_options(options);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let setting = if arg == "-c" || arg == "--" {
+            it.next().map(String::as_str)
+        } else if let Some(s) = arg.strip_prefix("-c") {
+            Some(s)
+        } else {
+            arg.strip_prefix("--")
+        };
+        if let Some(value) = setting.and_then(|s| s.strip_prefix("tenant=")) {
+            return Some(value.to_owned());
+        }
+    }
+    None
+}
+
+pub fn resolve(
+    params: &StartupParams,
+    separator: &str,
+    dir: &TenantDirectory,
+) -> Result<Resolution, ResolveError> {
+    let raw_user = params.get("user").filter(|u| !u.is_empty()).ok_or(ResolveError::NoUser)?;
+    let database = params.get("database").unwrap_or(raw_user);
+
+    let suffix = raw_user
+        .rsplit_once(separator)
+        .filter(|(u, k)| !u.is_empty() && !k.is_empty());
+    let (key, by, user) = if let Some(k) = params.get("tenant") {
+        (k.to_owned(), ResolvedBy::StartupParameter, raw_user)
+    } else if let Some(k) = params.get("options").and_then(tenant_from_options) {
+        (k, ResolvedBy::Options, raw_user)
+    } else if let Some((u, k)) = suffix {
+        (k.to_owned(), ResolvedBy::UsernameSuffix, u)
+    } else if dir.get(database).is_some() {
+        (database.to_owned(), ResolvedBy::DatabaseName, raw_user)
+    } else {
+        return Err(ResolveError::Missing {
+            tried: format!(
+                "startup parameter \"tenant\", options \"-c tenant=\", a username like \"{raw_user}{separator}<tenant>\", and database name \"{database}\" (not a tenant)"
+            ),
+        });
+    };
+    let tenant = dir.get(&key).ok_or(ResolveError::Unknown {
+        key: key.clone(),
+        by,
+    })?;
+    match tenant.status {
+        TenantStatus::Suspended => Err(ResolveError::Suspended(key)),
+        TenantStatus::Cancelled => Err(ResolveError::Cancelled(key)),
+        TenantStatus::Active | TenantStatus::Trial => Ok(Resolution {
+            tenant,
+            user: user.to_owned(),
+            by,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+
+    fn dir() -> TenantDirectory {
+        let cfg = parse_str(
+            r#"
+[servers.main]
+user = "postgres"
+[[tenants]]
+key = "acme"
+mode = "schema"
+server = "main"
+[[tenants]]
+key = "globex"
+mode = "database"
+server = "main"
+[[tenants]]
+key = "sleepy"
+mode = "schema"
+server = "main"
+status = "suspended"
+[[tenants]]
+key = "gone"
+mode = "schema"
+server = "main"
+status = "cancelled"
+"#,
+            "test",
+        )
+        .expect("valid");
+        TenantDirectory::new(Tenant::all_from_config(&cfg))
+    }
+
+    fn params(p: &[(&str, &str)]) -> StartupParams {
+        StartupParams {
+            minor_version: 0,
+            params: p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn each_method_and_its_precedence() {
+        let d = dir();
+        let r = resolve(&params(&[("user", "app.globex"), ("tenant", "acme")]), ".", &d)
+            .expect("resolves");
+        assert_eq!((r.tenant.key.as_str(), r.by), ("acme", ResolvedBy::StartupParameter));
+        let r = resolve(&params(&[("user", "app"), ("options", "-c tenant=acme")]), ".", &d)
+            .expect("resolves");
+        assert_eq!(r.by, ResolvedBy::Options);
+        let r = resolve(&params(&[("user", "app"), ("options", "-ctenant=acme")]), ".", &d)
+            .expect("resolves");
+        assert_eq!(r.tenant.key, "acme");
+        let r = resolve(&params(&[("user", "app.acme"), ("database", "x")]), ".", &d)
+            .expect("resolves");
+        assert_eq!((r.user.as_str(), r.by), ("app", ResolvedBy::UsernameSuffix));
+        let r = resolve(&params(&[("user", "app"), ("database", "globex")]), ".", &d)
+            .expect("resolves");
+        assert_eq!((r.tenant.key.as_str(), r.by), ("globex", ResolvedBy::DatabaseName));
+    }
+
+    #[test]
+    fn four_distinct_failures() {
+        let d = dir();
+        assert!(matches!(
+            resolve(&params(&[("user", "app"), ("database", "app")]), ".", &d),
+            Err(ResolveError::Missing { .. })
+        ));
+        assert!(matches!(
+            resolve(&params(&[("user", "app.nope")]), ".", &d),
+            Err(ResolveError::Unknown { .. })
+        ));
+        assert_eq!(
+            resolve(&params(&[("user", "app.sleepy")]), ".", &d).err(),
+            Some(ResolveError::Suspended("sleepy".into()))
+        );
+        assert_eq!(
+            resolve(&params(&[("user", "app.gone")]), ".", &d).err(),
+            Some(ResolveError::Cancelled("gone".into()))
+        );
+        assert_eq!(resolve(&params(&[]), ".", &d).err(), Some(ResolveError::NoUser));
+    }
+}

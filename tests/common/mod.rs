@@ -1,0 +1,136 @@
+//! Test harness: one throw-away PostgreSQL cluster per test binary (torn down by
+//! a watchdog when the binary exits), and pgtenant started in-process on an
+//! ephemeral port with a config written as TOML, the way users write it.
+#![allow(dead_code)]
+
+use pgtenant::app::Running;
+use pgtenant::cluster::TempCluster;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+static CLUSTER: OnceLock<TempCluster> = OnceLock::new();
+
+/// The binary's cluster, started on first use.
+pub fn cluster() -> &'static TempCluster {
+    CLUSTER.get_or_init(|| {
+        let mut c = TempCluster::start().expect("start throw-away PostgreSQL");
+        c.stop_when_process_exits();
+        c
+    })
+}
+
+pub fn pg_port() -> u16 {
+    cluster().port
+}
+
+/// A superuser connection straight to PostgreSQL (bypassing pgtenant).
+pub async fn direct(db: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(&cluster().conn_string(db), NoTls)
+        .await
+        .expect("direct connection");
+    tokio::spawn(conn);
+    client
+}
+
+/// Runs SQL directly on the cluster.
+pub async fn admin_sql(db: &str, sql: &str) {
+    direct(db).await.batch_execute(sql).await.expect(sql);
+}
+
+/// Starts pgtenant with `config`; `{PG_PORT}` is replaced by the cluster's port
+/// and the listener is forced to an ephemeral port.
+pub async fn start_proxy(config: &str) -> Running {
+    let text = config.replace("{PG_PORT}", &pg_port().to_string());
+    let mut cfg = pgtenant::config::parse_str(&text, "test config").expect("valid test config");
+    cfg.proxy.listen = "127.0.0.1:0".into();
+    Running::start(cfg).await.expect("start pgtenant")
+}
+
+/// Connects through pgtenant. `extra` is appended to the libpq-style string.
+pub async fn connect(proxy: &Running, extra: &str) -> Result<Client, tokio_postgres::Error> {
+    let s = format!("host=127.0.0.1 port={} {extra}", proxy.addr.port());
+    let (client, conn) = tokio_postgres::connect(&s, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// First column of every row of a simple query, as strings.
+pub async fn column(client: &Client, sql: &str) -> Vec<String> {
+    client
+        .simple_query(sql)
+        .await
+        .expect(sql)
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Single value of a simple query.
+pub async fn scalar(client: &Client, sql: &str) -> String {
+    column(client, sql).await.into_iter().next().expect("one row")
+}
+
+/// Server connections pgtenant holds for a tenant, as PostgreSQL sees them.
+pub async fn server_links(admin: &Client, tenant: &str) -> i64 {
+    let n = scalar(
+        admin,
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgtenant/{tenant}'"),
+    )
+    .await;
+    n.parse().expect("count")
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SQLSTATE and message of a failed call.
+pub fn sqlstate(e: &tokio_postgres::Error) -> (String, String) {
+    match e.as_db_error() {
+        Some(db) => (db.code().code().to_owned(), db.message().to_owned()),
+        None => (String::new(), e.to_string()),
+    }
+}
+
+/// Creates `database` (if missing) with the given schemas, each holding a
+/// `customers` table with one row naming its owner.
+pub async fn tenant_fixture(database: &str, schemas: &[(&str, &str)]) {
+    // Tests of one binary run in parallel; fixtures are shared and created once.
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _guard = LOCK.lock().await;
+    let admin = direct("postgres").await;
+    let exists = column(&admin, &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'")).await;
+    if exists.is_empty() {
+        admin.batch_execute(&format!("CREATE DATABASE {database}")).await.expect("create db");
+    }
+    let db = direct(database).await;
+    for (schema, owner) in schemas {
+        db.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {schema}.customers (id serial PRIMARY KEY, name text NOT NULL);
+             INSERT INTO {schema}.customers(name) SELECT '{owner}' WHERE NOT EXISTS (SELECT 1 FROM {schema}.customers);"
+        ))
+        .await
+        .expect("fixture");
+    }
+}
+
+pub mod raw;
