@@ -113,6 +113,11 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> (String, String) {
 /// Creates `database` (if missing) with the given schemas, each holding a
 /// `customers` table with one row naming its owner.
 pub async fn tenant_fixture(database: &str, schemas: &[(&str, &str)]) {
+    tenant_fixture_with(database, schemas, "").await
+}
+
+/// [`tenant_fixture`] plus `extra` SQL run in `database`, under the same lock.
+pub async fn tenant_fixture_with(database: &str, schemas: &[(&str, &str)], extra: &str) {
     // Tests of one binary run in parallel; fixtures are shared and created once.
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _guard = LOCK.lock().await;
@@ -130,6 +135,9 @@ pub async fn tenant_fixture(database: &str, schemas: &[(&str, &str)]) {
         ))
         .await
         .expect("fixture");
+    }
+    if !extra.is_empty() {
+        db.batch_execute(extra).await.expect(extra);
     }
 }
 
