@@ -5,10 +5,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "pgtenant", version, about = "PostgreSQL proxy for multi-tenant SaaS")]
+#[command(
+    name = "pgtenant",
+    version,
+    about = "PostgreSQL proxy for multi-tenant SaaS"
+)]
 pub struct Cli {
     /// Config file (TOML). Accepted anywhere on the command line.
-    #[arg(long, global = true, env = "PGTENANT_CONFIG", default_value = "config/pgtenant.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "PGTENANT_CONFIG",
+        default_value = "config/pgtenant.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -31,13 +40,19 @@ pub enum Command {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgtenant: cannot start runtime: {e}");

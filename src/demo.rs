@@ -10,7 +10,7 @@ use tokio_postgres::NoTls;
 pub enum DemoError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    #[error("setting up the demo data failed: {0}")]
+    #[error("setting up the demo data failed: {}", .0.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| .0.to_string()))]
     Sql(#[from] tokio_postgres::Error),
     #[error("demo config: {0}")]
     Config(#[from] crate::config::ConfigError),
@@ -37,7 +37,13 @@ async fn sql(conn_str: &str, script: &str) -> Result<(), tokio_postgres::Error> 
 
 /// Creates the demo's databases, schemas and rows on `cluster`.
 pub async fn seed(cluster: &TempCluster) -> Result<(), tokio_postgres::Error> {
-    sql(&cluster.conn_string("postgres"), "CREATE DATABASE app; CREATE DATABASE globex;").await?;
+    for db in ["app", "globex"] {
+        sql(
+            &cluster.conn_string("postgres"),
+            &format!("CREATE DATABASE {db}"),
+        )
+        .await?;
+    }
     let mut app = String::new();
     for (schema, who) in [("t_acme", "Acme"), ("t_initech", "Initech")] {
         app.push_str(&format!(
@@ -108,9 +114,17 @@ pub async fn run(listen_port: u16) -> Result<(), DemoError> {
     let cfg = parse_str(&demo_config(cluster.port, listen_port), "demo")?;
     let running = crate::app::Running::start(cfg).await?;
     let port = running.addr.port();
-    println!("pgtenant demo: PostgreSQL {} on port {}, pgtenant on port {port}", cluster.bindir().display(), cluster.port);
+    println!(
+        "pgtenant demo: PostgreSQL {} on port {}, pgtenant on port {port}",
+        cluster.bindir().display(),
+        cluster.port
+    );
     println!("Each tenant sees only its own customers. Try:\n");
-    for (user, db) in [("app.acme", "app"), ("app.initech", "app"), ("app", "globex")] {
+    for (user, db) in [
+        ("app.acme", "app"),
+        ("app.initech", "app"),
+        ("app", "globex"),
+    ] {
         println!(
             "  psql \"postgresql://{user}:{DEMO_PASSWORD}@127.0.0.1:{port}/{db}\" -c 'SELECT * FROM customers'"
         );

@@ -36,9 +36,8 @@ impl From<&ResolveError> for ClientError {
         let msg = e.to_string();
         match e {
             ResolveError::NoUser => ClientError::new(s::INVALID_AUTHORIZATION, msg),
-            ResolveError::Missing { .. } => ClientError::new(s::INVALID_AUTHORIZATION, msg).hint(
-                "connect as user \"<user>.<tenant>\", or pass options=-ctenant=<tenant>",
-            ),
+            ResolveError::Missing { .. } => ClientError::new(s::INVALID_AUTHORIZATION, msg)
+                .hint("connect as user \"<user>.<tenant>\", or pass options=-ctenant=<tenant>"),
             ResolveError::Unknown { .. } => ClientError::new(s::INVALID_CATALOG_NAME, msg),
             ResolveError::Suspended(_) => ClientError::new(s::CONNECTION_REJECTED, msg)
                 .hint("the tenant's account is suspended; contact your administrator"),
@@ -58,7 +57,10 @@ impl From<&AuthError> for ClientError {
                 format!("password authentication failed for user \"{u}\""),
             ),
             AuthError::Protocol(m) => ClientError::new(s::PROTOCOL_VIOLATION, m.clone()),
-            AuthError::Io(_) => ClientError::new(s::PROTOCOL_VIOLATION, "connection lost during authentication"),
+            AuthError::Io(_) => ClientError::new(
+                s::PROTOCOL_VIOLATION,
+                "connection lost during authentication",
+            ),
         }
     }
 }

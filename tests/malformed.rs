@@ -41,11 +41,15 @@ async fn answer_then_close(s: &mut TcpStream) -> String {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), read).await.expect("proxy must answer and close, not hang")
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("proxy must answer and close, not hang")
 }
 
 async fn still_serving(proxy: &pgtenant::app::Running) {
-    let c = connect(proxy, "user=app.acme dbname=mf_app").await.expect("healthy client");
+    let c = connect(proxy, "user=app.acme dbname=mf_app")
+        .await
+        .expect("healthy client");
     assert_eq!(scalar(&c, "SELECT name FROM customers").await, "Acme");
 }
 
@@ -53,11 +57,16 @@ async fn still_serving(proxy: &pgtenant::app::Running) {
 async fn bad_startup_packets_are_refused() {
     tenant_fixture("mf_app", &[("t_acme", "Acme")]).await;
     let proxy = start_proxy(CONFIG).await;
-    let healthy = connect(&proxy, "user=app.acme dbname=mf_app").await.expect("healthy");
+    let healthy = connect(&proxy, "user=app.acme dbname=mf_app")
+        .await
+        .expect("healthy");
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("8 GiB length", vec![0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0]),
         ("negative length", (-100i32).to_be_bytes().to_vec()),
-        ("http request", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        (
+            "http request",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
         ("oversized startup", {
             let mut v = 20_000u32.to_be_bytes().to_vec();
             v.extend(std::iter::repeat_n(b'a', 20_000));
@@ -79,7 +88,10 @@ async fn bad_startup_packets_are_refused() {
         let mut s = TcpStream::connect(proxy.addr).await.expect("tcp");
         let _ = s.write_all(&bytes).await;
         let code = answer_then_close(&mut s).await;
-        assert!(["08P01", "0A000"].contains(&code.as_str()), "{name}: got {code:?}");
+        assert!(
+            ["08P01", "0A000"].contains(&code.as_str()),
+            "{name}: got {code:?}"
+        );
     }
     // Random garbage: whatever it decodes to, the proxy answers or closes.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -108,13 +120,28 @@ async fn bad_messages_after_login_close_the_connection() {
         ("length below 4", vec![b'Q', 0, 0, 0, 2]),
         ("length above 1 GB", vec![b'Q', 0x7f, 0xff, 0xff, 0xff]),
     ] {
-        let mut raw = RawConn::connect(proxy.addr, &[("user", "app.acme"), ("database", "mf_app")], "").await.expect("login");
+        let mut raw = RawConn::connect(
+            proxy.addr,
+            &[("user", "app.acme"), ("database", "mf_app")],
+            "",
+        )
+        .await
+        .expect("login");
         raw.stream.write_all(&bytes).await.expect("send");
         assert_eq!(answer_then_close(&mut raw.stream).await, "08P01", "{name}");
     }
     // Half a message then a hang-up must not take anything down.
-    let mut raw = RawConn::connect(proxy.addr, &[("user", "app.acme"), ("database", "mf_app")], "").await.expect("login");
-    raw.stream.write_all(&[b'Q', 0, 0, 0, 100, b's']).await.expect("send");
+    let mut raw = RawConn::connect(
+        proxy.addr,
+        &[("user", "app.acme"), ("database", "mf_app")],
+        "",
+    )
+    .await
+    .expect("login");
+    raw.stream
+        .write_all(&[b'Q', 0, 0, 0, 100, b's'])
+        .await
+        .expect("send");
     drop(raw);
     still_serving(&proxy).await;
 }
@@ -133,7 +160,9 @@ async fn slow_logins_are_cut_off() {
     }
     // SSLRequest is answered with 'N' and the login continues in plain text.
     let mut s = TcpStream::connect(proxy.addr).await.expect("tcp");
-    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.expect("ssl request");
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .expect("ssl request");
     let mut answer = [0u8; 1];
     s.read_exact(&mut answer).await.expect("answer");
     assert_eq!(&answer, b"N");

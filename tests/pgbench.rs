@@ -34,7 +34,11 @@ async fn pgbench(port: u16, args: &[&str]) -> String {
         .output()
         .await
         .expect("run pgbench");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
     text
 }
@@ -57,17 +61,26 @@ async fn pgbench_simple_and_extended_with_32_clients() {
     pgbench(port, &["-i", "-s", "1", "-q"]).await;
     for mode in ["simple", "extended"] {
         let report = pgbench(port, &["-S", "-M", mode, "-c", "32", "-j", "2", "-T", "3"]).await;
-        assert!(report.contains("number of failed transactions: 0"), "{mode}:\n{report}");
+        assert!(
+            report.contains("number of failed transactions: 0"),
+            "{mode}:\n{report}"
+        );
         assert!(processed(&report) > 100, "{mode}:\n{report}");
     }
     // Read-write TPC-B-like transactions (BEGIN ... END across several statements).
     let report = pgbench(port, &["-M", "extended", "-c", "8", "-j", "2", "-T", "3"]).await;
-    assert!(report.contains("number of failed transactions: 0"), "{report}");
+    assert!(
+        report.contains("number of failed transactions: 0"),
+        "{report}"
+    );
     assert!(processed(&report) > 50, "{report}");
     let admin = direct("postgres").await;
-    let links: i64 = scalar(&admin, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgtenant/bench'")
-        .await
-        .parse()
-        .expect("count");
+    let links: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgtenant/bench'",
+    )
+    .await
+    .parse()
+    .expect("count");
     assert!(links <= 5, "quota 5, saw {links}");
 }

@@ -12,7 +12,13 @@ use tokio_postgres::NoTls;
 
 /// Tenants `<p>busy` and `<p>quiet` (schemas t_busy, t_quiet); each test uses
 /// its own prefix so pg_stat_activity counts (by application_name) are its own.
-fn config(p: &str, extra_proxy: &str, pool_size: usize, pool_mode: &str, max_connections: usize) -> String {
+fn config(
+    p: &str,
+    extra_proxy: &str,
+    pool_size: usize,
+    pool_mode: &str,
+    max_connections: usize,
+) -> String {
     format!(
         r#"
 [proxy]
@@ -81,12 +87,16 @@ async fn two_hundred_clients_share_a_quota_of_five() {
     };
     let mut clients = Vec::new();
     for i in 0..200 {
-        let c = connect(&proxy, "user=app.q5busy dbname=pl_app").await.expect("connect");
+        let c = connect(&proxy, "user=app.q5busy dbname=pl_app")
+            .await
+            .expect("connect");
         let done = done.clone();
         clients.push(tokio::spawn(async move {
             for n in 0..50 {
                 c.simple_query("BEGIN").await.expect("begin");
-                c.simple_query(&format!("INSERT INTO hits VALUES ({i}, {n})")).await.expect("insert");
+                c.simple_query(&format!("INSERT INTO hits VALUES ({i}, {n})"))
+                    .await
+                    .expect("insert");
                 c.simple_query("COMMIT").await.expect("commit");
             }
             done.fetch_add(1, Ordering::Relaxed);
@@ -97,10 +107,16 @@ async fn two_hundred_clients_share_a_quota_of_five() {
     }
     sampler.await.expect("sampler");
     let admin = direct("pl_app").await;
-    assert_eq!(scalar(&admin, "SELECT count(*) FROM t_busy.hits").await, "10000");
+    assert_eq!(
+        scalar(&admin, "SELECT count(*) FROM t_busy.hits").await,
+        "10000"
+    );
     let max = max_seen.load(Ordering::Relaxed);
     assert!(samples.load(Ordering::Relaxed) > 10, "sampler ran");
-    assert!((1..=5).contains(&max), "server links for the tenant peaked at {max}");
+    assert!(
+        (1..=5).contains(&max),
+        "server links for the tenant peaked at {max}"
+    );
     let stats = proxy.proxy.pools.pools()[0].stats();
     assert!(stats.idle <= 5 && stats.active == 0, "{stats:?}");
 }
@@ -108,23 +124,46 @@ async fn two_hundred_clients_share_a_quota_of_five() {
 #[tokio::test]
 async fn a_waiting_client_times_out_then_succeeds_after_commit() {
     fixtures().await;
-    let proxy = start_proxy(&config("wt", "query_wait_timeout = \"400ms\"", 1, "transaction", 50)).await;
-    let holder = connect(&proxy, "user=app.wtbusy dbname=pl_app").await.expect("holder");
-    let waiter = connect(&proxy, "user=app.wtbusy dbname=pl_app").await.expect("waiter");
+    let proxy = start_proxy(&config(
+        "wt",
+        "query_wait_timeout = \"400ms\"",
+        1,
+        "transaction",
+        50,
+    ))
+    .await;
+    let holder = connect(&proxy, "user=app.wtbusy dbname=pl_app")
+        .await
+        .expect("holder");
+    let waiter = connect(&proxy, "user=app.wtbusy dbname=pl_app")
+        .await
+        .expect("waiter");
     holder.simple_query("BEGIN").await.expect("begin");
     holder.simple_query("SELECT 1").await.expect("in txn");
     let started = Instant::now();
-    let err = waiter.simple_query("SELECT 1").await.expect_err("quota is held");
+    let err = waiter
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("quota is held");
     let waited = started.elapsed();
     let (code, msg) = sqlstate(&err);
     assert_eq!(code, "53300", "{msg}");
-    assert!(msg.contains("query_wait_timeout") && msg.contains("wtbusy"), "{msg}");
-    assert!(waited >= Duration::from_millis(350) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        msg.contains("query_wait_timeout") && msg.contains("wtbusy"),
+        "{msg}"
+    );
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
     holder.simple_query("COMMIT").await.expect("commit");
     assert_eq!(scalar(&waiter, "SELECT 'served'").await, "served");
     // Extended protocol is discarded through Sync the same way.
     holder.simple_query("BEGIN").await.expect("begin");
-    let err = waiter.execute("SELECT 1", &[]).await.expect_err("quota held");
+    let err = waiter
+        .execute("SELECT 1", &[])
+        .await
+        .expect_err("quota held");
     assert_eq!(sqlstate(&err).0, "53300");
     holder.simple_query("COMMIT").await.expect("commit");
     assert_eq!(scalar(&waiter, "SELECT 'again'").await, "again");
@@ -137,44 +176,84 @@ async fn a_client_killed_mid_transaction_leaves_nothing_behind() {
     let proxy = start_proxy(&config("kl", "", 1, "transaction", 50)).await;
     for how in ["socket closed", "terminate"] {
         if how == "socket closed" {
-            let mut raw = RawConn::connect(proxy.addr, &[("user", "app.klbusy"), ("database", "pl_app")], "")
-                .await
-                .expect("raw connect");
+            let mut raw = RawConn::connect(
+                proxy.addr,
+                &[("user", "app.klbusy"), ("database", "pl_app")],
+                "",
+            )
+            .await
+            .expect("raw connect");
             raw.simple("BEGIN").await.expect("begin");
-            raw.simple("INSERT INTO dirty VALUES ('uncommitted')").await.expect("insert");
+            raw.simple("INSERT INTO dirty VALUES ('uncommitted')")
+                .await
+                .expect("insert");
             drop(raw); // TCP close, no Terminate
         } else {
-            let c = connect(&proxy, "user=app.klbusy dbname=pl_app").await.expect("connect");
+            let c = connect(&proxy, "user=app.klbusy dbname=pl_app")
+                .await
+                .expect("connect");
             c.simple_query("BEGIN").await.expect("begin");
-            c.simple_query("INSERT INTO dirty VALUES ('uncommitted')").await.expect("insert");
+            c.simple_query("INSERT INTO dirty VALUES ('uncommitted')")
+                .await
+                .expect("insert");
             drop(c); // tokio-postgres sends Terminate
         }
         // Quota 1: the next client can only be served once that link is gone or clean.
-        let next = connect(&proxy, "user=app.klbusy dbname=pl_app").await.expect("next");
-        assert_eq!(scalar(&next, "SELECT count(*) FROM dirty").await, "0", "{how}");
+        let next = connect(&proxy, "user=app.klbusy dbname=pl_app")
+            .await
+            .expect("next");
         assert_eq!(
-            scalar(&next, "SELECT coalesce(pg_current_xact_id_if_assigned()::text, 'none')").await,
+            scalar(&next, "SELECT count(*) FROM dirty").await,
+            "0",
+            "{how}"
+        );
+        assert_eq!(
+            scalar(
+                &next,
+                "SELECT coalesce(pg_current_xact_id_if_assigned()::text, 'none')"
+            )
+            .await,
             "none",
             "{how}: next client must not inherit the transaction"
         );
     }
     let admin = direct("pl_app").await;
-    assert_eq!(scalar(&admin, "SELECT count(*) FROM t_busy.dirty").await, "0");
+    assert_eq!(
+        scalar(&admin, "SELECT count(*) FROM t_busy.dirty").await,
+        "0"
+    );
 }
 
 #[tokio::test]
 async fn session_mode_resets_the_link_between_clients() {
     fixtures().await;
     let proxy = start_proxy(&config("ss", "", 1, "session", 50)).await;
-    let first = connect(&proxy, "user=app.ssbusy dbname=pl_app").await.expect("first");
-    first.simple_query("SET statement_timeout = '1234ms'").await.expect("set");
-    first.simple_query("SET search_path = pg_catalog").await.expect("set path");
+    let first = connect(&proxy, "user=app.ssbusy dbname=pl_app")
+        .await
+        .expect("first");
+    first
+        .simple_query("SET statement_timeout = '1234ms'")
+        .await
+        .expect("set");
+    first
+        .simple_query("SET search_path = pg_catalog")
+        .await
+        .expect("set path");
     let pid1 = scalar(&first, "SELECT pg_backend_pid()").await;
     drop(first);
-    let second = connect(&proxy, "user=app.ssbusy dbname=pl_app").await.expect("second");
-    assert_eq!(scalar(&second, "SELECT pg_backend_pid()").await, pid1, "same server link reused");
+    let second = connect(&proxy, "user=app.ssbusy dbname=pl_app")
+        .await
+        .expect("second");
+    assert_eq!(
+        scalar(&second, "SELECT pg_backend_pid()").await,
+        pid1,
+        "same server link reused"
+    );
     assert_eq!(scalar(&second, "SHOW statement_timeout").await, "0");
-    assert_eq!(scalar(&second, "SHOW search_path").await, "\"t_busy\", public");
+    assert_eq!(
+        scalar(&second, "SHOW search_path").await,
+        "\"t_busy\", public"
+    );
     assert_eq!(scalar(&second, "SELECT name FROM customers").await, "Busy");
 }
 
@@ -182,12 +261,16 @@ async fn session_mode_resets_the_link_between_clients() {
 async fn cancel_request_reaches_the_running_query() {
     fixtures().await;
     let proxy = start_proxy(&config("cx", "", 2, "transaction", 50)).await;
-    let s = format!("host=127.0.0.1 port={} user=app.cxbusy dbname=pl_app", proxy.addr.port());
+    let s = format!(
+        "host=127.0.0.1 port={} user=app.cxbusy dbname=pl_app",
+        proxy.addr.port()
+    );
     let (client, conn) = tokio_postgres::connect(&s, NoTls).await.expect("connect");
     tokio::spawn(conn);
     let token = client.cancel_token();
     let started = Instant::now();
-    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    let sleeper =
+        tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
     let admin = direct("postgres").await;
     let running = wait_until(Duration::from_secs(5), || async {
         scalar(&admin, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'").await == "1"
@@ -197,36 +280,84 @@ async fn cancel_request_reaches_the_running_query() {
     token.cancel_query(NoTls).await.expect("send cancel");
     let err = sleeper.await.expect("task").expect_err("cancelled");
     assert_eq!(sqlstate(&err).0, "57014");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     // A forged key cancels nothing.
-    let mut raw = tokio::net::TcpStream::connect(proxy.addr).await.expect("tcp");
-    tokio::io::AsyncWriteExt::write_all(&mut raw, &pgtenant::protocol::messages::cancel_request(1, 2)).await.expect("send");
+    let mut raw = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("tcp");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut raw,
+        &pgtenant::protocol::messages::cancel_request(1, 2),
+    )
+    .await
+    .expect("send");
 }
 
 #[tokio::test]
 async fn idle_links_close_and_old_links_are_recycled() {
     fixtures().await;
-    let proxy = start_proxy(&config("il", "server_idle_timeout = \"300ms\"", 2, "transaction", 50)).await;
-    let c = connect(&proxy, "user=app.ilquiet dbname=pl_app").await.expect("connect");
+    let proxy = start_proxy(&config(
+        "il",
+        "server_idle_timeout = \"300ms\"",
+        2,
+        "transaction",
+        50,
+    ))
+    .await;
+    let c = connect(&proxy, "user=app.ilquiet dbname=pl_app")
+        .await
+        .expect("connect");
     scalar(&c, "SELECT 1").await;
     let admin = direct("postgres").await;
     assert_eq!(server_links(&admin, "ilquiet").await, 1);
-    assert!(wait_until(Duration::from_secs(5), || async { server_links(&admin, "ilquiet").await == 0 }).await);
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            server_links(&admin, "ilquiet").await == 0
+        })
+        .await
+    );
 
-    let proxy = start_proxy(&config("il", "server_lifetime = \"300ms\"", 1, "transaction", 50)).await;
-    let c = connect(&proxy, "user=app.ilquiet dbname=pl_app").await.expect("connect");
+    let proxy = start_proxy(&config(
+        "il",
+        "server_lifetime = \"300ms\"",
+        1,
+        "transaction",
+        50,
+    ))
+    .await;
+    let c = connect(&proxy, "user=app.ilquiet dbname=pl_app")
+        .await
+        .expect("connect");
     let pid = scalar(&c, "SELECT pg_backend_pid()").await;
-    let recycled = wait_until(Duration::from_secs(5), || async { scalar(&c, "SELECT pg_backend_pid()").await != pid }).await;
+    let recycled = wait_until(Duration::from_secs(5), || async {
+        scalar(&c, "SELECT pg_backend_pid()").await != pid
+    })
+    .await;
     assert!(recycled, "link older than server_lifetime was reused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_cap_holds_across_tenants_and_evicts_idle_links() {
     fixtures().await;
-    let proxy = start_proxy(&config("sc", "query_wait_timeout = \"10s\"", 3, "transaction", 2)).await;
+    let proxy = start_proxy(&config(
+        "sc",
+        "query_wait_timeout = \"10s\"",
+        3,
+        "transaction",
+        2,
+    ))
+    .await;
     // busy fills the server's two slots and goes idle.
-    let a = connect(&proxy, "user=app.scbusy dbname=pl_app").await.expect("a");
-    let b = connect(&proxy, "user=app.scbusy dbname=pl_app").await.expect("b");
+    let a = connect(&proxy, "user=app.scbusy dbname=pl_app")
+        .await
+        .expect("a");
+    let b = connect(&proxy, "user=app.scbusy dbname=pl_app")
+        .await
+        .expect("b");
     a.simple_query("BEGIN").await.expect("begin");
     b.simple_query("BEGIN").await.expect("begin");
     a.simple_query("COMMIT").await.expect("commit");
@@ -234,21 +365,36 @@ async fn server_cap_holds_across_tenants_and_evicts_idle_links() {
     let admin = direct("postgres").await;
     assert_eq!(server_links(&admin, "scbusy").await, 2);
     // quiet needs a link: one of busy's idle links is evicted, not waited for.
-    let q = connect(&proxy, "user=app.scquiet dbname=pl_app").await.expect("quiet");
+    let q = connect(&proxy, "user=app.scquiet dbname=pl_app")
+        .await
+        .expect("quiet");
     let started = Instant::now();
     assert_eq!(scalar(&q, "SELECT name FROM customers").await, "Quiet");
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(wait_until(Duration::from_secs(5), || async { server_links(&admin, "scbusy").await == 1 }).await);
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            server_links(&admin, "scbusy").await == 1
+        })
+        .await
+    );
     // Under load from both tenants the server never sees more than two links.
     let max_seen = Arc::new(AtomicI64::new(0));
     let mut tasks = Vec::new();
     for i in 0..12 {
-        let c = connect(&proxy, &format!("user=app.{} dbname=pl_app", if i % 2 == 0 { "scbusy" } else { "scquiet" }))
-            .await
-            .expect("connect");
+        let c = connect(
+            &proxy,
+            &format!(
+                "user=app.{} dbname=pl_app",
+                if i % 2 == 0 { "scbusy" } else { "scquiet" }
+            ),
+        )
+        .await
+        .expect("connect");
         tasks.push(tokio::spawn(async move {
             for _ in 0..30 {
-                c.simple_query("SELECT pg_sleep(0.001)").await.expect("query");
+                c.simple_query("SELECT pg_sleep(0.001)")
+                    .await
+                    .expect("query");
             }
         }));
     }

@@ -65,9 +65,7 @@ pub async fn answer_auth_request<S: AsyncRead + AsyncWrite + Unpin>(
         }
         10 => {
             let pw = need_pw()?;
-            let offers_scram = data
-                .split(|b| *b == 0)
-                .any(|m| m == b"SCRAM-SHA-256");
+            let offers_scram = data.split(|b| *b == 0).any(|m| m == b"SCRAM-SHA-256");
             if !offers_scram {
                 return Err(invalid("server offers no SASL mechanism pgtenant supports"));
             }
@@ -81,13 +79,17 @@ pub async fn answer_auth_request<S: AsyncRead + AsyncWrite + Unpin>(
             });
         }
         11 => {
-            let client = scram.as_mut().ok_or_else(|| invalid("unexpected SASL continue"))?;
+            let client = scram
+                .as_mut()
+                .ok_or_else(|| invalid("unexpected SASL continue"))?;
             client.update(data)?;
             let msg = client.message().to_vec();
             password_message(&mut out, |o| o.put_slice(&msg));
         }
         12 => {
-            let client = scram.as_mut().ok_or_else(|| invalid("unexpected SASL final"))?;
+            let client = scram
+                .as_mut()
+                .ok_or_else(|| invalid("unexpected SASL final"))?;
             client.finish(data)?;
             return Ok(false);
         }

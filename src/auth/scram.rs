@@ -61,7 +61,10 @@ pub struct ScramExchange {
 
 impl ScramExchange {
     /// Takes the client-first-message; returns the exchange and server-first-message.
-    pub fn start(verifier: &ScramVerifier, client_first: &str) -> Result<(Self, String), ScramError> {
+    pub fn start(
+        verifier: &ScramVerifier,
+        client_first: &str,
+    ) -> Result<(Self, String), ScramError> {
         let mut parts = client_first.splitn(3, ',');
         let flag = parts.next().ok_or(ScramError::Malformed)?;
         let authzid = parts.next().ok_or(ScramError::Malformed)?;
@@ -149,10 +152,16 @@ mod tests {
         ))
         .expect("verifier");
         let mut client = ScramSha256::new(client_pw.as_bytes(), ChannelBinding::unsupported());
-        let first = std::str::from_utf8(client.message()).expect("utf8").to_owned();
+        let first = std::str::from_utf8(client.message())
+            .expect("utf8")
+            .to_owned();
         let (ex, server_first) = ScramExchange::start(&v, &first)?;
-        client.update(server_first.as_bytes()).map_err(|_| ScramError::Malformed)?;
-        let fin = std::str::from_utf8(client.message()).expect("utf8").to_owned();
+        client
+            .update(server_first.as_bytes())
+            .map_err(|_| ScramError::Malformed)?;
+        let fin = std::str::from_utf8(client.message())
+            .expect("utf8")
+            .to_owned();
         let server_final = ex.finish(&fin)?;
         client
             .finish(server_final.as_bytes())

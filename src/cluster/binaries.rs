@@ -35,7 +35,5 @@ pub fn find_bindir() -> Option<PathBuf> {
     if let Some((_, d)) = debian.pop() {
         return Some(d);
     }
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p).find(|d| has_server(d))
-    })
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).find(|d| has_server(d)))
 }

@@ -77,7 +77,17 @@ impl TempCluster {
         let data = cluster.data_dir();
         let out = cluster
             .command("initdb")
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data)
             .output();
         check("initdb", out)?;
@@ -100,7 +110,8 @@ impl TempCluster {
             match check("pg_ctl start", out) {
                 Ok(()) => return Ok(cluster),
                 Err(e) if attempt == 2 => {
-                    let log = std::fs::read_to_string(cluster.dir.join("server.log")).unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(cluster.dir.join("server.log")).unwrap_or_default();
                     return Err(ClusterError::Step {
                         step: "pg_ctl start",
                         detail: format!("{e}\n{log}"),
@@ -134,7 +145,10 @@ impl TempCluster {
 
     /// `host=127.0.0.1 port=... user=postgres dbname=...` for tokio-postgres.
     pub fn conn_string(&self, dbname: &str) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname={dbname}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
     }
 
     /// Stops the server and removes its directory even if this process is
@@ -143,8 +157,16 @@ impl TempCluster {
     pub fn stop_when_process_exits(&mut self) {
         let pg_ctl = self.bindir.join("pg_ctl");
         let stop = match &self.run_as {
-            Some(u) => format!("runuser -u {u} -- {} -D {} -m immediate stop", pg_ctl.display(), self.data_dir().display()),
-            None => format!("{} -D {} -m immediate stop", pg_ctl.display(), self.data_dir().display()),
+            Some(u) => format!(
+                "runuser -u {u} -- {} -D {} -m immediate stop",
+                pg_ctl.display(),
+                self.data_dir().display()
+            ),
+            None => format!(
+                "{} -D {} -m immediate stop",
+                pg_ctl.display(),
+                self.data_dir().display()
+            ),
         };
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
@@ -189,7 +211,10 @@ impl Drop for TempCluster {
     }
 }
 
-fn check(step: &'static str, out: std::io::Result<std::process::Output>) -> Result<(), ClusterError> {
+fn check(
+    step: &'static str,
+    out: std::io::Result<std::process::Output>,
+) -> Result<(), ClusterError> {
     match out {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => Err(ClusterError::Step {

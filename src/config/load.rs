@@ -86,26 +86,57 @@ server = "main"
 
     #[test]
     fn bad_duration_is_explained() {
-        let e = parse_str(&format!("[proxy]\nquery_wait_timeout = \"5 parsecs\"\n{MINIMAL}"), "t")
-            .expect_err("bad duration");
+        let e = parse_str(
+            &format!("[proxy]\nquery_wait_timeout = \"5 parsecs\"\n{MINIMAL}"),
+            "t",
+        )
+        .expect_err("bad duration");
         assert!(e.to_string().contains("invalid duration"), "{e}");
     }
 
     #[test]
     fn tenant_on_missing_server_is_named() {
-        let e = parse_str(&MINIMAL.replace("server = \"main\"", "server = \"nope\""), "t")
-            .expect_err("missing server");
+        let e = parse_str(
+            &MINIMAL.replace("server = \"main\"", "server = \"nope\""),
+            "t",
+        )
+        .expect_err("missing server");
         assert!(e.to_string().contains("nope"), "{e}");
     }
 
     #[test]
     fn bad_tenant_key_and_missing_env_are_reported_together() {
-        let text = MINIMAL.replace("key = \"acme\"", "key = \"Acme!\"").replace(
-            "user = \"postgres\"",
-            "user = \"postgres\"\npassword_env = \"PGTENANT_TEST_SURELY_UNSET\"",
-        );
+        let text = MINIMAL
+            .replace("key = \"acme\"", "key = \"Acme!\"")
+            .replace(
+                "user = \"postgres\"",
+                "user = \"postgres\"\npassword_env = \"PGTENANT_TEST_SURELY_UNSET\"",
+            );
         let e = parse_str(&text, "t").expect_err("invalid");
         let s = e.to_string();
-        assert!(s.contains("Acme!") && s.contains("PGTENANT_TEST_SURELY_UNSET"), "{s}");
+        assert!(
+            s.contains("Acme!") && s.contains("PGTENANT_TEST_SURELY_UNSET"),
+            "{s}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    /// The shipped example must stay valid as options change.
+    #[test]
+    fn example_config_is_valid() {
+        for var in [
+            "PGTENANT_APP_PASSWORD",
+            "PGTENANT_MAIN_PASSWORD",
+            "PGTENANT_MAIN_ADMIN_PASSWORD",
+        ] {
+            // SAFETY: unit tests in this module don't read these concurrently.
+            unsafe { std::env::set_var(var, "x") };
+        }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pgtenant.example.toml");
+        if let Err(e) = super::load_file(std::path::Path::new(path)) {
+            panic!("{e}");
+        }
     }
 }

@@ -8,5 +8,5 @@ mod types;
 mod validate;
 
 pub use load::{load_file, parse_str, secret, ConfigError};
-pub use validate::valid_tenant_key;
 pub use types::*;
+pub use validate::valid_tenant_key;

@@ -108,17 +108,12 @@ pub struct UserConfig {
     pub password_env: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self { listen: None }
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -13,8 +13,8 @@ use crate::protocol::startup::{check_length, parse_first_packet, FirstPacket, St
 use crate::tenant::{resolve, Tenant};
 use bytes::BytesMut;
 use std::sync::Arc;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// A client that logged in.
 pub struct Login {
@@ -43,17 +43,29 @@ impl From<ClientError> for Refusal {
 
 pub async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, e: &ClientError) {
     let mut out = BytesMut::new();
-    messages::error_response(&mut out, Severity::Fatal, e.code, &e.message, e.hint.as_deref());
+    messages::error_response(
+        &mut out,
+        Severity::Fatal,
+        e.code,
+        &e.message,
+        e.hint.as_deref(),
+    );
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
 }
 
 async fn read_first_packet<S: AsyncRead + Unpin>(stream: &mut S) -> Result<FirstPacket, Refusal> {
     let mut len = [0u8; 4];
-    stream.read_exact(&mut len).await.map_err(|_| Refusal::Closed)?;
+    stream
+        .read_exact(&mut len)
+        .await
+        .map_err(|_| Refusal::Closed)?;
     let body_len = check_length(u32::from_be_bytes(len)).map_err(|e| ClientError::from(&e))?;
     let mut body = vec![0u8; body_len];
-    stream.read_exact(&mut body).await.map_err(|_| Refusal::Closed)?;
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|_| Refusal::Closed)?;
     Ok(parse_first_packet(&body).map_err(|e| ClientError::from(&e))?)
 }
 
@@ -91,11 +103,15 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     key: &CancelKey<'_>,
 ) -> Result<Login, Refusal> {
     let params = startup(stream, proxy).await?;
-    let resolution = resolve(&params, &proxy.config.proxy.username_separator, &proxy.tenants)
-        .map_err(|e| {
-            tracing::info!(error = %e, "refused connection");
-            ClientError::from(&e)
-        })?;
+    let resolution = resolve(
+        &params,
+        &proxy.config.proxy.username_separator,
+        &proxy.tenants,
+    )
+    .map_err(|e| {
+        tracing::info!(error = %e, "refused connection");
+        ClientError::from(&e)
+    })?;
     let mut out = BytesMut::new();
     let unsupported = params.protocol_options();
     if params.minor_version > 0 || !unsupported.is_empty() {
@@ -106,14 +122,23 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         out.clear();
     }
     let wire_user = params.get("user").unwrap_or_default();
-    authenticate_client(stream, proxy.config.auth.method, &proxy.users, &resolution.user, wire_user)
-        .await
-        .map_err(|e| {
-            tracing::info!(error = %e, user = %resolution.user, "authentication failed");
-            ClientError::from(&e)
-        })?;
+    authenticate_client(
+        stream,
+        proxy.config.auth.method,
+        &proxy.users,
+        &resolution.user,
+        wire_user,
+    )
+    .await
+    .map_err(|e| {
+        tracing::info!(error = %e, user = %resolution.user, "authentication failed");
+        ClientError::from(&e)
+    })?;
     let tenant = resolution.tenant;
-    let pool = proxy.pools.pool_for(&tenant).map_err(|e| ClientError::from(&e))?;
+    let pool = proxy
+        .pools
+        .pool_for(&tenant)
+        .map_err(|e| ClientError::from(&e))?;
     let client_slot = pool.client_slots.clone().try_acquire_owned().map_err(|_| {
         ClientError::new(
             crate::protocol::sqlstate::TOO_MANY_CONNECTIONS,

@@ -28,7 +28,10 @@ pub async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
         };
         let _ = stream.set_nodelay(true);
         let Some(slot) = proxy.try_client_slot() else {
-            let e = ClientError::new(sqlstate::TOO_MANY_CONNECTIONS, "too many clients for pgtenant (max_client_conn)");
+            let e = ClientError::new(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                "too many clients for pgtenant (max_client_conn)",
+            );
             tokio::spawn(async move { send_fatal(&mut stream, &e).await });
             continue;
         };

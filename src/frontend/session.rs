@@ -72,7 +72,9 @@ async fn discard_request<R: tokio::io::AsyncRead + Unpin>(
 }
 
 async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, login: Login) {
-    let Login { tenant, pool, user, .. } = &login;
+    let Login {
+        tenant, pool, user, ..
+    } = &login;
     let release_when_idle = tenant.pool_mode == PoolMode::Transaction;
     let mut shutdown = proxy.shutdown_signal();
     let (mut cr, mut cw) = stream.split();
@@ -119,7 +121,14 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         let mut t = TxnTracker::default();
         let (mut sr, mut sw) = conn.stream.split();
         let end = relay(
-            &mut cr, &mut cw, &mut sr, &mut sw, &mut up, &mut down, &mut t, release_when_idle,
+            &mut cr,
+            &mut cw,
+            &mut sr,
+            &mut sw,
+            &mut up,
+            &mut down,
+            &mut t,
+            release_when_idle,
         )
         .await;
         key.set(None);
@@ -162,4 +171,3 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         }
     }
 }
-

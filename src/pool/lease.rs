@@ -33,7 +33,11 @@ impl Lease {
 
     pub fn conn(&mut self) -> &mut ServerConn {
         // The link is only taken out by consuming methods.
-        &mut self.link.as_mut().expect("lease holds a link until consumed").conn
+        &mut self
+            .link
+            .as_mut()
+            .expect("lease holds a link until consumed")
+            .conn
     }
 
     pub fn pool(&self) -> &Arc<TenantPool> {

@@ -65,7 +65,12 @@ impl PoolManager {
         let budgets = cfg
             .servers
             .iter()
-            .map(|(name, s)| (name.clone(), Arc::new(ServerBudget::new(name, s.max_connections))))
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    Arc::new(ServerBudget::new(name, s.max_connections)),
+                )
+            })
             .collect();
         Self {
             settings: PoolSettings::from_config(cfg),
@@ -83,13 +88,13 @@ impl PoolManager {
         if let Some(p) = self.pools.get(&tenant.key) {
             return Ok(p.clone());
         }
-        let budget = self
-            .budgets
-            .get(&*tenant.target.server)
-            .ok_or_else(|| PoolError::NoServer {
-                tenant: tenant.key.clone(),
-                server: tenant.target.server.to_string(),
-            })?;
+        let budget =
+            self.budgets
+                .get(&*tenant.target.server)
+                .ok_or_else(|| PoolError::NoServer {
+                    tenant: tenant.key.clone(),
+                    server: tenant.target.server.to_string(),
+                })?;
         let pool = self
             .pools
             .entry(tenant.key.clone())
@@ -130,7 +135,12 @@ impl PoolManager {
         loop {
             while let Some(link) = pool.pop_idle() {
                 if link.conn.created.elapsed() < self.settings.server_lifetime {
-                    return Ok(Lease::new(link, pool.clone(), self.settings.server_lifetime, quota));
+                    return Ok(Lease::new(
+                        link,
+                        pool.clone(),
+                        self.settings.server_lifetime,
+                        quota,
+                    ));
                 }
             }
             let slot = match budget.try_slot() {
@@ -161,7 +171,12 @@ impl PoolManager {
             .await?;
             pool.remember_params(&conn.params);
             let link = Link { conn, _slot: slot };
-            return Ok(Lease::new(link, pool.clone(), self.settings.server_lifetime, quota));
+            return Ok(Lease::new(
+                link,
+                pool.clone(),
+                self.settings.server_lifetime,
+                quota,
+            ));
         }
     }
 
@@ -179,7 +194,10 @@ impl PoolManager {
     /// Closes idle links past `server_idle_timeout` or `server_lifetime`.
     pub fn reap(&self) {
         for p in self.pools.iter() {
-            p.reap(self.settings.server_idle_timeout, self.settings.server_lifetime);
+            p.reap(
+                self.settings.server_idle_timeout,
+                self.settings.server_lifetime,
+            );
         }
     }
 }

@@ -104,7 +104,10 @@ impl TenantPool {
 
     /// ParameterStatus values of this pool's server, once a link has been made.
     pub fn cached_params(&self) -> Option<ServerParams> {
-        self.params.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn stats(&self) -> PoolStats {

@@ -149,7 +149,13 @@ mod tests {
     #[test]
     fn error_response_round_trips() {
         let mut b = BytesMut::new();
-        error_response(&mut b, Severity::Fatal, "3D000", "tenant \"x\" does not exist", None);
+        error_response(
+            &mut b,
+            Severity::Fatal,
+            "3D000",
+            "tenant \"x\" does not exist",
+            None,
+        );
         assert_eq!(b[0], b'E');
         let len = i32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
         assert_eq!(len + 1, b.len());

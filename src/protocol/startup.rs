@@ -207,7 +207,10 @@ mod tests {
     #[test]
     fn options_round_trip() {
         let args = split_options(r"-c tenant=acme  -csearch_path=a\ b --x=1");
-        assert_eq!(args, vec!["-c", "tenant=acme", "-csearch_path=a b", "--x=1"]);
+        assert_eq!(
+            args,
+            vec!["-c", "tenant=acme", "-csearch_path=a b", "--x=1"]
+        );
         assert_eq!(split_options(&escape_option("a b\\c")), vec!["a b\\c"]);
     }
 }

@@ -6,5 +6,5 @@ mod model;
 mod resolve;
 
 pub use directory::TenantDirectory;
-pub use model::{quote_ident, Tenant, Target};
+pub use model::{quote_ident, Target, Tenant};
 pub use resolve::{resolve, Resolution, ResolveError, ResolvedBy};

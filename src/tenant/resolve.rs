@@ -74,7 +74,10 @@ pub fn resolve(
     separator: &str,
     dir: &TenantDirectory,
 ) -> Result<Resolution, ResolveError> {
-    let raw_user = params.get("user").filter(|u| !u.is_empty()).ok_or(ResolveError::NoUser)?;
+    let raw_user = params
+        .get("user")
+        .filter(|u| !u.is_empty())
+        .ok_or(ResolveError::NoUser)?;
     let database = params.get("database").unwrap_or(raw_user);
 
     let suffix = raw_user
@@ -148,28 +151,49 @@ status = "cancelled"
     fn params(p: &[(&str, &str)]) -> StartupParams {
         StartupParams {
             minor_version: 0,
-            params: p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            params: p
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
     #[test]
     fn each_method_and_its_precedence() {
         let d = dir();
-        let r = resolve(&params(&[("user", "app.globex"), ("tenant", "acme")]), ".", &d)
-            .expect("resolves");
-        assert_eq!((r.tenant.key.as_str(), r.by), ("acme", ResolvedBy::StartupParameter));
-        let r = resolve(&params(&[("user", "app"), ("options", "-c tenant=acme")]), ".", &d)
-            .expect("resolves");
+        let r = resolve(
+            &params(&[("user", "app.globex"), ("tenant", "acme")]),
+            ".",
+            &d,
+        )
+        .expect("resolves");
+        assert_eq!(
+            (r.tenant.key.as_str(), r.by),
+            ("acme", ResolvedBy::StartupParameter)
+        );
+        let r = resolve(
+            &params(&[("user", "app"), ("options", "-c tenant=acme")]),
+            ".",
+            &d,
+        )
+        .expect("resolves");
         assert_eq!(r.by, ResolvedBy::Options);
-        let r = resolve(&params(&[("user", "app"), ("options", "-ctenant=acme")]), ".", &d)
-            .expect("resolves");
+        let r = resolve(
+            &params(&[("user", "app"), ("options", "-ctenant=acme")]),
+            ".",
+            &d,
+        )
+        .expect("resolves");
         assert_eq!(r.tenant.key, "acme");
         let r = resolve(&params(&[("user", "app.acme"), ("database", "x")]), ".", &d)
             .expect("resolves");
         assert_eq!((r.user.as_str(), r.by), ("app", ResolvedBy::UsernameSuffix));
         let r = resolve(&params(&[("user", "app"), ("database", "globex")]), ".", &d)
             .expect("resolves");
-        assert_eq!((r.tenant.key.as_str(), r.by), ("globex", ResolvedBy::DatabaseName));
+        assert_eq!(
+            (r.tenant.key.as_str(), r.by),
+            ("globex", ResolvedBy::DatabaseName)
+        );
     }
 
     #[test]
@@ -191,6 +215,9 @@ status = "cancelled"
             resolve(&params(&[("user", "app.gone")]), ".", &d).err(),
             Some(ResolveError::Cancelled("gone".into()))
         );
-        assert_eq!(resolve(&params(&[]), ".", &d).err(), Some(ResolveError::NoUser));
+        assert_eq!(
+            resolve(&params(&[]), ".", &d).err(),
+            Some(ResolveError::NoUser)
+        );
     }
 }

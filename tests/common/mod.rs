@@ -71,14 +71,20 @@ pub async fn column(client: &Client, sql: &str) -> Vec<String> {
 
 /// Single value of a simple query.
 pub async fn scalar(client: &Client, sql: &str) -> String {
-    column(client, sql).await.into_iter().next().expect("one row")
+    column(client, sql)
+        .await
+        .into_iter()
+        .next()
+        .expect("one row")
 }
 
 /// Server connections pgtenant holds for a tenant, as PostgreSQL sees them.
 pub async fn server_links(admin: &Client, tenant: &str) -> i64 {
     let n = scalar(
         admin,
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgtenant/{tenant}'"),
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgtenant/{tenant}'"
+        ),
     )
     .await;
     n.parse().expect("count")
@@ -122,9 +128,16 @@ pub async fn tenant_fixture_with(database: &str, schemas: &[(&str, &str)], extra
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _guard = LOCK.lock().await;
     let admin = direct("postgres").await;
-    let exists = column(&admin, &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'")).await;
+    let exists = column(
+        &admin,
+        &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
+    )
+    .await;
     if exists.is_empty() {
-        admin.batch_execute(&format!("CREATE DATABASE {database}")).await.expect("create db");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .expect("create db");
     }
     let db = direct(database).await;
     for (schema, owner) in schemas {

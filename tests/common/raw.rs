@@ -24,7 +24,12 @@ pub async fn read_msg(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
 /// (SQLSTATE, message) from an ErrorResponse body.
 pub fn error_fields(body: &[u8]) -> (String, String) {
     let f = pgtenant::protocol::messages::parse_error_fields(body);
-    let get = |c: u8| f.iter().find(|(k, _)| *k == c).map(|(_, v)| v.clone()).unwrap_or_default();
+    let get = |c: u8| {
+        f.iter()
+            .find(|(k, _)| *k == c)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     (get(b'C'), get(b'M'))
 }
 
@@ -38,7 +43,11 @@ fn frontend(tag: u8, body: &[u8]) -> Vec<u8> {
 impl RawConn {
     /// Logs in with exactly these startup parameters; Err carries the server's
     /// (SQLSTATE, message).
-    pub async fn connect(addr: SocketAddr, params: &[(&str, &str)], password: &str) -> Result<RawConn, (String, String)> {
+    pub async fn connect(
+        addr: SocketAddr,
+        params: &[(&str, &str)],
+        password: &str,
+    ) -> Result<RawConn, (String, String)> {
         let io = |e: std::io::Error| (String::new(), e.to_string());
         let mut s = TcpStream::connect(addr).await.map_err(io)?;
         let mut b = BytesMut::new();
@@ -63,7 +72,10 @@ impl RawConn {
                     let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
                     match code {
                         10 => {
-                            let c = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                            let c = ScramSha256::new(
+                                password.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
                             let mut p = b"SCRAM-SHA-256\0".to_vec();
                             p.extend_from_slice(&(c.message().len() as i32).to_be_bytes());
                             p.extend_from_slice(c.message());
@@ -73,9 +85,15 @@ impl RawConn {
                         11 => {
                             let c = scram.as_mut().expect("scram started");
                             c.update(&body[4..]).map_err(io)?;
-                            s.write_all(&frontend(b'p', c.message())).await.map_err(io)?;
+                            s.write_all(&frontend(b'p', c.message()))
+                                .await
+                                .map_err(io)?;
                         }
-                        12 => scram.as_mut().expect("scram started").finish(&body[4..]).map_err(io)?,
+                        12 => scram
+                            .as_mut()
+                            .expect("scram started")
+                            .finish(&body[4..])
+                            .map_err(io)?,
                         _ => {}
                     }
                 }
@@ -90,7 +108,10 @@ impl RawConn {
         let io = |e: std::io::Error| (String::new(), e.to_string());
         let mut q = sql.as_bytes().to_vec();
         q.push(0);
-        self.stream.write_all(&frontend(b'Q', &q)).await.map_err(io)?;
+        self.stream
+            .write_all(&frontend(b'Q', &q))
+            .await
+            .map_err(io)?;
         let mut rows = Vec::new();
         let mut err = None;
         loop {
@@ -98,7 +119,9 @@ impl RawConn {
             match tag {
                 b'D' => {
                     let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
-                    rows.push(String::from_utf8_lossy(&body[6..6 + len.max(0) as usize]).into_owned());
+                    rows.push(
+                        String::from_utf8_lossy(&body[6..6 + len.max(0) as usize]).into_owned(),
+                    );
                 }
                 b'E' => err = Some(error_fields(&body)),
                 b'Z' => return err.map_or(Ok(rows), Err),

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian/Ubuntu machine with Rust:
+# installs what the tests need (PostgreSQL server binaries, psql, pgbench) when
+# missing, then runs formatting, lints and every test against real PostgreSQL
+# clusters that the tests start and stop themselves. Needs nothing running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_server() {
+  [ -n "${PG_BINDIR:-}" ] && [ -x "$PG_BINDIR/initdb" ] && return 0
+  command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ] && return 0
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && return 0
+  command -v initdb >/dev/null
+}
+
+need_install=()
+have_server || need_install+=(postgresql)
+command -v psql >/dev/null || need_install+=(postgresql-client)
+command -v pgbench >/dev/null || need_install+=(postgresql-client)
+command -v runuser >/dev/null || need_install+=(util-linux)
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then need_install+=(postgresql); fi
+if [ ${#need_install[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_install[*]}" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  # The tests start their own throw-away clusters; the package's own is unused.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_install[@]}" >/dev/null
+fi
+have_server || { echo "test.sh: PostgreSQL server binaries still missing" >&2; exit 1; }
+if ! command -v pgbench >/dev/null; then
+  # Debian ships pgbench beside the server binaries.
+  for d in /usr/lib/postgresql/*/bin; do [ -x "$d/pgbench" ] && export PATH="$PATH:$d"; done
+fi
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"

@@ -1,0 +1,70 @@
+//! `pgtenant demo` as a newcomer uses it: start it, paste the printed psql lines,
+//! see each tenant's own rows; Ctrl-C stops it and removes the cluster.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn demo_prints_psql_lines_that_work() {
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_pgtenant"))
+        .args(["demo", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start demo");
+    let stdout = demo.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut psql_lines = Vec::new();
+    let started = Instant::now();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if line.trim_start().starts_with("psql ") {
+            psql_lines.push(line.trim().to_owned());
+        }
+        if line.contains("Ctrl-C") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "demo did not come up"
+        );
+    }
+    assert!(psql_lines.len() >= 4, "printed: {psql_lines:?}");
+    let mut seen = Vec::new();
+    for line in &psql_lines {
+        let out = Command::new("sh")
+            .args(["-c", &format!("{line} -X -A -t")])
+            .output()
+            .expect("run pasted psql line");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        seen.push(text);
+    }
+    assert!(
+        seen[0].contains("Acme Corp") && !seen[0].contains("Initech"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].contains("Initech Corp") && !seen[1].contains("Acme"),
+        "{seen:?}"
+    );
+    assert!(seen[2].contains("Globex Corporation"), "{seen:?}");
+    assert!(seen[3].contains("Acme Corp"), "{seen:?}");
+    let _ = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = demo.try_wait().expect("wait") {
+            assert!(status.success(), "demo exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
