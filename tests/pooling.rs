@@ -419,3 +419,101 @@ async fn server_cap_holds_across_tenants_and_evicts_idle_links() {
     let max = max_seen.load(Ordering::Relaxed);
     assert!((1..=2).contains(&max), "server links peaked at {max}");
 }
+
+#[tokio::test]
+async fn a_link_killed_while_idle_is_replaced_not_lent() {
+    fixtures().await;
+    let proxy = start_proxy(&config("kd", "", 1, "transaction", 50)).await;
+    let c = connect(&proxy, "user=app.kdbusy dbname=pl_app")
+        .await
+        .expect("connect");
+    let pid = scalar(&c, "SELECT pg_backend_pid()").await;
+    let admin = direct("postgres").await;
+    scalar(&admin, &format!("SELECT pg_terminate_backend({pid})")).await;
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            server_links(&admin, "kdbusy").await == 0
+        })
+        .await
+    );
+    // The dead link (with the server's FATAL queued on it) is discarded at checkout.
+    let fresh = scalar(&c, "SELECT pg_backend_pid()").await;
+    assert_ne!(fresh, pid);
+}
+
+#[tokio::test]
+async fn tier_statement_timeout_is_a_session_default() {
+    fixtures().await;
+    let cfg = config("st", "", 1, "session", 50).replace(
+        "pool_size = 1",
+        "pool_size = 1\nstatement_timeout = \"150ms\"",
+    );
+    let proxy = start_proxy(&cfg).await;
+    let c = connect(&proxy, "user=app.stbusy dbname=pl_app")
+        .await
+        .expect("connect");
+    assert_eq!(scalar(&c, "SHOW statement_timeout").await, "150ms");
+    let err = c
+        .simple_query("SELECT pg_sleep(2)")
+        .await
+        .expect_err("times out");
+    assert_eq!(sqlstate(&err).0, "57014");
+    // RESET restores the tenant's default, not the server's.
+    c.simple_query("SET statement_timeout = 0; RESET statement_timeout")
+        .await
+        .expect("reset");
+    assert_eq!(scalar(&c, "SHOW statement_timeout").await, "150ms");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_open_transactions_finish() {
+    fixtures().await;
+    admin_sql(
+        "pl_app",
+        "CREATE TABLE IF NOT EXISTS t_quiet.shutdown_marks (note text)",
+    )
+    .await;
+    let proxy = start_proxy(&config("gs", "", 2, "transaction", 50)).await;
+    let busy = connect(&proxy, "user=app.gsquiet dbname=pl_app")
+        .await
+        .expect("busy");
+    let idle = connect(&proxy, "user=app.gsquiet dbname=pl_app")
+        .await
+        .expect("idle");
+    busy.simple_query("BEGIN").await.expect("begin");
+    busy.simple_query("INSERT INTO shutdown_marks VALUES ('finished in flight')")
+        .await
+        .expect("insert");
+    let proxy = Arc::new(proxy);
+    let stopping = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move { proxy.shutdown().await })
+    };
+    // The idle client is told at once and closed.
+    assert!(
+        wait_until(Duration::from_secs(5), || async { idle.is_closed() }).await,
+        "idle client not closed"
+    );
+    // The open transaction still commits, then that client is closed too.
+    busy.simple_query("COMMIT")
+        .await
+        .expect("commit during shutdown");
+    assert!(busy.simple_query("SELECT 1").await.is_err());
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("shutdown finished")
+        .expect("task");
+    let admin = direct("pl_app").await;
+    assert_eq!(
+        scalar(
+            &admin,
+            "SELECT count(*) FROM t_quiet.shutdown_marks WHERE note = 'finished in flight'"
+        )
+        .await,
+        "1"
+    );
+    // New connections are refused once shutdown started.
+    assert!(connect(&proxy, "user=app.gsquiet dbname=pl_app")
+        .await
+        .is_err());
+}

@@ -63,14 +63,15 @@ fn startup_message(target: &Target, application_name: &str) -> BytesMut {
     param("user", &target.user);
     param("database", &target.database);
     param("application_name", application_name);
-    // The search_path goes in the startup options so it is the session default:
-    // RESET ALL / DISCARD ALL restore it instead of wiping it.
-    let options = target
-        .search_path
-        .as_ref()
-        .map(|sp| format!("-c {}", escape_option(&format!("search_path={sp}"))));
-    if let Some(o) = &options {
-        param("options", o);
+    // Tenant settings go in the startup options so they are session defaults:
+    // RESET ALL / DISCARD ALL restore them instead of wiping them.
+    let options: Vec<String> = target
+        .settings
+        .iter()
+        .map(|(k, v)| format!("-c {}", escape_option(&format!("{k}={v}"))))
+        .collect();
+    if !options.is_empty() {
+        param("options", &options.join(" "));
     }
     b.put_u8(0);
     let len = b.len() as i32;
@@ -193,6 +194,22 @@ impl ServerConn {
                     };
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// An idle link must have nothing to say: unexpected bytes (a FATAL from an
+    /// administrator's kill, a stray notice) or EOF mean it can't be lent out.
+    /// Costs no syscall unless the socket was marked readable.
+    pub fn idle_link_usable(&self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match self.stream.poll_read_ready(&mut cx) {
+            std::task::Poll::Pending => true,
+            std::task::Poll::Ready(Err(_)) => false,
+            std::task::Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             }
         }
     }

@@ -114,7 +114,6 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {

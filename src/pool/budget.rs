@@ -2,6 +2,7 @@
 //! tenant quotas alone let the sum overrun `max_connections`).
 
 use super::tenant_pool::TenantPool;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -12,6 +13,8 @@ pub struct ServerBudget {
     pools: Mutex<Vec<Weak<TenantPool>>>,
     /// Woken when a link of this server goes idle, so slot waiters can try eviction.
     pub(super) link_idle: Notify,
+    /// Checkouts waiting for a slot; releases only pay for a wake-up when > 0.
+    pub(super) slot_waiters: AtomicUsize,
 }
 
 impl ServerBudget {
@@ -21,6 +24,7 @@ impl ServerBudget {
             slots: Arc::new(Semaphore::new(max_connections)),
             pools: Mutex::new(Vec::new()),
             link_idle: Notify::new(),
+            slot_waiters: AtomicUsize::new(0),
         }
     }
 

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::tenant::Tenant;
 use dashmap::DashMap;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -134,7 +135,9 @@ impl PoolManager {
         let budget = &pool.budget;
         loop {
             while let Some(link) = pool.pop_idle() {
-                if link.conn.created.elapsed() < self.settings.server_lifetime {
+                if link.conn.created.elapsed() < self.settings.server_lifetime
+                    && link.conn.idle_link_usable()
+                {
                     return Ok(Lease::new(
                         link,
                         pool.clone(),
@@ -150,16 +153,23 @@ impl PoolManager {
                     // Wait for a free slot, or for an idle link somewhere (ours to
                     // reuse, or another tenant's to evict).
                     let idle = budget.link_idle.notified();
-                    tokio::select! {
-                        s = budget.slot() => match s { Some(s) => s, None => continue },
-                        _ = idle => continue,
+                    budget.slot_waiters.fetch_add(1, Ordering::Relaxed);
+                    let woke = tokio::select! {
+                        s = budget.slot() => s,
+                        _ = idle => None,
                         _ = tokio::time::sleep_until(deadline) => {
+                            budget.slot_waiters.fetch_sub(1, Ordering::Relaxed);
                             return Err(PoolError::ServerFull {
                                 tenant: pool.key.clone(),
                                 server: budget.name.clone(),
                                 waited,
-                            })
+                            });
                         }
+                    };
+                    budget.slot_waiters.fetch_sub(1, Ordering::Relaxed);
+                    match woke {
+                        Some(s) => s,
+                        None => continue,
                     }
                 }
             };

@@ -4,6 +4,7 @@
 use super::budget::ServerBudget;
 use crate::backend::{ServerConn, ServerParams};
 use crate::tenant::Target;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -69,7 +70,9 @@ impl TenantPool {
     pub(super) fn push_idle(&self, mut link: Link) {
         link.conn.last_used = Instant::now();
         self.idle_links().push(link);
-        self.budget.link_idle.notify_waiters();
+        if self.budget.slot_waiters.load(Ordering::Relaxed) > 0 {
+            self.budget.link_idle.notify_waiters();
+        }
     }
 
     pub(super) fn oldest_idle_use(&self) -> Option<Instant> {

@@ -13,8 +13,10 @@ pub struct Target {
     pub database: String,
     pub user: String,
     pub password: Option<String>,
-    /// `search_path` for schema tenants, already quoted.
-    pub search_path: Option<String>,
+    /// Session defaults sent in the server's startup `options` (`-c name=value`):
+    /// `search_path` for schema tenants (already quoted), the tier's
+    /// `statement_timeout`. Being session defaults, `RESET`/`DISCARD ALL` restore them.
+    pub settings: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,7 +84,21 @@ impl Tenant {
                         database,
                         user,
                         password,
-                        search_path: schema.map(|s| format!("{}, public", quote_ident(&s))),
+                        settings: schema
+                            .map(|s| {
+                                (
+                                    "search_path".to_owned(),
+                                    format!("{}, public", quote_ident(&s)),
+                                )
+                            })
+                            .into_iter()
+                            .chain(tier.statement_timeout.map(|d| {
+                                (
+                                    "statement_timeout".to_owned(),
+                                    format!("{}ms", d.as_millis()),
+                                )
+                            }))
+                            .collect(),
                     },
                     pool_size: t.pool_size.unwrap_or(tier.pool_size),
                     pool_mode: t
