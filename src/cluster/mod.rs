@@ -200,6 +200,27 @@ impl TempCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
+    /// Replaces pg_hba.conf with `rules` followed by trust for everyone else on
+    /// loopback, and reloads (tests of server-side authentication use this).
+    pub fn set_hba(&self, rules: &str) -> Result<(), ClusterError> {
+        let text = format!(
+            "local all all trust\n{rules}\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
+        );
+        std::fs::write(self.data_dir().join("pg_hba.conf"), text).map_err(|e| {
+            ClusterError::Step {
+                step: "writing pg_hba.conf",
+                detail: e.to_string(),
+            }
+        })?;
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("reload")
+            .output();
+        check("pg_ctl reload", out)
+    }
+
     pub fn bindir(&self) -> &Path {
         &self.bindir
     }

@@ -1,6 +1,10 @@
 //! Server-connection pools: one per tenant, a quota per tenant, a connection
 //! budget per server with least-recently-used eviction of idle links, waiters
 //! with a deadline, and a reaper for idle/old links. Pools never decode SQL.
+//!
+//! Hand-written rather than bb8: bb8 has one size per pool and no notion of a
+//! budget shared by many pools with LRU eviction across them, which is the core
+//! of per-tenant pooling (and of sharing links between tenants later).
 
 mod budget;
 mod lease;
