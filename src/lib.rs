@@ -13,5 +13,7 @@ pub mod error;
 pub mod frontend;
 pub mod net;
 pub mod pool;
+pub mod prepared;
 pub mod protocol;
+pub mod sql;
 pub mod tenant;

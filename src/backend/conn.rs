@@ -2,10 +2,12 @@
 
 use crate::auth::backend::answer_auth_request;
 use crate::net::read_message;
+use crate::prepared::LinkStatements;
 use crate::protocol::messages::{self, parse_error_fields};
 use crate::protocol::startup::{escape_option, PROTOCOL_3_0};
 use crate::tenant::Target;
 use bytes::{BufMut, BytesMut};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -36,12 +38,31 @@ pub enum BackendError {
     },
 }
 
+/// Why one of pgtenant's own statements failed.
+#[derive(Debug, Error)]
+pub enum ExecError {
+    #[error("{message} (SQLSTATE {code})")]
+    Server { code: String, message: String },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// ParameterStatus values a server reported at login, in order.
 pub type ServerParams = Arc<Vec<(String, String)>>;
+
+/// What pgtenant knows about a link's session: the statements it holds and the
+/// current values of the settings pgtenant keeps in step with each client.
+#[derive(Debug)]
+pub struct LinkState {
+    pub prepared: LinkStatements,
+    /// Tracked settings (lowercase names, see `frontend::session_params`).
+    pub params: HashMap<String, String>,
+}
 
 #[derive(Debug)]
 pub struct ServerConn {
     pub stream: TcpStream,
+    pub state: LinkState,
     pub params: ServerParams,
     /// The server backend's key, for CancelRequest.
     pub pid: i32,
@@ -85,6 +106,7 @@ impl ServerConn {
         target: &Target,
         application_name: &str,
         timeout: Duration,
+        max_prepared: usize,
     ) -> Result<ServerConn, BackendError> {
         let server = target.server.to_string();
         let io_err = |source| BackendError::Io {
@@ -164,8 +186,16 @@ impl ServerConn {
             .await
             .map_err(|_| BackendError::ConnectTimeout(server.clone()))??;
         let now = Instant::now();
+        let tracked = params
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
         Ok(ServerConn {
             stream,
+            state: LinkState {
+                prepared: LinkStatements::new(max_prepared),
+                params: tracked,
+            },
             params: Arc::new(params),
             pid,
             secret,
@@ -174,23 +204,45 @@ impl ServerConn {
         })
     }
 
-    /// Runs one statement of pgtenant's own (e.g. `DISCARD ALL`) and waits for
-    /// ReadyForQuery. Fails if the statement fails or the link is not idle after.
-    pub async fn execute(&mut self, sql: &str) -> std::io::Result<()> {
+    /// Runs statements of pgtenant's own (e.g. `DISCARD ALL`) and waits for
+    /// ReadyForQuery. Fails if a statement fails or the link is not idle after.
+    /// ParameterStatus changes are applied to the link's state and returned.
+    pub async fn execute(&mut self, sql: &str) -> Result<Vec<(String, String)>, ExecError> {
         let mut out = BytesMut::new();
         messages::query(&mut out, sql);
         self.stream.write_all(&out).await?;
         let mut buf = BytesMut::new();
         let mut failed = None;
+        let mut changed = Vec::new();
         loop {
             let (tag, body) = read_message(&mut self.stream, &mut buf, 1 << 20).await?;
             match tag {
-                b'E' => failed = Some(parse_error_fields(&body)),
+                b'E' => {
+                    let f = parse_error_fields(&body);
+                    let get = |c: u8| f.iter().find(|(k, _)| *k == c).map(|(_, v)| v.clone());
+                    failed = Some(ExecError::Server {
+                        code: get(b'C').unwrap_or_default(),
+                        message: get(b'M').unwrap_or_default(),
+                    });
+                }
+                b'S' => {
+                    let mut b = &body[..];
+                    if let (Some(k), Some(v)) =
+                        (crate::net::take_cstr(&mut b), crate::net::take_cstr(&mut b))
+                    {
+                        self.state
+                            .params
+                            .insert(k.to_ascii_lowercase(), v.to_owned());
+                        changed.push((k.to_owned(), v.to_owned()));
+                    }
+                }
                 b'Z' => {
                     return match (failed, body.first()) {
-                        (None, Some(b'I')) => Ok(()),
-                        (Some(f), _) => Err(std::io::Error::other(format!("{sql}: {f:?}"))),
-                        _ => Err(std::io::Error::other(format!("{sql}: link not idle"))),
+                        (None, Some(b'I')) => Ok(changed),
+                        (Some(e), _) => Err(e),
+                        _ => Err(ExecError::Io(std::io::Error::other(
+                            "link not idle after statement",
+                        ))),
                     };
                 }
                 _ => {}

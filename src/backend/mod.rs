@@ -3,4 +3,4 @@
 
 mod conn;
 
-pub use conn::{send_cancel, BackendError, ServerConn, ServerParams};
+pub use conn::{send_cancel, BackendError, ExecError, LinkState, ServerConn, ServerParams};

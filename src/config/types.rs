@@ -60,6 +60,9 @@ pub struct ProxyConfig {
     pub shutdown_timeout: Duration,
     /// Client connections accepted at once across all tenants.
     pub max_client_conn: usize,
+    /// Prepared statements kept per server connection (least recently used
+    /// closed beyond this); clients' statements are re-prepared on demand.
+    pub max_prepared_statements: usize,
 }
 
 impl Default for ProxyConfig {
@@ -75,6 +78,7 @@ impl Default for ProxyConfig {
             client_login_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             max_client_conn: 10_000,
+            max_prepared_statements: 100,
         }
     }
 }

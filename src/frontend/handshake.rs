@@ -4,14 +4,17 @@
 //! known to be allowed and the client has authenticated.
 
 use super::cancel::CancelKey;
+use super::rewrite::{literal, TRACKED_PARAMS};
 use crate::app::Proxy;
 use crate::auth::authenticate_client;
+use crate::backend::ExecError;
 use crate::error::ClientError;
 use crate::pool::TenantPool;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::startup::{check_length, parse_first_packet, FirstPacket, StartupParams};
 use crate::tenant::{resolve, Tenant};
 use bytes::BytesMut;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
@@ -23,6 +26,8 @@ pub struct Login {
     pub pool: Arc<TenantPool>,
     /// Held for the session: counts against the tenant's `max_client_conn`.
     pub _client_slot: OwnedSemaphorePermit,
+    /// The client's values of the tracked settings (see `rewrite::TRACKED_PARAMS`).
+    pub params: HashMap<String, String>,
 }
 
 /// How a handshake ended without a session.
@@ -152,13 +157,10 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::warn!(tenant = %tenant.key, error = %e, "no server parameters at login");
         ClientError::from(&e)
     })?;
+    let desired = client_settings(proxy, &pool, &server_params, &params).await?;
     messages::auth_ok(&mut out);
     for (k, v) in server_params.iter() {
-        let value = match (k.as_str(), params.get(k)) {
-            // Echo the client's own application_name, as PostgreSQL would.
-            ("application_name", Some(mine)) => mine,
-            _ => v.as_str(),
-        };
+        let value = desired.get(&k.to_ascii_lowercase()).unwrap_or(v);
         messages::parameter_status(&mut out, k, value);
     }
     messages::backend_key_data(&mut out, key.pid, key.secret);
@@ -170,5 +172,82 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         user: resolution.user,
         pool,
         _client_slot: client_slot,
+        params: desired,
     })
+}
+
+/// The client's tracked settings: the server's, overridden by what the client
+/// asked for in its startup packet. Requested values are checked and put in the
+/// server's canonical spelling (`utf8` -> `UTF8`) by setting them once on a link;
+/// results are cached per pool, so this costs a round trip only the first time.
+/// An invalid value refuses the login, as PostgreSQL would.
+async fn client_settings(
+    proxy: &Proxy,
+    pool: &Arc<TenantPool>,
+    server_params: &[(String, String)],
+    startup: &StartupParams,
+) -> Result<HashMap<String, String>, Refusal> {
+    let mut desired: HashMap<String, String> = server_params
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .filter(|(k, _)| TRACKED_PARAMS.contains(&k.as_str()))
+        .collect();
+    let mut unknown = Vec::new();
+    for (k, v) in &startup.params {
+        let key = k.to_ascii_lowercase();
+        if !TRACKED_PARAMS.contains(&key.as_str()) || desired.get(&key) == Some(v) {
+            continue;
+        }
+        match pool.canonical(&key, v) {
+            Some(c) => {
+                desired.insert(key, c);
+            }
+            None => unknown.push((key, v.clone())),
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(desired);
+    }
+    let sql: String = unknown
+        .iter()
+        .map(|(k, v)| format!("SET {k} = {};", literal(v)))
+        .collect();
+    let mut lease = proxy
+        .pools
+        .checkout(pool)
+        .await
+        .map_err(|e| ClientError::from(&e))?;
+    let result = lease.conn().execute(&sql).await;
+    match result {
+        Ok(reported) => {
+            lease.release();
+            for (key, raw) in unknown {
+                let canonical = reported
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+                    .map_or_else(|| raw.clone(), |(_, v)| v.clone());
+                pool.remember_canonical(&key, &raw, &canonical);
+                desired.insert(key, canonical);
+            }
+            Ok(desired)
+        }
+        Err(ExecError::Server { code, message }) => {
+            // The link is idle again but carries the failed request's state: drop it.
+            drop(lease);
+            let code = if code == "22023" {
+                crate::protocol::sqlstate::INVALID_PARAMETER_VALUE
+            } else {
+                crate::protocol::sqlstate::PROTOCOL_VIOLATION
+            };
+            Err(ClientError::new(code, message).into())
+        }
+        Err(ExecError::Io(e)) => {
+            tracing::warn!(error = %e, "checking startup settings failed");
+            Err(ClientError::new(
+                crate::protocol::sqlstate::CONNECTION_FAILURE,
+                "server connection lost during login",
+            )
+            .into())
+        }
+    }
 }

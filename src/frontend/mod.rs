@@ -5,8 +5,11 @@ mod cancel;
 mod handshake;
 mod listener;
 mod relay;
+mod rewrite;
 mod session;
+mod tracker;
 
 pub use cancel::{CancelRegistry, CancelTarget};
 pub use listener::accept_loop;
-pub use relay::{Direction, RelayEnd, TxnTracker};
+pub use relay::{Downstream, RelayEnd, Upstream};
+pub use tracker::TxnTracker;

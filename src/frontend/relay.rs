@@ -1,92 +1,214 @@
 //! The hot path: moves framed bytes between a client and its server link in both
-//! directions at once, without decoding or re-encoding, and tracks just enough
-//! (expected ReadyForQuery count, transaction status) to know when the link may
-//! go back to the pool. Buffers are bounded; large messages stream through.
+//! directions at once. Bytes are forwarded from the read buffer as they are,
+//! except the few messages pgtenant must rewrite (see `rewrite`), which go
+//! through a small side buffer; large messages (COPY data, big rows) stream
+//! through without being held whole.
 
-use crate::protocol::frame::{no_peek, server_peek, Flow, FrameError, FrameScanner};
+use super::rewrite::{self, Ctx, TRACKED_PARAMS};
+use crate::protocol::frame::{Flow, FrameError, FrameScanner};
 use bytes::{Buf, BytesMut};
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Stop reading a side while this much is waiting to be written to the other.
-const HIGH_WATER: usize = 64 * 1024;
-
-/// One direction's bytes: `buf[..scanned]` may be forwarded, the rest is an
-/// incomplete header waiting for more input.
+/// Client-to-server bytes. `buf[..scanned]` may be forwarded as is; once
+/// something was rewritten, bytes go through `out` (in order) until it drains.
 #[derive(Debug, Default)]
-pub struct Direction {
+pub struct Upstream {
     pub buf: BytesMut,
     pub scanned: usize,
     pub scanner: FrameScanner,
+    pub out: BytesMut,
+    scratch: BytesMut,
 }
 
-impl Direction {
+impl Upstream {
     pub fn new() -> Self {
         Self {
             buf: BytesMut::with_capacity(16 * 1024),
-            scanned: 0,
-            scanner: FrameScanner::new(),
+            ..Self::default()
         }
     }
 
     /// Nothing read and unforwarded, and no message half-way through.
     pub fn drained(&self) -> bool {
+        self.scanned == 0 && self.out.is_empty() && self.scanner.at_boundary()
+    }
+
+    fn output(&self) -> &[u8] {
+        if self.out.is_empty() {
+            &self.buf[..self.scanned]
+        } else {
+            &self.out
+        }
+    }
+
+    fn wrote(&mut self, n: usize) {
+        if self.out.is_empty() {
+            self.buf.advance(n);
+            self.scanned -= n;
+        } else {
+            self.out.advance(n);
+        }
+    }
+
+    /// Moves forwardable bytes into `out` (keeps order once `out` is in use).
+    fn spill(&mut self) {
+        if self.scanned > 0 {
+            self.out.extend_from_slice(&self.buf[..self.scanned]);
+            self.buf.advance(self.scanned);
+            self.scanned = 0;
+        }
+    }
+}
+
+/// Server-to-client bytes; `buf[..scanned]` may be forwarded.
+#[derive(Debug, Default)]
+pub struct Downstream {
+    pub buf: BytesMut,
+    pub scanned: usize,
+    pub scanner: FrameScanner,
+}
+
+impl Downstream {
+    pub fn new() -> Self {
+        Self {
+            buf: BytesMut::with_capacity(16 * 1024),
+            ..Self::default()
+        }
+    }
+
+    pub fn drained(&self) -> bool {
         self.scanned == 0 && self.scanner.at_boundary()
     }
 
-    fn consumed(&mut self, n: usize) {
+    fn wrote(&mut self, n: usize) {
         self.buf.advance(n);
         self.scanned -= n;
     }
 }
 
-/// Protocol position of a client's conversation with its server link.
-#[derive(Debug, Clone)]
-pub struct TxnTracker {
-    /// ReadyForQuery messages the server still owes (one per Query, Sync, FunctionCall).
-    pub pending: u32,
-    /// Extended-protocol messages were sent after the last Sync.
-    pub unsynced: bool,
-    /// Status byte of the last ReadyForQuery: I, T or E.
-    pub status: u8,
+fn frame_len(buf: &[u8], at: usize) -> usize {
+    1 + u32::from_be_bytes([buf[at + 1], buf[at + 2], buf[at + 3], buf[at + 4]]) as usize
 }
 
-impl Default for TxnTracker {
-    fn default() -> Self {
-        Self {
-            pending: 0,
-            unsynced: false,
-            status: b'I',
+/// Client messages pgtenant reads whole (small in practice; PostgreSQL holds
+/// them whole too): those carrying statement names or SQL text.
+fn client_peek(tag: u8) -> usize {
+    match tag {
+        b'P' | b'B' | b'D' | b'C' | b'Q' => usize::MAX,
+        _ => 0,
+    }
+}
+
+/// Scans what the client sent, counting and rewriting. Returns true when the
+/// client asked to terminate (its Terminate left unconsumed at `buf[scanned..]`).
+pub fn scan_client(up: &mut Upstream, cx: &mut Ctx<'_>) -> Result<bool, FrameError> {
+    loop {
+        let t = &mut *cx.t;
+        let r = up
+            .scanner
+            .scan(&up.buf, up.scanned, client_peek, |tag, _| match tag {
+                b'P' | b'B' | b'D' | b'C' | b'Q' | b'X' => Flow::StopBefore,
+                _ => {
+                    t.client_message(tag);
+                    Flow::Continue
+                }
+            })?;
+        up.scanned = r.end;
+        if !up.out.is_empty() {
+            up.spill();
         }
+        if !r.stopped {
+            return Ok(false);
+        }
+        let at = up.scanned;
+        if up.buf[at] == b'X' {
+            return Ok(true);
+        }
+        let total = frame_len(&up.buf, at);
+        let mut scratch = std::mem::take(&mut up.scratch);
+        if rewrite::client_message(cx, &up.buf[at..at + total], &mut scratch) {
+            up.spill();
+            up.out.extend_from_slice(&scratch);
+            up.buf.advance(total);
+        } else if !up.out.is_empty() {
+            up.out.extend_from_slice(&up.buf[at..at + total]);
+            up.buf.advance(total);
+        } else {
+            up.scanned += total;
+        }
+        scratch.clear();
+        up.scratch = scratch;
     }
 }
 
-impl TxnTracker {
-    /// The link is between transactions with nothing in flight.
-    pub fn idle(&self) -> bool {
-        self.pending == 0 && !self.unsynced && self.status == b'I'
-    }
-
-    fn client_message(&mut self, tag: u8) -> Flow {
-        match tag {
-            b'Q' | b'F' => self.pending += 1,
+/// Scans what the server sent: tracks ReadyForQuery, drops replies to
+/// pgtenant's own messages, follows ParameterStatus.
+fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError> {
+    loop {
+        let swallowing = cx.t.swallow_rfq > 0;
+        let t = &mut *cx.t;
+        let peek = move |tag: u8| match tag {
+            _ if swallowing => usize::MAX,
+            b'S' => usize::MAX,
+            b'Z' => 1,
+            _ => 0,
+        };
+        let r = down
+            .scanner
+            .scan(&down.buf, down.scanned, peek, |tag, p| match tag {
+                _ if swallowing => Flow::StopBefore,
+                b'Z' => {
+                    t.ready_for_query(p.first().copied().unwrap_or(b'I'));
+                    Flow::Continue
+                }
+                b'1' | b'3' | b'S' => Flow::StopBefore,
+                _ => Flow::Continue,
+            })?;
+        down.scanned = r.end;
+        if !r.stopped {
+            return Ok(());
+        }
+        let at = down.scanned;
+        let tag = down.buf[at];
+        let total = frame_len(&down.buf, at);
+        let body = &down.buf[at + 5..at + total];
+        let drop = match tag {
             b'S' => {
-                self.pending += 1;
-                self.unsynced = false;
+                let mut b = body;
+                if let (Some(k), Some(v)) =
+                    (crate::net::take_cstr(&mut b), crate::net::take_cstr(&mut b))
+                {
+                    let key = k.to_ascii_lowercase();
+                    if TRACKED_PARAMS.contains(&key.as_str()) {
+                        cx.link.params.insert(key.clone(), v.to_owned());
+                        if !swallowing {
+                            cx.client.params.insert(key, v.to_owned());
+                        }
+                    }
+                }
+                swallowing
             }
-            b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.unsynced = true,
-            b'X' => return Flow::StopBefore,
-            _ => {}
+            b'Z' if swallowing => {
+                cx.t.ready_for_query(body.first().copied().unwrap_or(b'I'));
+                cx.t.swallow_rfq -= 1;
+                true
+            }
+            b'E' if swallowing => {
+                let f = crate::protocol::messages::parse_error_fields(body);
+                tracing::warn!(error = ?f, "pgtenant's session-settings prelude failed");
+                true
+            }
+            b'1' | b'3' if !swallowing => cx.t.reply_is_ours(tag),
+            _ => swallowing,
+        };
+        if drop {
+            down.buf.copy_within(at + total.., at);
+            let len = down.buf.len() - total;
+            down.buf.truncate(len);
+        } else {
+            down.scanned += total;
         }
-        Flow::Continue
-    }
-
-    fn server_message(&mut self, tag: u8, peek: &[u8]) -> Flow {
-        if tag == b'Z' {
-            self.pending = self.pending.saturating_sub(1);
-            self.status = peek.first().copied().unwrap_or(b'I');
-        }
-        Flow::Continue
     }
 }
 
@@ -105,25 +227,6 @@ pub enum RelayEnd {
     ServerIo(io::Error),
 }
 
-/// Scans what the client sent; returns true when it asked to terminate.
-pub fn scan_client(up: &mut Direction, t: &mut TxnTracker) -> Result<bool, FrameError> {
-    let r = up
-        .scanner
-        .scan(&up.buf, up.scanned, no_peek, |tag, _| t.client_message(tag))?;
-    up.scanned = r.end;
-    Ok(r.stopped)
-}
-
-fn scan_server(down: &mut Direction, t: &mut TxnTracker) -> Result<(), FrameError> {
-    let r = down
-        .scanner
-        .scan(&down.buf, down.scanned, server_peek, |tag, peek| {
-            t.server_message(tag, peek)
-        })?;
-    down.scanned = r.end;
-    Ok(())
-}
-
 enum Step {
     Read(io::Result<usize>),
     Wrote(io::Result<usize>),
@@ -137,9 +240,9 @@ pub async fn relay<CR, CW, SR, SW>(
     client_w: &mut CW,
     server_r: &mut SR,
     server_w: &mut SW,
-    up: &mut Direction,
-    down: &mut Direction,
-    t: &mut TxnTracker,
+    up: &mut Upstream,
+    down: &mut Downstream,
+    cx: &mut Ctx<'_>,
     release_when_idle: bool,
 ) -> RelayEnd
 where
@@ -148,18 +251,19 @@ where
     SR: AsyncRead + Unpin,
     SW: AsyncWrite + Unpin,
 {
-    match scan_client(up, t) {
-        Ok(true) if up.scanned == 0 => return RelayEnd::Terminate,
-        Ok(_) => {}
+    rewrite::prelude(cx, &mut up.out);
+    let mut terminating = match scan_client(up, cx) {
+        Ok(stop) => stop,
         Err(e) => return RelayEnd::ClientProtocol(e),
-    }
-    let mut terminating = false;
+    };
     loop {
-        let up_enabled = up.scanned > 0 || (!terminating && up.buf.len() < HIGH_WATER);
-        let down_enabled = down.scanned > 0 || down.buf.len() < HIGH_WATER;
+        if terminating && up.output().is_empty() {
+            return RelayEnd::Terminate;
+        }
+        let up_has_output = !up.output().is_empty();
         let up_step = async {
-            if up.scanned > 0 {
-                Step::Wrote(server_w.write(&up.buf[..up.scanned]).await)
+            if up_has_output {
+                Step::Wrote(server_w.write(up.output()).await)
             } else {
                 Step::Read(client_r.read_buf(&mut up.buf).await)
             }
@@ -171,16 +275,17 @@ where
                 Step::Read(server_r.read_buf(&mut down.buf).await)
             }
         };
+        let up_enabled = up_has_output || !terminating;
         tokio::select! {
             biased;
-            step = down_step, if down_enabled => match step {
+            step = down_step => match step {
                 Step::Read(Ok(0)) => return RelayEnd::ServerClosed,
                 Step::Read(Ok(_)) => {
-                    if let Err(e) = scan_server(down, t) {
+                    if let Err(e) = scan_server(down, cx) {
                         return RelayEnd::ServerProtocol(e);
                     }
                     if release_when_idle
-                        && t.idle()
+                        && cx.t.idle()
                         && down.scanner.at_boundary()
                         && down.scanned == down.buf.len()
                         && up.drained()
@@ -190,33 +295,30 @@ where
                 }
                 Step::Read(Err(e)) => return RelayEnd::ServerIo(e),
                 Step::Wrote(Ok(0)) => return RelayEnd::ClientClosed,
-                Step::Wrote(Ok(n)) => down.consumed(n),
+                Step::Wrote(Ok(n)) => down.wrote(n),
                 Step::Wrote(Err(e)) => return RelayEnd::ClientIo(e),
             },
             step = up_step, if up_enabled => match step {
                 Step::Read(Ok(0)) => return RelayEnd::ClientClosed,
-                Step::Read(Ok(_)) => match scan_client(up, t) {
+                Step::Read(Ok(_)) => match scan_client(up, cx) {
                     Ok(stop) => terminating = stop,
                     Err(e) => return RelayEnd::ClientProtocol(e),
                 },
                 Step::Read(Err(e)) => return RelayEnd::ClientIo(e),
                 Step::Wrote(Ok(0)) => return RelayEnd::ServerClosed,
-                Step::Wrote(Ok(n)) => up.consumed(n),
+                Step::Wrote(Ok(n)) => up.wrote(n),
                 Step::Wrote(Err(e)) => return RelayEnd::ServerIo(e),
             },
-        }
-        if terminating && up.scanned == 0 {
-            return RelayEnd::Terminate;
         }
     }
 }
 
-/// Writes everything forwardable in `dir` to `w` (used after a release).
-pub async fn flush<W: AsyncWrite + Unpin>(w: &mut W, dir: &mut Direction) -> io::Result<()> {
-    if dir.scanned > 0 {
-        w.write_all(&dir.buf[..dir.scanned]).await?;
-        let n = dir.scanned;
-        dir.consumed(n);
+/// Writes everything forwardable in `down` to `w` (used after a release).
+pub async fn flush<W: AsyncWrite + Unpin>(w: &mut W, down: &mut Downstream) -> io::Result<()> {
+    if down.scanned > 0 {
+        w.write_all(&down.buf[..down.scanned]).await?;
+        let n = down.scanned;
+        down.wrote(n);
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 
 use super::cancel::{CancelKey, CancelTarget};
 use super::handshake::{login, send_fatal, Login, Refusal};
-use super::relay::{flush, relay, Direction, RelayEnd, TxnTracker};
+use super::relay::{flush, relay, Downstream, RelayEnd, Upstream};
+use super::rewrite::{ClientState, Ctx};
+use super::tracker::TxnTracker;
 use crate::app::{wait_shutdown, Proxy};
 use crate::config::PoolMode;
 use crate::error::ClientError;
@@ -47,7 +49,7 @@ async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, e: &ClientError, severity:
 /// messages through the next Sync) as PostgreSQL does after an error.
 async fn discard_request<R: tokio::io::AsyncRead + Unpin>(
     r: &mut R,
-    up: &mut Direction,
+    up: &mut Upstream,
 ) -> std::io::Result<()> {
     let mut done = false;
     loop {
@@ -73,13 +75,18 @@ async fn discard_request<R: tokio::io::AsyncRead + Unpin>(
 
 async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, login: Login) {
     let Login {
-        tenant, pool, user, ..
+        tenant,
+        pool,
+        user,
+        params,
+        ..
     } = &login;
     let release_when_idle = tenant.pool_mode == PoolMode::Transaction;
+    let mut client = ClientState::new(params.clone(), release_when_idle);
     let mut shutdown = proxy.shutdown_signal();
     let (mut cr, mut cw) = stream.split();
-    let mut up = Direction::new();
-    let mut down = Direction::new();
+    let mut up = Upstream::new();
+    let mut down = Downstream::new();
     loop {
         // Between transactions: no server link held.
         if up.buf.is_empty() {
@@ -120,6 +127,11 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         }));
         let mut t = TxnTracker::default();
         let (mut sr, mut sw) = conn.stream.split();
+        let mut cx = Ctx {
+            client: &mut client,
+            link: &mut conn.state,
+            t: &mut t,
+        };
         let end = relay(
             &mut cr,
             &mut cw,
@@ -127,12 +139,12 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             &mut sw,
             &mut up,
             &mut down,
-            &mut t,
+            &mut cx,
             release_when_idle,
         )
         .await;
         key.set(None);
-        let link_clean = t.idle() && down.drained() && up.scanned == 0;
+        let link_clean = t.idle() && down.drained() && up.drained();
         match end {
             RelayEnd::Release => {
                 lease.release();

@@ -56,7 +56,9 @@ impl Lease {
     /// Session pooling: wipe session state (`DISCARD ALL` keeps the startup
     /// search_path) before the link can serve another client; close it if that fails.
     pub async fn reset_and_release(mut self) {
-        let ok = self.conn().execute("DISCARD ALL").await.is_ok();
+        let conn = self.conn();
+        let ok = conn.execute("DISCARD ALL").await.is_ok();
+        conn.state.prepared.clear();
         if ok {
             self.release();
         }

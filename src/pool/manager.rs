@@ -41,6 +41,7 @@ pub struct PoolSettings {
     pub server_idle_timeout: Duration,
     pub server_lifetime: Duration,
     pub server_connect_timeout: Duration,
+    pub max_prepared_statements: usize,
 }
 
 impl PoolSettings {
@@ -50,6 +51,7 @@ impl PoolSettings {
             server_idle_timeout: cfg.proxy.server_idle_timeout,
             server_lifetime: cfg.proxy.server_lifetime,
             server_connect_timeout: cfg.proxy.server_connect_timeout,
+            max_prepared_statements: cfg.proxy.max_prepared_statements,
         }
     }
 }
@@ -177,6 +179,7 @@ impl PoolManager {
                 &pool.target,
                 &pool.application_name,
                 self.settings.server_connect_timeout,
+                self.settings.max_prepared_statements,
             )
             .await?;
             pool.remember_params(&conn.params);

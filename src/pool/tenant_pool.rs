@@ -4,6 +4,7 @@
 use super::budget::ServerBudget;
 use crate::backend::{ServerConn, ServerParams};
 use crate::tenant::Target;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +37,8 @@ pub struct TenantPool {
     pub(super) budget: Arc<ServerBudget>,
     /// Client connections this tenant may have open (`max_client_conn`).
     pub client_slots: Arc<Semaphore>,
+    /// Startup-setting values as the server spells them, e.g. (client_encoding, utf8) -> UTF8.
+    canonical: Mutex<HashMap<(String, String), String>>,
 }
 
 impl TenantPool {
@@ -56,6 +59,7 @@ impl TenantPool {
             params: Mutex::new(None),
             budget,
             client_slots: Arc::new(Semaphore::new(max_clients)),
+            canonical: Mutex::new(HashMap::new()),
         }
     }
 
@@ -111,6 +115,19 @@ impl TenantPool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub fn canonical(&self, key: &str, raw: &str) -> Option<String> {
+        let c = self.canonical.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(&(key.to_owned(), raw.to_owned())).cloned()
+    }
+
+    pub fn remember_canonical(&self, key: &str, raw: &str, canonical: &str) {
+        let mut c = self.canonical.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a client can't grow this without limit with odd spellings.
+        if c.len() < 1024 {
+            c.insert((key.to_owned(), raw.to_owned()), canonical.to_owned());
+        }
     }
 
     pub fn stats(&self) -> PoolStats {

@@ -1,6 +1,7 @@
 //! Pure PostgreSQL wire-protocol codec: framing, the startup packet and the few
 //! messages pgtenant writes itself. Knows no sockets, no config, no metrics.
 
+pub mod extended;
 pub mod frame;
 pub mod messages;
 pub mod sqlstate;

@@ -1,0 +1,101 @@
+//! Reading and rewriting the statement names in extended-protocol messages
+//! (Parse, Bind, Describe, Close). Works on whole message bodies; everything
+//! after the names is copied verbatim, never re-encoded.
+
+use bytes::{BufMut, BytesMut};
+
+/// Splits a NUL-terminated name off the front of `body`.
+pub fn split_name(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nul = body.iter().position(|b| *b == 0)?;
+    Some((&body[..nul], &body[nul + 1..]))
+}
+
+fn begin(out: &mut BytesMut, tag: u8) -> usize {
+    out.put_u8(tag);
+    let at = out.len();
+    out.put_i32(0);
+    at
+}
+
+fn finish(out: &mut BytesMut, at: usize) {
+    let len = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Parse: `name`, then the query, parameter count and types (`rest`) unchanged.
+pub fn parse(out: &mut BytesMut, name: &[u8], rest: &[u8]) {
+    let at = begin(out, b'P');
+    out.put_slice(name);
+    out.put_u8(0);
+    out.put_slice(rest);
+    finish(out, at);
+}
+
+/// Parse with a replacement query and no parameter types.
+pub fn parse_query(out: &mut BytesMut, name: &[u8], query: &str) {
+    let at = begin(out, b'P');
+    out.put_slice(name);
+    out.put_u8(0);
+    out.put_slice(query.as_bytes());
+    out.put_u8(0);
+    out.put_i16(0);
+    finish(out, at);
+}
+
+/// Bind of `portal` to `statement`, formats and values (`rest`) unchanged.
+pub fn bind(out: &mut BytesMut, portal: &[u8], statement: &[u8], rest: &[u8]) {
+    let at = begin(out, b'B');
+    out.put_slice(portal);
+    out.put_u8(0);
+    out.put_slice(statement);
+    out.put_u8(0);
+    out.put_slice(rest);
+    finish(out, at);
+}
+
+/// Describe (`tag` b'D') or Close (`tag` b'C') of a statement (`kind` b'S') or portal.
+pub fn describe_or_close(out: &mut BytesMut, tag: u8, kind: u8, name: &[u8]) {
+    let at = begin(out, tag);
+    out.put_u8(kind);
+    out.put_slice(name);
+    out.put_u8(0);
+    finish(out, at);
+}
+
+/// A simple Query.
+pub fn query(out: &mut BytesMut, sql: &str) {
+    let at = begin(out, b'Q');
+    out.put_slice(sql.as_bytes());
+    out.put_u8(0);
+    finish(out, at);
+}
+
+/// The query text of a Parse body (after the statement name).
+pub fn parse_query_text(rest: &[u8]) -> Option<&[u8]> {
+    split_name(rest).map(|(q, _)| q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renaming_keeps_everything_after_the_names() {
+        let mut out = BytesMut::new();
+        bind(
+            &mut out,
+            b"",
+            b"pgt1_0",
+            &[0, 0, 0, 1, 0, 0, 0, 2, b'4', b'2', 0, 0],
+        );
+        let body = &out[5..];
+        let (portal, rest) = split_name(body).expect("portal");
+        let (stmt, rest) = split_name(rest).expect("stmt");
+        assert_eq!((portal, stmt), (&b""[..], &b"pgt1_0"[..]));
+        assert_eq!(rest, &[0, 0, 0, 1, 0, 0, 0, 2, b'4', b'2', 0, 0]);
+        assert_eq!(
+            u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize,
+            out.len() - 1
+        );
+    }
+}
