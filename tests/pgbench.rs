@@ -59,7 +59,7 @@ async fn pgbench_simple_and_extended_with_32_clients() {
     let port = proxy.addr.port();
     // Initialise through the proxy: DDL, COPY FROM STDIN, VACUUM.
     pgbench(port, &["-i", "-s", "1", "-q"]).await;
-    for mode in ["simple", "extended"] {
+    for mode in ["simple", "extended", "prepared"] {
         let report = pgbench(port, &["-S", "-M", mode, "-c", "32", "-j", "2", "-T", "3"]).await;
         assert!(
             report.contains("number of failed transactions: 0"),

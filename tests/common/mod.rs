@@ -90,6 +90,34 @@ pub async fn server_links(admin: &Client, tenant: &str) -> i64 {
     n.parse().expect("count")
 }
 
+/// Server connections open as `role` (tests give a server its own login role
+/// when they count links: a client's application_name follows it onto links).
+pub async fn links_of_role(admin: &Client, role: &str) -> i64 {
+    scalar(
+        admin,
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'"),
+    )
+    .await
+    .parse()
+    .expect("count")
+}
+
+/// Creates a superuser login role for a test's server connections.
+pub async fn service_role(role: &str) {
+    let admin = direct("postgres").await;
+    let exists = column(
+        &admin,
+        &format!("SELECT 1 FROM pg_roles WHERE rolname = '{role}'"),
+    )
+    .await;
+    if exists.is_empty() {
+        admin
+            .batch_execute(&format!("CREATE ROLE {role} LOGIN SUPERUSER"))
+            .await
+            .expect("create role");
+    }
+}
+
 /// Polls `cond` until it holds or `timeout` passes.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F) -> bool
 where
