@@ -19,6 +19,11 @@ command -v psql >/dev/null || need_install+=(postgresql-client)
 command -v pgbench >/dev/null || need_install+=(postgresql-client)
 command -v runuser >/dev/null || need_install+=(util-linux)
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then need_install+=(postgresql); fi
+# The driver matrix (tests/drivers.rs): psycopg 3 in a venv, node-postgres via npm.
+command -v python3 >/dev/null || need_install+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_install+=(python3-venv)
+command -v node >/dev/null || need_install+=(nodejs)
+command -v npm >/dev/null || need_install+=(npm)
 if [ ${#need_install[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_install[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -31,6 +36,10 @@ if ! command -v pgbench >/dev/null; then
   # Debian ships pgbench beside the server binaries.
   for d in /usr/lib/postgresql/*/bin; do [ -x "$d/pgbench" ] && export PATH="$PATH:$d"; done
 fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -r tests/drivers/requirements.txt
+npm install --prefix tests/drivers --no-audit --no-fund --silent
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
