@@ -11,6 +11,9 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 static CLUSTER: OnceLock<TempCluster> = OnceLock::new();
 
+/// Tests of one binary run in parallel; shared fixtures are created under this.
+static FIXTURE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The binary's cluster, started on first use.
 pub fn cluster() -> &'static TempCluster {
     CLUSTER.get_or_init(|| {
@@ -104,6 +107,7 @@ pub async fn links_of_role(admin: &Client, role: &str) -> i64 {
 
 /// Creates a superuser login role for a test's server connections.
 pub async fn service_role(role: &str) {
+    let _guard = FIXTURE_LOCK.lock().await;
     let admin = direct("postgres").await;
     let exists = column(
         &admin,
@@ -152,9 +156,7 @@ pub async fn tenant_fixture(database: &str, schemas: &[(&str, &str)]) {
 
 /// [`tenant_fixture`] plus `extra` SQL run in `database`, under the same lock.
 pub async fn tenant_fixture_with(database: &str, schemas: &[(&str, &str)], extra: &str) {
-    // Tests of one binary run in parallel; fixtures are shared and created once.
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _guard = LOCK.lock().await;
+    let _guard = FIXTURE_LOCK.lock().await;
     let admin = direct("postgres").await;
     let exists = column(
         &admin,

@@ -130,3 +130,34 @@ impl RawConn {
         }
     }
 }
+
+/// Frontend message builder for hand-written protocol tests.
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    frontend(tag, body)
+}
+
+impl RawConn {
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    /// Every message up to and including the next ReadyForQuery.
+    pub async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            let m = read_msg(&mut self.stream).await.expect("read");
+            let done = m.0 == b'Z';
+            out.push(m);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+/// A C string.
+pub fn cstr(s: &[u8]) -> Vec<u8> {
+    let mut v = s.to_vec();
+    v.push(0);
+    v
+}
