@@ -46,38 +46,48 @@ fn init_logging() {
         .init();
 }
 
+/// `worker_threads = 0`: half the CPUs, at least one.
+fn worker_threads(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus / 2).max(1)
+}
+
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads(threads))
+        .enable_all()
+        .build()
+}
+
+fn load(path: &std::path::Path) -> Result<crate::config::Config, String> {
+    crate::config::load_file(path).map_err(|e| e.to_string())
+}
+
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgtenant: cannot start runtime: {e}");
-            return ExitCode::from(2);
-        }
+    let result: Result<(), String> = match cli.command {
+        Command::Serve => load(&cli.config).and_then(|cfg| {
+            let rt = runtime(cfg.proxy.worker_threads).map_err(|e| e.to_string())?;
+            rt.block_on(crate::app::serve(cfg))
+                .map_err(|e| e.to_string())
+        }),
+        Command::Check => load(&cli.config).map(|cfg| {
+            println!(
+                "{}: ok ({} server(s), {} tenant(s))",
+                cli.config.display(),
+                cfg.servers.len(),
+                cfg.tenants.len()
+            );
+        }),
+        Command::Demo { port } => runtime(0).map_err(|e| e.to_string()).and_then(|rt| {
+            rt.block_on(crate::demo::run(port))
+                .map_err(|e| e.to_string())
+        }),
     };
-    let result: Result<(), String> = rt.block_on(async {
-        match cli.command {
-            Command::Serve => {
-                let cfg = crate::config::load_file(&cli.config).map_err(|e| e.to_string())?;
-                crate::app::serve(cfg).await.map_err(|e| e.to_string())
-            }
-            Command::Check => {
-                let cfg = crate::config::load_file(&cli.config).map_err(|e| e.to_string())?;
-                println!(
-                    "{}: ok ({} server(s), {} tenant(s))",
-                    cli.config.display(),
-                    cfg.servers.len(),
-                    cfg.tenants.len()
-                );
-                Ok(())
-            }
-            Command::Demo { port } => crate::demo::run(port).await.map_err(|e| e.to_string()),
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

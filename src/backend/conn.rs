@@ -1,5 +1,6 @@
 //! A logged-in connection to a PostgreSQL server.
 
+use super::settings::Settings;
 use crate::auth::backend::answer_auth_request;
 use crate::net::read_message;
 use crate::prepared::LinkStatements;
@@ -7,7 +8,6 @@ use crate::protocol::messages::{self, parse_error_fields};
 use crate::protocol::startup::{escape_option, PROTOCOL_3_0};
 use crate::tenant::Target;
 use bytes::{BufMut, BytesMut};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -55,8 +55,8 @@ pub type ServerParams = Arc<Vec<(String, String)>>;
 #[derive(Debug)]
 pub struct LinkState {
     pub prepared: LinkStatements,
-    /// Tracked settings (lowercase names, see `frontend::session_params`).
-    pub params: HashMap<String, String>,
+    /// Tracked settings (lowercase names, see `frontend::rewrite::TRACKED_PARAMS`).
+    pub params: Settings,
 }
 
 #[derive(Debug)]

@@ -2,5 +2,7 @@
 //! run pgtenant's own housekeeping statements, cancel. Never decodes client SQL.
 
 mod conn;
+mod settings;
 
 pub use conn::{send_cancel, BackendError, ExecError, LinkState, ServerConn, ServerParams};
+pub use settings::Settings;

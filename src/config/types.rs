@@ -63,6 +63,9 @@ pub struct ProxyConfig {
     /// Prepared statements kept per server connection (least recently used
     /// closed beyond this); clients' statements are re-prepared on demand.
     pub max_prepared_statements: usize,
+    /// Threads serving clients; 0 = half the CPUs (at least one), leaving the
+    /// rest to PostgreSQL when both share a host.
+    pub worker_threads: usize,
 }
 
 impl Default for ProxyConfig {
@@ -79,6 +82,7 @@ impl Default for ProxyConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_client_conn: 10_000,
             max_prepared_statements: 100,
+            worker_threads: 0,
         }
     }
 }

@@ -7,7 +7,7 @@ use super::cancel::CancelKey;
 use super::rewrite::{literal, TRACKED_PARAMS};
 use crate::app::Proxy;
 use crate::auth::authenticate_client;
-use crate::backend::ExecError;
+use crate::backend::{ExecError, Settings};
 use crate::error::ClientError;
 use crate::pool::TenantPool;
 use crate::protocol::messages::{self, Severity};
@@ -27,7 +27,7 @@ pub struct Login {
     /// Held for the session: counts against the tenant's `max_client_conn`.
     pub _client_slot: OwnedSemaphorePermit,
     /// The client's values of the tracked settings (see `rewrite::TRACKED_PARAMS`).
-    pub params: HashMap<String, String>,
+    pub params: Settings,
 }
 
 /// How a handshake ended without a session.
@@ -172,7 +172,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         user: resolution.user,
         pool,
         _client_slot: client_slot,
-        params: desired,
+        params: desired.into_iter().collect(),
     })
 }
 

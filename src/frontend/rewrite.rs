@@ -5,12 +5,11 @@
 //! that puts the link's tracked settings in step with the client's.
 
 use super::tracker::TxnTracker;
-use crate::backend::LinkState;
+use crate::backend::{LinkState, Settings};
 use crate::prepared::{ClientStatements, Statement};
 use crate::protocol::extended::{self, split_name};
 use crate::sql::{classify, may_touch_session, statements, SessionStatement};
 use bytes::BytesMut;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Settings kept in step per client on shared links (lowercase names). All but
@@ -35,12 +34,12 @@ fn settable_in_transaction_mode(name: &str) -> bool {
 pub struct ClientState {
     pub statements: ClientStatements,
     /// Desired values of [`TRACKED_PARAMS`].
-    pub params: HashMap<String, String>,
+    pub params: Settings,
     pub transaction_mode: bool,
 }
 
 impl ClientState {
-    pub fn new(params: HashMap<String, String>, transaction_mode: bool) -> Self {
+    pub fn new(params: Settings, transaction_mode: bool) -> Self {
         Self {
             statements: ClientStatements::new(),
             params,
@@ -79,6 +78,10 @@ pub fn raise_statement(code: &str, message: &str, hint: &str) -> String {
 /// Called when a link is lent to the client: settings that differ are set
 /// first, in one injected Query whose replies are swallowed.
 pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
+    if cx.client.params.fingerprint(&TRACKED_PARAMS) == cx.link.params.fingerprint(&TRACKED_PARAMS)
+    {
+        return;
+    }
     let mut sql = String::new();
     for key in TRACKED_PARAMS {
         match (cx.client.params.get(key), cx.link.params.get(key)) {
