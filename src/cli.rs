@@ -55,11 +55,18 @@ fn worker_threads(configured: usize) -> usize {
     (cpus / 2).max(1)
 }
 
+/// One thread: a current-thread runtime (no work-stealing machinery, no
+/// cross-thread wake-ups), like PgBouncer's single event loop.
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads(threads))
-        .enable_all()
-        .build()
+    match worker_threads(threads) {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
 }
 
 fn load(path: &std::path::Path) -> Result<crate::config::Config, String> {

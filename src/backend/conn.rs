@@ -4,7 +4,7 @@ use super::settings::Settings;
 use crate::auth::backend::answer_auth_request;
 use crate::net::read_message;
 use crate::prepared::LinkStatements;
-use crate::protocol::messages::{self, parse_error_fields};
+use crate::protocol::messages::{self, error_code_and_message};
 use crate::protocol::startup::{escape_option, PROTOCOL_3_0};
 use crate::tenant::Target;
 use bytes::{BufMut, BytesMut};
@@ -162,18 +162,11 @@ impl ServerConn {
                         secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
                     }
                     b'E' => {
-                        let fields = parse_error_fields(&body);
-                        let get = |c: u8| {
-                            fields
-                                .iter()
-                                .find(|(k, _)| *k == c)
-                                .map(|(_, v)| v.clone())
-                                .unwrap_or_default()
-                        };
+                        let (code, message) = error_code_and_message(&body);
                         return Err(BackendError::Refused {
                             server: server.clone(),
-                            code: get(b'C'),
-                            message: get(b'M'),
+                            code,
+                            message,
                         });
                     }
                     b'Z' => break,
@@ -218,12 +211,8 @@ impl ServerConn {
             let (tag, body) = read_message(&mut self.stream, &mut buf, 1 << 20).await?;
             match tag {
                 b'E' => {
-                    let f = parse_error_fields(&body);
-                    let get = |c: u8| f.iter().find(|(k, _)| *k == c).map(|(_, v)| v.clone());
-                    failed = Some(ExecError::Server {
-                        code: get(b'C').unwrap_or_default(),
-                        message: get(b'M').unwrap_or_default(),
-                    });
+                    let (code, message) = error_code_and_message(&body);
+                    failed = Some(ExecError::Server { code, message });
                 }
                 b'S' => {
                     let mut b = &body[..];

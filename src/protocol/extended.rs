@@ -2,24 +2,13 @@
 //! (Parse, Bind, Describe, Close). Works on whole message bodies; everything
 //! after the names is copied verbatim, never re-encoded.
 
+use super::messages::{begin, finish};
 use bytes::{BufMut, BytesMut};
 
 /// Splits a NUL-terminated name off the front of `body`.
 pub fn split_name(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let nul = body.iter().position(|b| *b == 0)?;
     Some((&body[..nul], &body[nul + 1..]))
-}
-
-fn begin(out: &mut BytesMut, tag: u8) -> usize {
-    out.put_u8(tag);
-    let at = out.len();
-    out.put_i32(0);
-    at
-}
-
-fn finish(out: &mut BytesMut, at: usize) {
-    let len = (out.len() - at) as i32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Parse: `name`, then the query, parameter count and types (`rest`) unchanged.
@@ -62,13 +51,7 @@ pub fn describe_or_close(out: &mut BytesMut, tag: u8, kind: u8, name: &[u8]) {
     finish(out, at);
 }
 
-/// A simple Query.
-pub fn query(out: &mut BytesMut, sql: &str) {
-    let at = begin(out, b'Q');
-    out.put_slice(sql.as_bytes());
-    out.put_u8(0);
-    finish(out, at);
-}
+pub use super::messages::query;
 
 /// The query text of a Parse body (after the statement name).
 pub fn parse_query_text(rest: &[u8]) -> Option<&[u8]> {

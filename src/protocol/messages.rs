@@ -4,14 +4,14 @@
 use bytes::{BufMut, BytesMut};
 
 /// Starts a message: tag plus a length placeholder; [`finish`] fills the length.
-fn begin(buf: &mut BytesMut, tag: u8) -> usize {
+pub(crate) fn begin(buf: &mut BytesMut, tag: u8) -> usize {
     buf.put_u8(tag);
     let at = buf.len();
     buf.put_i32(0);
     at
 }
 
-fn finish(buf: &mut BytesMut, at: usize) {
+pub(crate) fn finish(buf: &mut BytesMut, at: usize) {
     let len = (buf.len() - at) as i32;
     buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
@@ -140,6 +140,19 @@ pub fn parse_error_fields(body: &[u8]) -> Vec<(u8, String)> {
         rest = &after[nul + 1..];
     }
     out
+}
+
+/// SQLSTATE and message of an ErrorResponse body.
+pub fn error_code_and_message(body: &[u8]) -> (String, String) {
+    let fields = parse_error_fields(body);
+    let get = |c: u8| {
+        fields
+            .iter()
+            .find(|(k, _)| *k == c)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    (get(b'C'), get(b'M'))
 }
 
 #[cfg(test)]
