@@ -90,6 +90,18 @@ impl Running {
             source,
         })?;
         let proxy = Arc::new(Proxy::new(config));
+        if proxy.config.catalog.is_some() {
+            match crate::tenant::catalog::Catalog::from_config(&proxy.config) {
+                Ok(cat) => {
+                    // First load before accepting, so catalog tenants are known at once.
+                    if let Err(e) = load_catalog_once(&proxy, &cat).await {
+                        tracing::error!(error = %e, "tenant catalog unavailable at startup; retrying in the background");
+                    }
+                    tokio::spawn(crate::tenant::watcher::watch(proxy.clone(), cat));
+                }
+                Err(e) => tracing::error!(error = %e, "tenant catalog not usable"),
+            }
+        }
         tokio::spawn(accept_loop(listener, proxy.clone()));
         tokio::spawn(reaper(proxy.clone()));
         tracing::info!(%addr, tenants = proxy.tenants.snapshot().len(), "pgtenant listening");
@@ -117,6 +129,18 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.proxy.shutdown.send(true);
     }
+}
+
+async fn load_catalog_once(
+    proxy: &Proxy,
+    cat: &crate::tenant::catalog::Catalog,
+) -> Result<(), crate::tenant::catalog::CatalogError> {
+    let client = cat.open().await?;
+    let rows = crate::tenant::catalog::load(&client).await?;
+    proxy
+        .tenants
+        .replace(crate::tenant::watcher::merge(&proxy.config, &rows));
+    Ok(())
 }
 
 async fn reaper(proxy: Arc<Proxy>) {

@@ -35,6 +35,46 @@ pub enum Command {
         #[arg(long, default_value_t = 6432)]
         port: u16,
     },
+    /// Provision and manage tenants in the catalog.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Schema,
+    Database,
+    Shared,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant: schema or database, all migrations, catalog row (or nothing).
+    Create {
+        key: String,
+        #[arg(long, value_enum, default_value = "schema")]
+        mode: ModeArg,
+        #[arg(long, default_value = "default")]
+        tier: String,
+        /// Server from the config (default: the catalog's server).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// List the catalog's tenants.
+    List,
+    /// Refuse the tenant's new connections and transactions.
+    Suspend { key: String },
+    /// Serve a suspended or cancelled tenant again.
+    Activate { key: String },
+    /// Mark the tenant cancelled (refused, data kept).
+    Cancel { key: String },
+    /// Remove the tenant and its schema or database.
+    Drop {
+        key: String,
+        /// Confirm that the data goes too.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn init_logging() {
@@ -90,6 +130,11 @@ pub fn run() -> ExitCode {
                 cfg.tenants.len()
             );
         }),
+        Command::Tenant(cmd) => load(&cli.config).and_then(|cfg| {
+            let rt = runtime(1).map_err(|e| e.to_string())?;
+            rt.block_on(tenant_command(&cfg, cmd))
+                .map_err(|e| e.to_string())
+        }),
         Command::Demo { port } => runtime(0).map_err(|e| e.to_string()).and_then(|rt| {
             rt.block_on(crate::demo::run(port))
                 .map_err(|e| e.to_string())
@@ -102,4 +147,66 @@ pub fn run() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+async fn tenant_command(
+    cfg: &crate::config::Config,
+    cmd: TenantCommand,
+) -> Result<(), crate::provision::ProvisionError> {
+    use crate::config::{TenantMode, TenantStatus};
+    use crate::provision as p;
+    match cmd {
+        TenantCommand::Create {
+            key,
+            mode,
+            tier,
+            server,
+        } => {
+            let mode = match mode {
+                ModeArg::Schema => TenantMode::Schema,
+                ModeArg::Database => TenantMode::Database,
+                ModeArg::Shared => TenantMode::Shared,
+            };
+            let spec = p::create(
+                cfg,
+                &p::CreateRequest {
+                    key,
+                    mode,
+                    tier,
+                    server,
+                },
+            )
+            .await?;
+            println!(
+                "created tenant {} ({:?}, database {}, schema {})",
+                spec.key,
+                spec.mode,
+                spec.database.as_deref().unwrap_or("-"),
+                spec.schema.as_deref().unwrap_or("-")
+            );
+        }
+        TenantCommand::List => {
+            println!(
+                "{:<24} {:<9} {:<12} {:<10} {:<10} {:<20} schema",
+                "key", "mode", "tier", "status", "server", "database"
+            );
+            for t in p::list(cfg).await? {
+                println!(
+                    "{:<24} {:<9} {:<12} {:<10} {:<10} {:<20} {}",
+                    t.key,
+                    format!("{:?}", t.mode).to_lowercase(),
+                    t.tier.as_deref().unwrap_or("default"),
+                    crate::tenant::catalog::status_text(t.status),
+                    t.server,
+                    t.database.as_deref().unwrap_or("-"),
+                    t.schema.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        TenantCommand::Suspend { key } => p::set_status(cfg, &key, TenantStatus::Suspended).await?,
+        TenantCommand::Activate { key } => p::set_status(cfg, &key, TenantStatus::Active).await?,
+        TenantCommand::Cancel { key } => p::set_status(cfg, &key, TenantStatus::Cancelled).await?,
+        TenantCommand::Drop { key, yes } => p::drop_tenant(cfg, &key, yes).await?,
+    }
+    Ok(())
 }

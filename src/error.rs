@@ -38,7 +38,9 @@ impl From<&ResolveError> for ClientError {
             ResolveError::NoUser => ClientError::new(s::INVALID_AUTHORIZATION, msg),
             ResolveError::Missing { .. } => ClientError::new(s::INVALID_AUTHORIZATION, msg)
                 .hint("connect as user \"<user>.<tenant>\", or pass options=-ctenant=<tenant>"),
-            ResolveError::Unknown { .. } => ClientError::new(s::INVALID_CATALOG_NAME, msg),
+            ResolveError::Unknown { .. } | ResolveError::Removed(_) => {
+                ClientError::new(s::INVALID_CATALOG_NAME, msg)
+            }
             ResolveError::Suspended(_) => ClientError::new(s::CONNECTION_REJECTED, msg)
                 .hint("the tenant's account is suspended; contact your administrator"),
             ResolveError::Cancelled(_) => {

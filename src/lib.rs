@@ -15,5 +15,6 @@ pub mod net;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;
+pub mod provision;
 pub mod sql;
 pub mod tenant;

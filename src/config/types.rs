@@ -206,7 +206,7 @@ pub enum TenantStatus {
     Cancelled,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub key: String,

@@ -87,6 +87,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
     let (mut cr, mut cw) = stream.split();
     let mut up = Upstream::new();
     let mut down = Downstream::new();
+    let mut seen_generation = proxy.tenants.generation();
     loop {
         // Between transactions: no server link held.
         if up.buf.is_empty() {
@@ -104,6 +105,16 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         }
         if up.buf[0] == b'X' {
             return;
+        }
+        // A catalog change may have suspended, cancelled or removed the tenant:
+        // its clients learn at their next transaction (one atomic load otherwise).
+        let generation = proxy.tenants.generation();
+        if generation != seen_generation {
+            seen_generation = generation;
+            if let Err(e) = still_allowed(proxy, &tenant.key) {
+                send_error(&mut cw, &e, Severity::Fatal).await;
+                return;
+            }
         }
         let mut lease = match proxy.pools.checkout(pool).await {
             Ok(l) => l,
@@ -182,4 +193,17 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             }
         }
     }
+}
+
+/// Whether the tenant may still run transactions after a catalog change.
+fn still_allowed(proxy: &Proxy, key: &str) -> Result<(), ClientError> {
+    use crate::config::TenantStatus;
+    use crate::tenant::ResolveError;
+    let refusal = match proxy.tenants.get(key).map(|t| t.status) {
+        Some(TenantStatus::Active | TenantStatus::Trial) => return Ok(()),
+        Some(TenantStatus::Suspended) => ResolveError::Suspended(key.to_owned()),
+        Some(TenantStatus::Cancelled) => ResolveError::Cancelled(key.to_owned()),
+        None => ResolveError::Removed(key.to_owned()),
+    };
+    Err(ClientError::from(&refusal))
 }

@@ -2,11 +2,15 @@
 
 use super::model::Tenant;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 #[derive(Debug, Default)]
 pub struct TenantDirectory {
     snapshot: RwLock<Arc<HashMap<String, Arc<Tenant>>>>,
+    /// Bumped on every replace: sessions compare it (one atomic load per
+    /// transaction) to notice that their tenant may have changed.
+    generation: AtomicU64,
 }
 
 impl TenantDirectory {
@@ -36,5 +40,10 @@ impl TenantDirectory {
             Ok(mut g) => *g = Arc::new(map),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(map),
         }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }

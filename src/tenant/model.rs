@@ -1,6 +1,6 @@
 //! A tenant as the proxy uses it: where its connections go and its limits.
 
-use crate::config::{Config, PoolMode, TenantMode, TenantStatus};
+use crate::config::{Config, PoolMode, TenantConfig, TenantMode, TenantStatus};
 use std::sync::Arc;
 
 /// Where a tenant's server connections go and how they log in. Two tenants with
@@ -43,72 +43,74 @@ impl Tenant {
     pub fn all_from_config(cfg: &Config) -> Vec<Tenant> {
         cfg.tenants
             .iter()
-            .filter_map(|t| {
-                let server = cfg.servers.get(&t.server)?;
-                let tier_name = t.tier.clone().unwrap_or_else(|| "default".into());
-                let tier = cfg.tiers.get(&tier_name).cloned().unwrap_or_default();
-                let schema = match t.mode {
-                    TenantMode::Schema => {
-                        Some(t.schema.clone().unwrap_or_else(|| format!("t_{}", t.key)))
-                    }
-                    _ => None,
-                };
-                let database = t.database.clone().unwrap_or_else(|| match t.mode {
-                    TenantMode::Database => t.key.clone(),
-                    _ => server.database.clone(),
-                });
-                let (user, password) = match &t.role {
-                    Some(role) => (
-                        role.clone(),
-                        crate::config::secret(&t.role_password, &t.role_password_env)
-                            .ok()
-                            .flatten(),
-                    ),
-                    None => (
-                        server.user.clone(),
-                        crate::config::secret(&server.password, &server.password_env)
-                            .ok()
-                            .flatten(),
-                    ),
-                };
-                Some(Tenant {
-                    key: t.key.clone(),
-                    mode: t.mode,
-                    status: t.status,
-                    tier: tier_name,
-                    schema: schema.clone(),
-                    target: Target {
-                        server: t.server.as_str().into(),
-                        host: server.host.as_str().into(),
-                        port: server.port,
-                        database,
-                        user,
-                        password,
-                        settings: schema
-                            .map(|s| {
-                                (
-                                    "search_path".to_owned(),
-                                    format!("{}, public", quote_ident(&s)),
-                                )
-                            })
-                            .into_iter()
-                            .chain(tier.statement_timeout.map(|d| {
-                                (
-                                    "statement_timeout".to_owned(),
-                                    format!("{}ms", d.as_millis()),
-                                )
-                            }))
-                            .collect(),
-                    },
-                    pool_size: t.pool_size.unwrap_or(tier.pool_size),
-                    pool_mode: t
-                        .pool_mode
-                        .or(tier.pool_mode)
-                        .unwrap_or(cfg.proxy.pool_mode),
-                    max_client_conn: t.max_client_conn.unwrap_or(tier.max_client_conn),
-                })
-            })
+            .filter_map(|t| Tenant::build(cfg, t))
             .collect()
+    }
+
+    /// Builds one tenant (from the config file or a catalog row). None when it
+    /// names a server the config doesn't have.
+    pub fn build(cfg: &Config, t: &TenantConfig) -> Option<Tenant> {
+        let server = cfg.servers.get(&t.server)?;
+        let tier_name = t.tier.clone().unwrap_or_else(|| "default".into());
+        let tier = cfg.tiers.get(&tier_name).cloned().unwrap_or_default();
+        let schema = match t.mode {
+            TenantMode::Schema => Some(t.schema.clone().unwrap_or_else(|| format!("t_{}", t.key))),
+            _ => None,
+        };
+        let database = t.database.clone().unwrap_or_else(|| match t.mode {
+            TenantMode::Database => t.key.clone(),
+            _ => server.database.clone(),
+        });
+        let (user, password) = match &t.role {
+            Some(role) => (
+                role.clone(),
+                crate::config::secret(&t.role_password, &t.role_password_env)
+                    .ok()
+                    .flatten(),
+            ),
+            None => (
+                server.user.clone(),
+                crate::config::secret(&server.password, &server.password_env)
+                    .ok()
+                    .flatten(),
+            ),
+        };
+        Some(Tenant {
+            key: t.key.clone(),
+            mode: t.mode,
+            status: t.status,
+            tier: tier_name,
+            schema: schema.clone(),
+            target: Target {
+                server: t.server.as_str().into(),
+                host: server.host.as_str().into(),
+                port: server.port,
+                database,
+                user,
+                password,
+                settings: schema
+                    .map(|s| {
+                        (
+                            "search_path".to_owned(),
+                            format!("{}, public", quote_ident(&s)),
+                        )
+                    })
+                    .into_iter()
+                    .chain(tier.statement_timeout.map(|d| {
+                        (
+                            "statement_timeout".to_owned(),
+                            format!("{}ms", d.as_millis()),
+                        )
+                    }))
+                    .collect(),
+            },
+            pool_size: t.pool_size.unwrap_or(tier.pool_size),
+            pool_mode: t
+                .pool_mode
+                .or(tier.pool_mode)
+                .unwrap_or(cfg.proxy.pool_mode),
+            max_client_conn: t.max_client_conn.unwrap_or(tier.max_client_conn),
+        })
     }
 }
 

@@ -48,6 +48,8 @@ pub enum ResolveError {
     Suspended(String),
     #[error("tenant \"{0}\" is cancelled")]
     Cancelled(String),
+    #[error("tenant \"{0}\" no longer exists")]
+    Removed(String),
 }
 
 /// The tenant named in the `options` parameter, if any.

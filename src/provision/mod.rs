@@ -1,0 +1,242 @@
+//! Tenant lifecycle from the command line (SPEC §9): create, list, status
+//! changes, drop. Create is all or nothing: the schema or database, every
+//! migration, then the catalog row; a failure undoes what was made.
+//! Touches servers through admin connections only, never the client pools.
+
+mod migrations;
+
+use crate::config::{Config, TenantConfig, TenantMode, TenantStatus};
+use crate::tenant::catalog::{self, admin_config, connect, CatalogError};
+use crate::tenant::quote_ident;
+use thiserror::Error;
+
+pub use migrations::{migration_files, MigrationFile};
+
+#[derive(Debug, Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("tenant key {0:?} is invalid: use [a-z0-9_-]{{1,63}}")]
+    BadKey(String),
+    #[error("tenant {0:?} already exists")]
+    Exists(String),
+    #[error("no tenant {0:?} in the catalog")]
+    Missing(String),
+    #[error("server {0:?} is not defined in the config")]
+    UnknownServer(String),
+    #[error("tier {0:?} is not defined in the config")]
+    UnknownTier(String),
+    #[error("mode \"shared\" is not available yet")]
+    SharedNotYet,
+    #[error("migration {file}: {message}")]
+    Migration { file: String, message: String },
+    #[error("reading migrations: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("refusing to drop tenant {0:?} without --yes")]
+    NotConfirmed(String),
+}
+
+fn sql_error(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+}
+
+/// What `tenant create` makes.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub key: String,
+    pub mode: TenantMode,
+    pub tier: String,
+    pub server: Option<String>,
+}
+
+/// Creates a tenant atomically and returns its catalog spec.
+pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, ProvisionError> {
+    if !crate::config::valid_tenant_key(&req.key) {
+        return Err(ProvisionError::BadKey(req.key.clone()));
+    }
+    if req.mode == TenantMode::Shared {
+        return Err(ProvisionError::SharedNotYet);
+    }
+    if req.tier != "default" && !cfg.tiers.contains_key(&req.tier) {
+        return Err(ProvisionError::UnknownTier(req.tier.clone()));
+    }
+    let server_name = match &req.server {
+        Some(s) => s.clone(),
+        None => cfg
+            .catalog
+            .as_ref()
+            .map(|c| c.server.clone())
+            .or_else(|| cfg.servers.keys().next().cloned())
+            .ok_or_else(|| ProvisionError::UnknownServer("(none)".into()))?,
+    };
+    let server = cfg
+        .servers
+        .get(&server_name)
+        .ok_or_else(|| ProvisionError::UnknownServer(server_name.clone()))?;
+    let cat = catalog::Catalog::from_config(cfg)?.open().await?;
+    if catalog::load(&cat).await?.iter().any(|t| t.key == req.key) {
+        return Err(ProvisionError::Exists(req.key.clone()));
+    }
+    let files = migration_files(std::path::Path::new(&cfg.migrations.dir))?;
+    let (database, schema) = match req.mode {
+        TenantMode::Schema => (server.database.clone(), Some(format!("t_{}", req.key))),
+        _ => (req.key.clone(), None),
+    };
+    let spec = TenantConfig {
+        key: req.key.clone(),
+        mode: req.mode,
+        server: server_name.clone(),
+        database: Some(database.clone()),
+        schema: schema.clone(),
+        role: None,
+        role_password: None,
+        role_password_env: None,
+        tier: Some(req.tier.clone()),
+        status: TenantStatus::Active,
+        pool_size: None,
+        pool_mode: None,
+        max_client_conn: None,
+    };
+    match req.mode {
+        TenantMode::Schema => {
+            let schema = schema.unwrap_or_default();
+            let db = connect(&admin_config(cfg, &server_name, &database)?).await?;
+            let mut script = format!(
+                "BEGIN; CREATE SCHEMA {q}; SET LOCAL search_path TO {q};",
+                q = quote_ident(&schema)
+            );
+            for f in &files {
+                script.push_str(&f.sql);
+                script.push_str("\n;");
+            }
+            script.push_str("COMMIT;");
+            if let Err(e) = db.batch_execute(&script).await {
+                let _ = db.batch_execute("ROLLBACK").await;
+                return Err(ProvisionError::Migration {
+                    file: "(schema setup)".into(),
+                    message: sql_error(&e),
+                });
+            }
+            if let Err(e) = catalog::insert(&cat, &spec).await {
+                let _ = db
+                    .batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(&schema)))
+                    .await;
+                return Err(e.into());
+            }
+        }
+        _ => {
+            let admin_db = cfg
+                .catalog
+                .as_ref()
+                .map_or("postgres", |c| c.database.as_str());
+            let admin = connect(&admin_config(cfg, &server_name, admin_db)?).await?;
+            admin
+                .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&database)))
+                .await
+                .map_err(|e| ProvisionError::Migration {
+                    file: "(create database)".into(),
+                    message: sql_error(&e),
+                })?;
+            let undo = || async {
+                let _ = admin
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        quote_ident(&database)
+                    ))
+                    .await;
+            };
+            let applied = async {
+                let db = connect(&admin_config(cfg, &server_name, &database)?).await?;
+                let mut script = String::from("BEGIN;");
+                for f in &files {
+                    script.push_str(&f.sql);
+                    script.push_str("\n;");
+                }
+                script.push_str("COMMIT;");
+                db.batch_execute(&script)
+                    .await
+                    .map_err(|e| ProvisionError::Migration {
+                        file: "(database setup)".into(),
+                        message: sql_error(&e),
+                    })?;
+                catalog::insert(&cat, &spec).await?;
+                Ok::<(), ProvisionError>(())
+            };
+            if let Err(e) = applied.await {
+                undo().await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(spec)
+}
+
+/// Catalog rows, for `tenant list`.
+pub async fn list(cfg: &Config) -> Result<Vec<TenantConfig>, ProvisionError> {
+    let cat = catalog::Catalog::from_config(cfg)?.open().await?;
+    Ok(catalog::load(&cat).await?)
+}
+
+pub async fn set_status(
+    cfg: &Config,
+    key: &str,
+    status: TenantStatus,
+) -> Result<(), ProvisionError> {
+    let cat = catalog::Catalog::from_config(cfg)?.open().await?;
+    if catalog::set_status(&cat, key, status).await? {
+        Ok(())
+    } else {
+        Err(ProvisionError::Missing(key.to_owned()))
+    }
+}
+
+/// Removes the catalog row first (clients are refused from then on), then the
+/// tenant's schema or database.
+pub async fn drop_tenant(cfg: &Config, key: &str, confirmed: bool) -> Result<(), ProvisionError> {
+    if !confirmed {
+        return Err(ProvisionError::NotConfirmed(key.to_owned()));
+    }
+    let cat = catalog::Catalog::from_config(cfg)?.open().await?;
+    let spec = catalog::load(&cat)
+        .await?
+        .into_iter()
+        .find(|t| t.key == key)
+        .ok_or_else(|| ProvisionError::Missing(key.to_owned()))?;
+    catalog::delete(&cat, key).await?;
+    let database = spec.database.clone().unwrap_or_default();
+    match spec.mode {
+        TenantMode::Schema => {
+            let db = connect(&admin_config(cfg, &spec.server, &database)?).await?;
+            let schema = spec.schema.unwrap_or_else(|| format!("t_{key}"));
+            db.batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_ident(&schema)
+            ))
+            .await
+            .map_err(|e| ProvisionError::Migration {
+                file: "(drop schema)".into(),
+                message: sql_error(&e),
+            })?;
+        }
+        TenantMode::Database => {
+            let admin_db = cfg
+                .catalog
+                .as_ref()
+                .map_or("postgres", |c| c.database.as_str());
+            let admin = connect(&admin_config(cfg, &spec.server, admin_db)?).await?;
+            admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&database)
+                ))
+                .await
+                .map_err(|e| ProvisionError::Migration {
+                    file: "(drop database)".into(),
+                    message: sql_error(&e),
+                })?;
+        }
+        TenantMode::Shared => {}
+    }
+    Ok(())
+}
