@@ -41,6 +41,9 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/drivers/requirements.txt
 npm install --prefix tests/drivers --no-audit --no-fund --silent
 
+# 1,000-client tests need file descriptors.
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 # Tests mostly wait on sockets; more threads than cores keeps the run short.

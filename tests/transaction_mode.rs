@@ -157,6 +157,27 @@ async fn copy_large_values_and_errors() {
         sink.send(bytes::Bytes::from(data)).await.expect("send");
     }
     assert_eq!(sink.finish().await.expect("finish"), 10_000);
+    // The COPY ended its transaction: the link went back to the pool.
+    let released = wait_until(Duration::from_secs(2), || async {
+        proxy
+            .proxy
+            .pools
+            .pools()
+            .iter()
+            .all(|p| p.stats().active == 0)
+    })
+    .await;
+    let stats: Vec<_> = proxy
+        .proxy
+        .pools
+        .pools()
+        .iter()
+        .map(|p| (p.key.clone(), p.stats()))
+        .collect();
+    assert!(
+        released,
+        "link still lent after COPY FROM STDIN (extended protocol): {stats:?}"
+    );
     // COPY TO STDOUT streams back the same rows.
     let out = c
         .copy_out("COPY (SELECT n FROM copied ORDER BY n) TO STDOUT")

@@ -57,6 +57,9 @@ pub struct LinkState {
     pub prepared: LinkStatements,
     /// Tracked settings (lowercase names, see `frontend::rewrite::TRACKED_PARAMS`).
     pub params: Settings,
+    /// Something ran that pgtenant can't follow (DISCARD, RESET, a failed
+    /// settings prelude): close the link instead of pooling it again.
+    pub poisoned: bool,
 }
 
 #[derive(Debug)]
@@ -188,6 +191,7 @@ impl ServerConn {
             state: LinkState {
                 prepared: LinkStatements::new(max_prepared),
                 params: tracked,
+                poisoned: false,
             },
             params: Arc::new(params),
             pid,

@@ -174,6 +174,18 @@ pub struct TierConfig {
     pub pool_mode: Option<PoolMode>,
     #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
     pub statement_timeout: Option<Duration>,
+    /// `role` (default): a tenant's links are its own. `context`: tenants on the
+    /// same server, database and user share links; pgtenant sets the tenant's
+    /// context on each checkout and refuses statements that would change it.
+    pub isolation: Isolation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    #[default]
+    Role,
+    Context,
 }
 
 impl Default for TierConfig {
@@ -184,6 +196,7 @@ impl Default for TierConfig {
             max_client_conn: 1000,
             pool_mode: None,
             statement_timeout: None,
+            isolation: Isolation::Role,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod cancel;
 mod handshake;
 mod listener;
+mod policy;
 mod relay;
 mod rewrite;
 mod session;

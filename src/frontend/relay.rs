@@ -77,8 +77,9 @@ impl Downstream {
         }
     }
 
+    /// Nothing read and unforwarded, not even part of a header.
     pub fn drained(&self) -> bool {
-        self.scanned == 0 && self.scanner.at_boundary()
+        self.buf.is_empty() && self.scanner.at_boundary()
     }
 
     fn wrote(&mut self, n: usize) {
@@ -150,7 +151,7 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
         let t = &mut *cx.t;
         let peek = move |tag: u8| match tag {
             _ if swallowing => usize::MAX,
-            b'S' => usize::MAX,
+            b'S' | b'1' | b'3' => usize::MAX,
             b'Z' => 1,
             _ => 0,
         };
@@ -160,6 +161,10 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
                 _ if swallowing => Flow::StopBefore,
                 b'Z' => {
                     t.ready_for_query(p.first().copied().unwrap_or(b'I'));
+                    Flow::Continue
+                }
+                b'G' => {
+                    t.copy_in_started();
                     Flow::Continue
                 }
                 b'1' | b'3' | b'S' => Flow::StopBefore,
@@ -197,6 +202,8 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
             b'E' if swallowing => {
                 let f = crate::protocol::messages::parse_error_fields(body);
                 tracing::warn!(error = ?f, "pgtenant's session-settings prelude failed");
+                // Its settings are unknown now: never pool it again.
+                cx.link.poisoned = true;
                 true
             }
             b'1' | b'3' if !swallowing => cx.t.reply_is_ours(tag),

@@ -4,11 +4,12 @@
 //! (refused through the server itself so errors arrive in order), and a prelude
 //! that puts the link's tracked settings in step with the client's.
 
+use super::policy::{hint, plan_query, QueryPlan};
 use super::tracker::TxnTracker;
 use crate::backend::{LinkState, Settings};
 use crate::prepared::{ClientStatements, Statement};
 use crate::protocol::extended::{self, split_name};
-use crate::sql::{classify, may_touch_session, statements, SessionStatement};
+use crate::tenant::{quote_ident, TenantContext};
 use bytes::BytesMut;
 use std::sync::Arc;
 
@@ -24,11 +25,6 @@ pub const TRACKED_PARAMS: [&str; 6] = [
     "extra_float_digits",
 ];
 
-/// Settings a client may change with a plain SET under transaction pooling.
-fn settable_in_transaction_mode(name: &str) -> bool {
-    TRACKED_PARAMS.contains(&name) && name != "extra_float_digits"
-}
-
 /// Per-client state that outlives any one server link.
 #[derive(Debug)]
 pub struct ClientState {
@@ -36,14 +32,18 @@ pub struct ClientState {
     /// Desired values of [`TRACKED_PARAMS`].
     pub params: Settings,
     pub transaction_mode: bool,
+    /// Context isolation: the tenant context set on every checkout; statements
+    /// that would change it are refused.
+    pub context: Option<TenantContext>,
 }
 
 impl ClientState {
-    pub fn new(params: Settings, transaction_mode: bool) -> Self {
+    pub fn new(params: Settings, transaction_mode: bool, context: Option<TenantContext>) -> Self {
         Self {
             statements: ClientStatements::new(),
             params,
             transaction_mode,
+            context,
         }
     }
 }
@@ -78,11 +78,23 @@ pub fn raise_statement(code: &str, message: &str, hint: &str) -> String {
 /// Called when a link is lent to the client: settings that differ are set
 /// first, in one injected Query whose replies are swallowed.
 pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
-    if cx.client.params.fingerprint(&TRACKED_PARAMS) == cx.link.params.fingerprint(&TRACKED_PARAMS)
+    // Shared links: the tenant context is re-established on every checkout, so
+    // nothing a client did (even through dynamic SQL) carries over.
+    let mut sql = match &cx.client.context {
+        Some(c) => {
+            cx.link
+                .params
+                .insert("search_path".to_owned(), c.search_path.clone());
+            c.sql.clone()
+        }
+        None => String::new(),
+    };
+    if sql.is_empty()
+        && cx.client.params.fingerprint(&TRACKED_PARAMS)
+            == cx.link.params.fingerprint(&TRACKED_PARAMS)
     {
         return;
     }
-    let mut sql = String::new();
     for key in TRACKED_PARAMS {
         match (cx.client.params.get(key), cx.link.params.get(key)) {
             (Some(want), have) if have != Some(want) => {
@@ -122,58 +134,6 @@ fn make_room(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     }
 }
 
-/// Why a statement can't run under transaction pooling, if it can't.
-fn refusal(stmt: &SessionStatement) -> Option<String> {
-    match stmt {
-        SessionStatement::Set { name, local: false } if !settable_in_transaction_mode(name) => Some(format!(
-            "SET {name} is not supported in transaction pooling mode: the setting would stay on a shared server connection"
-        )),
-        SessionStatement::Listen => Some("LISTEN is not supported in transaction pooling mode: notifications would go to whichever client next uses the server connection".into()),
-        _ => None,
-    }
-}
-
-const REFUSAL_HINT: &str = "use SET LOCAL inside a transaction, a tier setting (e.g. statement_timeout), or pool_mode = \"session\"";
-
-/// What to do with a session statement found in a query.
-enum QueryPlan {
-    Pass,
-    Refuse(String),
-    /// DISCARD ALL / DEALLOCATE ALL: the server drops every prepared statement.
-    ForgetAll,
-    /// `DEALLOCATE name` of a client statement (the whole query).
-    Deallocate(Vec<u8>),
-}
-
-fn plan_query(sql: &[u8], transaction_mode: bool) -> QueryPlan {
-    if !may_touch_session(sql) {
-        return QueryPlan::Pass;
-    }
-    let text = String::from_utf8_lossy(sql);
-    let stmts = statements(&text);
-    let mut plan = QueryPlan::Pass;
-    for tokens in &stmts {
-        let Some(kind) = classify(tokens) else {
-            continue;
-        };
-        if transaction_mode {
-            if let Some(why) = refusal(&kind) {
-                return QueryPlan::Refuse(why);
-            }
-        }
-        match kind {
-            SessionStatement::DiscardAll | SessionStatement::Deallocate { name: None } => {
-                plan = QueryPlan::ForgetAll
-            }
-            SessionStatement::Deallocate { name: Some(n) } if stmts.len() == 1 => {
-                plan = QueryPlan::Deallocate(n.into_bytes())
-            }
-            _ => {}
-        }
-    }
-    plan
-}
-
 /// Rewrites one whole client message (`msg` includes its header) into `out`,
 /// counting it in the tracker after anything injected ahead of it. Returns false
 /// when the message goes through unchanged (nothing written).
@@ -186,61 +146,79 @@ pub fn client_message(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool 
     rewritten
 }
 
+/// A name no server-side statement has: unknown client names are sent as this,
+/// so a client can never reach a statement pgtenant made for someone else.
+fn foreign_name(name: &[u8]) -> Vec<u8> {
+    let mut n = b"pgtx_".to_vec();
+    n.extend_from_slice(name);
+    n
+}
+
+fn plan(cx: &Ctx<'_>, sql: &[u8]) -> QueryPlan {
+    plan_query(sql, cx.client.transaction_mode, cx.client.context.is_some())
+}
+
 fn rewrite(cx: &mut Ctx<'_>, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
     match tag {
         b'Q' => {
             let sql = body.strip_suffix(&[0]).unwrap_or(body);
-            match plan_query(sql, cx.client.transaction_mode) {
-                QueryPlan::Pass => false,
-                QueryPlan::Refuse(why) => {
-                    cx.t.client_message(tag);
-                    extended::query(out, &raise_statement("0A000", &why, REFUSAL_HINT));
-                    true
-                }
-                QueryPlan::ForgetAll => {
-                    cx.client.statements.clear();
-                    cx.link.prepared.clear();
-                    false
-                }
-                QueryPlan::Deallocate(name) => match cx.client.statements.remove(&name) {
-                    Some(stmt) => {
-                        ensure(cx, &stmt, out);
-                        cx.t.client_message(tag);
-                        extended::query(out, &format!("DEALLOCATE \"{}\"", stmt.server_name));
-                        cx.link.prepared.remove(&stmt.server_name);
-                        true
-                    }
-                    None => false,
-                },
+            let plan = plan(cx, sql);
+            if let Some((code, why)) = plan.refuse {
+                cx.t.client_message(tag);
+                extended::query(out, &raise_statement(code, &why, hint(code)));
+                return true;
             }
+            if plan.forget_statements {
+                cx.client.statements.clear();
+            }
+            cx.link.poisoned |= plan.poisons_link;
+            let Some(name) = plan.deallocate else {
+                return false;
+            };
+            let replacement = match cx.client.statements.remove(&name) {
+                // The link holds it: deallocate pgtenant's name. It doesn't: the
+                // statement is gone already, nothing to do on this link.
+                Some(stmt) if cx.link.prepared.touch(&stmt.server_name) => {
+                    cx.link.prepared.remove(&stmt.server_name);
+                    format!("DEALLOCATE {}", quote_ident(&stmt.server_name))
+                }
+                Some(_) => "DO $pgtenant$BEGIN END$pgtenant$".to_owned(),
+                None => raise_statement(
+                    "26000",
+                    &format!(
+                        "prepared statement \"{}\" does not exist",
+                        String::from_utf8_lossy(&name)
+                    ),
+                    "",
+                ),
+            };
+            cx.t.client_message(tag);
+            extended::query(out, &replacement);
+            true
         }
         b'P' => {
             let Some((name, rest)) = split_name(body) else {
                 return false;
             };
             let refused = extended::parse_query_text(rest).and_then(|q| {
-                match plan_query(q, cx.client.transaction_mode) {
-                    QueryPlan::Refuse(why) => Some(why),
-                    _ => None,
-                }
+                let p = plan(cx, q);
+                cx.link.poisoned |= p.poisons_link;
+                p.refuse
+                    .map(|(code, why)| raise_statement(code, &why, hint(code)))
             });
             if name.is_empty() {
                 return match refused {
-                    Some(why) => {
+                    Some(raise) => {
                         cx.t.client_message(tag);
-                        extended::parse_query(
-                            out,
-                            b"",
-                            &raise_statement("0A000", &why, REFUSAL_HINT),
-                        );
+                        extended::parse_query(out, b"", &raise);
                         true
                     }
                     None => false,
                 };
             }
             let stmt = match refused {
-                Some(why) => {
-                    let mut rest = raise_statement("0A000", &why, REFUSAL_HINT).into_bytes();
+                Some(raise) => {
+                    let mut rest = raise.into_bytes();
                     rest.extend_from_slice(&[0, 0, 0]);
                     cx.client.statements.register(name, &rest)
                 }
@@ -259,12 +237,20 @@ fn rewrite(cx: &mut Ctx<'_>, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
             let Some((name, rest)) = split_name(rest) else {
                 return false;
             };
-            let Some(stmt) = known(cx, name) else {
+            if name.is_empty() {
                 return false;
-            };
-            ensure(cx, &stmt, out);
-            cx.t.client_message(tag);
-            extended::bind(out, portal, stmt.server_name.as_bytes(), rest);
+            }
+            match known(cx, name) {
+                Some(stmt) => {
+                    ensure(cx, &stmt, out);
+                    cx.t.client_message(tag);
+                    extended::bind(out, portal, stmt.server_name.as_bytes(), rest);
+                }
+                None => {
+                    cx.t.client_message(tag);
+                    extended::bind(out, portal, &foreign_name(name), rest);
+                }
+            }
             true
         }
         b'D' | b'C' => {
@@ -274,20 +260,23 @@ fn rewrite(cx: &mut Ctx<'_>, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
             let Some((name, _)) = split_name(rest) else {
                 return false;
             };
-            if kind != b'S' {
+            if kind != b'S' || name.is_empty() {
                 return false;
             }
-            let Some(stmt) = known(cx, name) else {
-                return false;
+            let server_name = match known(cx, name) {
+                Some(stmt) => {
+                    if tag == b'D' {
+                        ensure(cx, &stmt, out);
+                    } else {
+                        cx.client.statements.remove(name);
+                        cx.link.prepared.remove(&stmt.server_name);
+                    }
+                    stmt.server_name.as_bytes().to_vec()
+                }
+                None => foreign_name(name),
             };
-            if tag == b'D' {
-                ensure(cx, &stmt, out);
-            } else {
-                cx.client.statements.remove(name);
-                cx.link.prepared.remove(&stmt.server_name);
-            }
             cx.t.client_message(tag);
-            extended::describe_or_close(out, tag, b'S', stmt.server_name.as_bytes());
+            extended::describe_or_close(out, tag, b'S', &server_name);
             true
         }
         _ => false,
@@ -304,38 +293,6 @@ fn known(cx: &Ctx<'_>, name: &[u8]) -> Option<Arc<Statement>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refusals_only_in_transaction_mode() {
-        assert!(matches!(
-            plan_query(b"SET statement_timeout = 5", true),
-            QueryPlan::Refuse(_)
-        ));
-        assert!(matches!(
-            plan_query(b"SET statement_timeout = 5", false),
-            QueryPlan::Pass
-        ));
-        assert!(matches!(
-            plan_query(b"SET LOCAL statement_timeout = 5", true),
-            QueryPlan::Pass
-        ));
-        assert!(matches!(
-            plan_query(b"SET application_name = 'x'", true),
-            QueryPlan::Pass
-        ));
-        assert!(matches!(
-            plan_query(b"select 1; /* hi */ listen x", true),
-            QueryPlan::Refuse(_)
-        ));
-        assert!(matches!(
-            plan_query(b"DISCARD ALL", true),
-            QueryPlan::ForgetAll
-        ));
-        assert!(matches!(
-            plan_query(b"deallocate s1", true),
-            QueryPlan::Deallocate(_)
-        ));
-    }
 
     #[test]
     fn raise_statement_cannot_be_broken_out_of() {

@@ -46,26 +46,55 @@ async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, e: &ClientError, severity:
 }
 
 /// After a failed checkout: drops the client's request (a Query, or extended
-/// messages through the next Sync) as PostgreSQL does after an error.
-async fn discard_request<R: tokio::io::AsyncRead + Unpin>(
+/// messages through the next Sync) and answers as PostgreSQL does after an
+/// error: the ErrorResponse as soon as the client waits for replies (a Flush
+/// counts), ReadyForQuery at the Sync or Query.
+async fn refuse_request<R, W>(
     r: &mut R,
+    w: &mut W,
     up: &mut Upstream,
-) -> std::io::Result<()> {
-    let mut done = false;
+    e: &ClientError,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut told = false;
     loop {
+        let mut ended = false;
+        let mut flushed = false;
         let scan = up.scanner.scan(&up.buf, 0, no_peek, |tag, _| {
-            if done {
+            if ended {
                 return Flow::StopBefore;
             }
-            done = matches!(tag, b'Q' | b'S' | b'F');
+            match tag {
+                b'Q' | b'S' | b'F' => ended = true,
+                b'H' => flushed = true,
+                _ => {}
+            }
             Flow::Continue
         });
         let end = scan
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
             .end;
         up.buf.advance(end);
-        if done && up.scanner.at_boundary() {
-            return Ok(());
+        let complete = ended && up.scanner.at_boundary();
+        if (flushed || complete) && !told {
+            let mut out = BytesMut::new();
+            messages::error_response(
+                &mut out,
+                Severity::Error,
+                e.code,
+                &e.message,
+                e.hint.as_deref(),
+            );
+            w.write_all(&out).await?;
+            told = true;
+        }
+        if complete {
+            let mut out = BytesMut::new();
+            messages::ready_for_query(&mut out, b'I');
+            return w.write_all(&out).await;
         }
         if r.read_buf(&mut up.buf).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -82,7 +111,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         ..
     } = &login;
     let release_when_idle = tenant.pool_mode == PoolMode::Transaction;
-    let mut client = ClientState::new(params.clone(), release_when_idle);
+    let mut client = ClientState::new(params.clone(), release_when_idle, tenant.context.clone());
     let mut shutdown = proxy.shutdown_signal();
     let (mut cr, mut cw) = stream.split();
     let mut up = Upstream::new();
@@ -120,10 +149,10 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             Ok(l) => l,
             Err(err) => {
                 tracing::warn!(tenant = %tenant.key, %user, error = %err, "checkout failed");
-                if discard_request(&mut cr, &mut up).await.is_err() {
-                    return;
-                }
-                if !send_error(&mut cw, &ClientError::from(&err), Severity::Error).await {
+                if refuse_request(&mut cr, &mut cw, &mut up, &ClientError::from(&err))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -131,8 +160,8 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         };
         let conn = lease.conn();
         key.set(Some(CancelTarget {
-            host: pool.target.host.clone(),
-            port: pool.target.port,
+            host: pool.target().host.clone(),
+            port: pool.target().port,
             pid: conn.pid,
             secret: conn.secret,
         }));
@@ -170,7 +199,9 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             }
             RelayEnd::Terminate | RelayEnd::ClientClosed | RelayEnd::ClientIo(_) => {
                 if link_clean && !release_when_idle {
-                    tokio::spawn(lease.reset_and_release());
+                    tokio::spawn(
+                        lease.reset_and_release(proxy.pools.settings().server_connect_timeout),
+                    );
                 }
                 // Otherwise the lease drops here: a link left mid-transaction is
                 // closed (the server rolls back), never handed to another client.

@@ -28,6 +28,14 @@ pub struct TxnTracker {
     recv_epoch: u64,
     parses: VecDeque<Sent>,
     closes: VecDeque<Sent>,
+    /// The server is in COPY FROM STDIN: it ignores Sync and Flush until the
+    /// client's CopyDone/CopyFail (libpq and tokio-postgres send a Sync right
+    /// after the Execute that starts a COPY, and another after CopyDone).
+    copy_in: bool,
+    /// Syncs sent since the last Execute, and whether the last command sent
+    /// was an Execute (b'E') or a Query/FunctionCall.
+    syncs_after_execute: u32,
+    last_command: u8,
 }
 
 impl Default for TxnTracker {
@@ -41,6 +49,9 @@ impl Default for TxnTracker {
             recv_epoch: 0,
             parses: VecDeque::new(),
             closes: VecDeque::new(),
+            copy_in: false,
+            syncs_after_execute: 0,
+            last_command: 0,
         }
     }
 }
@@ -48,7 +59,7 @@ impl Default for TxnTracker {
 impl TxnTracker {
     /// The link is between transactions with nothing in flight.
     pub fn idle(&self) -> bool {
-        self.pending == 0 && !self.unsynced && self.status == b'I'
+        self.pending == 0 && !self.unsynced && !self.copy_in && self.status == b'I'
     }
 
     /// Counts a message the client sent (forwarded as is or renamed).
@@ -57,12 +68,22 @@ impl TxnTracker {
             b'Q' | b'F' => {
                 self.pending += 1;
                 self.sent_epoch += 1;
+                self.last_command = tag;
             }
+            b'S' if self.copy_in => {}
             b'S' => {
                 self.pending += 1;
                 self.sent_epoch += 1;
                 self.unsynced = false;
+                self.syncs_after_execute += 1;
             }
+            b'c' | b'f' => self.copy_in = false,
+            b'E' => {
+                self.unsynced = true;
+                self.syncs_after_execute = 0;
+                self.last_command = b'E';
+            }
+            b'H' if self.copy_in => {}
             b'P' => {
                 self.unsynced = true;
                 self.parses.push_back(Sent {
@@ -77,9 +98,22 @@ impl TxnTracker {
                     ours: false,
                 });
             }
-            b'B' | b'E' | b'D' | b'H' => self.unsynced = true,
+            b'B' | b'D' | b'H' => self.unsynced = true,
             _ => {}
         }
+    }
+
+    /// The server sent CopyInResponse. If an Execute started the COPY, the
+    /// Syncs the client sent after it are swallowed by the COPY: no
+    /// ReadyForQuery will answer them.
+    pub fn copy_in_started(&mut self) {
+        if self.last_command == b'E' {
+            let ignored = self.syncs_after_execute;
+            self.pending = self.pending.saturating_sub(ignored);
+            self.sent_epoch = self.sent_epoch.saturating_sub(u64::from(ignored));
+            self.syncs_after_execute = 0;
+        }
+        self.copy_in = true;
     }
 
     /// pgtenant injected a Parse (`b'P'`) or Close (`b'C'`) ahead of a client message.
@@ -142,6 +176,22 @@ mod tests {
         t.client_message(b'S');
         assert!(t.reply_is_ours(b'1'));
         assert!(!t.reply_is_ours(b'1'));
+        t.ready_for_query(b'I');
+        assert!(t.idle());
+    }
+
+    #[test]
+    fn extended_copy_in_owes_one_ready_for_query() {
+        let mut t = TxnTracker::default();
+        for tag in [b'B', b'E', b'S'] {
+            t.client_message(tag);
+        }
+        t.copy_in_started();
+        assert!(!t.idle(), "mid-COPY is never idle");
+        for tag in [b'd', b'd', b'c', b'S'] {
+            t.client_message(tag);
+        }
+        assert_eq!(t.pending, 1);
         t.ready_for_query(b'I');
         assert!(t.idle());
     }

@@ -1,7 +1,7 @@
 //! The cap on connections to one server across all tenants (pgbouncer#130: per
 //! tenant quotas alone let the sum overrun `max_connections`).
 
-use super::tenant_pool::TenantPool;
+use super::link_group::LinkGroup;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -10,7 +10,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 pub struct ServerBudget {
     pub name: String,
     slots: Arc<Semaphore>,
-    pools: Mutex<Vec<Weak<TenantPool>>>,
+    groups: Mutex<Vec<Weak<LinkGroup>>>,
     /// Woken when a link of this server goes idle, so slot waiters can try eviction.
     pub(super) link_idle: Notify,
     /// Checkouts waiting for a slot; releases only pay for a wake-up when > 0.
@@ -22,16 +22,16 @@ impl ServerBudget {
         Self {
             name: name.to_owned(),
             slots: Arc::new(Semaphore::new(max_connections)),
-            pools: Mutex::new(Vec::new()),
+            groups: Mutex::new(Vec::new()),
             link_idle: Notify::new(),
             slot_waiters: AtomicUsize::new(0),
         }
     }
 
-    pub(super) fn register(&self, pool: &Arc<TenantPool>) {
-        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        pools.retain(|w| w.strong_count() > 0);
-        pools.push(Arc::downgrade(pool));
+    pub(super) fn register(&self, group: &Arc<LinkGroup>) {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups.retain(|w| w.strong_count() > 0);
+        groups.push(Arc::downgrade(group));
     }
 
     pub(super) fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
@@ -42,11 +42,11 @@ impl ServerBudget {
         self.slots.clone().acquire_owned().await.ok()
     }
 
-    /// Closes the least recently used idle link of any pool on this server.
-    /// Returns false when no pool has an idle link.
+    /// Closes the least recently used idle link of any group on this server.
+    /// Returns false when no group has an idle link.
     pub(super) fn evict_lru_idle(&self) -> bool {
-        let pools: Vec<Arc<TenantPool>> = {
-            let g = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let pools: Vec<Arc<LinkGroup>> = {
+            let g = self.groups.lock().unwrap_or_else(|p| p.into_inner());
             g.iter().filter_map(Weak::upgrade).collect()
         };
         let oldest = pools

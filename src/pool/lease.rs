@@ -2,7 +2,8 @@
 //! ([`Lease::release`]); a lease dropped any other way closes the connection, so
 //! a link in an unknown state can never reach another client.
 
-use super::tenant_pool::{Link, TenantPool};
+use super::link_group::Link;
+use super::tenant_pool::TenantPool;
 use crate::backend::ServerConn;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,19 +48,22 @@ impl Lease {
     /// Returns a clean (idle, outside any transaction) link to the pool.
     pub fn release(mut self) {
         if let Some(link) = self.link.take() {
-            if link.conn.created.elapsed() < self.lifetime {
-                self.pool.push_idle(link);
+            if link.conn.created.elapsed() < self.lifetime && !link.conn.state.poisoned {
+                self.pool.group.push_idle(link);
             }
         }
     }
 
     /// Session pooling: wipe session state (`DISCARD ALL` keeps the startup
     /// search_path) before the link can serve another client; close it if that fails.
-    pub async fn reset_and_release(mut self) {
+    pub async fn reset_and_release(mut self, timeout: Duration) {
         let conn = self.conn();
-        let ok = conn.execute("DISCARD ALL").await.is_ok();
-        conn.state.prepared.clear();
-        if ok {
+        let reset = tokio::time::timeout(timeout, conn.execute("DISCARD ALL")).await;
+        if matches!(reset, Ok(Ok(_))) {
+            // DISCARD ALL restored every setting and dropped every statement.
+            conn.state.prepared.clear();
+            conn.state.params.remove("extra_float_digits");
+            conn.state.poisoned = false;
             self.release();
         }
     }

@@ -3,7 +3,8 @@
 
 use super::budget::ServerBudget;
 use super::lease::Lease;
-use super::tenant_pool::{Link, TenantPool};
+use super::link_group::{Link, LinkGroup};
+use super::tenant_pool::TenantPool;
 use crate::backend::{BackendError, ServerConn, ServerParams};
 use crate::config::Config;
 use crate::tenant::Tenant;
@@ -61,6 +62,7 @@ pub struct PoolManager {
     settings: PoolSettings,
     budgets: HashMap<String, Arc<ServerBudget>>,
     pools: DashMap<String, Arc<TenantPool>>,
+    groups: DashMap<String, Arc<LinkGroup>>,
 }
 
 impl PoolManager {
@@ -79,6 +81,7 @@ impl PoolManager {
             settings: PoolSettings::from_config(cfg),
             budgets,
             pools: DashMap::new(),
+            groups: DashMap::new(),
         }
     }
 
@@ -86,7 +89,8 @@ impl PoolManager {
         &self.settings
     }
 
-    /// The tenant's pool, created on first use.
+    /// The tenant's pool, created on first use, drawing from its link group
+    /// (shared with other tenants under context isolation).
     pub fn pool_for(&self, tenant: &Tenant) -> Result<Arc<TenantPool>, PoolError> {
         if let Some(p) = self.pools.get(&tenant.key) {
             return Ok(p.clone());
@@ -98,19 +102,36 @@ impl PoolManager {
                     tenant: tenant.key.clone(),
                     server: tenant.target.server.to_string(),
                 })?;
+        let group_key = tenant.group_key();
+        let group = self
+            .groups
+            .entry(group_key.clone())
+            .or_insert_with(|| {
+                let app = match &tenant.context {
+                    Some(_) => "pgtenant".to_owned(),
+                    None => format!("pgtenant/{}", tenant.key),
+                };
+                let g = Arc::new(LinkGroup::new(
+                    group_key,
+                    tenant.target.clone(),
+                    app,
+                    budget.clone(),
+                ));
+                budget.register(&g);
+                g
+            })
+            .clone();
         let pool = self
             .pools
             .entry(tenant.key.clone())
             .or_insert_with(|| {
-                let p = Arc::new(TenantPool::new(
+                Arc::new(TenantPool::new(
                     &tenant.key,
-                    tenant.target.clone(),
                     tenant.pool_size,
                     tenant.max_client_conn,
-                    budget.clone(),
-                ));
-                budget.register(&p);
-                p
+                    group,
+                    tenant.context.as_ref().map(|c| c.search_path.clone()),
+                ))
             })
             .clone();
         Ok(pool)
@@ -134,9 +155,10 @@ impl PoolManager {
                 quota: pool.stats().quota,
                 waited,
             })?;
-        let budget = &pool.budget;
+        let group = &pool.group;
+        let budget = &group.budget;
         loop {
-            while let Some(link) = pool.pop_idle() {
+            while let Some(link) = group.pop_idle(pool.prefer.as_deref()) {
                 if link.conn.created.elapsed() < self.settings.server_lifetime
                     && link.conn.idle_link_usable()
                 {
@@ -159,6 +181,9 @@ impl PoolManager {
                     let woke = tokio::select! {
                         s = budget.slot() => s,
                         _ = idle => None,
+                        // Re-check now and then: a link returned just before we
+                        // registered as a waiter would otherwise go unnoticed.
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => None,
                         _ = tokio::time::sleep_until(deadline) => {
                             budget.slot_waiters.fetch_sub(1, Ordering::Relaxed);
                             return Err(PoolError::ServerFull {
@@ -176,13 +201,13 @@ impl PoolManager {
                 }
             };
             let conn = ServerConn::connect(
-                &pool.target,
-                &pool.application_name,
+                &group.target,
+                &group.application_name,
                 self.settings.server_connect_timeout,
                 self.settings.max_prepared_statements,
             )
             .await?;
-            pool.remember_params(&conn.params);
+            group.remember_params(&conn.params);
             let link = Link { conn, _slot: slot };
             return Ok(Lease::new(
                 link,
@@ -206,8 +231,8 @@ impl PoolManager {
 
     /// Closes idle links past `server_idle_timeout` or `server_lifetime`.
     pub fn reap(&self) {
-        for p in self.pools.iter() {
-            p.reap(
+        for g in self.groups.iter() {
+            g.reap(
                 self.settings.server_idle_timeout,
                 self.settings.server_lifetime,
             );

@@ -88,7 +88,15 @@ impl FrameScanner {
                 });
             }
             let body = (len - 4) as usize;
-            let peek = peek_len(tag).min(body);
+            let wanted = peek_len(tag);
+            if wanted > body && body > super::MAX_WHOLE_MESSAGE {
+                // The caller needs this message whole: refuse to buffer a giant.
+                return Err(FrameError {
+                    tag: tag as char,
+                    len,
+                });
+            }
+            let peek = wanted.min(body);
             if avail < 5 + peek {
                 return Ok(Scanned {
                     end: pos,

@@ -12,5 +12,9 @@ pub mod startup;
 /// that can only be garbage.
 pub const MAX_MESSAGE_LEN: u32 = 1 << 30;
 
+/// Largest message pgtenant reads whole (Query, Parse, Bind, Describe, Close:
+/// it needs their SQL or statement names). COPY data and rows stream at any size.
+pub const MAX_WHOLE_MESSAGE: usize = 128 << 20;
+
 /// Largest startup packet PostgreSQL accepts (MAX_STARTUP_PACKET_LENGTH).
 pub const MAX_STARTUP_LEN: u32 = 10_000;

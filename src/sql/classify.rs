@@ -23,12 +23,22 @@ pub enum SessionStatement {
     },
     Listen,
     Unlisten,
+    /// SQL-level `PREPARE name AS ...` / `EXECUTE name`: bound to one session.
+    Prepare,
+    Execute,
 }
 
 /// Cheap pre-filter: can `sql` contain a session statement at all? Ordinary
 /// queries pay one pass over their bytes and no lexing.
 pub fn may_touch_session(sql: &[u8]) -> bool {
-    const NEEDLES: [&[u8]; 4] = [b"set", b"discard", b"deallocate", b"listen"];
+    const NEEDLES: [&[u8]; 6] = [
+        b"set",
+        b"discard",
+        b"deallocate",
+        b"listen",
+        b"prepare",
+        b"execute",
+    ];
     sql.windows(3).enumerate().any(|(i, w)| {
         let lower = [w[0] | 0x20, w[1] | 0x20, w[2] | 0x20];
         NEEDLES.iter().any(|n| {
@@ -123,6 +133,8 @@ pub fn classify(tokens: &[Token]) -> Option<SessionStatement> {
             }
         }
         "listen" => Some(SessionStatement::Listen),
+        "prepare" => Some(SessionStatement::Prepare),
+        "execute" => Some(SessionStatement::Execute),
         "unlisten" => Some(SessionStatement::Unlisten),
         _ => None,
     }

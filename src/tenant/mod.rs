@@ -8,5 +8,5 @@ mod resolve;
 pub mod watcher;
 
 pub use directory::TenantDirectory;
-pub use model::{quote_ident, Target, Tenant};
+pub use model::{quote_ident, Target, Tenant, TenantContext};
 pub use resolve::{resolve, Resolution, ResolveError, ResolvedBy};

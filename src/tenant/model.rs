@@ -1,6 +1,6 @@
 //! A tenant as the proxy uses it: where its connections go and its limits.
 
-use crate::config::{Config, PoolMode, TenantConfig, TenantMode, TenantStatus};
+use crate::config::{Config, Isolation, PoolMode, TenantConfig, TenantMode, TenantStatus};
 use std::sync::Arc;
 
 /// Where a tenant's server connections go and how they log in. Two tenants with
@@ -30,6 +30,30 @@ pub struct Tenant {
     pub pool_size: usize,
     pub pool_mode: PoolMode,
     pub max_client_conn: usize,
+    /// Context isolation: what pgtenant sets on a shared link at each checkout.
+    pub context: Option<TenantContext>,
+}
+
+/// A tenant's context on shared links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantContext {
+    /// The quoted search_path value (also marks links already in this context).
+    pub search_path: String,
+    /// SQL run at every checkout, before the client's first message.
+    pub sql: String,
+}
+
+impl Tenant {
+    /// Links are shared by tenants with the same group key.
+    pub fn group_key(&self) -> String {
+        match &self.context {
+            Some(_) => format!(
+                "shared:{}/{}/{}",
+                self.target.server, self.target.database, self.target.user
+            ),
+            None => format!("tenant:{}", self.key),
+        }
+    }
 }
 
 /// Quotes an identifier the way PostgreSQL's quote_ident does, always: no
@@ -75,6 +99,37 @@ impl Tenant {
                     .flatten(),
             ),
         };
+        let settings: Vec<(String, String)> = schema
+            .as_ref()
+            .map(|s| {
+                (
+                    "search_path".to_owned(),
+                    format!("{}, public", quote_ident(s)),
+                )
+            })
+            .into_iter()
+            .chain(tier.statement_timeout.map(|d| {
+                (
+                    "statement_timeout".to_owned(),
+                    format!("{}ms", d.as_millis()),
+                )
+            }))
+            .collect();
+        let context = (tier.isolation == Isolation::Context).then(|| TenantContext {
+            search_path: settings
+                .iter()
+                .find(|(k, _)| k == "search_path")
+                .map_or_else(|| "public".to_owned(), |(_, v)| v.clone()),
+            sql: settings.iter().fold(String::new(), |mut sql, (k, v)| {
+                let value = if k == "search_path" {
+                    v.clone()
+                } else {
+                    format!("'{v}'")
+                };
+                sql.push_str(&format!("SET {k} TO {value};"));
+                sql
+            }),
+        });
         Some(Tenant {
             key: t.key.clone(),
             mode: t.mode,
@@ -110,6 +165,7 @@ impl Tenant {
                 .or(tier.pool_mode)
                 .unwrap_or(cfg.proxy.pool_mode),
             max_client_conn: t.max_client_conn.unwrap_or(tier.max_client_conn),
+            context,
         })
     }
 }

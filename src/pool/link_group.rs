@@ -1,0 +1,126 @@
+//! Idle server links that may serve one tenant (role isolation: links log in as
+//! the tenant's own role or target) or many (context isolation: tenants on the
+//! same server, database and user share links; pgtenant sets the tenant context
+//! on every checkout). A stack, so the busiest links stay warm.
+
+use super::budget::ServerBudget;
+use crate::backend::{ServerConn, ServerParams};
+use crate::tenant::Target;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
+
+/// A server connection plus its slot in the server budget: dropping it closes
+/// the connection and frees the slot.
+#[derive(Debug)]
+pub(super) struct Link {
+    pub conn: ServerConn,
+    pub _slot: OwnedSemaphorePermit,
+}
+
+/// How far down the idle stack to look for a link already in the wanted context.
+const PREFER_SCAN: usize = 32;
+
+#[derive(Debug)]
+pub struct LinkGroup {
+    pub name: String,
+    pub target: Target,
+    pub application_name: String,
+    idle: Mutex<Vec<Link>>,
+    params: Mutex<Option<ServerParams>>,
+    pub(super) budget: Arc<ServerBudget>,
+}
+
+impl LinkGroup {
+    pub(super) fn new(
+        name: String,
+        target: Target,
+        application_name: String,
+        budget: Arc<ServerBudget>,
+    ) -> Self {
+        Self {
+            name,
+            target,
+            application_name,
+            idle: Mutex::new(Vec::new()),
+            params: Mutex::new(None),
+            budget,
+        }
+    }
+
+    fn idle_links(&self) -> std::sync::MutexGuard<'_, Vec<Link>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used idle link, preferring one whose `search_path`
+    /// is already `prefer` (no context switch, its statements likely there).
+    pub(super) fn pop_idle(&self, prefer: Option<&str>) -> Option<Link> {
+        let mut idle = self.idle_links();
+        if let Some(want) = prefer {
+            let len = idle.len();
+            let hit = (len.saturating_sub(PREFER_SCAN)..len).rev().find(|&i| {
+                idle[i]
+                    .conn
+                    .state
+                    .params
+                    .get("search_path")
+                    .map(String::as_str)
+                    == Some(want)
+            });
+            if let Some(i) = hit {
+                return Some(idle.remove(i));
+            }
+        }
+        idle.pop()
+    }
+
+    pub(super) fn push_idle(&self, mut link: Link) {
+        link.conn.last_used = Instant::now();
+        self.idle_links().push(link);
+        if self.budget.slot_waiters.load(Ordering::Relaxed) > 0 {
+            self.budget.link_idle.notify_waiters();
+        }
+    }
+
+    pub(super) fn oldest_idle_use(&self) -> Option<Instant> {
+        self.idle_links().first().map(|l| l.conn.last_used)
+    }
+
+    pub(super) fn evict_oldest_idle(&self) -> bool {
+        let mut idle = self.idle_links();
+        if idle.is_empty() {
+            false
+        } else {
+            drop(idle.remove(0));
+            true
+        }
+    }
+
+    /// Closes links idle longer than `idle_timeout` or older than `lifetime`.
+    pub(super) fn reap(&self, idle_timeout: Duration, lifetime: Duration) {
+        let now = Instant::now();
+        self.idle_links().retain(|l| {
+            now.duration_since(l.conn.last_used) < idle_timeout
+                && now.duration_since(l.conn.created) < lifetime
+        });
+    }
+
+    pub(super) fn remember_params(&self, params: &ServerParams) {
+        let mut p = self.params.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_none() {
+            *p = Some(params.clone());
+        }
+    }
+
+    pub fn cached_params(&self) -> Option<ServerParams> {
+        self.params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle_links().len()
+    }
+}
