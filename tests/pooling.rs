@@ -398,16 +398,26 @@ async fn server_cap_holds_across_tenants_and_evicts_idle_links() {
             }
         }));
     }
+    // Sampled two ways: pgtenant's own count (exact), and queries PostgreSQL is
+    // running for it (a closed link's backend may linger a moment in
+    // pg_stat_activity while it exits, so idle rows are not counted).
     let sampler = {
         let max_seen = max_seen.clone();
         let admin = direct("postgres").await;
+        let proxy = proxy.proxy.clone();
         tokio::spawn(async move {
             for _ in 0..100 {
-                let n: i64 = scalar(&admin, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgtenant/sc%'")
-                    .await
-                    .parse()
-                    .expect("n");
-                max_seen.fetch_max(n, Ordering::Relaxed);
+                let active: i64 = scalar(
+                    &admin,
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgtenant/sc%' AND state = 'active'",
+                )
+                .await
+                .parse()
+                .expect("n");
+                max_seen.fetch_max(
+                    active.max(proxy.pools.server_links("main") as i64),
+                    Ordering::Relaxed,
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -516,4 +526,95 @@ async fn graceful_shutdown_lets_open_transactions_finish() {
     assert!(connect(&proxy, "user=app.gsquiet dbname=pl_app")
         .await
         .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn premium_reserve_is_served_while_free_tenants_flood() {
+    fixtures().await;
+    let cfg = r#"
+[proxy]
+query_wait_timeout = "20s"
+
+[auth]
+method = "trust"
+users = [{ name = "app" }]
+
+[servers.main]
+port = {PG_PORT}
+database = "pl_app"
+user = "postgres"
+max_connections = 4
+
+[tiers.free]
+pool_size = 4
+
+[tiers.premium]
+pool_size = 2
+reserve = 2
+
+[[tenants]]
+key = "rvfree1"
+mode = "schema"
+server = "main"
+schema = "t_busy"
+tier = "free"
+
+[[tenants]]
+key = "rvfree2"
+mode = "schema"
+server = "main"
+schema = "t_quiet"
+tier = "free"
+
+[[tenants]]
+key = "rvprem"
+mode = "schema"
+server = "main"
+schema = "t_busy"
+tier = "premium"
+"#;
+    let proxy = start_proxy(cfg).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for i in 0..12 {
+        let c = connect(
+            &proxy,
+            &format!("user=app.rvfree{} dbname=pl_app", 1 + i % 2),
+        )
+        .await
+        .expect("free client");
+        let stop = stop.clone();
+        flood.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                c.simple_query("SELECT pg_sleep(0.1)")
+                    .await
+                    .expect("free query");
+            }
+        }));
+    }
+    // Free tenants now hold every shared slot (4 - 2 reserved) and queue for more.
+    let saturated = wait_until(Duration::from_secs(5), || async {
+        proxy.proxy.pools.server_links("main") >= 2
+    })
+    .await;
+    assert!(saturated);
+    let premium = connect(&proxy, "user=app.rvprem dbname=pl_app")
+        .await
+        .expect("premium");
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let started = Instant::now();
+        assert_eq!(scalar(&premium, "SELECT 'served'").await, "served");
+        slowest = slowest.max(started.elapsed());
+        assert!(proxy.proxy.pools.server_links("main") <= 4);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        f.await.expect("flood client");
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "premium waited {slowest:?} during the flood"
+    );
 }

@@ -36,6 +36,13 @@ pub fn problems(cfg: &Config) -> Vec<String> {
         if s.max_connections == 0 {
             out.push(format!("servers.{name}.max_connections must be at least 1"));
         }
+        let reserved: usize = cfg.tiers.values().map(|t| t.reserve).sum();
+        if reserved >= s.max_connections && reserved > 0 {
+            out.push(format!(
+                "tiers reserve {reserved} connection(s) in all, which leaves none of servers.{name}.max_connections ({}) for other tenants",
+                s.max_connections
+            ));
+        }
     }
     for (name, t) in &cfg.tiers {
         if t.pool_size == 0 {

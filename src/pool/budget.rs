@@ -2,6 +2,7 @@
 //! tenant quotas alone let the sum overrun `max_connections`).
 
 use super::link_group::LinkGroup;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -9,7 +10,12 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 #[derive(Debug)]
 pub struct ServerBudget {
     pub name: String,
+    max: usize,
+    /// Slots any tenant may use: `max_connections` minus every tier's reserve.
     slots: Arc<Semaphore>,
+    /// Per tier: slots only that tier's tenants may use (`reserve`), so premium
+    /// tenants get connections while free tenants flood the server.
+    reserved: HashMap<String, (usize, Arc<Semaphore>)>,
     groups: Mutex<Vec<Weak<LinkGroup>>>,
     /// Woken when a link of this server goes idle, so slot waiters can try eviction.
     pub(super) link_idle: Notify,
@@ -18,10 +24,19 @@ pub struct ServerBudget {
 }
 
 impl ServerBudget {
-    pub fn new(name: &str, max_connections: usize) -> Self {
+    pub fn new(name: &str, max_connections: usize, reserves: &[(String, usize)]) -> Self {
+        let reserved_total: usize = reserves.iter().map(|(_, r)| r).sum();
         Self {
             name: name.to_owned(),
-            slots: Arc::new(Semaphore::new(max_connections)),
+            max: max_connections,
+            slots: Arc::new(Semaphore::new(
+                max_connections.saturating_sub(reserved_total),
+            )),
+            reserved: reserves
+                .iter()
+                .filter(|(_, r)| *r > 0)
+                .map(|(tier, r)| (tier.clone(), (*r, Arc::new(Semaphore::new(*r)))))
+                .collect(),
             groups: Mutex::new(Vec::new()),
             link_idle: Notify::new(),
             slot_waiters: AtomicUsize::new(0),
@@ -34,8 +49,13 @@ impl ServerBudget {
         groups.push(Arc::downgrade(group));
     }
 
-    pub(super) fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().try_acquire_owned().ok()
+    /// A shared slot, or else one of `tier`'s reserved slots.
+    pub(super) fn try_slot(&self, tier: &str) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok().or_else(|| {
+            self.reserved
+                .get(tier)
+                .and_then(|(_, s)| s.clone().try_acquire_owned().ok())
+        })
     }
 
     pub(super) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
@@ -60,7 +80,12 @@ impl ServerBudget {
     }
 
     /// Connections open to this server (checked out plus idle).
-    pub fn in_use(&self, max: usize) -> usize {
-        max - self.slots.available_permits()
+    pub fn in_use(&self) -> usize {
+        let reserved_free: usize = self
+            .reserved
+            .values()
+            .map(|(_, s)| s.available_permits())
+            .sum();
+        self.max - self.slots.available_permits() - reserved_free
     }
 }

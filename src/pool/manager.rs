@@ -67,13 +67,18 @@ pub struct PoolManager {
 
 impl PoolManager {
     pub fn new(cfg: &Config) -> Self {
+        let reserves: Vec<(String, usize)> = cfg
+            .tiers
+            .iter()
+            .map(|(name, t)| (name.clone(), t.reserve))
+            .collect();
         let budgets = cfg
             .servers
             .iter()
             .map(|(name, s)| {
                 (
                     name.clone(),
-                    Arc::new(ServerBudget::new(name, s.max_connections)),
+                    Arc::new(ServerBudget::new(name, s.max_connections, &reserves)),
                 )
             })
             .collect();
@@ -127,6 +132,7 @@ impl PoolManager {
             .or_insert_with(|| {
                 Arc::new(TenantPool::new(
                     &tenant.key,
+                    &tenant.tier,
                     tenant.pool_size,
                     tenant.max_client_conn,
                     group,
@@ -135,6 +141,11 @@ impl PoolManager {
             })
             .clone();
         Ok(pool)
+    }
+
+    /// Server connections pgtenant holds open to `server` (lent plus idle).
+    pub fn server_links(&self, server: &str) -> usize {
+        self.budgets.get(server).map_or(0, |b| b.in_use())
     }
 
     pub fn pools(&self) -> Vec<Arc<TenantPool>> {
@@ -170,7 +181,7 @@ impl PoolManager {
                     ));
                 }
             }
-            let slot = match budget.try_slot() {
+            let slot = match budget.try_slot(&pool.tier) {
                 Some(s) => s,
                 None if budget.evict_lru_idle() => continue,
                 None => {

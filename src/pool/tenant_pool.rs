@@ -19,6 +19,8 @@ pub struct PoolStats {
 #[derive(Debug)]
 pub struct TenantPool {
     pub key: String,
+    /// For the server budget's reserved slots.
+    pub tier: String,
     quota_size: usize,
     pub(super) quota: Arc<Semaphore>,
     pub group: Arc<LinkGroup>,
@@ -33,6 +35,7 @@ pub struct TenantPool {
 impl TenantPool {
     pub(super) fn new(
         key: &str,
+        tier: &str,
         quota: usize,
         max_clients: usize,
         group: Arc<LinkGroup>,
@@ -40,6 +43,7 @@ impl TenantPool {
     ) -> Self {
         Self {
             key: key.to_owned(),
+            tier: tier.to_owned(),
             quota_size: quota,
             quota: Arc::new(Semaphore::new(quota)),
             group,
