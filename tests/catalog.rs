@@ -231,3 +231,73 @@ async fn database_tenants_list_and_drop() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn provisioned_roles_make_postgres_enforce_isolation() {
+    tenant_fixture("ct_app", &[("t_static", "Static")]).await;
+    tenant_fixture("ct_platform", &[]).await;
+    let text = config_text().replace(
+        "database = \"ct_platform\"",
+        "database = \"ct_platform\"\nrole_secret = \"test-role-secret\"",
+    );
+    let path = std::env::temp_dir().join(format!("pgtenant-ct-roles-{}.toml", std::process::id()));
+    std::fs::write(&path, &text).expect("write config");
+    let proxy = start_proxy(&text).await;
+    for key in ["rla", "rlb"] {
+        let (ok, out) = cli(&path, &["create", key, "--tier", "free"]).await;
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = cli(
+        &path,
+        &["create", "rlc", "--mode", "database", "--tier", "free"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(1), || async {
+            connect(&proxy, "user=app.rlc dbname=x").await.is_ok()
+        })
+        .await
+    );
+    let a = connect(&proxy, "user=app.rla dbname=ct_app")
+        .await
+        .expect("rla");
+    assert_eq!(scalar(&a, "SELECT current_user").await, "t_rla");
+    a.simple_query("INSERT INTO customers(name) VALUES ('mine')")
+        .await
+        .expect("own schema writable");
+    // Another tenant's schema, reached any way, is refused by PostgreSQL itself.
+    for sql in [
+        "SELECT * FROM t_rlb.customers",
+        "INSERT INTO t_rlb.customers(name) VALUES ('x')",
+        "BEGIN; SET LOCAL ROLE t_rlb; COMMIT",
+        "SELECT * FROM t_static.customers",
+        "DO $$BEGIN EXECUTE 'SELECT * FROM t_' || 'rlb.customers'; END$$",
+    ] {
+        let err = a.simple_query(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&err).0, "42501", "{sql}: {}", sqlstate(&err).1);
+        let _ = a.simple_query("ROLLBACK").await;
+    }
+    // A database tenant's role can't even connect to another tenant's database.
+    let admin = direct("postgres").await;
+    let can_connect = scalar(
+        &admin,
+        "SELECT has_database_privilege('t_rla', 'rlc', 'CONNECT')",
+    )
+    .await;
+    assert_eq!(can_connect, "f");
+    let c = connect(&proxy, "user=app.rlc dbname=x").await.expect("rlc");
+    assert_eq!(
+        scalar(&c, "SELECT current_user || '@' || current_database()").await,
+        "t_rlc@rlc"
+    );
+    // Dropping removes the role too.
+    drop(c);
+    let (ok, out) = cli(&path, &["drop", "rlc", "--yes"]).await;
+    assert!(ok, "{out}");
+    assert!(
+        column(&admin, "SELECT 1 FROM pg_roles WHERE rolname = 't_rlc'")
+            .await
+            .is_empty()
+    );
+}

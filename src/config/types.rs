@@ -160,6 +160,12 @@ fn default_max_connections() -> usize {
 pub struct CatalogConfig {
     pub server: String,
     pub database: String,
+    /// Secret from which each tenant role's password is derived
+    /// (HMAC-SHA256 of the role name). With it, `tenant create` makes a
+    /// login role per tenant that owns the tenant's schema or database and
+    /// nothing else: isolation PostgreSQL enforces. Prefer `role_secret_env`.
+    pub role_secret: Option<String>,
+    pub role_secret_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -49,6 +49,14 @@ pub fn problems(cfg: &Config) -> Vec<String> {
             out.push(format!("tiers.{name}.pool_size must be at least 1"));
         }
     }
+    if let Some(c) = &cfg.catalog {
+        if let Err(e) = secret(&c.role_secret, &c.role_secret_env) {
+            out.push(format!("catalog role secret: {e}"));
+        }
+        if !cfg.servers.contains_key(&c.server) {
+            out.push(format!("catalog.server {:?} is not defined", c.server));
+        }
+    }
     let mut users = HashSet::new();
     for u in &cfg.auth.users {
         if !users.insert(u.name.as_str()) {

@@ -7,7 +7,7 @@ mod migrations;
 
 use crate::config::{Config, TenantConfig, TenantMode, TenantStatus};
 use crate::tenant::catalog::{self, admin_config, connect, CatalogError};
-use crate::tenant::quote_ident;
+use crate::tenant::{quote_ident, roles};
 use thiserror::Error;
 
 pub use migrations::{migration_files, MigrationFile};
@@ -83,13 +83,32 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
         TenantMode::Schema => (server.database.clone(), Some(format!("t_{}", req.key))),
         _ => (req.key.clone(), None),
     };
+    // With a role secret, the tenant gets its own login role owning its schema
+    // or database: the boundary PostgreSQL enforces (SPEC §5, role isolation).
+    let role = roles::role_secret(cfg).map(|_| roles::role_name(&req.key));
+    let create_role = role.as_ref().map_or_else(String::new, |r| {
+        format!(
+            "CREATE ROLE {} LOGIN PASSWORD '{}';",
+            quote_ident(r),
+            roles::derived_password(cfg, r).unwrap_or_default()
+        )
+    });
+    let as_role = role.as_ref().map_or_else(String::new, |r| {
+        format!("SET LOCAL ROLE {};", quote_ident(r))
+    });
+    let drop_role = role.as_ref().map_or_else(String::new, |r| {
+        format!(
+            "DROP OWNED BY {q}; DROP ROLE IF EXISTS {q};",
+            q = quote_ident(r)
+        )
+    });
     let spec = TenantConfig {
         key: req.key.clone(),
         mode: req.mode,
         server: server_name.clone(),
         database: Some(database.clone()),
         schema: schema.clone(),
-        role: None,
+        role: role.clone(),
         role_password: None,
         role_password_env: None,
         tier: Some(req.tier.clone()),
@@ -102,8 +121,11 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
         TenantMode::Schema => {
             let schema = schema.unwrap_or_default();
             let db = connect(&admin_config(cfg, &server_name, &database)?).await?;
+            let owner = role.as_ref().map_or_else(String::new, |r| {
+                format!(" AUTHORIZATION {}", quote_ident(r))
+            });
             let mut script = format!(
-                "BEGIN; CREATE SCHEMA {q}; SET LOCAL search_path TO {q};",
+                "BEGIN; {create_role} CREATE SCHEMA {q}{owner}; {as_role} SET LOCAL search_path TO {q};",
                 q = quote_ident(&schema)
             );
             for f in &files {
@@ -120,7 +142,10 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
             }
             if let Err(e) = catalog::insert(&cat, &spec).await {
                 let _ = db
-                    .batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(&schema)))
+                    .batch_execute(&format!(
+                        "DROP SCHEMA {} CASCADE; {drop_role}",
+                        quote_ident(&schema)
+                    ))
                     .await;
                 return Err(e.into());
             }
@@ -131,13 +156,25 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                 .as_ref()
                 .map_or("postgres", |c| c.database.as_str());
             let admin = connect(&admin_config(cfg, &server_name, admin_db)?).await?;
-            admin
-                .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&database)))
-                .await
-                .map_err(|e| ProvisionError::Migration {
-                    file: "(create database)".into(),
-                    message: sql_error(&e),
-                })?;
+            let setup_error = |step: &str, e: tokio_postgres::Error| ProvisionError::Migration {
+                file: step.into(),
+                message: sql_error(&e),
+            };
+            if !create_role.is_empty() {
+                admin
+                    .batch_execute(&create_role)
+                    .await
+                    .map_err(|e| setup_error("(create role)", e))?;
+            }
+            let owner = role
+                .as_ref()
+                .map_or_else(String::new, |r| format!(" OWNER {}", quote_ident(r)));
+            let created = admin
+                .batch_execute(&format!(
+                    "CREATE DATABASE {}{owner}",
+                    quote_ident(&database)
+                ))
+                .await;
             let undo = || async {
                 let _ = admin
                     .batch_execute(&format!(
@@ -145,10 +182,29 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                         quote_ident(&database)
                     ))
                     .await;
+                if let Some(r) = &role {
+                    let _ = admin
+                        .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(r)))
+                        .await;
+                }
             };
+            if let Err(e) = created {
+                undo().await;
+                return Err(setup_error("(create database)", e));
+            }
             let applied = async {
+                if role.is_some() {
+                    // Only the tenant's role (and superusers) may connect.
+                    admin
+                        .batch_execute(&format!(
+                            "REVOKE CONNECT ON DATABASE {} FROM PUBLIC",
+                            quote_ident(&database)
+                        ))
+                        .await
+                        .map_err(|e| setup_error("(revoke connect)", e))?;
+                }
                 let db = connect(&admin_config(cfg, &server_name, &database)?).await?;
-                let mut script = String::from("BEGIN;");
+                let mut script = format!("BEGIN; {as_role}");
                 for f in &files {
                     script.push_str(&f.sql);
                     script.push_str("\n;");
@@ -156,10 +212,7 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                 script.push_str("COMMIT;");
                 db.batch_execute(&script)
                     .await
-                    .map_err(|e| ProvisionError::Migration {
-                        file: "(database setup)".into(),
-                        message: sql_error(&e),
-                    })?;
+                    .map_err(|e| setup_error("(database setup)", e))?;
                 catalog::insert(&cat, &spec).await?;
                 Ok::<(), ProvisionError>(())
             };
@@ -205,19 +258,26 @@ pub async fn drop_tenant(cfg: &Config, key: &str, confirmed: bool) -> Result<(),
         .ok_or_else(|| ProvisionError::Missing(key.to_owned()))?;
     catalog::delete(&cat, key).await?;
     let database = spec.database.clone().unwrap_or_default();
+    let drop_role = spec.role.as_ref().map_or_else(String::new, |r| {
+        format!(
+            "DROP OWNED BY {q}; DROP ROLE IF EXISTS {q};",
+            q = quote_ident(r)
+        )
+    });
+    let failed = |step: &str, e: tokio_postgres::Error| ProvisionError::Migration {
+        file: step.into(),
+        message: sql_error(&e),
+    };
     match spec.mode {
         TenantMode::Schema => {
             let db = connect(&admin_config(cfg, &spec.server, &database)?).await?;
-            let schema = spec.schema.unwrap_or_else(|| format!("t_{key}"));
+            let schema = spec.schema.clone().unwrap_or_else(|| format!("t_{key}"));
             db.batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
+                "DROP SCHEMA IF EXISTS {} CASCADE; {drop_role}",
                 quote_ident(&schema)
             ))
             .await
-            .map_err(|e| ProvisionError::Migration {
-                file: "(drop schema)".into(),
-                message: sql_error(&e),
-            })?;
+            .map_err(|e| failed("(drop schema)", e))?;
         }
         TenantMode::Database => {
             let admin_db = cfg
@@ -225,16 +285,23 @@ pub async fn drop_tenant(cfg: &Config, key: &str, confirmed: bool) -> Result<(),
                 .as_ref()
                 .map_or("postgres", |c| c.database.as_str());
             let admin = connect(&admin_config(cfg, &spec.server, admin_db)?).await?;
+            let drop_role = spec.role.as_ref().map_or_else(String::new, |r| {
+                format!("DROP ROLE IF EXISTS {};", quote_ident(r))
+            });
+            // DROP DATABASE can't share a (implicit) transaction with anything.
             admin
                 .batch_execute(&format!(
                     "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                     quote_ident(&database)
                 ))
                 .await
-                .map_err(|e| ProvisionError::Migration {
-                    file: "(drop database)".into(),
-                    message: sql_error(&e),
-                })?;
+                .map_err(|e| failed("(drop database)", e))?;
+            if !drop_role.is_empty() {
+                admin
+                    .batch_execute(&drop_role)
+                    .await
+                    .map_err(|e| failed("(drop role)", e))?;
+            }
         }
         TenantMode::Shared => {}
     }

@@ -5,6 +5,7 @@ pub mod catalog;
 mod directory;
 mod model;
 mod resolve;
+pub mod roles;
 pub mod watcher;
 
 pub use directory::TenantDirectory;

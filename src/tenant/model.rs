@@ -90,7 +90,8 @@ impl Tenant {
                 role.clone(),
                 crate::config::secret(&t.role_password, &t.role_password_env)
                     .ok()
-                    .flatten(),
+                    .flatten()
+                    .or_else(|| super::roles::derived_password(cfg, role)),
             ),
             None => (
                 server.user.clone(),
