@@ -129,6 +129,9 @@ pub fn run() -> ExitCode {
                 cfg.servers.len(),
                 cfg.tenants.len()
             );
+            for w in crate::config::warnings(&cfg) {
+                println!("warning: {w}");
+            }
         }),
         Command::Tenant(cmd) => load(&cli.config).and_then(|cfg| {
             let rt = runtime(1).map_err(|e| e.to_string())?;

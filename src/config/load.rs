@@ -95,6 +95,16 @@ server = "main"
     }
 
     #[test]
+    fn check_warns_about_tenants_without_a_boundary() {
+        let c = parse_str(MINIMAL, "t").expect("valid");
+        let w = super::super::warnings(&c);
+        assert!(
+            w.iter().any(|w| w.contains("\"acme\" has no role")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
     fn tenant_on_missing_server_is_named() {
         let e = parse_str(
             &MINIMAL.replace("server = \"main\"", "server = \"nope\""),

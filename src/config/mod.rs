@@ -9,4 +9,4 @@ mod validate;
 
 pub use load::{load_file, parse_str, secret, ConfigError};
 pub use types::*;
-pub use validate::valid_tenant_key;
+pub use validate::{valid_tenant_key, warnings};

@@ -2,7 +2,7 @@
 //! once so an operator fixes a config in one pass.
 
 use super::load::secret;
-use super::types::{AuthMethod, Config, TenantMode};
+use super::types::{AuthMethod, Config, Isolation, TenantMode};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
@@ -13,6 +13,39 @@ pub fn valid_tenant_key(key: &str) -> bool {
         && key
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Valid but worth saying: configurations that work and are no boundary.
+pub fn warnings(cfg: &Config) -> Vec<String> {
+    let role_secret = cfg
+        .catalog
+        .as_ref()
+        .is_some_and(|c| c.role_secret.is_some() || c.role_secret_env.is_some());
+    let mut out = Vec::new();
+    for t in &cfg.tenants {
+        let isolation = t
+            .tier
+            .as_ref()
+            .and_then(|tier| cfg.tiers.get(tier))
+            .map(|tier| tier.isolation)
+            .unwrap_or_default();
+        if t.role.is_none() && isolation == Isolation::Role {
+            out.push(format!(
+                "tenant {:?} has no role: its connections log in as servers.{}.user, which is no isolation boundary (set role, or provision it with [catalog] role_secret_env)",
+                t.key, t.server
+            ));
+        }
+        if isolation == Isolation::Context && t.mode == TenantMode::Schema {
+            out.push(format!(
+                "tenant {:?} uses context isolation: its schema is a convenience, not a security boundary",
+                t.key
+            ));
+        }
+    }
+    if !role_secret && cfg.catalog.is_some() {
+        out.push("[catalog] has no role_secret_env: `tenant create` makes tenants without their own role".into());
+    }
+    out
 }
 
 pub fn problems(cfg: &Config) -> Vec<String> {
