@@ -1,8 +1,9 @@
-//! `pgtenant demo`: a throw-away PostgreSQL with example tenants of each mode,
+//! `pgtenant demo`: a throw-away PostgreSQL with example tenants provisioned
+//! through the catalog (schema and database modes, each with its own role),
 //! served until Ctrl-C, so a newcomer sees routing work with one command.
 
 use crate::cluster::{ClusterError, TempCluster};
-use crate::config::parse_str;
+use crate::config::{parse_str, Config, TenantMode};
 use thiserror::Error;
 use tokio_postgres::NoTls;
 
@@ -16,15 +17,25 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     App(#[from] crate::app::AppError),
+    #[error("provisioning the demo tenants failed: {0}")]
+    Provision(#[from] crate::provision::ProvisionError),
+    #[error("writing the demo migrations: {0}")]
+    Io(std::io::Error),
 }
 
 pub const DEMO_PASSWORD: &str = "demo";
 
-const TENANT_SQL: &str = "
-CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text);
-CREATE TABLE orders (id serial PRIMARY KEY, customer_id int REFERENCES customers(id),
-                     amount_cents int NOT NULL, status text NOT NULL DEFAULT 'new');
-";
+/// The shipped example migrations, embedded so the demo runs from anywhere.
+const MIGRATIONS: [(&str, &str); 2] = [
+    (
+        "001_customers.sql",
+        include_str!("../migrations/001_customers.sql"),
+    ),
+    (
+        "002_orders.sql",
+        include_str!("../migrations/002_orders.sql"),
+    ),
+];
 
 async fn sql(conn_str: &str, script: &str) -> Result<(), tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::connect(conn_str, NoTls).await?;
@@ -35,32 +46,57 @@ async fn sql(conn_str: &str, script: &str) -> Result<(), tokio_postgres::Error> 
     Ok(())
 }
 
-/// Creates the demo's databases, schemas and rows on `cluster`.
-pub async fn seed(cluster: &TempCluster) -> Result<(), tokio_postgres::Error> {
-    for db in ["app", "globex"] {
+/// The tenants the demo provisions: (key, mode, tier, customer).
+const TENANTS: [(&str, TenantMode, &str, &str); 3] = [
+    ("acme", TenantMode::Schema, "premium", "Acme Corp"),
+    ("initech", TenantMode::Schema, "premium", "Initech Corp"),
+    (
+        "globex",
+        TenantMode::Database,
+        "enterprise",
+        "Globex Corporation",
+    ),
+];
+
+/// Provisions the demo tenants the way an operator would (`tenant create`:
+/// catalog row, own role, migrations), then adds a customer and an order each.
+pub async fn seed(cluster: &TempCluster, cfg: &Config) -> Result<(), DemoError> {
+    for db in ["app", "platform"] {
         sql(
             &cluster.conn_string("postgres"),
             &format!("CREATE DATABASE {db}"),
         )
         .await?;
     }
-    let mut app = String::new();
-    for (schema, who) in [("t_acme", "Acme"), ("t_initech", "Initech")] {
-        app.push_str(&format!(
-            "CREATE SCHEMA {schema}; SET search_path = {schema}; {TENANT_SQL}
-             INSERT INTO customers(name, email) VALUES ('{who} Corp', 'ops@{schema}.example');
-             INSERT INTO orders(customer_id, amount_cents) VALUES (1, 4200);"
-        ));
+    for (key, mode, tier, who) in TENANTS {
+        let spec = crate::provision::create(
+            cfg,
+            &crate::provision::CreateRequest {
+                key: key.into(),
+                mode,
+                tier: tier.into(),
+                server: None,
+            },
+        )
+        .await?;
+        let db = spec.database.clone().unwrap_or_default();
+        let path = spec
+            .schema
+            .as_deref()
+            .map_or_else(String::new, |s| format!("SET search_path = {s};"));
+        sql(
+            &cluster.conn_string(&db),
+            &format!(
+                "{path} INSERT INTO customers(name, email) VALUES ('{who}', 'ops@{key}.example');
+                 INSERT INTO orders(customer_id, amount_cents) VALUES (1, 4200);"
+            ),
+        )
+        .await?;
     }
-    sql(&cluster.conn_string("app"), &app).await?;
-    sql(
-        &cluster.conn_string("globex"),
-        &format!("{TENANT_SQL} INSERT INTO customers(name, email) VALUES ('Globex Corporation', 'hank@globex.example');"),
-    )
-    .await
+    Ok(())
 }
 
-pub fn demo_config(pg_port: u16, listen_port: u16) -> String {
+pub fn demo_config(pg_port: u16, listen_port: u16, migrations: &std::path::Path) -> String {
     format!(
         r#"
 [proxy]
@@ -76,29 +112,21 @@ port = {pg_port}
 database = "app"
 user = "postgres"
 
+[catalog]
+server = "main"
+database = "platform"
+role_secret = "demo-only-role-secret"
+
+[migrations]
+dir = "{}"
+
 [tiers.premium]
 pool_size = 10
+reserve = 2
 [tiers.enterprise]
 pool_size = 20
-
-[[tenants]]
-key = "acme"
-mode = "schema"
-server = "main"
-tier = "premium"
-
-[[tenants]]
-key = "initech"
-mode = "schema"
-server = "main"
-tier = "premium"
-
-[[tenants]]
-key = "globex"
-mode = "database"
-server = "main"
-tier = "enterprise"
-"#
+"#,
+        migrations.display()
     )
 }
 
@@ -110,8 +138,13 @@ pub async fn run(listen_port: u16) -> Result<(), DemoError> {
             step: "starting PostgreSQL",
             detail: e.to_string(),
         })??;
-    seed(&cluster).await?;
-    let cfg = parse_str(&demo_config(cluster.port, listen_port), "demo")?;
+    let migrations = cluster.dir.join("migrations");
+    std::fs::create_dir_all(&migrations).map_err(DemoError::Io)?;
+    for (name, body) in MIGRATIONS {
+        std::fs::write(migrations.join(name), body).map_err(DemoError::Io)?;
+    }
+    let cfg = parse_str(&demo_config(cluster.port, listen_port, &migrations), "demo")?;
+    seed(&cluster, &cfg).await?;
     let running = crate::app::Running::start(cfg).await?;
     let port = running.addr.port();
     println!(

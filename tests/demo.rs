@@ -55,6 +55,19 @@ fn demo_prints_psql_lines_that_work() {
     );
     assert!(seen[2].contains("Globex Corporation"), "{seen:?}");
     assert!(seen[3].contains("Acme Corp"), "{seen:?}");
+    // Each tenant was provisioned with its own role, which its sessions use.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!("{} -X -A -t -c 'SELECT current_user'", psql_lines[0]),
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("t_acme"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let _ = Command::new("kill")
         .args(["-INT", &demo.id().to_string()])
         .status();
