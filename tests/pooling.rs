@@ -285,7 +285,7 @@ async fn cancel_request_reaches_the_running_query() {
         "{:?}",
         started.elapsed()
     );
-    // A forged key cancels nothing.
+    // A forged key cancels nothing: the proxy just closes that connection.
     let mut raw = tokio::net::TcpStream::connect(proxy.addr)
         .await
         .expect("tcp");
@@ -295,6 +295,16 @@ async fn cancel_request_reaches_the_running_query() {
     )
     .await
     .expect("send");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut rest),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "cancel connection closed without a reply"
+    );
 }
 
 #[tokio::test]

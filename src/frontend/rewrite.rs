@@ -80,21 +80,34 @@ pub fn raise_statement(code: &str, message: &str, hint: &str) -> String {
 pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     // Shared links: the tenant context is re-established on every checkout, so
     // nothing a client did (even through dynamic SQL) carries over.
-    let mut sql = match &cx.client.context {
-        Some(c) => {
-            cx.link
-                .params
-                .insert("search_path".to_owned(), c.search_path.clone());
-            c.sql.clone()
+    let in_step = cx.client.params.fingerprint(&TRACKED_PARAMS)
+        == cx.link.params.fingerprint(&TRACKED_PARAMS);
+    let Some(context) = cx.client.context.as_ref() else {
+        if in_step {
+            return;
         }
-        None => String::new(),
+        return settings_prelude(cx, String::new(), out);
     };
-    if sql.is_empty()
-        && cx.client.params.fingerprint(&TRACKED_PARAMS)
-            == cx.link.params.fingerprint(&TRACKED_PARAMS)
-    {
+    if cx.link.params.get("search_path") != Some(&context.search_path) {
+        cx.link
+            .params
+            .insert("search_path".to_owned(), context.search_path.clone());
+    }
+    if in_step {
+        if context.sql.is_empty() {
+            return;
+        }
+        // The common case: only the context, written without building a string.
+        extended::query(out, &context.sql);
+        cx.t.injected_query();
         return;
     }
+    let sql = context.sql.clone();
+    settings_prelude(cx, sql, out);
+}
+
+/// Appends SETs/RESETs for the tracked settings that differ, then injects it all.
+fn settings_prelude(cx: &mut Ctx<'_>, mut sql: String, out: &mut BytesMut) {
     for key in TRACKED_PARAMS {
         match (cx.client.params.get(key), cx.link.params.get(key)) {
             (Some(want), have) if have != Some(want) => {

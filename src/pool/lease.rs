@@ -41,10 +41,6 @@ impl Lease {
             .conn
     }
 
-    pub fn pool(&self) -> &Arc<TenantPool> {
-        &self.pool
-    }
-
     /// Returns a clean (idle, outside any transaction) link to the pool.
     pub fn release(mut self) {
         if let Some(link) = self.link.take() {
