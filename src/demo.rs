@@ -1,6 +1,7 @@
 //! `pgtenant demo`: a throw-away PostgreSQL with example tenants provisioned
-//! through the catalog (schema and database modes, each with its own role),
-//! served until Ctrl-C, so a newcomer sees routing work with one command.
+//! through the catalog (schema and database modes, each with its own role, and
+//! a shared-table free tenant isolated by row-level security), served until
+//! Ctrl-C, so a newcomer sees routing work with one command.
 
 use crate::cluster::{ClusterError, TempCluster};
 use crate::config::{parse_str, Config, TenantMode};
@@ -26,7 +27,7 @@ pub enum DemoError {
 pub const DEMO_PASSWORD: &str = "demo";
 
 /// The shipped example migrations, embedded so the demo runs from anywhere.
-const MIGRATIONS: [(&str, &str); 2] = [
+const MIGRATIONS: [(&str, &str); 3] = [
     (
         "001_customers.sql",
         include_str!("../migrations/001_customers.sql"),
@@ -34,6 +35,10 @@ const MIGRATIONS: [(&str, &str); 2] = [
     (
         "002_orders.sql",
         include_str!("../migrations/002_orders.sql"),
+    ),
+    (
+        "003_shared_rls.sql",
+        include_str!("../migrations/003_shared_rls.sql"),
     ),
 ];
 
@@ -47,7 +52,7 @@ async fn sql(conn_str: &str, script: &str) -> Result<(), tokio_postgres::Error> 
 }
 
 /// The tenants the demo provisions: (key, mode, tier, customer).
-const TENANTS: [(&str, TenantMode, &str, &str); 3] = [
+const TENANTS: [(&str, TenantMode, &str, &str); 5] = [
     ("acme", TenantMode::Schema, "premium", "Acme Corp"),
     ("initech", TenantMode::Schema, "premium", "Initech Corp"),
     (
@@ -56,6 +61,8 @@ const TENANTS: [(&str, TenantMode, &str, &str); 3] = [
         "enterprise",
         "Globex Corporation",
     ),
+    ("beta", TenantMode::Shared, "free", "Beta Startup"),
+    ("gamma", TenantMode::Shared, "free", "Gamma Labs"),
 ];
 
 /// Provisions the demo tenants the way an operator would (`tenant create`:
@@ -84,11 +91,17 @@ pub async fn seed(cluster: &TempCluster, cfg: &Config) -> Result<(), DemoError> 
             .schema
             .as_deref()
             .map_or_else(String::new, |s| format!("SET search_path = {s};"));
+        // Shared tables: the admin (a superuser, so not subject to RLS) names
+        // the tenant's id; through pgtenant the column default fills it in.
+        let (col, val) = match (&spec.id, mode) {
+            (Some(id), TenantMode::Shared) => (", tenant_id", format!(", '{id}'")),
+            _ => ("", String::new()),
+        };
         sql(
             &cluster.conn_string(&db),
             &format!(
-                "{path} INSERT INTO customers(name, email) VALUES ('{who}', 'ops@{key}.example');
-                 INSERT INTO orders(customer_id, amount_cents) VALUES (1, 4200);"
+                "{path} WITH c AS (INSERT INTO customers(name, email{col}) VALUES ('{who}', 'ops@{key}.example'{val}) RETURNING id)
+                 INSERT INTO orders(customer_id, amount_cents{col}) SELECT id, 4200{val} FROM c;"
             ),
         )
         .await?;
@@ -125,6 +138,9 @@ pool_size = 10
 reserve = 2
 [tiers.enterprise]
 pool_size = 20
+[tiers.free]
+pool_size = 2
+max_client_conn = 50
 "#,
         migrations.display()
     )
@@ -157,6 +173,7 @@ pub async fn run(listen_port: u16) -> Result<(), DemoError> {
         ("app.acme", "app"),
         ("app.initech", "app"),
         ("app", "globex"),
+        ("app.beta", "app"),
     ] {
         println!(
             "  psql \"postgresql://{user}:{DEMO_PASSWORD}@127.0.0.1:{port}/{db}\" -c 'SELECT * FROM customers'"

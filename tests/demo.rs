@@ -30,7 +30,7 @@ fn demo_prints_psql_lines_that_work() {
             "demo did not come up"
         );
     }
-    assert!(psql_lines.len() >= 4, "printed: {psql_lines:?}");
+    assert!(psql_lines.len() >= 5, "printed: {psql_lines:?}");
     let mut seen = Vec::new();
     for line in &psql_lines {
         let out = Command::new("sh")
@@ -54,7 +54,12 @@ fn demo_prints_psql_lines_that_work() {
         "{seen:?}"
     );
     assert!(seen[2].contains("Globex Corporation"), "{seen:?}");
-    assert!(seen[3].contains("Acme Corp"), "{seen:?}");
+    // beta is a free tenant: rows in the shared tables, kept apart by RLS.
+    assert!(
+        seen[3].contains("Beta Startup") && !seen[3].contains("Gamma"),
+        "{seen:?}"
+    );
+    assert!(seen[4].contains("Acme Corp"), "{seen:?}");
     // Each tenant was provisioned with its own role, which its sessions use.
     let out = Command::new("sh")
         .args([

@@ -60,6 +60,10 @@ pub struct LinkState {
     /// Something ran that pgtenant can't follow (DISCARD, RESET, a failed
     /// settings prelude): close the link instead of pooling it again.
     pub poisoned: bool,
+    /// The server backend's pid (shared-tenant signatures are bound to it).
+    pub pid: i32,
+    /// Context isolation: the tenant whose context the link was last put in.
+    pub context_owner: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -192,6 +196,8 @@ impl ServerConn {
                 prepared: LinkStatements::new(max_prepared),
                 params: tracked,
                 poisoned: false,
+                pid,
+                context_owner: None,
             },
             params: Arc::new(params),
             pid,

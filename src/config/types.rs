@@ -140,6 +140,10 @@ pub struct ServerConfig {
     pub admin_password_env: Option<String>,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Database-mode tenants are created from this template database (e.g. one
+    /// with extensions and reference data already in place); migrations then
+    /// apply only the versions its ledger lacks.
+    pub template: Option<String>,
 }
 
 fn default_host() -> String {
@@ -180,18 +184,29 @@ pub struct TierConfig {
     pub pool_mode: Option<PoolMode>,
     #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
     pub statement_timeout: Option<Duration>,
-    /// `role` (default): a tenant's links are its own. `context`: tenants on the
-    /// same server, database and user share links; pgtenant sets the tenant's
+    /// `role`: a tenant's links are its own. `context`: tenants on the same
+    /// server, database and user share links; pgtenant sets the tenant's
     /// context on each checkout and refuses statements that would change it.
-    pub isolation: Isolation,
+    /// Default: `context` for shared tenants (always), `role` for the others.
+    pub isolation: Option<Isolation>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
-    #[default]
     Role,
     Context,
+}
+
+impl Isolation {
+    /// What a tenant of `mode` gets under a tier that says `tier` (SPEC §5):
+    /// shared tenants always share links in a signed context.
+    pub fn effective(mode: TenantMode, tier: Option<Isolation>) -> Isolation {
+        match mode {
+            TenantMode::Shared => Isolation::Context,
+            _ => tier.unwrap_or(Isolation::Role),
+        }
+    }
 }
 
 impl Default for TierConfig {
@@ -202,7 +217,7 @@ impl Default for TierConfig {
             max_client_conn: 1000,
             pool_mode: None,
             statement_timeout: None,
-            isolation: Isolation::Role,
+            isolation: None,
         }
     }
 }
@@ -229,6 +244,9 @@ pub enum TenantStatus {
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub key: String,
+    /// The tenant's uuid (catalog tenants get one at creation). Shared tenants
+    /// need it: it is the `tenant_id` of their rows.
+    pub id: Option<String>,
     pub mode: TenantMode,
     pub server: String,
     /// Defaults: the server's database (schema mode), the key (database mode).

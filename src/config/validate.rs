@@ -15,6 +15,15 @@ pub fn valid_tenant_key(key: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in hex digits.
+pub fn looks_like_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 /// Valid but worth saying: configurations that work and are no boundary.
 pub fn warnings(cfg: &Config) -> Vec<String> {
     let role_secret = cfg
@@ -23,13 +32,14 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
         .is_some_and(|c| c.role_secret.is_some() || c.role_secret_env.is_some());
     let mut out = Vec::new();
     for t in &cfg.tenants {
-        let isolation = t
-            .tier
-            .as_ref()
-            .and_then(|tier| cfg.tiers.get(tier))
-            .map(|tier| tier.isolation)
-            .unwrap_or_default();
-        if t.role.is_none() && isolation == Isolation::Role {
+        let isolation = Isolation::effective(
+            t.mode,
+            t.tier
+                .as_ref()
+                .and_then(|tier| cfg.tiers.get(tier))
+                .and_then(|tier| tier.isolation),
+        );
+        if t.role.is_none() && isolation == Isolation::Role && t.mode != TenantMode::Shared {
             out.push(format!(
                 "tenant {:?} has no role: its connections log in as servers.{}.user, which is no isolation boundary (set role, or provision it with [catalog] role_secret_env)",
                 t.key, t.server
@@ -126,9 +136,25 @@ pub fn problems(cfg: &Config) -> Vec<String> {
             }
         }
         if t.mode == TenantMode::Shared {
-            out.push(format!(
-                "{at}: mode \"shared\" needs the catalog (not available in this version)"
-            ));
+            if t.id.as_deref().is_none_or(|id| !looks_like_uuid(id)) {
+                out.push(format!(
+                    "{at}: mode \"shared\" needs id = \"<uuid>\" (the tenant_id of its rows)"
+                ));
+            }
+            let has_secret = cfg
+                .catalog
+                .as_ref()
+                .is_some_and(|c| c.role_secret.is_some() || c.role_secret_env.is_some());
+            if !has_secret {
+                out.push(format!(
+                    "{at}: mode \"shared\" needs [catalog] role_secret_env (it signs the tenant context)"
+                ));
+            }
+            if t.role.is_none() {
+                out.push(format!(
+                    "{at}: mode \"shared\" needs a role that is not a superuser (superusers bypass row-level security); `tenant create --mode shared` uses pgtenant_shared"
+                ));
+            }
         }
         if t.mode == TenantMode::Database && t.schema.is_some() {
             out.push(format!("{at}: schema is only for mode \"schema\""));

@@ -201,9 +201,10 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
             }
             b'E' if swallowing => {
                 let f = crate::protocol::messages::parse_error_fields(body);
-                tracing::warn!(error = ?f, "pgtenant's session-settings prelude failed");
+                tracing::warn!(error = ?f, "pgtenant's prelude (tenant context or settings) failed");
                 // Its settings are unknown now: never pool it again.
                 cx.link.poisoned = true;
+                cx.t.prelude_failed = true;
                 true
             }
             b'1' | b'3' if !swallowing => cx.t.reply_is_ours(tag),
@@ -232,6 +233,9 @@ pub enum RelayEnd {
     ServerProtocol(FrameError),
     ClientIo(io::Error),
     ServerIo(io::Error),
+    /// The tenant context could not be set: nothing the server answered after
+    /// it may reach the client (it may have run in another tenant's context).
+    ContextFailed,
 }
 
 enum Step {
@@ -290,6 +294,9 @@ where
                 Step::Read(Ok(_)) => {
                     if let Err(e) = scan_server(down, cx) {
                         return RelayEnd::ServerProtocol(e);
+                    }
+                    if cx.t.prelude_failed && cx.client.context.is_some() {
+                        return RelayEnd::ContextFailed;
                     }
                     if release_when_idle
                         && cx.t.idle()

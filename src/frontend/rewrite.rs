@@ -75,39 +75,59 @@ pub fn raise_statement(code: &str, message: &str, hint: &str) -> String {
     )
 }
 
-/// Called when a link is lent to the client: settings that differ are set
-/// first, in one injected Query whose replies are swallowed.
+/// Called when a link is lent to the client: on shared links the tenant
+/// context first, then the tracked settings that differ, each injected ahead
+/// of the client's first message with its replies swallowed.
 pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     // Shared links: the tenant context is re-established on every checkout, so
     // nothing a client did (even through dynamic SQL) carries over.
+    if let Some(context) = cx.client.context.as_ref() {
+        context_prelude(context, cx.link, out);
+        cx.t.injected_query();
+    }
     let in_step = cx.client.params.fingerprint(&TRACKED_PARAMS)
         == cx.link.params.fingerprint(&TRACKED_PARAMS);
-    let Some(context) = cx.client.context.as_ref() else {
-        if in_step {
-            return;
-        }
-        return settings_prelude(cx, String::new(), out);
-    };
-    if cx.link.params.get("search_path") != Some(&context.search_path) {
-        cx.link
-            .params
-            .insert("search_path".to_owned(), context.search_path.clone());
+    if !in_step {
+        settings_prelude(cx, out);
     }
-    if in_step {
-        if context.sql.is_empty() {
-            return;
-        }
-        // The common case: only the context, written without building a string.
-        extended::query(out, &context.sql);
-        cx.t.injected_query();
-        return;
-    }
-    let sql = context.sql.clone();
-    settings_prelude(cx, sql, out);
 }
 
-/// Appends SETs/RESETs for the tracked settings that differ, then injects it all.
-fn settings_prelude(cx: &mut Ctx<'_>, mut sql: String, out: &mut BytesMut) {
+/// Sets search_path, `pgtenant.tenant_id` and its signature together. The
+/// values travel as bound parameters, never in query text, so no one reads a
+/// signature from `pg_stat_activity` or the server log.
+const CONTEXT_SQL: &str = "SELECT pg_catalog.set_config('search_path', $1, false), \
+     pg_catalog.set_config('pgtenant.tenant_id', $2, false), \
+     pg_catalog.set_config('pgtenant.tenant_sig', $3, false)";
+
+/// One Parse/Bind/Execute/Sync that puts the link in `context`. On a switch
+/// between tenants, cursors the last one declared WITH HOLD are closed first
+/// (they outlive transactions and would show its rows to the next tenant).
+fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut BytesMut) {
+    if link.context_owner.as_deref() != Some(&*context.owner) {
+        if link.context_owner.is_some() {
+            extended::parse_query(out, b"", "CLOSE ALL");
+            extended::bind_text(out, &[]);
+            extended::execute(out);
+        }
+        link.context_owner = Some(context.owner.clone());
+    }
+    let mut sig = [0u8; 64];
+    let (id, sig): (&[u8], &[u8]) = match &context.signed {
+        Some(s) => {
+            s.key.sign(&s.id, link.pid, &mut sig);
+            (s.id.as_bytes(), &sig)
+        }
+        None => (b"", b""),
+    };
+    extended::parse_query(out, b"", CONTEXT_SQL);
+    extended::bind_text(out, &[context.search_path.as_bytes(), id, sig]);
+    extended::execute(out);
+    extended::sync(out);
+}
+
+/// SETs/RESETs for the tracked settings that differ, in one injected Query.
+fn settings_prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
+    let mut sql = String::new();
     for key in TRACKED_PARAMS {
         match (cx.client.params.get(key), cx.link.params.get(key)) {
             (Some(want), have) if have != Some(want) => {

@@ -212,6 +212,15 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                 send_error(&mut cw, &e, Severity::Fatal).await;
                 return;
             }
+            RelayEnd::ContextFailed => {
+                tracing::error!(tenant = %tenant.key, "could not set the tenant context on a server connection");
+                let e = ClientError::new(
+                    sqlstate::CONNECTION_FAILURE,
+                    "pgtenant could not set the tenant context on a server connection; the connection was closed",
+                );
+                send_error(&mut cw, &e, Severity::Fatal).await;
+                return;
+            }
             RelayEnd::ServerClosed | RelayEnd::ServerIo(_) | RelayEnd::ServerProtocol(_) => {
                 tracing::warn!(tenant = %tenant.key, end = ?end, "server link lost");
                 let _ = flush(&mut cw, &mut down).await;

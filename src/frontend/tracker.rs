@@ -24,6 +24,8 @@ pub struct TxnTracker {
     /// Leading replies, through this many ReadyForQuery, answer pgtenant's own
     /// prelude (session settings) and are dropped.
     pub swallow_rfq: u32,
+    /// One of pgtenant's own prelude statements failed on the server.
+    pub prelude_failed: bool,
     sent_epoch: u64,
     recv_epoch: u64,
     parses: VecDeque<Sent>,
@@ -45,6 +47,7 @@ impl Default for TxnTracker {
             unsynced: false,
             status: b'I',
             swallow_rfq: 0,
+            prelude_failed: false,
             sent_epoch: 0,
             recv_epoch: 0,
             parses: VecDeque::new(),

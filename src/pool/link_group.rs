@@ -53,21 +53,15 @@ impl LinkGroup {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently used idle link, preferring one whose `search_path`
-    /// is already `prefer` (no context switch, its statements likely there).
+    /// The most recently used idle link, preferring one last in the context of
+    /// tenant `prefer` (its statements are likely there, no cursor to close).
     pub(super) fn pop_idle(&self, prefer: Option<&str>) -> Option<Link> {
         let mut idle = self.idle_links();
         if let Some(want) = prefer {
             let len = idle.len();
-            let hit = (len.saturating_sub(PREFER_SCAN)..len).rev().find(|&i| {
-                idle[i]
-                    .conn
-                    .state
-                    .params
-                    .get("search_path")
-                    .map(String::as_str)
-                    == Some(want)
-            });
+            let hit = (len.saturating_sub(PREFER_SCAN)..len)
+                .rev()
+                .find(|&i| idle[i].conn.state.context_owner.as_deref() == Some(want));
             if let Some(i) = hit {
                 return Some(idle.remove(i));
             }

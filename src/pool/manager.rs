@@ -136,7 +136,7 @@ impl PoolManager {
                     tenant.pool_size,
                     tenant.max_client_conn,
                     group,
-                    tenant.context.as_ref().map(|c| c.search_path.clone()),
+                    tenant.context.as_ref().map(|c| c.owner.clone()),
                 ))
             })
             .clone();

@@ -28,8 +28,8 @@ pub struct TenantPool {
     pub client_slots: Arc<Semaphore>,
     /// Startup-setting values as the server spells them, e.g. (client_encoding, utf8) -> UTF8.
     canonical: Mutex<HashMap<(String, String), String>>,
-    /// Context isolation: the tenant's search_path, to prefer links already in it.
-    pub prefer: Option<String>,
+    /// Context isolation: the tenant's key, to prefer links already in its context.
+    pub prefer: Option<Arc<str>>,
 }
 
 impl TenantPool {
@@ -39,7 +39,7 @@ impl TenantPool {
         quota: usize,
         max_clients: usize,
         group: Arc<LinkGroup>,
-        prefer: Option<String>,
+        prefer: Option<Arc<str>>,
     ) -> Self {
         Self {
             key: key.to_owned(),

@@ -51,6 +51,34 @@ pub fn describe_or_close(out: &mut BytesMut, tag: u8, kind: u8, name: &[u8]) {
     finish(out, at);
 }
 
+/// Bind of the unnamed portal to the unnamed statement, with text parameters
+/// and text results.
+pub fn bind_text(out: &mut BytesMut, params: &[&[u8]]) {
+    let at = begin(out, b'B');
+    out.put_slice(&[0, 0]);
+    out.put_i16(0);
+    out.put_i16(params.len() as i16);
+    for p in params {
+        out.put_i32(p.len() as i32);
+        out.put_slice(p);
+    }
+    out.put_i16(0);
+    finish(out, at);
+}
+
+/// Execute of the unnamed portal, all rows.
+pub fn execute(out: &mut BytesMut) {
+    let at = begin(out, b'E');
+    out.put_u8(0);
+    out.put_i32(0);
+    finish(out, at);
+}
+
+pub fn sync(out: &mut BytesMut) {
+    let at = begin(out, b'S');
+    finish(out, at);
+}
+
 pub use super::messages::query;
 
 /// The query text of a Parse body (after the statement name).

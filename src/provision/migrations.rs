@@ -8,7 +8,18 @@ use std::path::Path;
 pub struct MigrationFile {
     pub version: u32,
     pub name: String,
+    /// The text with CRLF normalised to LF.
     pub sql: String,
+    /// SHA-256 of `sql`, hex: recorded in each target's ledger.
+    pub checksum: String,
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The migration files of `dir`, by version. A missing folder means none.
@@ -33,10 +44,12 @@ pub fn migration_files(dir: &Path) -> std::io::Result<Vec<MigrationFile>> {
         let Ok(version) = num.parse::<u32>() else {
             continue;
         };
+        let sql = std::fs::read_to_string(&path)?.replace("\r\n", "\n");
         files.push(MigrationFile {
             version,
             name: rest.trim_end_matches(".sql").to_owned(),
-            sql: std::fs::read_to_string(&path)?.replace("\r\n", "\n"),
+            checksum: sha256_hex(&sql),
+            sql,
         });
     }
     files.sort_by_key(|f| f.version);

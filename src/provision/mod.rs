@@ -3,14 +3,18 @@
 //! migration, then the catalog row; a failure undoes what was made.
 //! Touches servers through admin connections only, never the client pools.
 
+mod ledger;
 mod migrations;
+mod shared;
 
 use crate::config::{Config, TenantConfig, TenantMode, TenantStatus};
 use crate::tenant::catalog::{self, admin_config, connect, CatalogError};
 use crate::tenant::{quote_ident, roles};
 use thiserror::Error;
 
+pub use ledger::ledger_ddl;
 pub use migrations::{migration_files, MigrationFile};
+pub use shared::SHARED_ROLE;
 
 #[derive(Debug, Error)]
 pub enum ProvisionError {
@@ -26,8 +30,8 @@ pub enum ProvisionError {
     UnknownServer(String),
     #[error("tier {0:?} is not defined in the config")]
     UnknownTier(String),
-    #[error("mode \"shared\" is not available yet")]
-    SharedNotYet,
+    #[error("mode \"shared\" needs [catalog] role_secret_env: it derives the shared role's password and signs the tenant context")]
+    SharedNeedsSecret,
     #[error("migration {file}: {message}")]
     Migration { file: String, message: String },
     #[error("reading migrations: {0}")]
@@ -50,13 +54,10 @@ pub struct CreateRequest {
     pub server: Option<String>,
 }
 
-/// Creates a tenant atomically and returns its catalog spec.
+/// Creates a tenant atomically and returns its catalog spec (with its id).
 pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, ProvisionError> {
     if !crate::config::valid_tenant_key(&req.key) {
         return Err(ProvisionError::BadKey(req.key.clone()));
-    }
-    if req.mode == TenantMode::Shared {
-        return Err(ProvisionError::SharedNotYet);
     }
     if req.tier != "default" && !cfg.tiers.contains_key(&req.tier) {
         return Err(ProvisionError::UnknownTier(req.tier.clone()));
@@ -74,6 +75,9 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
         .servers
         .get(&server_name)
         .ok_or_else(|| ProvisionError::UnknownServer(server_name.clone()))?;
+    if req.mode == TenantMode::Shared && roles::role_secret(cfg).is_none() {
+        return Err(ProvisionError::SharedNeedsSecret);
+    }
     let cat = catalog::Catalog::from_config(cfg)?.open().await?;
     if catalog::load(&cat).await?.iter().any(|t| t.key == req.key) {
         return Err(ProvisionError::Exists(req.key.clone()));
@@ -81,34 +85,17 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
     let files = migration_files(std::path::Path::new(&cfg.migrations.dir))?;
     let (database, schema) = match req.mode {
         TenantMode::Schema => (server.database.clone(), Some(format!("t_{}", req.key))),
-        _ => (req.key.clone(), None),
+        TenantMode::Shared => (server.database.clone(), Some("public".to_owned())),
+        TenantMode::Database => (req.key.clone(), None),
     };
-    // With a role secret, the tenant gets its own login role owning its schema
-    // or database: the boundary PostgreSQL enforces (SPEC §5, role isolation).
-    let role = roles::role_secret(cfg).map(|_| roles::role_name(&req.key));
-    let create_role = role.as_ref().map_or_else(String::new, |r| {
-        format!(
-            "CREATE ROLE {} LOGIN PASSWORD '{}';",
-            quote_ident(r),
-            roles::derived_password(cfg, r).unwrap_or_default()
-        )
-    });
-    let as_role = role.as_ref().map_or_else(String::new, |r| {
-        format!("SET LOCAL ROLE {};", quote_ident(r))
-    });
-    let drop_role = role.as_ref().map_or_else(String::new, |r| {
-        format!(
-            "DROP OWNED BY {q}; DROP ROLE IF EXISTS {q};",
-            q = quote_ident(r)
-        )
-    });
-    let spec = TenantConfig {
+    let mut spec = TenantConfig {
         key: req.key.clone(),
+        id: None,
         mode: req.mode,
         server: server_name.clone(),
         database: Some(database.clone()),
         schema: schema.clone(),
-        role: role.clone(),
+        role: None,
         role_password: None,
         role_password_env: None,
         tier: Some(req.tier.clone()),
@@ -117,64 +104,71 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
         pool_mode: None,
         max_client_conn: None,
     };
+    if req.mode == TenantMode::Shared {
+        // The shared schema is common infrastructure: made ready (once) and
+        // kept, whatever happens to this tenant's row.
+        let schema = schema.unwrap_or_default();
+        spec.role = Some(shared::prepare(cfg, &server_name, &database, &schema, &files).await?);
+        spec.id = Some(catalog::insert(&cat, &spec).await?);
+        return Ok(spec);
+    }
+    // With a role secret, the tenant gets its own login role owning its schema
+    // or database: the boundary PostgreSQL enforces (SPEC §5, role isolation).
+    spec.role = roles::role_secret(cfg).map(|_| roles::role_name(&req.key));
+    let made = Made {
+        role: spec.role.clone(),
+        password: spec
+            .role
+            .as_ref()
+            .and_then(|r| roles::derived_password(cfg, r))
+            .unwrap_or_default(),
+    };
     match req.mode {
         TenantMode::Schema => {
             let schema = schema.unwrap_or_default();
             let db = connect(&admin_config(cfg, &server_name, &database)?).await?;
-            let owner = role.as_ref().map_or_else(String::new, |r| {
-                format!(" AUTHORIZATION {}", quote_ident(r))
-            });
-            let mut script = format!(
-                "BEGIN; {create_role} CREATE SCHEMA {q}{owner}; {as_role} SET LOCAL search_path TO {q};",
-                q = quote_ident(&schema)
-            );
-            for f in &files {
-                script.push_str(&f.sql);
-                script.push_str("\n;");
-            }
-            script.push_str("COMMIT;");
-            if let Err(e) = db.batch_execute(&script).await {
-                let _ = db.batch_execute("ROLLBACK").await;
-                return Err(ProvisionError::Migration {
-                    file: "(schema setup)".into(),
-                    message: sql_error(&e),
+            let work = async {
+                let owner = made.role.as_ref().map_or_else(String::new, |r| {
+                    format!(" AUTHORIZATION {}", quote_ident(r))
                 });
-            }
-            if let Err(e) = catalog::insert(&cat, &spec).await {
+                let temp = made.role.as_ref().map_or_else(String::new, |r| {
+                    format!(
+                        "GRANT TEMPORARY ON DATABASE {} TO {};",
+                        quote_ident(&database),
+                        quote_ident(r)
+                    )
+                });
+                db.batch_execute(&format!(
+                    "BEGIN; {} CREATE SCHEMA {}{owner}; {temp} {}",
+                    made.create_role(),
+                    quote_ident(&schema),
+                    made.as_role()
+                ))
+                .await
+                .map_err(setup_error("(schema setup)"))?;
+                ledger::apply_missing(&db, &schema, "schema", &files)
+                    .await
+                    .map_err(migration_error)?;
+                db.batch_execute("COMMIT")
+                    .await
+                    .map_err(setup_error("(commit)"))?;
+                spec.id = Some(catalog::insert(&cat, &spec).await?);
+                Ok::<(), ProvisionError>(())
+            };
+            if let Err(e) = work.await {
+                let _ = db.batch_execute("ROLLBACK").await;
                 let _ = db
                     .batch_execute(&format!(
-                        "DROP SCHEMA {} CASCADE; {drop_role}",
-                        quote_ident(&schema)
+                        "DROP SCHEMA IF EXISTS {} CASCADE; {}",
+                        quote_ident(&schema),
+                        made.drop_role()
                     ))
                     .await;
-                return Err(e.into());
+                return Err(e);
             }
         }
-        _ => {
-            let admin_db = cfg
-                .catalog
-                .as_ref()
-                .map_or("postgres", |c| c.database.as_str());
-            let admin = connect(&admin_config(cfg, &server_name, admin_db)?).await?;
-            let setup_error = |step: &str, e: tokio_postgres::Error| ProvisionError::Migration {
-                file: step.into(),
-                message: sql_error(&e),
-            };
-            if !create_role.is_empty() {
-                admin
-                    .batch_execute(&create_role)
-                    .await
-                    .map_err(|e| setup_error("(create role)", e))?;
-            }
-            let owner = role
-                .as_ref()
-                .map_or_else(String::new, |r| format!(" OWNER {}", quote_ident(r)));
-            let created = admin
-                .batch_execute(&format!(
-                    "CREATE DATABASE {}{owner}",
-                    quote_ident(&database)
-                ))
-                .await;
+        TenantMode::Database | TenantMode::Shared => {
+            let admin = connect(&admin_config(cfg, &server_name, admin_database(cfg))?).await?;
             let undo = || async {
                 let _ = admin
                     .batch_execute(&format!(
@@ -182,18 +176,35 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                         quote_ident(&database)
                     ))
                     .await;
-                if let Some(r) = &role {
+                if let Some(r) = &made.role {
                     let _ = admin
                         .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(r)))
                         .await;
                 }
             };
-            if let Err(e) = created {
-                undo().await;
-                return Err(setup_error("(create database)", e));
-            }
-            let applied = async {
-                if role.is_some() {
+            let work = async {
+                if made.role.is_some() {
+                    admin
+                        .batch_execute(&made.create_role())
+                        .await
+                        .map_err(setup_error("(create role)"))?;
+                }
+                let owner = made
+                    .role
+                    .as_ref()
+                    .map_or_else(String::new, |r| format!(" OWNER {}", quote_ident(r)));
+                let template = server
+                    .template
+                    .as_ref()
+                    .map_or_else(String::new, |t| format!(" TEMPLATE {}", quote_ident(t)));
+                admin
+                    .batch_execute(&format!(
+                        "CREATE DATABASE {}{owner}{template}",
+                        quote_ident(&database)
+                    ))
+                    .await
+                    .map_err(setup_error("(create database)"))?;
+                if made.role.is_some() {
                     // Only the tenant's role (and superusers) may connect.
                     admin
                         .batch_execute(&format!(
@@ -201,28 +212,83 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                             quote_ident(&database)
                         ))
                         .await
-                        .map_err(|e| setup_error("(revoke connect)", e))?;
+                        .map_err(setup_error("(revoke connect)"))?;
                 }
                 let db = connect(&admin_config(cfg, &server_name, &database)?).await?;
-                let mut script = format!("BEGIN; {as_role}");
-                for f in &files {
-                    script.push_str(&f.sql);
-                    script.push_str("\n;");
-                }
-                script.push_str("COMMIT;");
-                db.batch_execute(&script)
+                db.batch_execute(&format!("BEGIN; {}", made.as_role()))
                     .await
-                    .map_err(|e| setup_error("(database setup)", e))?;
-                catalog::insert(&cat, &spec).await?;
+                    .map_err(setup_error("(database setup)"))?;
+                ledger::apply_missing(&db, "public", "database", &files)
+                    .await
+                    .map_err(migration_error)?;
+                db.batch_execute("COMMIT")
+                    .await
+                    .map_err(setup_error("(commit)"))?;
+                spec.id = Some(catalog::insert(&cat, &spec).await?);
                 Ok::<(), ProvisionError>(())
             };
-            if let Err(e) = applied.await {
+            if let Err(e) = work.await {
                 undo().await;
                 return Err(e);
             }
         }
     }
     Ok(spec)
+}
+
+/// The tenant role `create` makes (when a role secret is configured).
+struct Made {
+    role: Option<String>,
+    password: String,
+}
+
+impl Made {
+    fn create_role(&self) -> String {
+        self.role.as_ref().map_or_else(String::new, |r| {
+            format!(
+                "CREATE ROLE {} LOGIN PASSWORD '{}';",
+                quote_ident(r),
+                self.password
+            )
+        })
+    }
+
+    fn as_role(&self) -> String {
+        self.role.as_ref().map_or_else(String::new, |r| {
+            format!("SET LOCAL ROLE {};", quote_ident(r))
+        })
+    }
+
+    fn drop_role(&self) -> String {
+        self.role.as_ref().map_or_else(String::new, |r| {
+            format!(
+                "DROP OWNED BY {q}; DROP ROLE IF EXISTS {q};",
+                q = quote_ident(r)
+            )
+        })
+    }
+}
+
+/// Where database-level statements (CREATE/DROP DATABASE) run.
+fn admin_database(cfg: &Config) -> &str {
+    cfg.catalog
+        .as_ref()
+        .map_or("postgres", |c| c.database.as_str())
+}
+
+fn setup_error(step: &str) -> impl FnOnce(tokio_postgres::Error) -> ProvisionError {
+    let step = step.to_owned();
+    move |e| ProvisionError::Migration {
+        file: step,
+        message: sql_error(&e),
+    }
+}
+
+fn migration_error(f: ledger::Failed) -> ProvisionError {
+    ProvisionError::Migration {
+        file: f.file,
+        message: sql_error(&f.error),
+    }
 }
 
 /// Catalog rows, for `tenant list`.
@@ -303,7 +369,14 @@ pub async fn drop_tenant(cfg: &Config, key: &str, confirmed: bool) -> Result<(),
                     .map_err(|e| failed("(drop role)", e))?;
             }
         }
-        TenantMode::Shared => {}
+        TenantMode::Shared => {
+            let id = spec.id.clone().unwrap_or_default();
+            let schema = spec.schema.clone().unwrap_or_else(|| "public".into());
+            let db = connect(&admin_config(cfg, &spec.server, &database)?).await?;
+            shared::delete_rows(&db, &schema, &id)
+                .await
+                .map_err(|e| failed("(delete shared rows)", e))?;
+        }
     }
     Ok(())
 }

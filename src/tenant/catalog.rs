@@ -184,7 +184,7 @@ pub async fn ensure_schema(client: &Client) -> Result<(), CatalogError> {
 pub async fn load(client: &Client) -> Result<Vec<TenantConfig>, CatalogError> {
     let rows = client
         .query(
-            "SELECT key, mode, server, database, schema, role, tier, status, pool_size, max_client_conn, pool_mode
+            "SELECT key, mode, server, database, schema, role, tier, status, pool_size, max_client_conn, pool_mode, id::text
                FROM pgtenant.tenants ORDER BY key",
             &[],
         )
@@ -212,6 +212,7 @@ pub async fn load(client: &Client) -> Result<Vec<TenantConfig>, CatalogError> {
         };
         out.push(TenantConfig {
             key,
+            id: r.get(11),
             mode,
             server: r.get(2),
             database: Some(r.get(3)),
@@ -229,12 +230,13 @@ pub async fn load(client: &Client) -> Result<Vec<TenantConfig>, CatalogError> {
     Ok(out)
 }
 
-/// Adds a tenant row.
-pub async fn insert(client: &Client, t: &TenantConfig) -> Result<(), CatalogError> {
-    client
-        .execute(
-            "INSERT INTO pgtenant.tenants(key, mode, server, database, schema, role, tier, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+/// Adds a tenant row (with `t.id`, or a new uuid) and returns its id.
+pub async fn insert(client: &Client, t: &TenantConfig) -> Result<String, CatalogError> {
+    let row = client
+        .query_one(
+            "INSERT INTO pgtenant.tenants(key, mode, server, database, schema, role, tier, status, id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9::text::uuid, gen_random_uuid()))
+             RETURNING id::text",
             &[
                 &t.key,
                 &text(t.mode),
@@ -244,10 +246,11 @@ pub async fn insert(client: &Client, t: &TenantConfig) -> Result<(), CatalogErro
                 &t.role,
                 &t.tier,
                 &status_text(t.status),
+                &t.id,
             ],
         )
         .await?;
-    Ok(())
+    Ok(row.get(0))
 }
 
 /// Sets a tenant's status; false if there is no such tenant.

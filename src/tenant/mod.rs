@@ -6,8 +6,9 @@ mod directory;
 mod model;
 mod resolve;
 pub mod roles;
+pub mod signing;
 pub mod watcher;
 
 pub use directory::TenantDirectory;
-pub use model::{quote_ident, Target, Tenant, TenantContext};
+pub use model::{quote_ident, SignedId, Target, Tenant, TenantContext};
 pub use resolve::{resolve, Resolution, ResolveError, ResolvedBy};

@@ -1,5 +1,6 @@
 //! A tenant as the proxy uses it: where its connections go and its limits.
 
+use super::signing::ContextKey;
 use crate::config::{Config, Isolation, PoolMode, TenantConfig, TenantMode, TenantStatus};
 use std::sync::Arc;
 
@@ -14,8 +15,10 @@ pub struct Target {
     pub user: String,
     pub password: Option<String>,
     /// Session defaults sent in the server's startup `options` (`-c name=value`):
-    /// `search_path` for schema tenants (already quoted), the tier's
-    /// `statement_timeout`. Being session defaults, `RESET`/`DISCARD ALL` restore them.
+    /// `search_path` for schema tenants on their own links (already quoted), the
+    /// tier's `statement_timeout`. Being session defaults, `RESET`/`DISCARD ALL`
+    /// restore them. Shared links carry no search_path here: it is part of the
+    /// context set on every checkout.
     pub settings: Vec<(String, String)>,
 }
 
@@ -34,23 +37,40 @@ pub struct Tenant {
     pub context: Option<TenantContext>,
 }
 
-/// A tenant's context on shared links.
+/// A tenant's context on shared links, set at every checkout (pipelined ahead
+/// of the client's first message).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantContext {
-    /// The quoted search_path value (also marks links already in this context).
+    /// The tenant's key: marks links already in this context.
+    pub owner: Arc<str>,
+    /// The quoted search_path value.
     pub search_path: String,
-    /// SQL run at every checkout, before the client's first message.
-    pub sql: String,
+    /// Shared-table tenants: the id pgtenant signs for each server backend.
+    pub signed: Option<SignedId>,
+}
+
+/// A shared tenant's id and the key of its database (see `signing`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedId {
+    pub id: String,
+    pub key: ContextKey,
 }
 
 impl Tenant {
-    /// Links are shared by tenants with the same group key.
+    /// Links are shared by tenants with the same group key: same server,
+    /// database, login and startup settings.
     pub fn group_key(&self) -> String {
         match &self.context {
-            Some(_) => format!(
-                "shared:{}/{}/{}",
-                self.target.server, self.target.database, self.target.user
-            ),
+            Some(_) => {
+                let mut key = format!(
+                    "shared:{}/{}/{}",
+                    self.target.server, self.target.database, self.target.user
+                );
+                for (k, v) in &self.target.settings {
+                    key.push_str(&format!("/{k}={v}"));
+                }
+                key
+            }
             None => format!("tenant:{}", self.key),
         }
     }
@@ -77,9 +97,11 @@ impl Tenant {
         let server = cfg.servers.get(&t.server)?;
         let tier_name = t.tier.clone().unwrap_or_else(|| "default".into());
         let tier = cfg.tiers.get(&tier_name).cloned().unwrap_or_default();
+        let isolation = Isolation::effective(t.mode, tier.isolation);
         let schema = match t.mode {
             TenantMode::Schema => Some(t.schema.clone().unwrap_or_else(|| format!("t_{}", t.key))),
-            _ => None,
+            TenantMode::Shared => Some(t.schema.clone().unwrap_or_else(|| "public".into())),
+            TenantMode::Database => None,
         };
         let database = t.database.clone().unwrap_or_else(|| match t.mode {
             TenantMode::Database => t.key.clone(),
@@ -100,37 +122,43 @@ impl Tenant {
                     .flatten(),
             ),
         };
-        let settings: Vec<(String, String)> = schema
-            .as_ref()
-            .map(|s| {
-                (
-                    "search_path".to_owned(),
-                    format!("{}, public", quote_ident(s)),
-                )
-            })
-            .into_iter()
-            .chain(tier.statement_timeout.map(|d| {
-                (
-                    "statement_timeout".to_owned(),
-                    format!("{}ms", d.as_millis()),
-                )
-            }))
-            .collect();
-        let context = (tier.isolation == Isolation::Context).then(|| TenantContext {
-            search_path: settings
-                .iter()
-                .find(|(k, _)| k == "search_path")
-                .map_or_else(|| "public".to_owned(), |(_, v)| v.clone()),
-            sql: settings.iter().fold(String::new(), |mut sql, (k, v)| {
-                let value = if k == "search_path" {
-                    v.clone()
-                } else {
-                    format!("'{v}'")
-                };
-                sql.push_str(&format!("SET {k} TO {value};"));
-                sql
-            }),
+        let search_path = schema.as_ref().map(|s| match t.mode {
+            TenantMode::Schema => format!("{}, public", quote_ident(s)),
+            _ => quote_ident(s),
         });
+        let timeout = tier.statement_timeout.map(|d| {
+            (
+                "statement_timeout".to_owned(),
+                format!("{}ms", d.as_millis()),
+            )
+        });
+        let signed = match t.mode {
+            TenantMode::Shared => {
+                let (Some(id), Some(secret)) = (t.id.clone(), super::roles::role_secret(cfg))
+                else {
+                    tracing::warn!(tenant = %t.key, "shared tenant without an id or without [catalog] role_secret: not served");
+                    return None;
+                };
+                Some(SignedId {
+                    id,
+                    key: ContextKey::derive(&secret, &database),
+                })
+            }
+            _ => None,
+        };
+        let context = (isolation == Isolation::Context).then(|| TenantContext {
+            owner: t.key.as_str().into(),
+            search_path: search_path.clone().unwrap_or_else(|| "public".into()),
+            signed,
+        });
+        let settings: Vec<(String, String)> = match &context {
+            Some(_) => timeout.into_iter().collect(),
+            None => search_path
+                .map(|p| ("search_path".to_owned(), p))
+                .into_iter()
+                .chain(timeout)
+                .collect(),
+        };
         Some(Tenant {
             key: t.key.clone(),
             mode: t.mode,
@@ -144,21 +172,7 @@ impl Tenant {
                 database,
                 user,
                 password,
-                settings: schema
-                    .map(|s| {
-                        (
-                            "search_path".to_owned(),
-                            format!("{}, public", quote_ident(&s)),
-                        )
-                    })
-                    .into_iter()
-                    .chain(tier.statement_timeout.map(|d| {
-                        (
-                            "statement_timeout".to_owned(),
-                            format!("{}ms", d.as_millis()),
-                        )
-                    }))
-                    .collect(),
+                settings,
             },
             pool_size: t.pool_size.unwrap_or(tier.pool_size),
             pool_mode: t

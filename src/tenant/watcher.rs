@@ -6,7 +6,7 @@
 use super::catalog::{self, Catalog, CatalogError};
 use super::model::Tenant;
 use crate::app::{wait_shutdown, Proxy};
-use crate::config::{Config, TenantConfig, TenantMode};
+use crate::config::{Config, TenantConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,17 +27,13 @@ pub fn merge(cfg: &Config, rows: &[TenantConfig]) -> Vec<Tenant> {
     specs
         .values()
         .filter_map(|t| {
-            if t.mode == TenantMode::Shared {
-                tracing::warn!(tenant = %t.key, "shared-mode tenants are not served yet; skipped");
-                return None;
-            }
             if t.tier.as_ref().is_some_and(|tier| tier != "default" && !cfg.tiers.contains_key(tier)) {
                 tracing::warn!(tenant = %t.key, tier = ?t.tier, "tenant skipped: unknown tier");
                 return None;
             }
             let built = Tenant::build(cfg, t);
             if built.is_none() {
-                tracing::warn!(tenant = %t.key, server = %t.server, "tenant skipped: unknown server");
+                tracing::warn!(tenant = %t.key, server = %t.server, "tenant skipped: unknown server, or a shared tenant without id or role secret");
             }
             built
         })

@@ -1,0 +1,205 @@
+//! Readying a database's shared schema for shared-table (free-tier) tenants
+//! (SPEC §3, §5): the signed-context function `pgtenant.current_tenant()` and
+//! its key, the role shared tenants log in as, the shared tables (migrations),
+//! and privileges that keep tenants from reaching each other through the
+//! backend they share. Idempotent, and serialised by an advisory lock so
+//! concurrent `tenant create` runs don't race; a later create also picks up
+//! migrations added since.
+
+use super::ledger;
+use super::{MigrationFile, ProvisionError};
+use crate::config::Config;
+use crate::tenant::catalog::{admin_config, connect};
+use crate::tenant::signing::{ContextKey, INSTALL_SQL};
+use crate::tenant::{quote_ident, roles};
+
+/// The login role of every shared tenant: not a superuser and not the tables'
+/// owner, so row-level security applies to it.
+pub const SHARED_ROLE: &str = "pgtenant_shared";
+
+/// Installs everything shared tenants of `database` need; returns the role
+/// they log in as.
+pub async fn prepare(
+    cfg: &Config,
+    server: &str,
+    database: &str,
+    schema: &str,
+    files: &[MigrationFile],
+) -> Result<String, ProvisionError> {
+    let secret = roles::role_secret(cfg).ok_or(ProvisionError::SharedNeedsSecret)?;
+    let password = roles::derived_password(cfg, SHARED_ROLE).unwrap_or_default();
+    let (ipad, opad) = ContextKey::derive(&secret, database).pads();
+    let service_user = cfg
+        .servers
+        .get(server)
+        .map(|s| s.user.clone())
+        .unwrap_or_default();
+    let db = connect(&admin_config(cfg, server, database)?).await?;
+    let failed = |step: &str| {
+        let step = step.to_owned();
+        move |e: tokio_postgres::Error| ProvisionError::Migration {
+            file: step,
+            message: super::sql_error(&e),
+        }
+    };
+    let (r, s, d) = (
+        quote_ident(SHARED_ROLE),
+        quote_ident(schema),
+        quote_ident(database),
+    );
+    let work = async {
+        db.batch_execute("BEGIN").await.map_err(failed("(begin)"))?;
+        db.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('pgtenant-shared:' || $1::text))",
+            &[&schema],
+        )
+        .await
+        .map_err(failed("(lock)"))?;
+        db.batch_execute(INSTALL_SQL)
+            .await
+            .map_err(failed("(pgtenant.current_tenant)"))?;
+        db.execute(
+            "INSERT INTO pgtenant.context_key(ipad, opad) VALUES ($1, $2)
+             ON CONFLICT (one) DO UPDATE SET ipad = EXCLUDED.ipad, opad = EXCLUDED.opad",
+            &[&ipad.as_slice(), &opad.as_slice()],
+        )
+        .await
+        .map_err(failed("(context key)"))?;
+        // Privileges a shared backend must not carry between tenants:
+        // temporary tables (they would shadow the shared tables for the next
+        // tenant), objects in the shared schema, other sessions' query text.
+        db.batch_execute(&format!(
+            "DO $do$BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SHARED_ROLE}') THEN
+                     CREATE ROLE {r} LOGIN;
+                 END IF;
+             END$do$;
+             ALTER ROLE {r} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{password}';
+             GRANT CONNECT ON DATABASE {d} TO {r};
+             REVOKE TEMPORARY ON DATABASE {d} FROM PUBLIC;
+             GRANT TEMPORARY ON DATABASE {d} TO {svc};
+             REVOKE CREATE ON SCHEMA {s} FROM PUBLIC;
+             GRANT USAGE ON SCHEMA {s} TO {r};
+             REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC;
+             REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) FROM PUBLIC;
+             GRANT SELECT ON pg_catalog.pg_stat_activity TO pg_read_all_stats;
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) TO pg_read_all_stats;",
+            svc = quote_ident(&service_user),
+        ))
+        .await
+        .map_err(failed("(shared role)"))?;
+        ledger::apply_missing(&db, schema, "shared", files)
+            .await
+            .map_err(|f| ProvisionError::Migration {
+                file: f.file,
+                message: super::sql_error(&f.error),
+            })?;
+        db.batch_execute(&format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r};
+             REVOKE ALL ON {s}.schema_migrations FROM {r};
+             ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r};
+             ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE, SELECT ON SEQUENCES TO {r};"
+        ))
+        .await
+        .map_err(failed("(shared grants)"))?;
+        let open: Vec<String> = db
+            .query(
+                "SELECT c.relname FROM pg_class c
+                  WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1) AND c.relkind IN ('r', 'p')
+                    AND NOT c.relrowsecurity AND c.relname <> 'schema_migrations'
+                  ORDER BY 1",
+                &[&schema],
+            )
+            .await
+            .map_err(failed("(row-level security check)"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        for table in open {
+            tracing::warn!(
+                %database, %schema, %table,
+                "shared table without row-level security: every shared tenant can read all of its rows"
+            );
+        }
+        db.batch_execute("COMMIT").await.map_err(failed("(commit)"))
+    };
+    if let Err(e) = work.await {
+        let _ = db.batch_execute("ROLLBACK").await;
+        return Err(e);
+    }
+    Ok(SHARED_ROLE.to_owned())
+}
+
+/// Deletes a shared tenant's rows from every table of `schema` with a
+/// `tenant_id` column, in one transaction. Tables that others reference are
+/// retried after those (a foreign key fails until its referrers are gone).
+pub async fn delete_rows(
+    db: &tokio_postgres::Client,
+    schema: &str,
+    id: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let mut tables: Vec<String> = db
+        .query(
+            "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+              WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
+                AND c.relkind IN ('r', 'p') AND a.attname = 'tenant_id' AND NOT a.attisdropped
+              ORDER BY 1",
+            &[&schema],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    db.batch_execute("BEGIN").await?;
+    let work = async {
+        while !tables.is_empty() {
+            let mut left = Vec::new();
+            for t in &tables {
+                db.batch_execute("SAVEPOINT pgtenant_drop").await?;
+                let deleted = db
+                    .execute(
+                        &format!(
+                            "DELETE FROM {}.{} WHERE tenant_id::text = $1",
+                            quote_ident(schema),
+                            quote_ident(t)
+                        ),
+                        &[&id],
+                    )
+                    .await;
+                match deleted {
+                    Ok(_) => db.batch_execute("RELEASE SAVEPOINT pgtenant_drop").await?,
+                    Err(e)
+                        if e.code()
+                            == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) =>
+                    {
+                        db.batch_execute("ROLLBACK TO SAVEPOINT pgtenant_drop")
+                            .await?;
+                        left.push(t.clone());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if left.len() == tables.len() {
+                // A cycle of references: the last error says which.
+                let t = &left[0];
+                db.execute(
+                    &format!(
+                        "DELETE FROM {}.{} WHERE tenant_id::text = $1",
+                        quote_ident(schema),
+                        quote_ident(t)
+                    ),
+                    &[&id],
+                )
+                .await?;
+            }
+            tables = left;
+        }
+        db.batch_execute("COMMIT").await
+    };
+    let result = work.await;
+    if result.is_err() {
+        let _ = db.batch_execute("ROLLBACK").await;
+    }
+    result
+}
