@@ -29,15 +29,17 @@ schema = "t_edge"
 tier = "one"
 "#;
 
-async fn setup() -> (pgtenant::app::Running, RawConn) {
-    service_role("pe_svc").await;
+/// `role` logs the server connections in: a test that kills its links gets a
+/// role of its own so it never kills another test's.
+async fn setup(role: &str) -> (pgtenant::app::Running, RawConn) {
+    service_role(role).await;
     tenant_fixture_with(
         "pe_app",
         &[("t_edge", "Edge")],
         "CREATE TABLE IF NOT EXISTS t_edge.sink (t text)",
     )
     .await;
-    let proxy = start_proxy(CONFIG).await;
+    let proxy = start_proxy(&CONFIG.replace("pe_svc", role)).await;
     let raw = RawConn::connect(
         proxy.addr,
         &[("user", "app.edge"), ("database", "pe_app")],
@@ -65,7 +67,7 @@ async fn kill_links(role: &str) {
 
 #[tokio::test]
 async fn statements_follow_the_client_to_a_new_server_connection() {
-    let (_proxy, mut c) = setup().await;
+    let (_proxy, mut c) = setup("pe_kill_svc").await;
     let mut parse = cstr(b"mystmt");
     parse.extend(cstr(b"SELECT $1::int * 3"));
     parse.extend([0, 0]);
@@ -73,7 +75,7 @@ async fn statements_follow_the_client_to_a_new_server_connection() {
         .await;
     assert_eq!(tags(&c.until_ready().await), "1Z");
     // The link it was prepared on dies; the next one gets it replayed.
-    kill_links("pe_svc").await;
+    kill_links("pe_kill_svc").await;
     let mut describe = vec![b'S'];
     describe.extend(cstr(b"mystmt"));
     c.send(&[message(b'D', &describe), message(b'S', b"")].concat())
@@ -101,7 +103,7 @@ async fn statements_follow_the_client_to_a_new_server_connection() {
     assert_eq!(tags(&reply), "2DCZ");
     assert!(reply[1].1.ends_with(b"21"));
     // DEALLOCATE by the client's name works, after which the name is gone.
-    kill_links("pe_svc").await;
+    kill_links("pe_kill_svc").await;
     assert_eq!(c.simple("DEALLOCATE mystmt").await, Ok(vec![]));
     c.send(
         &[
@@ -119,7 +121,7 @@ async fn statements_follow_the_client_to_a_new_server_connection() {
 
 #[tokio::test]
 async fn copy_fail_and_function_call() {
-    let (_proxy, mut c) = setup().await;
+    let (_proxy, mut c) = setup("pe_svc").await;
     // CopyFail aborts the COPY with the client's message; the link is reusable.
     c.send(&message(b'Q', &cstr(b"COPY sink FROM STDIN"))).await;
     let (tag, _) = common::raw::read_msg(&mut c.stream)

@@ -139,7 +139,7 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                     )
                 });
                 db.batch_execute(&format!(
-                    "BEGIN; {} CREATE SCHEMA {}{owner}; {temp} {}",
+                    "BEGIN; {PROVISION_LOCK} {} CREATE SCHEMA {}{owner}; {temp} {}",
                     made.create_role(),
                     quote_ident(&schema),
                     made.as_role()
@@ -235,6 +235,11 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
     }
     Ok(spec)
 }
+
+/// Serialises provisioning steps within one database: they update shared
+/// catalog rows (the database's ACL, the shared schema) that concurrent
+/// `tenant create` runs would otherwise race on ("tuple concurrently updated").
+const PROVISION_LOCK: &str = "SELECT pg_advisory_xact_lock(7305726581);";
 
 /// The tenant role `create` makes (when a role secret is configured).
 struct Made {

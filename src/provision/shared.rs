@@ -49,12 +49,9 @@ pub async fn prepare(
     );
     let work = async {
         db.batch_execute("BEGIN").await.map_err(failed("(begin)"))?;
-        db.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('pgtenant-shared:' || $1::text))",
-            &[&schema],
-        )
-        .await
-        .map_err(failed("(lock)"))?;
+        db.batch_execute(super::PROVISION_LOCK)
+            .await
+            .map_err(failed("(lock)"))?;
         db.batch_execute(INSTALL_SQL)
             .await
             .map_err(failed("(pgtenant.current_tenant)"))?;

@@ -1,0 +1,304 @@
+//! Shared-table (free-tier) tenants, SPEC §3 and §5: their rows live in shared
+//! tables, their sessions carry a signed `pgtenant.tenant_id`, and row-level
+//! security (the shipped migrations/003_shared_rls.sql) keeps each to its own
+//! rows, whatever SQL it sends. One app user and identical SQL serve every mode.
+
+mod common;
+
+use common::*;
+use pgtenant::config::{Config, TenantMode, TenantStatus};
+use pgtenant::provision::{self, CreateRequest};
+use std::time::{Duration, Instant};
+use tokio_postgres::SimpleQueryMessage;
+
+fn config_text() -> String {
+    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+    format!(
+        r#"
+[auth]
+method = "trust"
+users = [{{ name = "app" }}]
+
+[servers.main]
+port = {{PG_PORT}}
+database = "sh_app"
+user = "postgres"
+
+[catalog]
+server = "main"
+database = "sh_platform"
+role_secret = "test-only-secret"
+
+[migrations]
+dir = "{migrations}"
+
+[tiers.free]
+pool_size = 1
+[tiers.premium]
+pool_size = 4
+[tiers.enterprise]
+pool_size = 4
+"#
+    )
+}
+
+fn config() -> Config {
+    let text = config_text().replace("{PG_PORT}", &pg_port().to_string());
+    pgtenant::config::parse_str(&text, "test").expect("config")
+}
+
+/// Provisions a tenant as `tenant create` does; returns its id.
+async fn create(cfg: &Config, key: &str, mode: TenantMode, tier: &str) -> String {
+    tenant_fixture("sh_app", &[]).await;
+    tenant_fixture("sh_platform", &[]).await;
+    let spec = provision::create(
+        cfg,
+        &CreateRequest {
+            key: key.into(),
+            mode,
+            tier: tier.into(),
+            server: None,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create {key}: {e}"));
+    spec.id.expect("catalog id")
+}
+
+/// Every value of every row a simple query returned.
+async fn values(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<String>, String> {
+    let msgs = client.simple_query(sql).await.map_err(|e| {
+        let (code, msg) = sqlstate(&e);
+        format!("{code}: {msg}")
+    })?;
+    let mut out = Vec::new();
+    for m in msgs {
+        if let SimpleQueryMessage::Row(r) = m {
+            for i in 0..r.len() {
+                out.push(r.get(i).unwrap_or("NULL").to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn seed_scenario_runs_identical_sql_for_every_mode() {
+    let cfg = config();
+    create(&cfg, "acme", TenantMode::Schema, "premium").await;
+    create(&cfg, "globex", TenantMode::Database, "enterprise").await;
+    let beta = create(&cfg, "beta", TenantMode::Shared, "free").await;
+    let gamma = create(&cfg, "gamma", TenantMode::Shared, "free").await;
+    let proxy = start_proxy(&config_text()).await;
+    for key in ["acme", "globex", "beta"] {
+        let c = connect(&proxy, &format!("user=app.{key} dbname=sh_app"))
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        let email = format!("{key}@example.com");
+        c.execute(
+            "INSERT INTO customers(name, email) VALUES ($1, $2)",
+            &[&format!("{key} customer"), &email],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{key} insert customer: {e}"));
+        c.execute(
+            "INSERT INTO orders(customer_id, amount_cents, status) \
+             VALUES ((SELECT id FROM customers WHERE email = $1), $2, 'paid')",
+            &[&email, &4200i32],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{key} insert order: {e}"));
+        let rows = c
+            .query(
+                "SELECT c.name, o.amount_cents, o.status FROM orders o JOIN customers c ON c.id = o.customer_id",
+                &[],
+            )
+            .await
+            .expect("select");
+        let seen: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(
+            seen,
+            vec![format!("{key} customer")],
+            "{key} sees only its rows"
+        );
+    }
+    // beta's rows are in the shared tables, stamped with beta's id.
+    let admin = direct("sh_app").await;
+    for sql in [
+        "SELECT tenant_id::text FROM public.customers WHERE email = 'beta@example.com'",
+        "SELECT o.tenant_id::text FROM public.orders o JOIN public.customers c \
+         ON c.id = o.customer_id WHERE c.email = 'beta@example.com'",
+    ] {
+        assert_eq!(column(&admin, sql).await, vec![beta.clone()], "{sql}");
+    }
+    // gamma shares those tables and sees none of beta's rows.
+    let g = connect(&proxy, "user=app.gamma dbname=sh_app")
+        .await
+        .expect("gamma");
+    assert_eq!(scalar(&g, "SELECT count(*) FROM customers").await, "0");
+    assert_eq!(scalar(&g, "SELECT count(*) FROM orders").await, "0");
+    g.batch_execute(
+        "INSERT INTO customers(name, email) VALUES ('gamma customer', 'g@example.com')",
+    )
+    .await
+    .expect("gamma insert");
+    assert_eq!(
+        column(&g, "SELECT name FROM customers").await,
+        vec!["gamma customer"]
+    );
+    assert_eq!(
+        scalar(&g, "SELECT pgtenant.current_tenant()::text").await,
+        gamma
+    );
+
+    // Suspension reaches new connections within a second; activate restores.
+    provision::set_status(&cfg, "beta", TenantStatus::Suspended)
+        .await
+        .expect("suspend");
+    let started = Instant::now();
+    let refused = wait_until(Duration::from_secs(1), || async {
+        match connect(&proxy, "user=app.beta dbname=sh_app").await {
+            Err(e) => sqlstate(&e).0 == "08004",
+            Ok(_) => false,
+        }
+    })
+    .await;
+    assert!(refused, "beta still admitted after {:?}", started.elapsed());
+    provision::set_status(&cfg, "beta", TenantStatus::Active)
+        .await
+        .expect("activate");
+    let back = wait_until(Duration::from_secs(1), || async {
+        connect(&proxy, "user=app.beta dbname=sh_app").await.is_ok()
+    })
+    .await;
+    assert!(back, "beta not admitted again after activate");
+    proxy.shutdown().await;
+}
+
+/// What an attack must end in: refused with this SQLSTATE, or run and return
+/// none of the victim's rows (`OK`).
+const OK: &str = "";
+
+#[tokio::test]
+async fn hostile_sql_on_shared_links_never_reaches_another_tenant() {
+    let cfg = config();
+    create(&cfg, "vault", TenantMode::Schema, "premium").await;
+    let victim = create(&cfg, "victim", TenantMode::Shared, "free").await;
+    create(&cfg, "mallory", TenantMode::Shared, "free").await;
+    let proxy = start_proxy(&config_text()).await;
+    let v = connect(&proxy, "user=app.victim dbname=sh_app")
+        .await
+        .expect("victim");
+    v.batch_execute("INSERT INTO customers(name, email) VALUES ('victim-secret', 'v@example.com')")
+        .await
+        .expect("victim row");
+    let vault = connect(&proxy, "user=app.vault dbname=sh_app")
+        .await
+        .expect("vault");
+    vault
+        .batch_execute("INSERT INTO customers(name) VALUES ('victim-secret in vault')")
+        .await
+        .expect("vault row");
+    let m = connect(&proxy, "user=app.mallory dbname=sh_app")
+        .await
+        .expect("mallory");
+    m.batch_execute("INSERT INTO customers(name) VALUES ('mallory-own')")
+        .await
+        .expect("mallory row");
+    let pid = scalar(&v, "SELECT pg_backend_pid()").await;
+    assert_eq!(
+        scalar(&m, "SELECT pg_backend_pid()").await,
+        pid,
+        "free tenants share the server connection"
+    );
+    let attacks: Vec<(String, &str)> = vec![
+        ("SET search_path = t_vault".into(), "42501"),
+        ("SET LOCAL search_path TO t_vault".into(), "42501"),
+        ("RESET search_path".into(), "42501"),
+        ("RESET ALL".into(), "42501"),
+        ("DISCARD ALL".into(), "42501"),
+        ("SET ROLE postgres".into(), "42501"),
+        ("SET SESSION AUTHORIZATION postgres".into(), "42501"),
+        (format!("SET pgtenant.tenant_id = '{victim}'"), "42501"),
+        (format!("BEGIN; SET LOCAL pgtenant.tenant_id = '{victim}'; SELECT name FROM customers; COMMIT"), "42501"),
+        (format!("SELECT set_config('pgtenant.tenant_id', '{victim}', false)"), "42501"),
+        (format!("SELECT set_config(lower('PGTENANT.TENANT_ID'), '{victim}', false)"), "42501"),
+        (format!("/* hidden */ SELECT 1; -- ;\n SET pgtenant.tenant_id = '{victim}'"), "42501"),
+        (format!("SELECT 1; SET \"pgtenant.tenant_id\" = '{victim}'"), "42501"),
+        (format!("DO $$BEGIN PERFORM set_config('pgtenant.tenant_id', '{victim}', false); END$$"), "42501"),
+        (format!("PREPARE p AS SELECT set_config('pgtenant.tenant_id', '{victim}', false)"), "42501"),
+        ("PREPARE q AS SELECT name FROM customers".into(), "0A000"),
+        ("EXECUTE p".into(), "0A000"),
+        // Assembled at run time: no parser sees these. They run, and the
+        // forged id has no valid signature, so RLS shows nothing.
+        (format!("DO $$BEGIN EXECUTE format('SET %s = %L', 'pgtenant.' || 'tenant_id', '{victim}'); END$$; SELECT name FROM customers"), OK),
+        (format!("DO $$BEGIN EXECUTE 'SELECT set_' || 'config(''pgtenant.tenant_id'', ''{victim}'', false)'; END$$; SELECT name, tenant_id FROM customers"), OK),
+        ("DO $$BEGIN EXECUTE 'SET ' || 'ROLE postgres'; END$$".into(), "42501"),
+        ("SELECT name FROM public.customers".into(), OK),
+        (format!("SELECT name FROM customers WHERE tenant_id = '{victim}'"), OK),
+        ("SELECT name FROM t_vault.customers".into(), "42501"),
+        (format!("INSERT INTO customers(name, tenant_id) VALUES ('planted', '{victim}')"), "42501"),
+        (format!("UPDATE customers SET tenant_id = '{victim}'"), "42501"),
+        (format!("DELETE FROM customers WHERE tenant_id = '{victim}' RETURNING name"), OK),
+        ("SELECT * FROM pgtenant.context_key".into(), "42501"),
+        ("ALTER TABLE customers DISABLE ROW LEVEL SECURITY".into(), "42501"),
+        ("CREATE TEMP TABLE customers (name text)".into(), "42501"),
+        ("CREATE FUNCTION public.spy() RETURNS text LANGUAGE sql AS 'SELECT 1'".into(), "42501"),
+        ("SELECT query FROM pg_stat_activity".into(), "42501"),
+        ("DECLARE held CURSOR WITH HOLD FOR SELECT name FROM customers".into(), OK),
+    ];
+    assert!(attacks.len() >= 20);
+    for (sql, expect) in &attacks {
+        let got = values(&m, sql).await;
+        let _ = m.simple_query("ROLLBACK").await;
+        match (got, *expect) {
+            (Ok(rows), OK) => assert!(
+                rows.iter().all(|r| !r.contains("victim")),
+                "{sql}: returned {rows:?}"
+            ),
+            (Ok(rows), code) => panic!("{sql}: ran (rows {rows:?}), expected {code}"),
+            (Err(e), OK) => panic!("{sql}: expected to run, got {e}"),
+            (Err(e), code) => assert!(e.starts_with(code), "{sql}: expected {code}, got {e}"),
+        }
+        assert_eq!(
+            column(&m, "SELECT name FROM customers").await,
+            vec!["mallory-own"],
+            "mallory after {sql:?}"
+        );
+    }
+    // The extended protocol is guarded the same way.
+    let err = m
+        .execute(&format!("SET pgtenant.tenant_id = '{victim}'"), &[])
+        .await
+        .expect_err("extended SET");
+    assert_eq!(sqlstate(&err).0, "42501");
+    // The signature never shows in query text.
+    let sig = scalar(&m, "SELECT current_setting('pgtenant.tenant_sig')").await;
+    assert_eq!(sig.len(), 64);
+    let admin = direct("sh_app").await;
+    let texts = column(&admin, "SELECT query FROM pg_stat_activity").await;
+    assert!(texts.iter().all(|q| !q.contains(&sig)), "{texts:?}");
+
+    // Afterwards the same server connection, handed to the victim, is in the
+    // victim's context, with the victim's rows intact.
+    assert_eq!(scalar(&v, "SELECT pg_backend_pid()").await, pid);
+    assert_eq!(
+        scalar(&v, "SELECT current_setting('pgtenant.tenant_id')").await,
+        victim
+    );
+    assert_eq!(
+        scalar(&v, "SELECT pgtenant.current_tenant()::text").await,
+        victim
+    );
+    assert_eq!(scalar(&v, "SHOW search_path").await, "\"public\"");
+    assert_eq!(
+        column(&v, "SELECT name FROM customers").await,
+        vec!["victim-secret"]
+    );
+    let err = v
+        .simple_query("FETCH ALL FROM held")
+        .await
+        .expect_err("mallory's held cursor is gone");
+    assert_eq!(sqlstate(&err).0, "34000");
+    proxy.shutdown().await;
+}
