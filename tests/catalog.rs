@@ -301,3 +301,68 @@ async fn provisioned_roles_make_postgres_enforce_isolation() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_catalog_quota_change_resizes_the_running_pool() {
+    let (proxy, cfg) = setup().await;
+    let (ok, out) = cli(&cfg, &["create", "rsz", "--tier", "free"]).await;
+    assert!(ok, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(1), || async {
+            connect(&proxy, "user=app.rsz dbname=ct_app").await.is_ok()
+        })
+        .await
+    );
+    let client = connect(&proxy, "user=app.rsz dbname=ct_app")
+        .await
+        .expect("client");
+    // Hold both links of the free tier's quota (2) in open transactions.
+    let other = connect(&proxy, "user=app.rsz dbname=ct_app")
+        .await
+        .expect("second client");
+    client.batch_execute("BEGIN").await.expect("begin");
+    other.batch_execute("BEGIN").await.expect("begin");
+    let quota = |p: &pgtenant::app::Running| {
+        p.proxy
+            .pools
+            .pools()
+            .iter()
+            .find(|pool| pool.key == "rsz")
+            .map(|pool| pool.stats())
+    };
+    assert_eq!(quota(&proxy).map(|s| (s.quota, s.active)), Some((2, 2)));
+    admin_sql(
+        "ct_platform",
+        "UPDATE pgtenant.tenants SET pool_size = 3 WHERE key = 'rsz'",
+    )
+    .await;
+    assert!(
+        wait_until(Duration::from_secs(1), || async {
+            quota(&proxy).map(|s| s.quota) == Some(3)
+        })
+        .await,
+        "quota still {:?}",
+        quota(&proxy)
+    );
+    // The third link is available at once, with no restart or reconnect.
+    let third = connect(&proxy, "user=app.rsz dbname=ct_app")
+        .await
+        .expect("third client");
+    let served = tokio::time::timeout(Duration::from_secs(2), third.simple_query("SELECT 1")).await;
+    assert!(matches!(served, Ok(Ok(_))), "grown quota not usable");
+    // Shrinking never cuts off a client: the limit holds as links come back.
+    admin_sql(
+        "ct_platform",
+        "UPDATE pgtenant.tenants SET pool_size = 1 WHERE key = 'rsz'",
+    )
+    .await;
+    assert!(
+        wait_until(Duration::from_secs(1), || async {
+            quota(&proxy).map(|s| s.quota) == Some(1)
+        })
+        .await
+    );
+    client.batch_execute("COMMIT").await.expect("commit");
+    other.batch_execute("COMMIT").await.expect("commit");
+    assert_eq!(quota(&proxy).map(|s| s.active), Some(0));
+}

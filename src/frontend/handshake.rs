@@ -9,7 +9,7 @@ use crate::app::Proxy;
 use crate::auth::authenticate_client;
 use crate::backend::{ExecError, Settings};
 use crate::error::ClientError;
-use crate::pool::TenantPool;
+use crate::pool::{Slot, TenantPool};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::startup::{check_length, parse_first_packet, FirstPacket, StartupParams};
 use crate::tenant::{resolve, Tenant};
@@ -17,7 +17,6 @@ use bytes::BytesMut;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::OwnedSemaphorePermit;
 
 /// A client that logged in.
 pub struct Login {
@@ -25,7 +24,7 @@ pub struct Login {
     pub user: String,
     pub pool: Arc<TenantPool>,
     /// Held for the session: counts against the tenant's `max_client_conn`.
-    pub _client_slot: OwnedSemaphorePermit,
+    pub _client_slot: Slot,
     /// The client's values of the tracked settings (see `rewrite::TRACKED_PARAMS`).
     pub params: Settings,
 }
@@ -144,7 +143,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         .pools
         .pool_for(&tenant)
         .map_err(|e| ClientError::from(&e))?;
-    let client_slot = pool.client_slots.clone().try_acquire_owned().map_err(|_| {
+    let client_slot = pool.client_slots.try_acquire().map_err(|_| {
         ClientError::new(
             crate::protocol::sqlstate::TOO_MANY_CONNECTIONS,
             format!(

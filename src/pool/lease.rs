@@ -3,27 +3,22 @@
 //! a link in an unknown state can never reach another client.
 
 use super::link_group::Link;
+use super::quota::Slot;
 use super::tenant_pool::TenantPool;
 use crate::backend::ServerConn;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
 
 #[derive(Debug)]
 pub struct Lease {
     link: Option<Link>,
     pool: Arc<TenantPool>,
     lifetime: Duration,
-    _quota: OwnedSemaphorePermit,
+    _quota: Slot,
 }
 
 impl Lease {
-    pub(super) fn new(
-        link: Link,
-        pool: Arc<TenantPool>,
-        lifetime: Duration,
-        quota: OwnedSemaphorePermit,
-    ) -> Self {
+    pub(super) fn new(link: Link, pool: Arc<TenantPool>, lifetime: Duration, quota: Slot) -> Self {
         Self {
             link: Some(link),
             pool,

@@ -98,8 +98,13 @@ impl PoolManager {
     /// (shared with other tenants under context isolation).
     pub fn pool_for(&self, tenant: &Tenant) -> Result<Arc<TenantPool>, PoolError> {
         if let Some(p) = self.pools.get(&tenant.key) {
-            return Ok(p.clone());
+            if p.tier == tenant.tier && p.group.name == tenant.group_key() {
+                p.resize(tenant.pool_size, tenant.max_client_conn);
+                return Ok(p.clone());
+            }
         }
+        // New, or moved to another tier or server: a fresh pool. Clients of the
+        // old one keep it (and its links) until they leave.
         let budget =
             self.budgets
                 .get(&*tenant.target.server)
@@ -126,21 +131,40 @@ impl PoolManager {
                 g
             })
             .clone();
-        let pool = self
-            .pools
-            .entry(tenant.key.clone())
-            .or_insert_with(|| {
-                Arc::new(TenantPool::new(
-                    &tenant.key,
-                    &tenant.tier,
-                    tenant.pool_size,
-                    tenant.max_client_conn,
-                    group,
-                    tenant.context.as_ref().map(|c| c.owner.clone()),
-                ))
-            })
-            .clone();
+        let pool = Arc::new(TenantPool::new(
+            &tenant.key,
+            &tenant.tier,
+            tenant.pool_size,
+            tenant.max_client_conn,
+            group,
+            tenant.context.as_ref().map(|c| c.owner.clone()),
+        ));
+        // Two first logins at once: the first pool in wins.
+        let pool = match self.pools.entry(tenant.key.clone()) {
+            dashmap::mapref::entry::Entry::Occupied(e)
+                if e.get().tier == tenant.tier && e.get().group.name == pool.group.name =>
+            {
+                e.get().clone()
+            }
+            dashmap::mapref::entry::Entry::Occupied(mut e) => {
+                e.insert(pool.clone());
+                pool
+            }
+            dashmap::mapref::entry::Entry::Vacant(e) => e.insert(pool).clone(),
+        };
         Ok(pool)
+    }
+
+    /// A catalog change: running pools take their tenants' new limits now
+    /// (a new tier or server takes effect at the tenant's next login).
+    pub fn apply_limits(&self, tenants: &[Tenant]) {
+        for t in tenants {
+            if let Some(p) = self.pools.get(&t.key) {
+                if p.tier == t.tier {
+                    p.resize(t.pool_size, t.max_client_conn);
+                }
+            }
+        }
     }
 
     /// Server connections pgtenant holds open to `server` (lent plus idle).
@@ -157,7 +181,7 @@ impl PoolManager {
     pub async fn checkout(&self, pool: &Arc<TenantPool>) -> Result<Lease, PoolError> {
         let waited = self.settings.query_wait_timeout;
         let deadline = Instant::now() + waited;
-        let quota = tokio::time::timeout_at(deadline, pool.quota.clone().acquire_owned())
+        let quota = tokio::time::timeout_at(deadline, pool.quota.acquire())
             .await
             .ok()
             .and_then(Result::ok)

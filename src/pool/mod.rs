@@ -10,10 +10,12 @@ mod budget;
 mod lease;
 mod link_group;
 mod manager;
+mod quota;
 mod tenant_pool;
 
 pub use budget::ServerBudget;
 pub use lease::Lease;
 pub use link_group::LinkGroup;
 pub use manager::{PoolError, PoolManager, PoolSettings};
+pub use quota::{Quota, Slot};
 pub use tenant_pool::{PoolStats, TenantPool};

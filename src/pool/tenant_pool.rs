@@ -3,11 +3,11 @@
 //! tenants under context isolation).
 
 use super::link_group::LinkGroup;
+use super::quota::Quota;
 use crate::backend::ServerParams;
 use crate::tenant::Target;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
@@ -21,11 +21,10 @@ pub struct TenantPool {
     pub key: String,
     /// For the server budget's reserved slots.
     pub tier: String,
-    quota_size: usize,
-    pub(super) quota: Arc<Semaphore>,
+    pub(super) quota: Arc<Quota>,
     pub group: Arc<LinkGroup>,
     /// Client connections this tenant may have open (`max_client_conn`).
-    pub client_slots: Arc<Semaphore>,
+    pub client_slots: Arc<Quota>,
     /// Startup-setting values as the server spells them, e.g. (client_encoding, utf8) -> UTF8.
     canonical: Mutex<HashMap<(String, String), String>>,
     /// Context isolation: the tenant's key, to prefer links already in its context.
@@ -44,12 +43,22 @@ impl TenantPool {
         Self {
             key: key.to_owned(),
             tier: tier.to_owned(),
-            quota_size: quota,
-            quota: Arc::new(Semaphore::new(quota)),
+            quota: Quota::new(quota),
             group,
-            client_slots: Arc::new(Semaphore::new(max_clients)),
+            client_slots: Quota::new(max_clients),
             canonical: Mutex::new(HashMap::new()),
             prefer,
+        }
+    }
+
+    /// Applies a catalog change of the tenant's limits to the running pool.
+    pub fn resize(&self, quota: usize, max_clients: usize) {
+        if self.quota.size() != quota {
+            tracing::info!(tenant = %self.key, quota, "pool quota changed");
+            self.quota.resize(quota);
+        }
+        if self.client_slots.size() != max_clients {
+            self.client_slots.resize(max_clients);
         }
     }
 
@@ -77,9 +86,9 @@ impl TenantPool {
 
     pub fn stats(&self) -> PoolStats {
         PoolStats {
-            active: self.quota_size - self.quota.available_permits(),
+            active: self.quota.in_use(),
             idle: self.group.idle_count(),
-            quota: self.quota_size,
+            quota: self.quota.size(),
         }
     }
 }

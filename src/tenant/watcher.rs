@@ -48,7 +48,9 @@ async fn reload(
 ) -> Result<(), CatalogError> {
     let rows = catalog::load(client).await?;
     if last.as_ref() != Some(&rows) {
-        proxy.tenants.replace(merge(&proxy.config, &rows));
+        let tenants = merge(&proxy.config, &rows);
+        proxy.pools.apply_limits(&tenants);
+        proxy.tenants.replace(tenants);
         tracing::info!(catalog_tenants = rows.len(), "tenant catalog loaded");
         *last = Some(rows);
     }
