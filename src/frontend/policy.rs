@@ -42,11 +42,7 @@ impl QueryPlan {
     }
 }
 
-/// Settings that make up a tenant's context on shared links.
-fn protected(name: &str) -> bool {
-    matches!(name, "search_path" | "role" | "session_authorization")
-        || name.starts_with("pgtenant.")
-}
+use crate::sql::parsed::{self, protected};
 
 /// Settings a client may change with a plain SET under transaction pooling:
 /// the server reports them, so pgtenant follows and replays them.
@@ -136,6 +132,11 @@ pub fn plan_query(sql: &[u8], transaction_mode: bool, guarded: bool) -> QueryPla
         return QueryPlan::default();
     }
     let text = String::from_utf8_lossy(sql);
+    if guarded {
+        if let Some(why) = parsed::parse(&text).and_then(|s| parsed::guard(&s)) {
+            return QueryPlan::refuse(INSUFFICIENT_PRIVILEGE, why);
+        }
+    }
     let stmts = statements(&text);
     let mut plan = QueryPlan::default();
     for tokens in &stmts {

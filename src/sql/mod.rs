@@ -1,14 +1,19 @@
 //! Just enough SQL understanding to police session state in pooled
-//! connections: split a query string into statements and recognise the few
-//! statement kinds that change session state (SET, RESET, DISCARD, DEALLOCATE,
-//! LISTEN). Lexing follows PostgreSQL's rules for quotes, dollar quotes, nested
-//! comments and escape strings, so tricks with comments and quoting can't hide a
-//! statement. Written by hand: no maintained crate classifies PostgreSQL
-//! statements without a C toolchain (pg_query) or rejecting valid dialect
-//! (sqlparser fails on much DDL; a failed parse must not mean "let it through").
+//! connections, behind a cheap pre-filter (`may_touch_session`) so ordinary
+//! queries pay nothing:
+//! - `parsed`: sqlparser's PostgreSQL AST finds context changes by structure;
+//! - `lexer` + `classify`: a hand-written lexer that follows PostgreSQL's rules
+//!   for quotes, dollar quotes, nested comments and escape strings, splits a
+//!   query string into statements and recognises session statements (SET,
+//!   RESET, DISCARD, DEALLOCATE, LISTEN, PREPARE) even where sqlparser can't
+//!   parse (some DDL, and SQL inside `DO` bodies and other string literals).
+//!
+//! The guard refuses when either layer objects, so a failed parse never means
+//! "let it through".
 
 mod classify;
 mod lexer;
+pub mod parsed;
 
 pub use classify::{classify, may_touch_session, SessionStatement};
 pub use lexer::{statements, Token};
