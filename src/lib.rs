@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod frontend;
+pub mod migrate;
 pub mod net;
 pub mod pool;
 pub mod prepared;

@@ -269,10 +269,22 @@ pub struct TenantConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MigrationsConfig {
     pub dir: String,
+    /// `serve` migrates every trial/active tenant when it starts.
     pub on_startup: bool,
+    /// Targets migrated at once.
     pub concurrency: usize,
+    /// Targets of one database migrated at once.
+    pub per_database: usize,
+    /// `lock_timeout` of migration statements: the longest tenant traffic
+    /// may queue behind a migration waiting for a lock.
     #[serde(deserialize_with = "super::duration::deserialize")]
     pub lock_timeout: Duration,
+    /// Retries of a file after a lock timeout (jittered back-off) before the
+    /// target is reported failed.
+    pub lock_retries: u32,
+    /// How long to keep trying a target another runner is migrating.
+    #[serde(deserialize_with = "super::duration::deserialize")]
+    pub busy_wait: Duration,
 }
 
 impl Default for MigrationsConfig {
@@ -281,7 +293,10 @@ impl Default for MigrationsConfig {
             dir: "migrations".into(),
             on_startup: true,
             concurrency: 4,
+            per_database: 2,
             lock_timeout: Duration::from_secs(2),
+            lock_retries: 30,
+            busy_wait: Duration::from_secs(60),
         }
     }
 }

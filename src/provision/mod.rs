@@ -3,17 +3,16 @@
 //! migration, then the catalog row; a failure undoes what was made.
 //! Touches servers through admin connections only, never the client pools.
 
-mod ledger;
-mod migrations;
 mod shared;
 
 use crate::config::{Config, TenantConfig, TenantMode, TenantStatus};
+use crate::migrate::{
+    apply_target, migration_files, ApplySettings, MigrationFile, Outcome, Target,
+};
 use crate::tenant::catalog::{self, admin_config, connect, CatalogError};
 use crate::tenant::{quote_ident, roles};
 use thiserror::Error;
 
-pub use ledger::ledger_ddl;
-pub use migrations::{migration_files, MigrationFile};
 pub use shared::SHARED_ROLE;
 
 #[derive(Debug, Error)]
@@ -139,19 +138,13 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                     )
                 });
                 db.batch_execute(&format!(
-                    "BEGIN; {PROVISION_LOCK} {} CREATE SCHEMA {}{owner}; {temp} {}",
+                    "BEGIN; {PROVISION_LOCK} {} CREATE SCHEMA {}{owner}; {temp} COMMIT;",
                     made.create_role(),
                     quote_ident(&schema),
-                    made.as_role()
                 ))
                 .await
                 .map_err(setup_error("(schema setup)"))?;
-                ledger::apply_missing(&db, &schema, "schema", &files)
-                    .await
-                    .map_err(migration_error)?;
-                db.batch_execute("COMMIT")
-                    .await
-                    .map_err(setup_error("(commit)"))?;
+                migrate_new(cfg, &db, &spec, &files).await?;
                 spec.id = Some(catalog::insert(&cat, &spec).await?);
                 Ok::<(), ProvisionError>(())
             };
@@ -215,15 +208,7 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                         .map_err(setup_error("(revoke connect)"))?;
                 }
                 let db = connect(&admin_config(cfg, &server_name, &database)?).await?;
-                db.batch_execute(&format!("BEGIN; {}", made.as_role()))
-                    .await
-                    .map_err(setup_error("(database setup)"))?;
-                ledger::apply_missing(&db, "public", "database", &files)
-                    .await
-                    .map_err(migration_error)?;
-                db.batch_execute("COMMIT")
-                    .await
-                    .map_err(setup_error("(commit)"))?;
+                migrate_new(cfg, &db, &spec, &files).await?;
                 spec.id = Some(catalog::insert(&cat, &spec).await?);
                 Ok::<(), ProvisionError>(())
             };
@@ -258,12 +243,6 @@ impl Made {
         })
     }
 
-    fn as_role(&self) -> String {
-        self.role.as_ref().map_or_else(String::new, |r| {
-            format!("SET LOCAL ROLE {};", quote_ident(r))
-        })
-    }
-
     fn drop_role(&self) -> String {
         self.role.as_ref().map_or_else(String::new, |r| {
             format!(
@@ -289,10 +268,41 @@ fn setup_error(step: &str) -> impl FnOnce(tokio_postgres::Error) -> ProvisionErr
     }
 }
 
-fn migration_error(f: ledger::Failed) -> ProvisionError {
-    ProvisionError::Migration {
-        file: f.file,
-        message: sql_error(&f.error),
+/// Applies every migration to a new tenant's target, as the sidecar would
+/// (ledger, lock_timeout, files outside a transaction), before the tenant's
+/// catalog row exists: it accepts connections only once all are in.
+async fn migrate_new(
+    cfg: &Config,
+    db: &tokio_postgres::Client,
+    spec: &TenantConfig,
+    files: &[MigrationFile],
+) -> Result<(), ProvisionError> {
+    let target =
+        Target::of(cfg, spec).ok_or_else(|| ProvisionError::UnknownServer(spec.server.clone()))?;
+    migrate_target(cfg, db, &target, files).await
+}
+
+pub(crate) async fn migrate_target(
+    cfg: &Config,
+    db: &tokio_postgres::Client,
+    target: &Target,
+    files: &[MigrationFile],
+) -> Result<(), ProvisionError> {
+    let gate = tokio::sync::RwLock::new(());
+    match apply_target(db, target, files, &ApplySettings::from_config(cfg), &gate).await {
+        Outcome::Done { .. } => Ok(()),
+        Outcome::Failed { failure, .. } => Err(ProvisionError::Migration {
+            file: failure.file,
+            message: format!("{} (SQLSTATE {})", failure.message, failure.sqlstate),
+        }),
+        Outcome::Drift { versions, .. } => Err(ProvisionError::Migration {
+            file: "(ledger)".into(),
+            message: format!("applied migrations changed since: {versions:?}"),
+        }),
+        Outcome::Busy { .. } => Err(ProvisionError::Migration {
+            file: "(advisory lock)".into(),
+            message: "another runner is migrating this target".into(),
+        }),
     }
 }
 

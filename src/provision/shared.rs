@@ -6,9 +6,10 @@
 //! concurrent `tenant create` runs don't race; a later create also picks up
 //! migrations added since.
 
-use super::ledger;
-use super::{MigrationFile, ProvisionError};
+use super::ProvisionError;
 use crate::config::Config;
+use crate::config::TenantMode;
+use crate::migrate::{MigrationFile, Target};
 use crate::tenant::catalog::{admin_config, connect};
 use crate::tenant::signing::{ContextKey, INSTALL_SQL};
 use crate::tenant::{quote_ident, roles};
@@ -85,18 +86,28 @@ pub async fn prepare(
         ))
         .await
         .map_err(failed("(shared role)"))?;
-        ledger::apply_missing(&db, schema, "shared", files)
+        db.batch_execute("COMMIT")
             .await
-            .map_err(|f| ProvisionError::Migration {
-                file: f.file,
-                message: super::sql_error(&f.error),
-            })?;
+            .map_err(failed("(commit)"))?;
+        let target = Target {
+            server: server.to_owned(),
+            database: database.to_owned(),
+            schema: schema.to_owned(),
+            mode: TenantMode::Shared,
+            role: None,
+            tenants: Vec::new(),
+            servable: true,
+        };
+        super::migrate_target(cfg, &db, &target, files).await?;
         db.batch_execute(&format!(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r};
+            "BEGIN; {lock}
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r};
              GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r};
              REVOKE ALL ON {s}.schema_migrations FROM {r};
              ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r};
-             ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE, SELECT ON SEQUENCES TO {r};"
+             ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE, SELECT ON SEQUENCES TO {r};
+             COMMIT;",
+            lock = super::PROVISION_LOCK
         ))
         .await
         .map_err(failed("(shared grants)"))?;
@@ -119,7 +130,7 @@ pub async fn prepare(
                 "shared table without row-level security: every shared tenant can read all of its rows"
             );
         }
-        db.batch_execute("COMMIT").await.map_err(failed("(commit)"))
+        Ok(())
     };
     if let Err(e) = work.await {
         let _ = db.batch_execute("ROLLBACK").await;

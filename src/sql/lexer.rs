@@ -18,7 +18,32 @@ pub enum Token {
 /// and whitespace vanish. An unterminated literal or comment swallows the rest,
 /// as the server would fail it anyway.
 pub fn statements(sql: &str) -> Vec<Vec<Token>> {
+    let mut out = lex(sql).0;
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// Splits `sql` into the text of its statements (without the semicolons),
+/// for running them one at a time; pieces with only comments are dropped.
+pub fn statement_texts(sql: &str) -> Vec<&str> {
+    let (tokens, splits) = lex(sql);
+    let mut start = 0;
+    let mut out = Vec::new();
+    for (i, toks) in tokens.iter().enumerate() {
+        let end = splits.get(i).copied().unwrap_or(sql.len());
+        if !toks.is_empty() {
+            out.push(sql[start..end].trim());
+        }
+        start = (end + 1).min(sql.len());
+    }
+    out
+}
+
+/// Tokens per statement (empty ones included) and the byte offsets of the
+/// semicolons that separate them.
+fn lex(sql: &str) -> (Vec<Vec<Token>>, Vec<usize>) {
     let b = sql.as_bytes();
+    let mut splits = Vec::new();
     let mut out = vec![Vec::new()];
     let mut i = 0;
     while i < b.len() {
@@ -50,6 +75,7 @@ pub fn statements(sql: &str) -> Vec<Vec<Token>> {
             }
             b';' => {
                 out.push(Vec::new());
+                splits.push(i);
                 i += 1;
             }
             b'\'' => {
@@ -124,8 +150,7 @@ pub fn statements(sql: &str) -> Vec<Vec<Token>> {
             }
         }
     }
-    out.retain(|s| !s.is_empty());
-    out
+    (out, splits)
 }
 
 fn push(out: &mut [Vec<Token>], t: Token) {
@@ -223,5 +248,18 @@ mod tests {
             vec![vec!["select", "\"a\"b;\""]]
         );
         assert_eq!(words("select $1; set a=1").len(), 2);
+    }
+
+    #[test]
+    fn statement_texts_keep_literals_whole() {
+        assert_eq!(
+            statement_texts(
+                "-- head\nCREATE INDEX CONCURRENTLY i ON t (a);\n select ';' ; -- tail\n"
+            ),
+            vec![
+                "-- head\nCREATE INDEX CONCURRENTLY i ON t (a)",
+                "select ';'"
+            ]
+        );
     }
 }

@@ -16,4 +16,4 @@ mod lexer;
 pub mod parsed;
 
 pub use classify::{classify, may_touch_session, SessionStatement};
-pub use lexer::{statements, Token};
+pub use lexer::{statement_texts, statements, Token};

@@ -1,6 +1,7 @@
 //! The migrations folder: `NNN_name.sql`, applied in numeric order (`.down.sql`
-//! files are reverts, not applied here). The full runner with ledger, locks and
-//! retries is the migration sidecar's job; provisioning only needs the files.
+//! files are reverts, not applied here), read and checksummed once per run.
+//! A first line `-- pgtenant:no-transaction` runs the file outside a
+//! transaction, one statement at a time (for `CREATE INDEX CONCURRENTLY`).
 
 use std::path::Path;
 
@@ -12,7 +13,18 @@ pub struct MigrationFile {
     pub sql: String,
     /// SHA-256 of `sql`, hex: recorded in each target's ledger.
     pub checksum: String,
+    /// Starts with `-- pgtenant:no-transaction`.
+    pub no_transaction: bool,
 }
+
+impl MigrationFile {
+    /// `NNN_name.sql`, as reports name it.
+    pub fn file_name(&self) -> String {
+        format!("{:03}_{}.sql", self.version, self.name)
+    }
+}
+
+const NO_TRANSACTION: &str = "-- pgtenant:no-transaction";
 
 fn sha256_hex(text: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -49,6 +61,7 @@ pub fn migration_files(dir: &Path) -> std::io::Result<Vec<MigrationFile>> {
             version,
             name: rest.trim_end_matches(".sql").to_owned(),
             checksum: sha256_hex(&sql),
+            no_transaction: sql.lines().next().map(str::trim) == Some(NO_TRANSACTION),
             sql,
         });
     }

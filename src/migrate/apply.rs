@@ -1,0 +1,338 @@
+//! Migrating one target on one connection: take the target's advisory lock
+//! (try-lock on this session, retried with jittered back-off), re-read its
+//! ledger, stop at drift, then apply each missing file. A transactional file
+//! and its ledger row commit together; `lock_timeout` bounds how long any
+//! statement may sit in a lock queue in front of tenant traffic, and a timed-out
+//! attempt is rolled back and retried later.
+
+use super::files::MigrationFile;
+use super::ledger::{self, Applied};
+use super::target::Target;
+use crate::sql::statement_texts;
+use crate::tenant::quote_ident;
+use std::time::{Duration, Instant};
+use tokio::sync::RwLock;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+#[derive(Debug, Clone)]
+pub struct ApplySettings {
+    /// `lock_timeout` of every migration statement.
+    pub lock_timeout: Duration,
+    /// Attempts per file after a lock timeout, before the target fails.
+    pub lock_retries: u32,
+    /// How long to keep trying for a target another runner holds.
+    pub busy_wait: Duration,
+}
+
+impl ApplySettings {
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        Self {
+            lock_timeout: cfg.migrations.lock_timeout,
+            lock_retries: cfg.migrations.lock_retries,
+            busy_wait: cfg.migrations.busy_wait,
+        }
+    }
+}
+
+/// Why a target stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub version: u32,
+    pub file: String,
+    pub sqlstate: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} (SQLSTATE {})",
+            self.file, self.message, self.sqlstate
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Up to date now; `applied` lists what this run added.
+    Done {
+        from: Option<u32>,
+        to: Option<u32>,
+        applied: Vec<u32>,
+    },
+    /// Applied files whose checksum changed: nothing more is applied.
+    Drift { at: Option<u32>, versions: Vec<u32> },
+    /// Stopped at its last good version.
+    Failed {
+        from: Option<u32>,
+        to: Option<u32>,
+        failure: Failure,
+    },
+    /// Another runner held the target for all of `busy_wait`.
+    Busy { at: Option<u32> },
+}
+
+/// Highest applied version.
+pub fn version_of(applied: &[Applied]) -> Option<u32> {
+    applied.iter().map(|a| a.version).max()
+}
+
+/// Applied versions whose file now has another checksum.
+pub fn drifted(applied: &[Applied], files: &[MigrationFile]) -> Vec<u32> {
+    let mut v: Vec<u32> = applied
+        .iter()
+        .filter(|a| {
+            files
+                .iter()
+                .any(|f| f.version == a.version && f.checksum != a.checksum)
+        })
+        .map(|a| a.version)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Files the ledger lacks, in order.
+pub fn pending<'f>(applied: &[Applied], files: &'f [MigrationFile]) -> Vec<&'f MigrationFile> {
+    files
+        .iter()
+        .filter(|f| !applied.iter().any(|a| a.version == f.version))
+        .collect()
+}
+
+fn failure(f: &MigrationFile, e: &tokio_postgres::Error) -> Failure {
+    let (sqlstate, message) = match e.as_db_error() {
+        Some(d) => (d.code().code().to_owned(), d.message().to_owned()),
+        None => (String::new(), e.to_string()),
+    };
+    Failure {
+        version: f.version,
+        file: f.file_name(),
+        sqlstate,
+        message,
+    }
+}
+
+fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+}
+
+/// Back-off before attempt `n` (1-based): 50 ms doubling to 2 s, ±50% jitter,
+/// so runners and retries don't march in step.
+fn backoff(n: u32) -> Duration {
+    let base = 50u64.saturating_mul(1 << n.min(6)).min(2000);
+    let jitter: f64 = rand::random_range(0.5..1.5);
+    Duration::from_millis((base as f64 * jitter) as u64)
+}
+
+/// Migrates `t` on `db` (an admin connection to its database). `gate` is this
+/// runner's per-database lock: transactional files hold it shared, files
+/// outside a transaction hold it alone (CREATE INDEX CONCURRENTLY waits for
+/// every open transaction in the database, ours included).
+pub async fn apply_target(
+    db: &Client,
+    t: &Target,
+    files: &[MigrationFile],
+    s: &ApplySettings,
+    gate: &RwLock<()>,
+) -> Outcome {
+    let lock = t.lock_name();
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        match db
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('pgtenant-migrate'), hashtext($1))",
+                &[&lock],
+            )
+            .await
+        {
+            Ok(row) if row.get::<_, bool>(0) => break,
+            Ok(_) if started.elapsed() < s.busy_wait => {
+                attempt += 1;
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Ok(_) => {
+                let at = ledger::read(db, &t.schema)
+                    .await
+                    .ok()
+                    .and_then(|a| version_of(&a));
+                return Outcome::Busy { at };
+            }
+            Err(e) => {
+                return Outcome::Failed {
+                    from: None,
+                    to: None,
+                    failure: Failure {
+                        version: 0,
+                        file: "(advisory lock)".into(),
+                        sqlstate: e.code().map(|c| c.code().to_owned()).unwrap_or_default(),
+                        message: e.to_string(),
+                    },
+                }
+            }
+        }
+    }
+    let outcome = locked(db, t, files, s, gate).await;
+    let _ = db
+        .execute(
+            "SELECT pg_advisory_unlock(hashtext('pgtenant-migrate'), hashtext($1))",
+            &[&lock],
+        )
+        .await;
+    outcome
+}
+
+async fn locked(
+    db: &Client,
+    t: &Target,
+    files: &[MigrationFile],
+    s: &ApplySettings,
+    gate: &RwLock<()>,
+) -> Outcome {
+    let setup = |e: tokio_postgres::Error| Outcome::Failed {
+        from: None,
+        to: None,
+        failure: Failure {
+            version: 0,
+            file: "(ledger)".into(),
+            sqlstate: e.code().map(|c| c.code().to_owned()).unwrap_or_default(),
+            message: e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+        },
+    };
+    // Re-read under the lock: another runner may have applied some already.
+    if let Err(e) = db.batch_execute(&ledger::ledger_ddl(&t.schema)).await {
+        return setup(e);
+    }
+    let applied = match ledger::read(db, &t.schema).await {
+        Ok(a) => a,
+        Err(e) => return setup(e),
+    };
+    let from = version_of(&applied);
+    let drift = drifted(&applied, files);
+    if !drift.is_empty() {
+        return Outcome::Drift {
+            at: from,
+            versions: drift,
+        };
+    }
+    let mut to = from;
+    let mut done = Vec::new();
+    for f in pending(&applied, files) {
+        let mut tries = 0;
+        let result = loop {
+            let r = if f.no_transaction {
+                let _alone = gate.write().await;
+                apply_outside_transaction(db, t, f, s).await
+            } else {
+                let _shared = gate.read().await;
+                apply_in_transaction(db, t, f, s).await
+            };
+            match r {
+                Err(e) if is_lock_timeout(&e) && tries < s.lock_retries => {
+                    tries += 1;
+                    tracing::info!(target = %t.label(), file = %f.file_name(), tries, "lock_timeout; retrying");
+                    tokio::time::sleep(backoff(tries)).await;
+                }
+                other => break other,
+            }
+        };
+        if let Err(e) = result {
+            return Outcome::Failed {
+                from,
+                to,
+                failure: failure(f, &e),
+            };
+        }
+        to = Some(to.map_or(f.version, |v| v.max(f.version)));
+        done.push(f.version);
+    }
+    Outcome::Done {
+        from,
+        to,
+        applied: done,
+    }
+}
+
+/// The session settings a migration runs with.
+fn context_sql(t: &Target, s: &ApplySettings, scope: &str) -> String {
+    let role = t.role.as_ref().map_or_else(String::new, |r| {
+        format!("SET {scope} ROLE {};", quote_ident(r))
+    });
+    format!(
+        "SET {scope} lock_timeout = '{}ms'; SET {scope} search_path TO {}; SET {scope} pgtenant.target_mode = '{}'; {role}",
+        s.lock_timeout.as_millis(),
+        quote_ident(&t.schema),
+        t.mode_name()
+    )
+}
+
+async fn apply_in_transaction(
+    db: &Client,
+    t: &Target,
+    f: &MigrationFile,
+    s: &ApplySettings,
+) -> Result<(), tokio_postgres::Error> {
+    let started = Instant::now();
+    let work = async {
+        db.batch_execute(&format!("BEGIN; {}", context_sql(t, s, "LOCAL")))
+            .await?;
+        db.batch_execute(&f.sql).await?;
+        // The ledger belongs to the admin user whatever role the file ran as.
+        db.batch_execute("RESET ROLE").await?;
+        ledger::record(
+            db,
+            &t.schema,
+            f.version,
+            &f.name,
+            &f.checksum,
+            started.elapsed().as_millis() as i64,
+        )
+        .await?;
+        db.batch_execute("COMMIT").await
+    };
+    let r = work.await;
+    if r.is_err() {
+        let _ = db.batch_execute("ROLLBACK").await;
+    }
+    r
+}
+
+/// One statement at a time, outside any transaction block; the ledger row
+/// follows the last statement. A failure part-way leaves the statements that
+/// ran (write such files idempotently: `IF NOT EXISTS`).
+async fn apply_outside_transaction(
+    db: &Client,
+    t: &Target,
+    f: &MigrationFile,
+    s: &ApplySettings,
+) -> Result<(), tokio_postgres::Error> {
+    let started = Instant::now();
+    let work = async {
+        db.batch_execute(&context_sql(t, s, "SESSION")).await?;
+        for stmt in statement_texts(&f.sql) {
+            db.batch_execute(stmt).await?;
+        }
+        db.batch_execute("RESET ROLE").await?;
+        ledger::record(
+            db,
+            &t.schema,
+            f.version,
+            &f.name,
+            &f.checksum,
+            started.elapsed().as_millis() as i64,
+        )
+        .await
+    };
+    let r = work.await;
+    let _ = db
+        .batch_execute(
+            "RESET ROLE; RESET lock_timeout; RESET search_path; RESET pgtenant.target_mode",
+        )
+        .await;
+    r
+}

@@ -1,0 +1,264 @@
+//! A migration run over many targets: plan with one connection per database
+//! (all ledgers of a database in a few statements), then apply from a shared
+//! work queue with bounded parallelism (`concurrency`) and a per-database
+//! limit (`per_database`), connecting only where work is pending and reusing
+//! each connection for the next target of the same database.
+
+use super::apply::{apply_target, drifted, pending, version_of, ApplySettings};
+use super::files::{migration_files, MigrationFile};
+use super::ledger;
+use super::report::{Report, State, TargetReport};
+use super::target::{merged_specs, targets, Target};
+use crate::config::Config;
+use crate::tenant::catalog::{self, admin_config, connect, CatalogError};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use thiserror::Error;
+use tokio::sync::{RwLock, Semaphore};
+use tokio_postgres::Client;
+
+/// The run could not start (exit code 2).
+#[derive(Debug, Error)]
+pub enum MigrateError {
+    #[error("reading the migrations folder {dir}: {source}")]
+    Files { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("no tenant {0:?}")]
+    UnknownTenant(String),
+}
+
+/// Called as each target finishes (the CLI's progress display).
+pub type Progress = Arc<dyn Fn(&TargetReport) + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Only the target serving this tenant.
+    pub tenant: Option<String>,
+    /// Plan and report; change nothing.
+    pub dry_run: bool,
+    pub progress: Option<Progress>,
+}
+
+/// The tenants to migrate: catalog rows merged over the config's tenants.
+async fn specs(cfg: &Config) -> Result<Vec<crate::config::TenantConfig>, MigrateError> {
+    let rows = match cfg.catalog {
+        Some(_) => {
+            let cat = catalog::Catalog::from_config(cfg)?.open().await?;
+            catalog::load(&cat).await?
+        }
+        None => Vec::new(),
+    };
+    Ok(merged_specs(cfg, &rows))
+}
+
+/// Connections of one database: the per-database limit, idle connections to
+/// reuse, and this runner's gate for files outside a transaction.
+struct Database {
+    pg: tokio_postgres::Config,
+    limit: Semaphore,
+    idle: Mutex<Vec<Client>>,
+    gate: RwLock<()>,
+}
+
+impl Database {
+    async fn client(&self, opened: &AtomicUsize) -> Result<Client, CatalogError> {
+        let reuse = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match reuse {
+            Some(c) if !c.is_closed() => Ok(c),
+            _ => {
+                opened.fetch_add(1, Ordering::Relaxed);
+                connect(&self.pg).await
+            }
+        }
+    }
+
+    fn give_back(&self, c: Client) {
+        if !c.is_closed() {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        }
+    }
+}
+
+/// Runs migrations over every target (or one tenant's).
+pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, MigrateError> {
+    let started = Instant::now();
+    let dir = cfg.migrations.dir.clone();
+    let files = migration_files(std::path::Path::new(&dir))
+        .map_err(|source| MigrateError::Files { dir, source })?;
+    let specs = specs(cfg).await?;
+    let all = targets(cfg, &specs, opts.tenant.as_deref());
+    if let Some(k) = &opts.tenant {
+        if all.is_empty() {
+            return Err(MigrateError::UnknownTenant(k.clone()));
+        }
+    }
+    Ok(run_targets(cfg, all, files, opts, started).await)
+}
+
+/// Plans and applies `all`.
+pub async fn run_targets(
+    cfg: &Config,
+    all: Vec<Target>,
+    files: Vec<MigrationFile>,
+    opts: &RunOptions,
+    started: Instant,
+) -> Report {
+    let latest = files.iter().map(|f| f.version).max();
+    let files = Arc::new(files);
+    let opened = Arc::new(AtomicUsize::new(0));
+    let settings = ApplySettings::from_config(cfg);
+    let per_database = cfg.migrations.per_database.max(1);
+    let mut reports: Vec<TargetReport> = Vec::with_capacity(all.len());
+    let mut queue: VecDeque<(usize, Arc<Database>)> = VecDeque::new();
+    // Group by database; plan each with one connection.
+    let mut by_db: BTreeMap<(String, String), Vec<Target>> = BTreeMap::new();
+    for t in all {
+        by_db
+            .entry((t.server.clone(), t.database.clone()))
+            .or_default()
+            .push(t);
+    }
+    for ((server, database), targets) in by_db {
+        let mut planned: Vec<TargetReport> = targets
+            .into_iter()
+            .map(|t| TargetReport::new(t, latest))
+            .collect();
+        let servable: Vec<String> = planned
+            .iter()
+            .filter(|r| r.target.servable)
+            .map(|r| r.target.schema.clone())
+            .collect();
+        for r in planned.iter_mut().filter(|r| !r.target.servable) {
+            r.state = State::Skipped;
+            r.error = Some("suspended or cancelled".into());
+        }
+        let db = match admin_config(cfg, &server, &database) {
+            Ok(pg) => Arc::new(Database {
+                pg,
+                limit: Semaphore::new(per_database),
+                idle: Mutex::new(Vec::new()),
+                gate: RwLock::new(()),
+            }),
+            Err(e) => {
+                fail_all(&mut planned, &e.to_string());
+                reports.extend(planned);
+                continue;
+            }
+        };
+        let ledgers = if servable.is_empty() {
+            Ok(Default::default())
+        } else {
+            match db.client(&opened).await {
+                Ok(c) => {
+                    let l = ledger::read_many(&c, &servable).await;
+                    db.give_back(c);
+                    l.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let ledgers = match ledgers {
+            Ok(l) => l,
+            Err(e) => {
+                fail_all(&mut planned, &format!("database {database}: {e}"));
+                reports.extend(planned);
+                continue;
+            }
+        };
+        for mut r in planned {
+            if r.state == State::Skipped {
+                let at = ledgers.get(&r.target.schema).and_then(|a| version_of(a));
+                r.from = at;
+                r.to = at;
+            } else {
+                let applied = ledgers.get(&r.target.schema).cloned().unwrap_or_default();
+                r.from = version_of(&applied);
+                r.to = r.from;
+                let drift = drifted(&applied, &files);
+                if !drift.is_empty() {
+                    r.record(super::apply::Outcome::Drift {
+                        at: r.from,
+                        versions: drift,
+                    });
+                } else if pending(&applied, &files).is_empty() {
+                    r.state = State::Ok;
+                } else if !opts.dry_run {
+                    queue.push_back((reports.len(), db.clone()));
+                }
+            }
+            if r.state != State::Pending || opts.dry_run {
+                if let Some(p) = &opts.progress {
+                    p(&r);
+                }
+            }
+            reports.push(r);
+        }
+    }
+    let reports = Arc::new(Mutex::new(reports));
+    let queue = Arc::new(Mutex::new(queue));
+    let workers = cfg.migrations.concurrency.max(1);
+    let mut tasks = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (queue, reports, files, opened, settings, progress) = (
+            queue.clone(),
+            reports.clone(),
+            files.clone(),
+            opened.clone(),
+            settings.clone(),
+            opts.progress.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some((i, db)) = next else { break };
+                let target = {
+                    let mut r = reports.lock().unwrap_or_else(|p| p.into_inner());
+                    r[i].state = State::Running;
+                    r[i].target.clone()
+                };
+                let outcome = match db.limit.acquire().await {
+                    Ok(_permit) => match db.client(&opened).await {
+                        Ok(c) => {
+                            let o = apply_target(&c, &target, &files, &settings, &db.gate).await;
+                            db.give_back(c);
+                            Ok(o)
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                let mut r = reports.lock().unwrap_or_else(|p| p.into_inner());
+                match outcome {
+                    Ok(o) => r[i].record(o),
+                    Err(e) => {
+                        r[i].state = State::Failed;
+                        r[i].error = Some(e);
+                    }
+                }
+                if let Some(p) = &progress {
+                    p(&r[i]);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let targets = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
+    Report {
+        targets,
+        connections: opened.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        dry_run: opts.dry_run,
+    }
+}
+
+fn fail_all(planned: &mut [TargetReport], why: &str) {
+    for r in planned.iter_mut().filter(|r| r.state != State::Skipped) {
+        r.state = State::Failed;
+        r.error = Some(why.to_owned());
+    }
+}
