@@ -30,6 +30,8 @@ pub struct Proxy {
     pub users: UserDb,
     pub pools: PoolManager,
     pub cancels: CancelRegistry,
+    /// Migration status and catch-up of reactivated tenants (`serve` only).
+    pub sidecar: crate::sidecar::Sidecar,
     shutdown: watch::Sender<bool>,
     client_slots: Arc<Semaphore>,
 }
@@ -41,6 +43,7 @@ impl Proxy {
             users: UserDb::from_config(&config),
             pools: PoolManager::new(&config),
             cancels: CancelRegistry::default(),
+            sidecar: crate::sidecar::Sidecar::default(),
             shutdown: watch::channel(false).0,
             client_slots: Arc::new(Semaphore::new(config.proxy.max_client_conn)),
             tenants,
@@ -159,6 +162,7 @@ async fn reaper(proxy: Arc<Proxy>) {
 /// `pgtenant serve`: runs until SIGINT/SIGTERM, then drains.
 pub async fn serve(config: Config) -> Result<(), AppError> {
     let running = Running::start(config).await?;
+    crate::sidecar::start(running.proxy.clone());
     wait_for_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;

@@ -38,6 +38,16 @@ pub enum Command {
     /// Provision and manage tenants in the catalog.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Apply pending migrations to every trial/active tenant (exit 0 all ok,
+    /// 1 some failed or drifted, 2 could not run).
+    Migrate {
+        /// Only this tenant (a shared tenant: its shared schema).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -116,6 +126,19 @@ fn load(path: &std::path::Path) -> Result<crate::config::Config, String> {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if let Command::Migrate { tenant, dry_run } = &cli.command {
+        let code = load(&cli.config).and_then(|cfg| {
+            let rt = runtime(0).map_err(|e| e.to_string())?;
+            Ok(rt.block_on(crate::migrate::migrate_command(&cfg, tenant.clone(), *dry_run)))
+        });
+        return match code {
+            Ok(c) => ExitCode::from(c),
+            Err(e) => {
+                eprintln!("pgtenant: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result: Result<(), String> = match cli.command {
         Command::Serve => load(&cli.config).and_then(|cfg| {
             let rt = runtime(cfg.proxy.worker_threads).map_err(|e| e.to_string())?;
@@ -142,6 +165,7 @@ pub fn run() -> ExitCode {
             rt.block_on(crate::demo::run(port))
                 .map_err(|e| e.to_string())
         }),
+        Command::Migrate { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod error;
 pub mod frontend;
 pub mod migrate;
+pub mod sidecar;
 pub mod net;
 pub mod pool;
 pub mod prepared;

@@ -6,12 +6,14 @@
 //! stalling tenant traffic; one target's failure never stops the others.
 
 mod apply;
+mod console;
 mod files;
 pub mod ledger;
 mod report;
 mod runner;
 mod target;
 
+pub use console::migrate_command;
 pub use apply::{apply_target, ApplySettings, Failure, Outcome};
 pub use files::{migration_files, MigrationFile};
 pub use report::{Report, State, StatusBoard, TargetReport, TenantMigration};

@@ -40,6 +40,8 @@ pub struct RunOptions {
     /// Plan and report; change nothing.
     pub dry_run: bool,
     pub progress: Option<Progress>,
+    /// Told how many targets the run covers, once it knows.
+    pub on_targets: Option<Arc<dyn Fn(usize) + Send + Sync>>,
 }
 
 /// The tenants to migrate: catalog rows merged over the config's tenants.
@@ -94,6 +96,9 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, MigrateError
         if all.is_empty() {
             return Err(MigrateError::UnknownTenant(k.clone()));
         }
+    }
+    if let Some(f) = &opts.on_targets {
+        f(all.len());
     }
     Ok(run_targets(cfg, all, files, opts, started).await)
 }

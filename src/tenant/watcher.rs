@@ -42,13 +42,14 @@ pub fn merge(cfg: &Config, rows: &[TenantConfig]) -> Vec<Tenant> {
 
 /// Loads the catalog once and installs the merged directory if it changed.
 async fn reload(
-    proxy: &Proxy,
+    proxy: &Arc<Proxy>,
     client: &Client,
     last: &mut Option<Vec<TenantConfig>>,
 ) -> Result<(), CatalogError> {
     let rows = catalog::load(client).await?;
     if last.as_ref() != Some(&rows) {
-        let tenants = merge(&proxy.config, &rows);
+        let mut tenants = merge(&proxy.config, &rows);
+        crate::sidecar::hold_reactivated(proxy, &mut tenants);
         proxy.pools.apply_limits(&tenants);
         proxy.tenants.replace(tenants);
         tracing::info!(catalog_tenants = rows.len(), "tenant catalog loaded");
@@ -59,7 +60,7 @@ async fn reload(
 
 /// One connected watching session; returns on error or shutdown.
 async fn session(
-    proxy: &Proxy,
+    proxy: &Arc<Proxy>,
     cat: &Catalog,
     last: &mut Option<Vec<TenantConfig>>,
 ) -> Result<(), CatalogError> {
@@ -95,6 +96,10 @@ async fn session(
                 reload(proxy, &client, last).await?;
             }
             _ = tick.tick() => reload(proxy, &client, last).await?,
+            _ = proxy.sidecar.republish.notified() => {
+                *last = None;
+                reload(proxy, &client, last).await?;
+            }
             _ = wait_shutdown(&mut shutdown) => return Ok(()),
         }
     }
