@@ -129,7 +129,11 @@ pub fn run() -> ExitCode {
     if let Command::Migrate { tenant, dry_run } = &cli.command {
         let code = load(&cli.config).and_then(|cfg| {
             let rt = runtime(0).map_err(|e| e.to_string())?;
-            Ok(rt.block_on(crate::migrate::migrate_command(&cfg, tenant.clone(), *dry_run)))
+            Ok(rt.block_on(crate::migrate::migrate_command(
+                &cfg,
+                tenant.clone(),
+                *dry_run,
+            )))
         });
         return match code {
             Ok(c) => ExitCode::from(c),

@@ -99,8 +99,12 @@ pub fn hold_reactivated(proxy: &Arc<Proxy>, tenants: &mut [Tenant]) {
                     Ok(r) if r.exit_code() == 0 => {
                         tracing::info!(tenant = %key, "caught up on migrations; letting it in")
                     }
-                    Ok(r) => tracing::error!(tenant = %key, "catch-up failed; letting it in at its last good version:\n{}", r.table()),
-                    Err(e) => tracing::error!(tenant = %key, error = %e, "catch-up could not run; letting it in"),
+                    Ok(r) => {
+                        tracing::error!(tenant = %key, "catch-up failed; letting it in at its last good version:\n{}", r.table())
+                    }
+                    Err(e) => {
+                        tracing::error!(tenant = %key, error = %e, "catch-up could not run; letting it in")
+                    }
                 }
                 lock(&proxy.sidecar.catching_up).remove(&key);
                 lock(&proxy.sidecar.caught_up).insert(key);

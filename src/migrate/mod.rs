@@ -13,8 +13,8 @@ mod report;
 mod runner;
 mod target;
 
-pub use console::migrate_command;
 pub use apply::{apply_target, ApplySettings, Failure, Outcome};
+pub use console::migrate_command;
 pub use files::{migration_files, MigrationFile};
 pub use report::{Report, State, StatusBoard, TargetReport, TenantMigration};
 pub use runner::{run, run_targets, MigrateError, Progress, RunOptions};
