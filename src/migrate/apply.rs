@@ -102,16 +102,26 @@ pub fn pending<'f>(applied: &[Applied], files: &'f [MigrationFile]) -> Vec<&'f M
         .collect()
 }
 
-fn failure(f: &MigrationFile, e: &tokio_postgres::Error) -> Failure {
+/// A failure of `file` (a migration, or a step such as "(ledger)").
+fn failure(version: u32, file: String, e: &tokio_postgres::Error) -> Failure {
     let (sqlstate, message) = match e.as_db_error() {
         Some(d) => (d.code().code().to_owned(), d.message().to_owned()),
         None => (String::new(), e.to_string()),
     };
     Failure {
-        version: f.version,
-        file: f.file_name(),
+        version,
+        file,
         sqlstate,
         message,
+    }
+}
+
+/// The target failed before applying anything.
+fn failed_step(step: &str, e: &tokio_postgres::Error) -> Outcome {
+    Outcome::Failed {
+        from: None,
+        to: None,
+        failure: failure(0, step.to_owned(), e),
     }
 }
 
@@ -161,18 +171,7 @@ pub async fn apply_target(
                     .and_then(|a| version_of(&a));
                 return Outcome::Busy { at };
             }
-            Err(e) => {
-                return Outcome::Failed {
-                    from: None,
-                    to: None,
-                    failure: Failure {
-                        version: 0,
-                        file: "(advisory lock)".into(),
-                        sqlstate: e.code().map(|c| c.code().to_owned()).unwrap_or_default(),
-                        message: e.to_string(),
-                    },
-                }
-            }
+            Err(e) => return failed_step("(advisory lock)", &e),
         }
     }
     let outcome = locked(db, t, files, s, gate).await;
@@ -192,18 +191,7 @@ async fn locked(
     s: &ApplySettings,
     gate: &RwLock<()>,
 ) -> Outcome {
-    let setup = |e: tokio_postgres::Error| Outcome::Failed {
-        from: None,
-        to: None,
-        failure: Failure {
-            version: 0,
-            file: "(ledger)".into(),
-            sqlstate: e.code().map(|c| c.code().to_owned()).unwrap_or_default(),
-            message: e
-                .as_db_error()
-                .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
-        },
-    };
+    let setup = |e: tokio_postgres::Error| failed_step("(ledger)", &e);
     // Re-read under the lock: another runner may have applied some already.
     if let Err(e) = db.batch_execute(&ledger::ledger_ddl(&t.schema)).await {
         return setup(e);
@@ -245,7 +233,7 @@ async fn locked(
             return Outcome::Failed {
                 from,
                 to,
-                failure: failure(f, &e),
+                failure: failure(f.version, f.file_name(), &e),
             };
         }
         to = Some(to.map_or(f.version, |v| v.max(f.version)));
@@ -271,6 +259,18 @@ fn context_sql(t: &Target, s: &ApplySettings, scope: &str) -> String {
     )
 }
 
+/// The ledger row of `f`, written as the admin user whatever role the file ran as.
+async fn record(
+    db: &Client,
+    t: &Target,
+    f: &MigrationFile,
+    started: Instant,
+) -> Result<(), tokio_postgres::Error> {
+    db.batch_execute("RESET ROLE").await?;
+    let ms = started.elapsed().as_millis() as i64;
+    ledger::record(db, &t.schema, f.version, &f.name, &f.checksum, ms).await
+}
+
 async fn apply_in_transaction(
     db: &Client,
     t: &Target,
@@ -282,17 +282,7 @@ async fn apply_in_transaction(
         db.batch_execute(&format!("BEGIN; {}", context_sql(t, s, "LOCAL")))
             .await?;
         db.batch_execute(&f.sql).await?;
-        // The ledger belongs to the admin user whatever role the file ran as.
-        db.batch_execute("RESET ROLE").await?;
-        ledger::record(
-            db,
-            &t.schema,
-            f.version,
-            &f.name,
-            &f.checksum,
-            started.elapsed().as_millis() as i64,
-        )
-        .await?;
+        record(db, t, f, started).await?;
         db.batch_execute("COMMIT").await
     };
     let r = work.await;
@@ -317,16 +307,7 @@ async fn apply_outside_transaction(
         for stmt in statement_texts(&f.sql) {
             db.batch_execute(stmt).await?;
         }
-        db.batch_execute("RESET ROLE").await?;
-        ledger::record(
-            db,
-            &t.schema,
-            f.version,
-            &f.name,
-            &f.checksum,
-            started.elapsed().as_millis() as i64,
-        )
-        .await
+        record(db, t, f, started).await
     };
     let r = work.await;
     let _ = db

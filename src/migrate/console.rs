@@ -10,21 +10,11 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 fn line(r: &TargetReport) -> String {
-    let v = |v: Option<u32>| v.map_or_else(|| "-".into(), |v| format!("{v:03}"));
-    let mut s = format!(
-        "{} {} {} -> {}",
-        r.state.as_str(),
-        r.target.label(),
-        v(r.from),
-        if r.state == State::Pending {
-            v(r.latest)
-        } else {
-            v(r.to)
-        }
-    );
-    if let Some(e) = &r.error {
+    let [target, from, to, state, error] = r.cells();
+    let mut s = format!("{state} {target} {from} -> {to}");
+    if !error.is_empty() {
         s.push_str(": ");
-        s.push_str(e);
+        s.push_str(&error);
     }
     s
 }

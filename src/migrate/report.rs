@@ -58,6 +58,22 @@ impl TargetReport {
         }
     }
 
+    /// target, from, to (the newest version while pending), status, error.
+    pub fn cells(&self) -> [String; 5] {
+        let to = if self.state == State::Pending {
+            self.latest
+        } else {
+            self.to
+        };
+        [
+            self.target.label(),
+            version(self.from),
+            version(to),
+            self.state.as_str().to_owned(),
+            self.error.clone().unwrap_or_default(),
+        ]
+    }
+
     /// Fills in what `apply_target` ended with.
     pub fn record(&mut self, outcome: Outcome) {
         match outcome {
@@ -129,23 +145,7 @@ impl Report {
 
     /// The summary table: target, from, to, status, error.
     pub fn table(&self) -> String {
-        let rows: Vec<[String; 5]> = self
-            .targets
-            .iter()
-            .map(|t| {
-                [
-                    t.target.label(),
-                    version(t.from),
-                    if t.state == State::Pending {
-                        version(t.latest)
-                    } else {
-                        version(t.to)
-                    },
-                    t.state.as_str().to_owned(),
-                    t.error.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
+        let rows: Vec<[String; 5]> = self.targets.iter().map(TargetReport::cells).collect();
         let head = ["target", "from", "to", "status", "error"];
         let mut widths = head.map(str::len);
         for r in &rows {
