@@ -45,11 +45,13 @@ impl Sidecar {
 }
 
 /// `MIGRATE [tenant]`: one run, its result kept in the status board.
-pub async fn migrate(proxy: &Proxy, tenant: Option<String>) -> Result<Report, MigrateError> {
+pub async fn migrate(proxy: &Arc<Proxy>, tenant: Option<String>) -> Result<Report, MigrateError> {
+    let board = proxy.clone();
     let report = migrate::run(
         &proxy.config,
         &RunOptions {
             tenant,
+            progress: Some(Arc::new(move |t| board.sidecar.status.update_target(t))),
             ..RunOptions::default()
         },
     )

@@ -55,14 +55,7 @@ pub struct Ctx<'a> {
     pub t: &'a mut TxnTracker,
 }
 
-/// A SQL string literal.
-pub fn literal(s: &str) -> String {
-    if s.contains('\\') {
-        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-    } else {
-        format!("'{}'", s.replace('\'', "''"))
-    }
-}
+pub use crate::sql::literal;
 
 /// A statement that makes the server raise `code`/`message`, so a refusal
 /// arrives exactly where the refused statement's reply would have.

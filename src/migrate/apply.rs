@@ -277,15 +277,23 @@ async fn apply_in_transaction(
     f: &MigrationFile,
     s: &ApplySettings,
 ) -> Result<(), tokio_postgres::Error> {
-    let started = Instant::now();
-    let work = async {
-        db.batch_execute(&format!("BEGIN; {}", context_sql(t, s, "LOCAL")))
-            .await?;
-        db.batch_execute(&f.sql).await?;
-        record(db, t, f, started).await?;
-        db.batch_execute("COMMIT").await
-    };
-    let r = work.await;
+    // One round trip: the file and its ledger row in one transaction, the
+    // duration measured by the server (statement_timestamp() is when this
+    // query string arrived).
+    let script = format!(
+        "BEGIN; {context}\n{sql}\n;\nRESET ROLE;
+         INSERT INTO {schema}.schema_migrations(version, name, checksum, duration_ms)
+         VALUES ({version}, {name}, '{checksum}',
+                 (extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint);
+         COMMIT;",
+        context = context_sql(t, s, "LOCAL"),
+        sql = f.sql,
+        schema = quote_ident(&t.schema),
+        version = f.version,
+        name = crate::sql::literal(&f.name),
+        checksum = f.checksum,
+    );
+    let r = db.batch_execute(&script).await;
     if r.is_err() {
         let _ = db.batch_execute("ROLLBACK").await;
     }

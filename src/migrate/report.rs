@@ -209,17 +209,22 @@ pub struct StatusBoard {
 impl StatusBoard {
     pub fn update(&self, report: &Report) {
         for t in &report.targets {
-            for key in &t.target.tenants {
-                self.tenants.insert(
-                    key.clone(),
-                    TenantMigration {
-                        version: t.to.or(t.from),
-                        target_version: t.latest,
-                        state: t.state,
-                        last_error: t.error.clone(),
-                    },
-                );
-            }
+            self.update_target(t);
+        }
+    }
+
+    /// One target's tenants, as soon as it finishes.
+    pub fn update_target(&self, t: &TargetReport) {
+        for key in &t.target.tenants {
+            self.tenants.insert(
+                key.clone(),
+                TenantMigration {
+                    version: t.to.or(t.from),
+                    target_version: t.latest,
+                    state: t.state,
+                    last_error: t.error.clone(),
+                },
+            );
         }
     }
 

@@ -91,6 +91,7 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, MigrateError
     let files = migration_files(std::path::Path::new(&dir))
         .map_err(|source| MigrateError::Files { dir, source })?;
     let specs = specs(cfg).await?;
+    tracing::debug!(elapsed = ?started.elapsed(), tenants = specs.len(), "catalog read");
     let all = targets(cfg, &specs, opts.tenant.as_deref());
     if let Some(k) = &opts.tenant {
         if all.is_empty() {
@@ -165,6 +166,7 @@ pub async fn run_targets(
                 Err(e) => Err(e.to_string()),
             }
         };
+        tracing::debug!(elapsed = ?started.elapsed(), %database, "ledgers read");
         let ledgers = match ledgers {
             Ok(l) => l,
             Err(e) => {

@@ -17,3 +17,12 @@ pub mod parsed;
 
 pub use classify::{classify, may_touch_session, SessionStatement};
 pub use lexer::{statement_texts, statements, Token};
+
+/// A SQL string literal (quotes doubled; backslashes escaped in an E'' string).
+pub fn literal(s: &str) -> String {
+    if s.contains('\\') {
+        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
