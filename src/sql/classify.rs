@@ -31,22 +31,19 @@ pub enum SessionStatement {
 /// Cheap pre-filter: can `sql` contain a session statement at all? Ordinary
 /// queries pay one pass over their bytes and no lexing.
 pub fn may_touch_session(sql: &[u8]) -> bool {
-    const NEEDLES: [&[u8]; 6] = [
-        b"set",
-        b"discard",
-        b"deallocate",
-        b"listen",
-        b"prepare",
-        b"execute",
-    ];
-    sql.windows(3).enumerate().any(|(i, w)| {
-        let lower = [w[0] | 0x20, w[1] | 0x20, w[2] | 0x20];
-        NEEDLES.iter().any(|n| {
-            n[..3] == lower
-                && sql
-                    .get(i..i + n.len())
-                    .is_some_and(|s| s.eq_ignore_ascii_case(n))
-        })
+    // One dispatch on each byte's first letter; a needle is compared only
+    // where its first letter is (this runs on every query).
+    let at = |i: usize, n: &[u8]| {
+        sql.get(i..i + n.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(n))
+    };
+    (0..sql.len()).any(|i| match sql[i] | 0x20 {
+        b's' => at(i, b"set"),
+        b'd' => at(i, b"discard") || at(i, b"deallocate"),
+        b'l' => at(i, b"listen"),
+        b'p' => at(i, b"prepare"),
+        b'e' => at(i, b"execute"),
+        _ => false,
     })
 }
 
