@@ -52,6 +52,12 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
             ));
         }
     }
+    if !std::path::Path::new(&cfg.migrations.dir).is_dir() {
+        out.push(format!(
+            "migrations.dir {:?} is not a folder here: tenants get no migrations",
+            cfg.migrations.dir
+        ));
+    }
     if !role_secret && cfg.catalog.is_some() {
         out.push("[catalog] has no role_secret_env: `tenant create` makes tenants without their own role".into());
     }
@@ -86,6 +92,13 @@ pub fn problems(cfg: &Config) -> Vec<String> {
                 s.max_connections
             ));
         }
+    }
+    let m = &cfg.migrations;
+    if m.concurrency == 0 || m.per_database == 0 {
+        out.push("migrations.concurrency and migrations.per_database must be at least 1".into());
+    }
+    if m.lock_timeout.is_zero() {
+        out.push("migrations.lock_timeout must be above 0 (0 would let a migration queue in front of tenant traffic without limit)".into());
     }
     for (name, t) in &cfg.tiers {
         if t.pool_size == 0 {
