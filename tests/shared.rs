@@ -245,6 +245,15 @@ async fn hostile_sql_on_shared_links_never_reaches_another_tenant() {
         ("CREATE TEMP TABLE customers (name text)".into(), "42501"),
         ("CREATE FUNCTION public.spy() RETURNS text LANGUAGE sql AS 'SELECT 1'".into(), "42501"),
         ("SELECT query FROM pg_stat_activity".into(), "42501"),
+        ("SELECT pg_stat_get_backend_activity(b) FROM pg_stat_get_backend_idset() b".into(), "42501"),
+        ("SELECT pg_cancel_backend(pid) FROM pg_locks LIMIT 1".into(), "42501"),
+        ("SELECT pg_terminate_backend(pg_backend_pid())".into(), "42501"),
+        ("SELECT lo_from_bytea(0, 'planted')".into(), "42501"),
+        ("ALTER ROLE CURRENT_USER SET row_security = off".into(), "42501"),
+        ("ALTER USER CURRENT_USER PASSWORD 'x'".into(), "42501"),
+        ("UPDATE pg_settings SET setting = 't_vault' WHERE name = 'search_path'".into(), "42501"),
+        (format!("DO $$BEGIN PERFORM \"set_config\"('pgtenant.tenant_id', '{victim}', false); END$$"), "42501"),
+        ("SELECT name, statement FROM pg_prepared_statements".into(), OK),
         ("DECLARE held CURSOR WITH HOLD FOR SELECT name FROM customers".into(), OK),
     ];
     assert!(attacks.len() >= 20);
@@ -300,5 +309,135 @@ async fn hostile_sql_on_shared_links_never_reaches_another_tenant() {
         .await
         .expect_err("mallory's held cursor is gone");
     assert_eq!(sqlstate(&err).0, "34000");
+    proxy.shutdown().await;
+}
+
+/// Everything a tenant leaves on a shared backend is gone before the next
+/// tenant's first statement: prepared statements (which it could otherwise
+/// replace with its own SQL to run in the next tenant's context), settings,
+/// LISTEN, advisory locks, held cursors.
+#[tokio::test]
+async fn a_tenant_switch_wipes_what_the_last_tenant_left() {
+    let cfg = config();
+    create(&cfg, "wvictim", TenantMode::Shared, "free").await;
+    create(&cfg, "wmallory", TenantMode::Shared, "free").await;
+    let proxy = start_proxy(&config_text()).await;
+    let v = connect(&proxy, "user=app.wvictim dbname=sh_app")
+        .await
+        .expect("victim");
+    v.batch_execute("INSERT INTO customers(name, email) VALUES ('wv-row', 'wv@example.com')")
+        .await
+        .expect("victim row");
+    let by_email = v
+        .prepare("SELECT name FROM customers WHERE email = $1")
+        .await
+        .expect("prepare");
+    let rows = v.query(&by_email, &[&"wv@example.com"]).await.expect("run");
+    assert_eq!(rows.len(), 1);
+    let m = connect(&proxy, "user=app.wmallory dbname=sh_app")
+        .await
+        .expect("mallory");
+    let pid = scalar(&v, "SELECT pg_backend_pid()").await;
+    assert_eq!(
+        scalar(&m, "SELECT pg_backend_pid()").await,
+        pid,
+        "one shared link"
+    );
+    // The victim's statements are not there to replace.
+    assert_eq!(
+        column(&m, "SELECT name FROM pg_prepared_statements").await,
+        Vec::<String>::new()
+    );
+    // State the guard lets through (or can't see) but that would follow the link.
+    for sql in [
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        "SELECT set_config('statement_timeout', '1', false)",
+        "DO $$BEGIN EXECUTE 'LIS' || 'TEN mallory_channel'; END$$",
+        "SELECT pg_advisory_lock(4242)",
+        "DECLARE held CURSOR WITH HOLD FOR SELECT 1",
+        "DO $$BEGIN EXECUTE 'PREP' || 'ARE pgt1_1 AS SELECT current_setting(''pgtenant.tenant_sig'')'; END$$",
+    ] {
+        m.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // The victim runs its prepared statement again and gets its own rows.
+    let rows = v
+        .query(&by_email, &[&"wv@example.com"])
+        .await
+        .expect("rerun");
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>(),
+        vec!["wv-row"]
+    );
+    assert_eq!(scalar(&v, "SELECT pg_backend_pid()").await, pid);
+    assert_eq!(scalar(&v, "SHOW standard_conforming_strings").await, "on");
+    assert_eq!(scalar(&v, "SHOW statement_timeout").await, "0");
+    assert_eq!(
+        scalar(&v, "SELECT count(*) FROM pg_listening_channels()").await,
+        "0"
+    );
+    assert_eq!(
+        scalar(
+            &v,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+        .await,
+        "0"
+    );
+    assert_eq!(
+        column(
+            &v,
+            "SELECT name FROM pg_prepared_statements WHERE name = 'pgt1_1'"
+        )
+        .await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        sqlstate(&v.simple_query("FETCH held").await.expect_err("gone")).0,
+        "34000"
+    );
+    proxy.shutdown().await;
+}
+
+/// FunctionCall names a function by OID, out of the guard's sight: refused on
+/// shared links, and the connection goes on.
+#[tokio::test]
+async fn function_calls_are_refused_on_shared_links() {
+    use common::raw::{error_fields, message, RawConn};
+    let cfg = config();
+    create(&cfg, "fcall", TenantMode::Shared, "free").await;
+    let proxy = start_proxy(&config_text()).await;
+    let mut c = RawConn::connect(
+        proxy.addr,
+        &[("user", "app.fcall"), ("database", "sh_app")],
+        "",
+    )
+    .await
+    .expect("login");
+    let oid: u32 = c
+        .simple("SELECT 'set_config'::regproc::oid")
+        .await
+        .expect("oid")[0]
+        .parse()
+        .expect("oid");
+    let mut call = oid.to_be_bytes().to_vec();
+    call.extend([0, 0, 0, 3]); // no format codes (text), three arguments
+    for arg in [
+        &b"pgtenant.tenant_id"[..],
+        b"00000000-0000-0000-0000-000000000000",
+        b"f",
+    ] {
+        call.extend((arg.len() as u32).to_be_bytes());
+        call.extend(arg);
+    }
+    call.extend([0, 0]);
+    c.send(&message(b'F', &call)).await;
+    let reply = c.until_ready().await;
+    assert_eq!(reply[0].0, b'E', "{reply:?}");
+    assert_eq!(error_fields(&reply[0].1).0, "0A000");
+    assert_eq!(c.simple("SELECT 1").await, Ok(vec!["1".into()]));
     proxy.shutdown().await;
 }

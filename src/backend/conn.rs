@@ -207,6 +207,19 @@ impl ServerConn {
         })
     }
 
+    /// `DISCARD ALL`: the session back to its startup state (settings,
+    /// statements, cursors, LISTEN, advisory locks, temp objects, the tenant
+    /// context), with pgtenant's bookkeeping of the link following.
+    pub async fn discard_all(&mut self) -> Result<(), ExecError> {
+        self.execute("DISCARD ALL").await?;
+        self.state.prepared.clear();
+        // Not reported by the server, so not updated by ParameterStatus.
+        self.state.params.remove("extra_float_digits");
+        self.state.context_owner = None;
+        self.state.poisoned = false;
+        Ok(())
+    }
+
     /// Runs statements of pgtenant's own (e.g. `DISCARD ALL`) and waits for
     /// ReadyForQuery. Fails if a statement fails or the link is not idle after.
     /// ParameterStatus changes are applied to the link's state and returned.

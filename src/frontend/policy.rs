@@ -66,11 +66,37 @@ fn guard_refusal(stmt: &SessionStatement) -> Option<String> {
     }
 }
 
+/// `ALTER ROLE/USER` (a role may change its own defaults and password,
+/// which on shared links would reach every tenant of the tier) and writes to
+/// `pg_settings` (another way to SET).
+fn role_or_settings_refusal(tokens: &[Token]) -> Option<String> {
+    let word = |t: Option<&Token>, w: &str| {
+        matches!(t, Some(Token::Word(x)) if x == w)
+            || matches!(t, Some(Token::QuotedIdent(x)) if x == w)
+    };
+    if word(tokens.first(), "alter") && (word(tokens.get(1), "role") || word(tokens.get(1), "user"))
+    {
+        return Some(format!("ALTER ROLE is not allowed: {MANAGED}"));
+    }
+    let writes = ["update", "insert", "delete"]
+        .iter()
+        .any(|w| tokens.iter().any(|t| word(Some(t), w)));
+    if writes && tokens.iter().any(|t| word(Some(t), "pg_settings")) {
+        return Some(format!("writing pg_settings is not allowed: {MANAGED}"));
+    }
+    None
+}
+
 /// `set_config(name, ...)` anywhere in a statement, with a protected or
 /// computed (non-literal) name.
 fn set_config_refusal(tokens: &[Token]) -> Option<String> {
     tokens.windows(2).enumerate().find_map(|(i, w)| {
-        if w[0] != Token::Word("set_config".into()) || w[1] != Token::Other('(') {
+        let named = match &w[0] {
+            Token::Word(n) => n == "set_config",
+            Token::QuotedIdent(n) => n == "set_config",
+            _ => false,
+        };
+        if !named || w[1] != Token::Other('(') {
             return None;
         }
         match tokens.get(i + 2) {
@@ -90,7 +116,7 @@ fn set_config_refusal(tokens: &[Token]) -> Option<String> {
 /// assembled at run time stays invisible: under context isolation the schema
 /// is a convenience, not a security boundary (role isolation is one).
 fn guard_in_tokens(tokens: &[Token], depth: u8) -> Option<String> {
-    if let Some(why) = set_config_refusal(tokens) {
+    if let Some(why) = set_config_refusal(tokens).or_else(|| role_or_settings_refusal(tokens)) {
         return Some(why);
     }
     if depth == 0 {
@@ -234,6 +260,10 @@ mod tests {
             "DO $$BEGIN PERFORM set_config('search_path', 'x', false); END$$",
             "DO $f$ BEGIN EXECUTE 'SET search_path = t_b'; END $f$",
             "SET \"search_path\" = t_b",
+            "ALTER ROLE CURRENT_USER SET row_security = off",
+            "alter user current_user password 'x'",
+            "UPDATE pg_settings SET setting = 't_b' WHERE name = 'search_path'",
+            "DO $$BEGIN PERFORM \"set_config\"('search_path', 't_b', false); END$$",
         ] {
             assert_eq!(refused(sql, true, true), Some("42501"), "{sql}");
         }

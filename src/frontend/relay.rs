@@ -96,7 +96,7 @@ fn frame_len(buf: &[u8], at: usize) -> usize {
 /// them whole too): those carrying statement names or SQL text.
 fn client_peek(tag: u8) -> usize {
     match tag {
-        b'P' | b'B' | b'D' | b'C' | b'Q' => usize::MAX,
+        b'P' | b'B' | b'D' | b'C' | b'Q' | b'F' => usize::MAX,
         _ => 0,
     }
 }
@@ -109,7 +109,7 @@ pub fn scan_client(up: &mut Upstream, cx: &mut Ctx<'_>) -> Result<bool, FrameErr
         let r = up
             .scanner
             .scan(&up.buf, up.scanned, client_peek, |tag, _| match tag {
-                b'P' | b'B' | b'D' | b'C' | b'Q' | b'X' => Flow::StopBefore,
+                b'P' | b'B' | b'D' | b'C' | b'Q' | b'F' | b'X' => Flow::StopBefore,
                 _ => {
                     t.client_message(tag);
                     Flow::Continue

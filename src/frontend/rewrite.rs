@@ -4,7 +4,7 @@
 //! (refused through the server itself so errors arrive in order), and a prelude
 //! that puts the link's tracked settings in step with the client's.
 
-use super::policy::{hint, plan_query, QueryPlan};
+use super::policy::{hint, plan_query, QueryPlan, FEATURE_NOT_SUPPORTED};
 use super::tracker::TxnTracker;
 use crate::backend::{LinkState, Settings};
 use crate::prepared::{ClientStatements, Statement};
@@ -17,8 +17,9 @@ use std::sync::Arc;
 /// extra_float_digits are reported by the server (ParameterStatus), so a client's
 /// `SET` of them is seen and replayed on the next link it gets.
 pub const TRACKED_PARAMS: [&str; 6] = [
-    "application_name",
+    // First: the encoding the others' values are sent in.
     "client_encoding",
+    "application_name",
     "datestyle",
     "intervalstyle",
     "timezone",
@@ -92,16 +93,12 @@ const CONTEXT_SQL: &str = "SELECT pg_catalog.set_config('search_path', $1, false
      pg_catalog.set_config('pgtenant.tenant_id', $2, false), \
      pg_catalog.set_config('pgtenant.tenant_sig', $3, false)";
 
-/// One Parse/Bind/Execute/Sync that puts the link in `context`. On a switch
-/// between tenants, cursors the last one declared WITH HOLD are closed first
-/// (they outlive transactions and would show its rows to the next tenant).
+/// One Parse/Bind/Execute/Sync that puts the link in `context`. A link coming
+/// from another tenant was wiped (`DISCARD ALL`, awaited) by the session
+/// first, so if this fails the link has no tenant context at all, never
+/// another tenant's.
 fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut BytesMut) {
     if link.context_owner.as_deref() != Some(&*context.owner) {
-        if link.context_owner.is_some() {
-            extended::parse_query(out, b"", "CLOSE ALL");
-            extended::bind_text(out, &[]);
-            extended::execute(out);
-        }
         link.context_owner = Some(context.owner.clone());
     }
     let mut sig = [0u8; 64];
@@ -229,7 +226,19 @@ fn rewrite(cx: &mut Ctx<'_>, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
             let refused = extended::parse_query_text(rest).and_then(|q| {
                 let p = plan(cx, q);
                 cx.link.poisoned |= p.poisons_link;
+                // pgtenant follows DEALLOCATE/DISCARD ALL in simple queries
+                // only (a Parse of one runs whenever it is executed).
+                let untracked = cx.client.transaction_mode
+                    && (p.deallocate.is_some() || p.forget_statements);
                 p.refuse
+                    .or_else(|| {
+                        untracked.then(|| {
+                            (
+                                FEATURE_NOT_SUPPORTED,
+                                "DEALLOCATE and DISCARD ALL must be sent as simple queries in transaction pooling mode".to_owned(),
+                            )
+                        })
+                    })
                     .map(|(code, why)| raise_statement(code, &why, hint(code)))
             });
             if name.is_empty() {
@@ -277,6 +286,14 @@ fn rewrite(cx: &mut Ctx<'_>, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
                     extended::bind(out, portal, &foreign_name(name), rest);
                 }
             }
+            true
+        }
+        // FunctionCall calls a function by OID, out of any guard's sight: not on
+        // shared links (large objects, its main use, are off there anyway).
+        b'F' if cx.client.context.is_some() => {
+            cx.t.client_message(tag);
+            let why = "FunctionCall messages are not supported on shared server connections";
+            extended::query(out, &raise_statement(FEATURE_NOT_SUPPORTED, why, ""));
             true
         }
         b'D' | b'C' => {

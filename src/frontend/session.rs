@@ -158,6 +158,35 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                 continue;
             }
         };
+        // A shared link last used by another tenant: wipe that tenant's session
+        // state (statements, settings, cursors, LISTEN, locks, its signed
+        // context) and wait for it to succeed before any of this client's bytes
+        // reach the server: nothing of the client's may run in another
+        // tenant's context, even if pgtenant's own statements were cancelled.
+        if let Some(ctx) = &client.context {
+            let conn = lease.conn();
+            if conn
+                .state
+                .context_owner
+                .as_ref()
+                .is_some_and(|o| *o != ctx.owner)
+            {
+                let limit = proxy.pools.settings().server_connect_timeout;
+                let wiped = tokio::time::timeout(limit, conn.discard_all()).await;
+                if !matches!(wiped, Ok(Ok(()))) {
+                    tracing::warn!(tenant = %tenant.key, result = ?wiped, "could not reset a shared server connection; closed it");
+                    drop(lease);
+                    let e = ClientError::new(
+                        sqlstate::CONNECTION_FAILURE,
+                        "pgtenant could not reset a shared server connection; try again",
+                    );
+                    if refuse_request(&mut cr, &mut cw, &mut up, &e).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let conn = lease.conn();
         key.set(Some(CancelTarget {
             host: pool.target().host.clone(),

@@ -80,7 +80,15 @@ impl TxnTracker {
                 self.unsynced = false;
                 self.syncs_after_execute += 1;
             }
-            b'c' | b'f' => self.copy_in = false,
+            b'c' | b'f' => {
+                self.copy_in = false;
+                // An Execute started this COPY: the Syncs sent with it were
+                // swallowed, so the server waits for another before the
+                // extended-protocol transaction ends.
+                if self.last_command == b'E' {
+                    self.unsynced = true;
+                }
+            }
             b'E' => {
                 self.unsynced = true;
                 self.syncs_after_execute = 0;

@@ -48,13 +48,8 @@ impl Lease {
     /// Session pooling: wipe session state (`DISCARD ALL` keeps the startup
     /// search_path) before the link can serve another client; close it if that fails.
     pub async fn reset_and_release(mut self, timeout: Duration) {
-        let conn = self.conn();
-        let reset = tokio::time::timeout(timeout, conn.execute("DISCARD ALL")).await;
-        if matches!(reset, Ok(Ok(_))) {
-            // DISCARD ALL restored every setting and dropped every statement.
-            conn.state.prepared.clear();
-            conn.state.params.remove("extra_float_digits");
-            conn.state.poisoned = false;
+        let reset = tokio::time::timeout(timeout, self.conn().discard_all()).await;
+        if matches!(reset, Ok(Ok(()))) {
             self.release();
         }
     }

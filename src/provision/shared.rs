@@ -78,10 +78,32 @@ pub async fn prepare(
              GRANT TEMPORARY ON DATABASE {d} TO {svc};
              REVOKE CREATE ON SCHEMA {s} FROM PUBLIC;
              GRANT USAGE ON SCHEMA {s} TO {r};
+             ALTER ROLE {r} RESET ALL;
              REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC;
-             REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) FROM PUBLIC;
              GRANT SELECT ON pg_catalog.pg_stat_activity TO pg_read_all_stats;
-             GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) TO pg_read_all_stats;",
+             DO $do$
+             DECLARE f regprocedure;
+             BEGIN
+                 -- Same-role powers every shared tenant would have over the
+                 -- others' backends: their query text, cancelling or
+                 -- terminating them; and large objects, which have no RLS.
+                 FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+                           WHERE p.pronamespace = 'pg_catalog'::regnamespace
+                             AND (p.proname IN ('pg_stat_get_activity', 'pg_stat_get_backend_activity',
+                                                'pg_cancel_backend', 'pg_terminate_backend',
+                                                'lo_creat', 'lo_create', 'lo_from_bytea', 'lo_open',
+                                                'lo_get', 'lo_put', 'lo_unlink', 'lo_import', 'lo_export',
+                                                'loread', 'lowrite', 'lo_truncate', 'lo_truncate64',
+                                                'lo_lseek', 'lo_lseek64', 'lo_tell', 'lo_tell64', 'lo_close'))
+                 LOOP
+                     EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+                     IF f::text LIKE 'pg_stat_%' THEN
+                         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pg_read_all_stats', f);
+                     ELSIF f::text LIKE 'pg_cancel_backend%' OR f::text LIKE 'pg_terminate_backend%' THEN
+                         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pg_signal_backend', f);
+                     END IF;
+                 END LOOP;
+             END$do$;",
             svc = quote_ident(&service_user),
         ))
         .await

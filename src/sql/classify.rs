@@ -43,6 +43,7 @@ pub fn may_touch_session(sql: &[u8]) -> bool {
         b'l' => at(i, b"listen"),
         b'p' => at(i, b"prepare"),
         b'e' => at(i, b"execute"),
+        b'a' => at(i, b"alter"),
         _ => false,
     })
 }

@@ -76,6 +76,19 @@ impl Tenant {
     }
 }
 
+/// Settings shared-tenant links pin in their startup options. Startup options
+/// outrank role and database defaults, so a tenant that runs `ALTER ROLE
+/// CURRENT_USER SET ...` through dynamic SQL can't switch these off for the
+/// tier's next connections, and `DISCARD ALL` restores them.
+const SHARED_PINS: [(&str, &str); 6] = [
+    ("row_security", "on"),
+    ("default_transaction_read_only", "off"),
+    ("standard_conforming_strings", "on"),
+    ("transform_null_equals", "off"),
+    ("exit_on_error", "off"),
+    ("idle_session_timeout", "0"),
+];
+
 /// Quotes an identifier the way PostgreSQL's quote_ident does, always: no
 /// identifier from config or catalog ever reaches SQL unquoted.
 pub fn quote_ident(ident: &str) -> String {
@@ -152,6 +165,11 @@ impl Tenant {
             signed,
         });
         let settings: Vec<(String, String)> = match &context {
+            Some(_) if t.mode == TenantMode::Shared => SHARED_PINS
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .chain(timeout)
+                .collect(),
             Some(_) => timeout.into_iter().collect(),
             None => search_path
                 .map(|p| ("search_path".to_owned(), p))
