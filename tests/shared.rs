@@ -441,3 +441,33 @@ async fn function_calls_are_refused_on_shared_links() {
     assert_eq!(c.simple("SELECT 1").await, Ok(vec!["1".into()]));
     proxy.shutdown().await;
 }
+
+/// Every shared tenant logs in as one role, and a role may change its own
+/// password through dynamic SQL. pgtenant puts it back when a login is
+/// refused, so the tier keeps working.
+#[tokio::test]
+async fn a_shared_password_changed_by_a_tenant_is_repaired() {
+    cluster()
+        .set_hba("host all pgtenant_shared 127.0.0.1/32 scram-sha-256")
+        .expect("require passwords for the shared role");
+    let cfg = config();
+    create(&cfg, "pwa", TenantMode::Shared, "free").await;
+    create(&cfg, "pwb", TenantMode::Shared, "free").await;
+    let first = start_proxy(&config_text()).await;
+    let a = connect(&first, "user=app.pwa dbname=sh_app")
+        .await
+        .expect("a");
+    a.batch_execute(
+        "DO $$BEGIN EXECUTE format('%s %s CURRENT_USER PASSWORD %L', 'ALT' || 'ER', 'ROLE', 'broken'); END$$",
+    )
+    .await
+    .expect("PostgreSQL lets a role change its own password");
+    // A new pgtenant has no links yet: its first transaction logs in afresh.
+    let second = start_proxy(&config_text()).await;
+    let b = connect(&second, "user=app.pwb dbname=sh_app")
+        .await
+        .expect("b");
+    assert_eq!(scalar(&b, "SELECT current_user").await, "pgtenant_shared");
+    first.shutdown().await;
+    second.shutdown().await;
+}

@@ -60,6 +60,10 @@ impl PoolSettings {
 #[derive(Debug)]
 pub struct PoolManager {
     settings: PoolSettings,
+    /// For repairing the shared role's login (admin credentials, role secret).
+    config: Arc<Config>,
+    /// When the shared login was last repaired (at most one repair a second).
+    last_repair: std::sync::Mutex<Option<Instant>>,
     budgets: HashMap<String, Arc<ServerBudget>>,
     pools: DashMap<String, Arc<TenantPool>>,
     groups: DashMap<String, Arc<LinkGroup>>,
@@ -84,6 +88,8 @@ impl PoolManager {
             .collect();
         Self {
             settings: PoolSettings::from_config(cfg),
+            config: Arc::new(cfg.clone()),
+            last_repair: std::sync::Mutex::new(None),
             budgets,
             pools: DashMap::new(),
             groups: DashMap::new(),
@@ -235,13 +241,31 @@ impl PoolManager {
                     }
                 }
             };
-            let conn = ServerConn::connect(
-                &group.target,
-                &group.application_name,
-                self.settings.server_connect_timeout,
-                self.settings.max_prepared_statements,
-            )
-            .await?;
+            let conn = match self.connect(group).await {
+                Err(BackendError::Refused { code, .. })
+                    if code == "28P01" && self.may_repair(group) =>
+                {
+                    // Shared tenants all log in as one role, which can change
+                    // its own password: put it back and try once more.
+                    let t = &group.target;
+                    match crate::provision::repair_shared_login(
+                        &self.config,
+                        &t.server,
+                        &t.database,
+                    )
+                    .await
+                    {
+                        Ok(()) => {
+                            tracing::warn!(server = %t.server, "the shared role's password had been changed; reset it")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not repair the shared role's login")
+                        }
+                    }
+                    self.connect(group).await?
+                }
+                other => other?,
+            };
             group.remember_params(&conn.params);
             let link = Link { conn, _slot: slot };
             return Ok(Lease::new(
@@ -251,6 +275,30 @@ impl PoolManager {
                 quota,
             ));
         }
+    }
+
+    async fn connect(&self, group: &LinkGroup) -> Result<ServerConn, BackendError> {
+        ServerConn::connect(
+            &group.target,
+            &group.application_name,
+            self.settings.server_connect_timeout,
+            self.settings.max_prepared_statements,
+        )
+        .await
+    }
+
+    /// A refused login of the shared role may be repaired, once a second.
+    fn may_repair(&self, group: &LinkGroup) -> bool {
+        if group.target.user != crate::provision::SHARED_ROLE {
+            return false;
+        }
+        let mut last = self.last_repair.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// The server's ParameterStatus values for a pool, connecting once if needed.

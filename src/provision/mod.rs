@@ -13,7 +13,7 @@ use crate::tenant::catalog::{self, admin_config, connect, CatalogError};
 use crate::tenant::{quote_ident, roles};
 use thiserror::Error;
 
-pub use shared::SHARED_ROLE;
+pub use shared::{repair_shared_login, SHARED_ROLE};
 
 #[derive(Debug, Error)]
 pub enum ProvisionError {

@@ -233,3 +233,27 @@ pub async fn delete_rows(
     }
     result
 }
+
+/// Sets the shared role's password back to the one derived from the role
+/// secret. Every shared tenant logs in as this one role, and a role may change
+/// its own password (`ALTER ROLE CURRENT_USER PASSWORD` through dynamic SQL):
+/// the pool calls this when a shared login is refused, then retries once.
+pub async fn repair_shared_login(
+    cfg: &Config,
+    server: &str,
+    database: &str,
+) -> Result<(), ProvisionError> {
+    let password =
+        roles::derived_password(cfg, SHARED_ROLE).ok_or(ProvisionError::SharedNeedsSecret)?;
+    let db = connect(&admin_config(cfg, server, database)?).await?;
+    db.batch_execute(&format!(
+        "ALTER ROLE {} PASSWORD '{password}'; ALTER ROLE {} RESET ALL;",
+        quote_ident(SHARED_ROLE),
+        quote_ident(SHARED_ROLE)
+    ))
+    .await
+    .map_err(|e| ProvisionError::Migration {
+        file: "(repair shared login)".into(),
+        message: super::sql_error(&e),
+    })
+}
