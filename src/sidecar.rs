@@ -7,31 +7,33 @@
 
 use crate::app::Proxy;
 use crate::config::TenantStatus;
-use crate::migrate::{self, MigrateError, Report, RunOptions, StatusBoard};
+use crate::migrate::{self, MigrateError, Report, RunOptions, State, StatusBoard};
 use crate::tenant::Tenant;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 pub struct Sidecar {
     enabled: AtomicBool,
     pub status: StatusBoard,
-    /// Reactivated tenants whose catch-up runs now (held at their old status).
-    catching_up: Mutex<HashSet<String>>,
-    /// Reactivated tenants caught up, to be let in at the next publish.
-    caught_up: Mutex<HashSet<String>>,
+    catch_up: Mutex<CatchUp>,
     /// Wakes the catalog watcher to publish the directory again.
     pub republish: Notify,
 }
 
-fn servable(s: TenantStatus) -> bool {
-    matches!(s, TenantStatus::Active | TenantStatus::Trial)
+/// Reactivated tenants: being caught up (held at their old status), or
+/// caught up and to be let in at the next publish. One lock for both.
+#[derive(Debug, Default)]
+struct CatchUp {
+    running: HashSet<String>,
+    done: HashSet<String>,
 }
 
-fn lock(m: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn servable(s: TenantStatus) -> bool {
+    matches!(s, TenantStatus::Active | TenantStatus::Trial)
 }
 
 impl Sidecar {
@@ -41,6 +43,10 @@ impl Sidecar {
 
     pub fn enabled(&self) -> bool {
         self.enabled.load(Ordering::Acquire)
+    }
+
+    fn catch_up(&self) -> std::sync::MutexGuard<'_, CatchUp> {
+        self.catch_up.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -84,34 +90,70 @@ pub fn hold_reactivated(proxy: &Arc<Proxy>, tenants: &mut [Tenant]) {
         return;
     }
     for t in tenants.iter_mut() {
+        if !servable(t.status) {
+            // Suspended again: a later activation starts over.
+            let mut c = proxy.sidecar.catch_up();
+            c.done.remove(&t.key);
+            continue;
+        }
         let Some(was) = proxy.tenants.get(&t.key).map(|o| o.status) else {
             continue;
         };
-        if !servable(t.status) || servable(was) {
+        if servable(was) {
             continue;
         }
-        if lock(&proxy.sidecar.caught_up).remove(&t.key) {
-            continue;
-        }
+        let start = {
+            let mut c = proxy.sidecar.catch_up();
+            if c.done.remove(&t.key) {
+                continue;
+            }
+            c.running.insert(t.key.clone())
+        };
         t.status = was;
-        if lock(&proxy.sidecar.catching_up).insert(t.key.clone()) {
-            let (proxy, key) = (proxy.clone(), t.key.clone());
-            tokio::spawn(async move {
-                match migrate(&proxy, Some(key.clone())).await {
-                    Ok(r) if r.exit_code() == 0 => {
-                        tracing::info!(tenant = %key, "caught up on migrations; letting it in")
-                    }
-                    Ok(r) => {
-                        tracing::error!(tenant = %key, "catch-up failed; letting it in at its last good version:\n{}", r.table())
-                    }
-                    Err(e) => {
-                        tracing::error!(tenant = %key, error = %e, "catch-up could not run; letting it in")
-                    }
-                }
-                lock(&proxy.sidecar.catching_up).remove(&key);
-                lock(&proxy.sidecar.caught_up).insert(key);
-                proxy.sidecar.republish.notify_one();
-            });
+        if start {
+            tokio::spawn(catch_up(proxy.clone(), t.key.clone()));
         }
     }
+}
+
+/// Migrates one reactivated tenant, then lets it in. Lets it in at its last
+/// good version when a migration fails (the failure is in the status and the
+/// log: a broken migration must not lock a tenant out); tries again later
+/// when its target was skipped or busy (another runner is on it).
+async fn catch_up(proxy: Arc<Proxy>, key: String) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let result = migrate(&proxy, Some(key.clone())).await;
+        let state = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.targets.iter().find(|t| t.target.tenants.contains(&key)))
+            .map(|t| t.state);
+        match (&result, state) {
+            (Ok(_), Some(State::Ok)) => {
+                tracing::info!(tenant = %key, "caught up on migrations; letting it in");
+                break;
+            }
+            (Ok(_), Some(State::Skipped)) | (Ok(_), Some(State::Running | State::Pending))
+                if delay < Duration::from_secs(60) =>
+            {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            (Ok(r), _) => {
+                tracing::error!(tenant = %key, "catch-up did not finish; letting it in at its last good version:\n{}", r.table());
+                break;
+            }
+            (Err(e), _) => {
+                tracing::error!(tenant = %key, error = %e, "catch-up could not run; letting it in");
+                break;
+            }
+        }
+    }
+    {
+        let mut c = proxy.sidecar.catch_up();
+        c.running.remove(&key);
+        c.done.insert(key);
+    }
+    proxy.sidecar.republish.notify_one();
 }

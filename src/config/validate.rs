@@ -97,8 +97,8 @@ pub fn problems(cfg: &Config) -> Vec<String> {
     if m.concurrency == 0 || m.per_database == 0 {
         out.push("migrations.concurrency and migrations.per_database must be at least 1".into());
     }
-    if m.lock_timeout.is_zero() {
-        out.push("migrations.lock_timeout must be above 0 (0 would let a migration queue in front of tenant traffic without limit)".into());
+    if m.lock_timeout < std::time::Duration::from_millis(1) {
+        out.push("migrations.lock_timeout must be at least 1ms (0 would let a migration queue in front of tenant traffic without limit)".into());
     }
     for (name, t) in &cfg.tiers {
         if t.pool_size == 0 {

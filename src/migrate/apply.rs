@@ -125,8 +125,9 @@ fn failed_step(step: &str, e: &tokio_postgres::Error) -> Outcome {
     }
 }
 
-fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+/// A lock timeout or a deadlock: nothing was applied, try again later.
+fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
 }
 
 /// Back-off before attempt `n` (1-based): 50 ms doubling to 2 s, ±50% jitter,
@@ -137,10 +138,15 @@ fn backoff(n: u32) -> Duration {
     Duration::from_millis((base as f64 * jitter) as u64)
 }
 
-/// Migrates `t` on `db` (an admin connection to its database). `gate` is this
-/// runner's per-database lock: transactional files hold it shared, files
+/// Migrates `t` on `db` (an admin connection to its database). `gate` is the
+/// process's per-database lock: transactional files hold it shared, files
 /// outside a transaction hold it alone (CREATE INDEX CONCURRENTLY waits for
 /// every open transaction in the database, ours included).
+///
+/// A target with its own role is migrated entirely as that role (ledger
+/// included): its schema belongs to the tenant, and nothing the tenant put
+/// there (a trigger on the ledger, an operator) may ever run as the admin.
+/// The session is wiped afterwards (`DISCARD ALL`) for the next target.
 pub async fn apply_target(
     db: &Client,
     t: &Target,
@@ -148,13 +154,34 @@ pub async fn apply_target(
     s: &ApplySettings,
     gate: &RwLock<()>,
 ) -> Outcome {
+    let outcome = as_target(db, t, files, s, gate).await;
+    let _ = db.batch_execute("ROLLBACK").await;
+    let _ = db.batch_execute("DISCARD ALL").await;
+    outcome
+}
+
+async fn as_target(
+    db: &Client,
+    t: &Target,
+    files: &[MigrationFile],
+    s: &ApplySettings,
+    gate: &RwLock<()>,
+) -> Outcome {
+    if let Some(r) = &t.role {
+        if let Err(e) = db
+            .batch_execute(&format!("SET ROLE {}", quote_ident(r)))
+            .await
+        {
+            return failed_step("(set role)", &e);
+        }
+    }
     let lock = t.lock_name();
     let started = Instant::now();
     let mut attempt = 0;
     loop {
         match db
             .query_one(
-                "SELECT pg_try_advisory_lock(hashtext('pgtenant-migrate'), hashtext($1))",
+                "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('pgtenant-migrate'), pg_catalog.hashtext($1))",
                 &[&lock],
             )
             .await
@@ -175,9 +202,10 @@ pub async fn apply_target(
         }
     }
     let outcome = locked(db, t, files, s, gate).await;
+    let _ = db.batch_execute("ROLLBACK").await;
     let _ = db
         .execute(
-            "SELECT pg_advisory_unlock(hashtext('pgtenant-migrate'), hashtext($1))",
+            "SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('pgtenant-migrate'), pg_catalog.hashtext($1))",
             &[&lock],
         )
         .await;
@@ -221,7 +249,7 @@ async fn locked(
                 apply_in_transaction(db, t, f, s).await
             };
             match r {
-                Err(e) if is_lock_timeout(&e) && tries < s.lock_retries => {
+                Err(e) if is_retryable(&e) && tries < s.lock_retries => {
                     tries += 1;
                     tracing::info!(target = %t.label(), file = %f.file_name(), tries, "lock_timeout; retrying");
                     tokio::time::sleep(backoff(tries)).await;
@@ -246,29 +274,28 @@ async fn locked(
     }
 }
 
-/// The session settings a migration runs with.
-fn context_sql(t: &Target, s: &ApplySettings, scope: &str) -> String {
-    let role = t.role.as_ref().map_or_else(String::new, |r| {
-        format!("SET {scope} ROLE {};", quote_ident(r))
-    });
+/// The settings a migration runs with (`scope` LOCAL or SESSION).
+fn context_sql(t: &Target, lock_timeout: Duration, scope: &str) -> String {
     format!(
-        "SET {scope} lock_timeout = '{}ms'; SET {scope} search_path TO {}; SET {scope} pgtenant.target_mode = '{}'; {role}",
-        s.lock_timeout.as_millis(),
+        "SET {scope} lock_timeout = '{}ms'; SET {scope} search_path TO {}; SET {scope} pgtenant.target_mode = '{}';",
+        lock_timeout.as_millis(),
         quote_ident(&t.schema),
         t.mode_name()
     )
 }
 
-/// The ledger row of `f`, written as the admin user whatever role the file ran as.
-async fn record(
-    db: &Client,
-    t: &Target,
-    f: &MigrationFile,
-    started: Instant,
-) -> Result<(), tokio_postgres::Error> {
-    db.batch_execute("RESET ROLE").await?;
-    let ms = started.elapsed().as_millis() as i64;
-    ledger::record(db, &t.schema, f.version, &f.name, &f.checksum, ms).await
+/// Writes `f`'s ledger row, with search_path pinned to pg_catalog so no
+/// operator or function of the target's schema can stand in for a built-in.
+fn ledger_insert(t: &Target, f: &MigrationFile, duration_ms: &str) -> String {
+    format!(
+        "SET LOCAL search_path = pg_catalog, pg_temp;
+         INSERT INTO {schema}.schema_migrations(version, name, checksum, duration_ms)
+         VALUES ({version}, {name}, '{checksum}', {duration_ms});",
+        schema = quote_ident(&t.schema),
+        version = f.version,
+        name = crate::sql::literal(&f.name),
+        checksum = f.checksum,
+    )
 }
 
 async fn apply_in_transaction(
@@ -281,17 +308,14 @@ async fn apply_in_transaction(
     // duration measured by the server (statement_timestamp() is when this
     // query string arrived).
     let script = format!(
-        "BEGIN; {context}\n{sql}\n;\nRESET ROLE;
-         INSERT INTO {schema}.schema_migrations(version, name, checksum, duration_ms)
-         VALUES ({version}, {name}, '{checksum}',
-                 (extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint);
-         COMMIT;",
-        context = context_sql(t, s, "LOCAL"),
+        "BEGIN; {context}\n{sql}\n;\n{insert} COMMIT;",
+        context = context_sql(t, s.lock_timeout, "LOCAL"),
         sql = f.sql,
-        schema = quote_ident(&t.schema),
-        version = f.version,
-        name = crate::sql::literal(&f.name),
-        checksum = f.checksum,
+        insert = ledger_insert(
+            t,
+            f,
+            "round(date_part('epoch', clock_timestamp() - statement_timestamp()) * 1000)::bigint"
+        ),
     );
     let r = db.batch_execute(&script).await;
     if r.is_err() {
@@ -299,6 +323,34 @@ async fn apply_in_transaction(
     }
     r
 }
+
+/// Statements that build or drop an index CONCURRENTLY: they never queue
+/// tenant reads or writes, and they wait for older transactions by design,
+/// so `lock_timeout` would only make them fail half-done.
+fn concurrent_index_build(stmt: &str) -> bool {
+    crate::sql::statements(stmt).first().is_some_and(|tokens| {
+        tokens
+            .iter()
+            .any(|t| matches!(t, crate::sql::Token::Word(w) if w == "concurrently"))
+    })
+}
+
+/// Fails when the target has an invalid index: what an interrupted CREATE
+/// INDEX CONCURRENTLY leaves, which `IF NOT EXISTS` would then skip for ever.
+const NO_INVALID_INDEX: &str = "DO $pgtenant$
+DECLARE bad text;
+BEGIN
+    SELECT pg_catalog.string_agg(c.relname, ', ') INTO bad
+      FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+     WHERE NOT i.indisvalid AND c.relnamespace =
+           (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = pg_catalog.current_schema());
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = 'invalid index(es) ' || bad || ' left by an interrupted concurrent build',
+            HINT = 'drop them (DROP INDEX CONCURRENTLY) and run the migration again';
+    END IF;
+END
+$pgtenant$";
 
 /// One statement at a time, outside any transaction block; the ledger row
 /// follows the last statement. A failure part-way leaves the statements that
@@ -311,17 +363,30 @@ async fn apply_outside_transaction(
 ) -> Result<(), tokio_postgres::Error> {
     let started = Instant::now();
     let work = async {
-        db.batch_execute(&context_sql(t, s, "SESSION")).await?;
+        db.batch_execute(&context_sql(t, s.lock_timeout, "SESSION"))
+            .await?;
         for stmt in statement_texts(&f.sql) {
-            db.batch_execute(stmt).await?;
+            if concurrent_index_build(stmt) {
+                db.batch_execute("SET lock_timeout = 0").await?;
+                db.batch_execute(stmt).await?;
+                db.batch_execute(&format!(
+                    "SET lock_timeout = '{}ms'",
+                    s.lock_timeout.as_millis()
+                ))
+                .await?;
+            } else {
+                db.batch_execute(stmt).await?;
+            }
         }
-        record(db, t, f, started).await
+        db.batch_execute(NO_INVALID_INDEX).await?;
+        let ms = started.elapsed().as_millis().to_string();
+        db.batch_execute(&format!("BEGIN; {} COMMIT;", ledger_insert(t, f, &ms)))
+            .await
     };
     let r = work.await;
+    let _ = db.batch_execute("ROLLBACK").await;
     let _ = db
-        .batch_execute(
-            "RESET ROLE; RESET lock_timeout; RESET search_path; RESET pgtenant.target_mode",
-        )
+        .batch_execute("RESET lock_timeout; RESET search_path; RESET pgtenant.target_mode")
         .await;
     r
 }

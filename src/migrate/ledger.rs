@@ -39,11 +39,13 @@ pub async fn read(db: &Client, schema: &str) -> Result<Vec<Applied>, tokio_postg
         )
         .await?
         .iter()
-        .map(|r| Applied {
-            version: r.get::<_, i32>(0) as u32,
-            checksum: r.get(1),
+        .map(|r| {
+            Ok(Applied {
+                version: r.try_get::<_, i32>(0)? as u32,
+                checksum: r.try_get(1)?,
+            })
         })
-        .collect())
+        .collect::<Result<_, tokio_postgres::Error>>()?)
 }
 
 /// Reads many ledgers in one statement: a session-local (`pg_temp`) function
@@ -72,7 +74,7 @@ pub async fn read_many(
             "SELECT n.nspname FROM pg_catalog.pg_class c
                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relname = 'schema_migrations' AND c.relkind IN ('r', 'p')
-                AND n.nspname = ANY($1)",
+                AND NOT c.relrowsecurity AND n.nspname = ANY($1)",
             &[&schemas],
         )
         .await?
@@ -91,10 +93,10 @@ pub async fn read_many(
         )
         .await?;
     for row in rows {
-        let version: i32 = row.get(1);
-        out.entry(row.get(0)).or_default().push(Applied {
+        let version: i32 = row.try_get(1)?;
+        out.entry(row.try_get(0)?).or_default().push(Applied {
             version: version as u32,
-            checksum: row.get(2),
+            checksum: row.try_get(2)?,
         });
     }
     Ok(out)

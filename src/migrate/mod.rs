@@ -17,5 +17,5 @@ pub use apply::{apply_target, ApplySettings, Failure, Outcome};
 pub use console::migrate_command;
 pub use files::{migration_files, MigrationFile};
 pub use report::{Report, State, StatusBoard, TargetReport, TenantMigration};
-pub use runner::{run, run_targets, MigrateError, Progress, RunOptions};
+pub use runner::{database_gate, run, run_targets, MigrateError, Progress, RunOptions};
 pub use target::{merged_specs, targets, Target};

@@ -213,13 +213,15 @@ impl StatusBoard {
         }
     }
 
-    /// One target's tenants, as soon as it finishes.
+    /// One target's tenants, as soon as it finishes. A skipped target's
+    /// ledger is not read, so its last known version is kept.
     pub fn update_target(&self, t: &TargetReport) {
         for key in &t.target.tenants {
+            let known = self.tenants.get(key).and_then(|e| e.version);
             self.tenants.insert(
                 key.clone(),
                 TenantMigration {
-                    version: t.to.or(t.from),
+                    version: t.to.or(t.from).or(known),
                     target_version: t.latest,
                     state: t.state,
                     last_error: t.error.clone(),

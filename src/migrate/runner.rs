@@ -62,7 +62,20 @@ struct Database {
     pg: tokio_postgres::Config,
     limit: Semaphore,
     idle: Mutex<Vec<Client>>,
-    gate: RwLock<()>,
+    gate: Arc<RwLock<()>>,
+}
+
+/// The process-wide gate of one database: every run in this process (startup,
+/// MIGRATE, catch-up, `tenant create`) shares it, so a file outside a
+/// transaction never waits on another run's open transaction.
+pub fn database_gate(server: &str, database: &str) -> Arc<RwLock<()>> {
+    static GATES: std::sync::OnceLock<dashmap::DashMap<(String, String), Arc<RwLock<()>>>> =
+        std::sync::OnceLock::new();
+    GATES
+        .get_or_init(Default::default)
+        .entry((server.to_owned(), database.to_owned()))
+        .or_default()
+        .clone()
 }
 
 impl Database {
@@ -77,6 +90,7 @@ impl Database {
         }
     }
 
+    /// Keeps a connection for the next target (apply_target left it clean).
     fn give_back(&self, c: Client) {
         if !c.is_closed() {
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
@@ -118,7 +132,8 @@ pub async fn run_targets(
     let settings = ApplySettings::from_config(cfg);
     let per_database = cfg.migrations.per_database.max(1);
     let mut reports: Vec<TargetReport> = Vec::with_capacity(all.len());
-    let mut queue: VecDeque<(usize, Arc<Database>)> = VecDeque::new();
+    // Per database, then interleaved, so workers spread over databases.
+    let mut queues: Vec<VecDeque<(usize, Arc<Database>)>> = Vec::new();
     // Group by database; plan each with one connection.
     let mut by_db: BTreeMap<(String, String), Vec<Target>> = BTreeMap::new();
     for t in all {
@@ -146,7 +161,7 @@ pub async fn run_targets(
                 pg,
                 limit: Semaphore::new(per_database),
                 idle: Mutex::new(Vec::new()),
-                gate: RwLock::new(()),
+                gate: database_gate(&server, &database),
             }),
             Err(e) => {
                 fail_all(&mut planned, &e.to_string());
@@ -157,12 +172,12 @@ pub async fn run_targets(
         let ledgers = if servable.is_empty() {
             Ok(Default::default())
         } else {
+            // Closed after planning: with many databases, planning must not
+            // hold a connection to each until the workers get there.
             match db.client(&opened).await {
-                Ok(c) => {
-                    let l = ledger::read_many(&c, &servable).await;
-                    db.give_back(c);
-                    l.map_err(|e| e.to_string())
-                }
+                Ok(c) => ledger::read_many(&c, &servable)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             }
         };
@@ -175,6 +190,7 @@ pub async fn run_targets(
                 continue;
             }
         };
+        let mut mine = VecDeque::new();
         for mut r in planned {
             if r.state == State::Skipped {
                 let at = ledgers.get(&r.target.schema).and_then(|a| version_of(a));
@@ -193,7 +209,7 @@ pub async fn run_targets(
                 } else if pending(&applied, &files).is_empty() {
                     r.state = State::Ok;
                 } else if !opts.dry_run {
-                    queue.push_back((reports.len(), db.clone()));
+                    mine.push_back((reports.len(), db.clone()));
                 }
             }
             if r.state != State::Pending || opts.dry_run {
@@ -202,6 +218,15 @@ pub async fn run_targets(
                 }
             }
             reports.push(r);
+        }
+        queues.push(mine);
+    }
+    let mut queue = VecDeque::new();
+    while queues.iter().any(|q| !q.is_empty()) {
+        for q in queues.iter_mut() {
+            if let Some(item) = q.pop_front() {
+                queue.push_back(item);
+            }
         }
     }
     let reports = Arc::new(Mutex::new(reports));
@@ -221,20 +246,21 @@ pub async fn run_targets(
             loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                 let Some((i, db)) = next else { break };
-                let target = {
-                    let mut r = reports.lock().unwrap_or_else(|p| p.into_inner());
-                    r[i].state = State::Running;
-                    r[i].target.clone()
-                };
+                let target = reports.lock().unwrap_or_else(|p| p.into_inner())[i]
+                    .target
+                    .clone();
                 let outcome = match db.limit.acquire().await {
-                    Ok(_permit) => match db.client(&opened).await {
-                        Ok(c) => {
-                            let o = apply_target(&c, &target, &files, &settings, &db.gate).await;
-                            db.give_back(c);
-                            Ok(o)
+                    Ok(_permit) => {
+                        reports.lock().unwrap_or_else(|p| p.into_inner())[i].state = State::Running;
+                        match db.client(&opened).await {
+                            Ok(c) => {
+                                let o = apply_target(&c, &target, &files, &settings, &db.gate).await;
+                                db.give_back(c);
+                                Ok(o)
+                            }
+                            Err(e) => Err(e.to_string()),
                         }
-                        Err(e) => Err(e.to_string()),
-                    },
+                    }
                     Err(e) => Err(e.to_string()),
                 };
                 let mut r = reports.lock().unwrap_or_else(|p| p.into_inner());
@@ -252,9 +278,21 @@ pub async fn run_targets(
         }));
     }
     for t in tasks {
-        let _ = t.await;
+        if let Err(e) = t.await {
+            tracing::error!(error = %e, "a migration worker stopped");
+        }
     }
-    let targets = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut targets = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
+    if !opts.dry_run {
+        // A worker that died left its target unfinished: never report it ok.
+        for r in targets
+            .iter_mut()
+            .filter(|r| matches!(r.state, State::Running | State::Pending))
+        {
+            r.state = State::Failed;
+            r.error = Some("the run stopped before this target finished".into());
+        }
+    }
     Report {
         targets,
         connections: opened.load(Ordering::Relaxed),

@@ -126,6 +126,9 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
         TenantMode::Schema => {
             let schema = schema.unwrap_or_default();
             let db = connect(&admin_config(cfg, &server_name, &database)?).await?;
+            // Undo only what this run made: a concurrent create of the same
+            // key fails here without touching the other run's schema.
+            let made_schema = std::sync::atomic::AtomicBool::new(false);
             let work = async {
                 let owner = made.role.as_ref().map_or_else(String::new, |r| {
                     format!(" AUTHORIZATION {}", quote_ident(r))
@@ -144,32 +147,40 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                 ))
                 .await
                 .map_err(setup_error("(schema setup)"))?;
+                made_schema.store(true, std::sync::atomic::Ordering::Relaxed);
                 migrate_new(cfg, &db, &spec, &files).await?;
                 spec.id = Some(catalog::insert(&cat, &spec).await?);
                 Ok::<(), ProvisionError>(())
             };
             if let Err(e) = work.await {
                 let _ = db.batch_execute("ROLLBACK").await;
-                let _ = db
-                    .batch_execute(&format!(
-                        "DROP SCHEMA IF EXISTS {} CASCADE; {}",
-                        quote_ident(&schema),
-                        made.drop_role()
-                    ))
-                    .await;
+                if made_schema.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = db
+                        .batch_execute(&format!(
+                            "DROP SCHEMA IF EXISTS {} CASCADE; {}",
+                            quote_ident(&schema),
+                            made.drop_role()
+                        ))
+                        .await;
+                }
                 return Err(e);
             }
         }
         TenantMode::Database | TenantMode::Shared => {
             let admin = connect(&admin_config(cfg, &server_name, admin_database(cfg))?).await?;
+            // Undo only what this run made (see the schema case).
+            let made_role = std::sync::atomic::AtomicBool::new(false);
+            let made_db = std::sync::atomic::AtomicBool::new(false);
             let undo = || async {
-                let _ = admin
-                    .batch_execute(&format!(
-                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                        quote_ident(&database)
-                    ))
-                    .await;
-                if let Some(r) = &made.role {
+                if made_db.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = admin
+                        .batch_execute(&format!(
+                            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                            quote_ident(&database)
+                        ))
+                        .await;
+                }
+                if let Some(r) = made.role.as_ref().filter(|_| made_role.load(std::sync::atomic::Ordering::Relaxed)) {
                     let _ = admin
                         .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(r)))
                         .await;
@@ -181,6 +192,7 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                         .batch_execute(&made.create_role())
                         .await
                         .map_err(setup_error("(create role)"))?;
+                    made_role.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 let owner = made
                     .role
@@ -197,6 +209,7 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                     ))
                     .await
                     .map_err(setup_error("(create database)"))?;
+                made_db.store(true, std::sync::atomic::Ordering::Relaxed);
                 if made.role.is_some() {
                     // Only the tenant's role (and superusers) may connect.
                     admin
@@ -288,7 +301,7 @@ pub(crate) async fn migrate_target(
     target: &Target,
     files: &[MigrationFile],
 ) -> Result<(), ProvisionError> {
-    let gate = tokio::sync::RwLock::new(());
+    let gate = crate::migrate::database_gate(&target.server, &target.database);
     match apply_target(db, target, files, &ApplySettings::from_config(cfg), &gate).await {
         Outcome::Done { .. } => Ok(()),
         Outcome::Failed { failure, .. } => Err(ProvisionError::Migration {

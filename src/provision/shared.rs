@@ -35,6 +35,12 @@ pub async fn prepare(
         .get(server)
         .map(|s| s.user.clone())
         .unwrap_or_default();
+    // The migration runner reads ledgers through a pg_temp function.
+    let admin_user = cfg
+        .servers
+        .get(server)
+        .and_then(|s| s.admin_user.clone())
+        .unwrap_or_else(|| service_user.clone());
     let db = connect(&admin_config(cfg, server, database)?).await?;
     let failed = |step: &str| {
         let step = step.to_owned();
@@ -75,7 +81,7 @@ pub async fn prepare(
              ALTER ROLE {r} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{password}';
              GRANT CONNECT ON DATABASE {d} TO {r};
              REVOKE TEMPORARY ON DATABASE {d} FROM PUBLIC;
-             GRANT TEMPORARY ON DATABASE {d} TO {svc};
+             GRANT TEMPORARY ON DATABASE {d} TO {svc}, {admin};
              REVOKE CREATE ON SCHEMA {s} FROM PUBLIC;
              GRANT USAGE ON SCHEMA {s} TO {r};
              ALTER ROLE {r} RESET ALL;
@@ -105,6 +111,7 @@ pub async fn prepare(
                  END LOOP;
              END$do$;",
             svc = quote_ident(&service_user),
+            admin = quote_ident(&admin_user),
         ))
         .await
         .map_err(failed("(shared role)"))?;
