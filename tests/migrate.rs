@@ -557,7 +557,39 @@ async fn tenant_code_in_its_own_schema_never_runs_as_the_admin() {
     let r = fx.run().await;
     assert_eq!(state_of(&r, "ihost"), State::Failed, "{}", r.table());
     assert_eq!(
-        scalar(&direct("postgres").await, "SELECT rolsuper::text FROM pg_roles WHERE rolname = 't_ihost'").await,
+        scalar(
+            &direct("postgres").await,
+            "SELECT rolsuper::text FROM pg_roles WHERE rolname = 't_ihost'"
+        )
+        .await,
         "false"
     );
+}
+
+/// A concurrent index build that fails leaves an INVALID index, which `IF NOT
+/// EXISTS` would skip on the next run: the runner refuses to record that.
+#[tokio::test]
+async fn an_invalid_index_is_never_recorded_as_applied() {
+    let fx = Fx::new("mgj", "").await;
+    fx.write("001_items.sql", FIVE[0].1);
+    fx.create("jdup", TenantMode::Schema).await;
+    admin_sql(
+        "mgj_app",
+        "INSERT INTO t_jdup.items(name) VALUES ('same'), ('same')",
+    )
+    .await;
+    fx.write(
+        "002_unique.sql",
+        "-- pgtenant:no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS items_uname ON items (name);\n",
+    );
+    let first = fx.run().await;
+    assert_eq!(state_of(&first, "jdup"), State::Failed, "{}", first.table());
+    let second = fx.run().await;
+    assert_eq!(state_of(&second, "jdup"), State::Failed);
+    assert!(
+        second.table().contains("invalid index"),
+        "{}",
+        second.table()
+    );
+    assert_eq!(ledger("mgj_app", "t_jdup").await, versions(1));
 }

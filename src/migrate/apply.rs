@@ -127,7 +127,8 @@ fn failed_step(step: &str, e: &tokio_postgres::Error) -> Outcome {
 
 /// A lock timeout or a deadlock: nothing was applied, try again later.
 fn is_retryable(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+    e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+        || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
 }
 
 /// Back-off before attempt `n` (1-based): 50 ms doubling to 2 s, ±50% jitter,

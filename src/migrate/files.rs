@@ -135,7 +135,10 @@ mod tests {
             vec![("001_a.sql", "SELECT 1;"), ("001_b.sql", "SELECT 2;")],
             vec![("1-a.sql", "SELECT 1;")],
             vec![("99999999999_a.sql", "SELECT 1;")],
-            vec![("001_a.sql", "CREATE TABLE a (x int); COMMIT; CREATE TABLE b (x int);")],
+            vec![(
+                "001_a.sql",
+                "CREATE TABLE a (x int); COMMIT; CREATE TABLE b (x int);",
+            )],
             vec![("001_a.sql", "begin;\nCREATE TABLE a (x int);")],
         ] {
             let dir = folder(&bad);

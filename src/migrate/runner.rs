@@ -254,7 +254,8 @@ pub async fn run_targets(
                         reports.lock().unwrap_or_else(|p| p.into_inner())[i].state = State::Running;
                         match db.client(&opened).await {
                             Ok(c) => {
-                                let o = apply_target(&c, &target, &files, &settings, &db.gate).await;
+                                let o =
+                                    apply_target(&c, &target, &files, &settings, &db.gate).await;
                                 db.give_back(c);
                                 Ok(o)
                             }

@@ -180,7 +180,11 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                         ))
                         .await;
                 }
-                if let Some(r) = made.role.as_ref().filter(|_| made_role.load(std::sync::atomic::Ordering::Relaxed)) {
+                if let Some(r) = made
+                    .role
+                    .as_ref()
+                    .filter(|_| made_role.load(std::sync::atomic::Ordering::Relaxed))
+                {
                     let _ = admin
                         .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(r)))
                         .await;
