@@ -29,23 +29,22 @@ pub fn ledger_ddl(schema: &str) -> String {
 
 /// The ledger of one schema (an error when it has none).
 pub async fn read(db: &Client, schema: &str) -> Result<Vec<Applied>, tokio_postgres::Error> {
-    Ok(db
-        .query(
-            &format!(
-                "SELECT version, checksum FROM {}.schema_migrations",
-                quote_ident(schema)
-            ),
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(Applied {
-                version: r.try_get::<_, i32>(0)? as u32,
-                checksum: r.try_get(1)?,
-            })
+    db.query(
+        &format!(
+            "SELECT version, checksum FROM {}.schema_migrations",
+            quote_ident(schema)
+        ),
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Applied {
+            version: r.try_get::<_, i32>(0)? as u32,
+            checksum: r.try_get(1)?,
         })
-        .collect::<Result<_, tokio_postgres::Error>>()?)
+    })
+    .collect()
 }
 
 /// Reads many ledgers in one statement: a session-local (`pg_temp`) function

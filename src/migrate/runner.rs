@@ -69,8 +69,8 @@ struct Database {
 /// MIGRATE, catch-up, `tenant create`) shares it, so a file outside a
 /// transaction never waits on another run's open transaction.
 pub fn database_gate(server: &str, database: &str) -> Arc<RwLock<()>> {
-    static GATES: std::sync::OnceLock<dashmap::DashMap<(String, String), Arc<RwLock<()>>>> =
-        std::sync::OnceLock::new();
+    type Gates = dashmap::DashMap<(String, String), Arc<RwLock<()>>>;
+    static GATES: std::sync::OnceLock<Gates> = std::sync::OnceLock::new();
     GATES
         .get_or_init(Default::default)
         .entry((server.to_owned(), database.to_owned()))
