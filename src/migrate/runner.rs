@@ -45,8 +45,26 @@ pub struct RunOptions {
 }
 
 /// The tenants to migrate: catalog rows merged over the config's tenants.
-async fn specs(cfg: &Config) -> Result<Vec<crate::config::TenantConfig>, MigrateError> {
+/// A dry run only reads: it doesn't create or upgrade the catalog either (no
+/// catalog table yet means no catalog tenants).
+async fn specs(
+    cfg: &Config,
+    dry_run: bool,
+) -> Result<Vec<crate::config::TenantConfig>, MigrateError> {
     let rows = match cfg.catalog {
+        Some(_) if dry_run => {
+            let cat = catalog::Catalog::from_config(cfg)?;
+            let client = connect(cat.pg_config()).await?;
+            match catalog::load(&client).await {
+                Ok(rows) => rows,
+                Err(CatalogError::Sql(e))
+                    if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+                {
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         Some(_) => {
             let cat = catalog::Catalog::from_config(cfg)?.open().await?;
             catalog::load(&cat).await?
@@ -104,7 +122,7 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, MigrateError
     let dir = cfg.migrations.dir.clone();
     let files = migration_files(std::path::Path::new(&dir))
         .map_err(|source| MigrateError::Files { dir, source })?;
-    let specs = specs(cfg).await?;
+    let specs = specs(cfg, opts.dry_run).await?;
     tracing::debug!(elapsed = ?started.elapsed(), tenants = specs.len(), "catalog read");
     let all = targets(cfg, &specs, opts.tenant.as_deref());
     if let Some(k) = &opts.tenant {
