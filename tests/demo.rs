@@ -5,14 +5,32 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Interrupts the demo if the test fails part-way, so a failed run never
+/// leaves a demo and its cluster behind (the demo removes the cluster on Ctrl-C).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn demo_prints_psql_lines_that_work() {
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_pgtenant"))
-        .args(["demo", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start demo");
+    let mut guard = Running(
+        Command::new(env!("CARGO_BIN_EXE_pgtenant"))
+            .args(["demo", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start demo"),
+    );
+    let demo = &mut guard.0;
     let stdout = demo.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut psql_lines = Vec::new();

@@ -71,8 +71,7 @@ pub struct ServerConn {
     pub stream: TcpStream,
     pub state: LinkState,
     pub params: ServerParams,
-    /// The server backend's key, for CancelRequest.
-    pub pid: i32,
+    /// The server backend's cancel secret (its pid is `state.pid`).
     pub secret: i32,
     pub created: Instant,
     pub last_used: Instant,
@@ -200,7 +199,6 @@ impl ServerConn {
                 context_owner: None,
             },
             params: Arc::new(params),
-            pid,
             secret,
             created: now,
             last_used: now,

@@ -191,7 +191,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         key.set(Some(CancelTarget {
             host: pool.target().host.clone(),
             port: pool.target().port,
-            pid: conn.pid,
+            pid: conn.state.pid,
             secret: conn.secret,
         }));
         let mut t = TxnTracker::default();

@@ -100,23 +100,3 @@ pub async fn read_many(
     }
     Ok(out)
 }
-
-/// Records an applied migration.
-pub async fn record(
-    db: &Client,
-    schema: &str,
-    version: u32,
-    name: &str,
-    checksum: &str,
-    duration_ms: i64,
-) -> Result<(), tokio_postgres::Error> {
-    db.execute(
-        &format!(
-            "INSERT INTO {}.schema_migrations(version, name, checksum, duration_ms) VALUES ($1, $2, $3, $4)",
-            quote_ident(schema)
-        ),
-        &[&(version as i32), &name, &checksum, &duration_ms],
-    )
-    .await?;
-    Ok(())
-}

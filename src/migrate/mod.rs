@@ -18,4 +18,4 @@ pub use console::migrate_command;
 pub use files::{migration_files, MigrationFile};
 pub use report::{Report, State, StatusBoard, TargetReport, TenantMigration};
 pub use runner::{database_gate, run, run_targets, MigrateError, Progress, RunOptions};
-pub use target::{merged_specs, targets, Target};
+pub use target::{targets, Target};

@@ -8,9 +8,10 @@ use super::apply::{apply_target, drifted, pending, version_of, ApplySettings};
 use super::files::{migration_files, MigrationFile};
 use super::ledger;
 use super::report::{Report, State, TargetReport};
-use super::target::{merged_specs, targets, Target};
+use super::target::{targets, Target};
 use crate::config::Config;
 use crate::tenant::catalog::{self, admin_config, connect, CatalogError};
+use crate::tenant::watcher::merged_specs;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,14 +45,14 @@ pub struct RunOptions {
     pub on_targets: Option<Arc<dyn Fn(usize) + Send + Sync>>,
 }
 
-/// The tenants to migrate: catalog rows merged over the config's tenants.
-/// A dry run only reads: it doesn't create or upgrade the catalog either (no
-/// catalog table yet means no catalog tenants).
-async fn specs(
+/// The catalog's tenant rows (none without a catalog). A dry run only reads:
+/// it doesn't create or upgrade the catalog either (no catalog table yet
+/// means no catalog tenants).
+async fn catalog_rows(
     cfg: &Config,
     dry_run: bool,
 ) -> Result<Vec<crate::config::TenantConfig>, MigrateError> {
-    let rows = match cfg.catalog {
+    Ok(match cfg.catalog {
         Some(_) if dry_run => {
             let cat = catalog::Catalog::from_config(cfg)?;
             let client = connect(cat.pg_config()).await?;
@@ -70,8 +71,7 @@ async fn specs(
             catalog::load(&cat).await?
         }
         None => Vec::new(),
-    };
-    Ok(merged_specs(cfg, &rows))
+    })
 }
 
 /// Connections of one database: the per-database limit, idle connections to
@@ -122,7 +122,8 @@ pub async fn run(cfg: &Config, opts: &RunOptions) -> Result<Report, MigrateError
     let dir = cfg.migrations.dir.clone();
     let files = migration_files(std::path::Path::new(&dir))
         .map_err(|source| MigrateError::Files { dir, source })?;
-    let specs = specs(cfg, opts.dry_run).await?;
+    let rows = catalog_rows(cfg, opts.dry_run).await?;
+    let specs = merged_specs(cfg, &rows);
     tracing::debug!(elapsed = ?started.elapsed(), tenants = specs.len(), "catalog read");
     let all = targets(cfg, &specs, opts.tenant.as_deref());
     if let Some(k) = &opts.tenant {

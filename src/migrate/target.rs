@@ -4,7 +4,6 @@
 //! (a shared schema is migrated while any of its tenants is trial or active).
 
 use crate::config::{Config, TenantConfig, TenantMode, TenantStatus};
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -71,19 +70,9 @@ impl Target {
     }
 }
 
-/// Catalog rows over the config file's tenants (a catalog row wins).
-pub fn merged_specs(cfg: &Config, rows: &[TenantConfig]) -> Vec<TenantConfig> {
-    let mut by_key: BTreeMap<&str, &TenantConfig> =
-        cfg.tenants.iter().map(|t| (t.key.as_str(), t)).collect();
-    for r in rows {
-        by_key.insert(r.key.as_str(), r);
-    }
-    by_key.into_values().cloned().collect()
-}
-
 /// Every target of `specs`, shared schemas folded into one target each.
 /// With `only`, just the target serving that tenant.
-pub fn targets(cfg: &Config, specs: &[TenantConfig], only: Option<&str>) -> Vec<Target> {
+pub fn targets(cfg: &Config, specs: &[&TenantConfig], only: Option<&str>) -> Vec<Target> {
     let mut out: Vec<Target> = Vec::new();
     for t in specs {
         if only.is_some_and(|k| k != t.key) {

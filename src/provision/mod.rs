@@ -277,7 +277,7 @@ fn admin_database(cfg: &Config) -> &str {
         .map_or("postgres", |c| c.database.as_str())
 }
 
-fn setup_error(step: &str) -> impl FnOnce(tokio_postgres::Error) -> ProvisionError {
+pub(super) fn setup_error(step: &str) -> impl FnOnce(tokio_postgres::Error) -> ProvisionError {
     let step = step.to_owned();
     move |e| ProvisionError::Migration {
         file: step,

@@ -42,13 +42,7 @@ pub async fn prepare(
         .and_then(|s| s.admin_user.clone())
         .unwrap_or_else(|| service_user.clone());
     let db = connect(&admin_config(cfg, server, database)?).await?;
-    let failed = |step: &str| {
-        let step = step.to_owned();
-        move |e: tokio_postgres::Error| ProvisionError::Migration {
-            file: step,
-            message: super::sql_error(&e),
-        }
-    };
+    let failed = super::setup_error;
     let (r, s, d) = (
         quote_ident(SHARED_ROLE),
         quote_ident(schema),
@@ -259,8 +253,5 @@ pub async fn repair_shared_login(
         quote_ident(SHARED_ROLE)
     ))
     .await
-    .map_err(|e| ProvisionError::Migration {
-        file: "(repair shared login)".into(),
-        message: super::sql_error(&e),
-    })
+    .map_err(super::setup_error("(repair shared login)"))
 }

@@ -14,9 +14,10 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 const POLL: Duration = Duration::from_millis(500);
 
-/// Static tenants from the config merged with catalog rows (the catalog wins
-/// for a key in both, so `tenant suspend` works on any tenant it lists).
-pub fn merge(cfg: &Config, rows: &[TenantConfig]) -> Vec<Tenant> {
+/// Static tenants from the config merged with catalog rows, by key (the
+/// catalog wins for a key in both, so `tenant suspend` works on any tenant it
+/// lists).
+pub fn merged_specs<'a>(cfg: &'a Config, rows: &'a [TenantConfig]) -> Vec<&'a TenantConfig> {
     let mut specs: BTreeMap<&str, &TenantConfig> =
         cfg.tenants.iter().map(|t| (t.key.as_str(), t)).collect();
     for r in rows {
@@ -24,8 +25,13 @@ pub fn merge(cfg: &Config, rows: &[TenantConfig]) -> Vec<Tenant> {
             tracing::debug!(tenant = %r.key, "catalog row overrides the config file's tenant");
         }
     }
-    specs
-        .values()
+    specs.into_values().collect()
+}
+
+/// The merged specs built into tenants (skipping ones that can't be served).
+pub fn merge(cfg: &Config, rows: &[TenantConfig]) -> Vec<Tenant> {
+    merged_specs(cfg, rows)
+        .into_iter()
         .filter_map(|t| {
             if t.tier.as_ref().is_some_and(|tier| tier != "default" && !cfg.tiers.contains_key(tier)) {
                 tracing::warn!(tenant = %t.key, tier = ?t.tier, "tenant skipped: unknown tier");
