@@ -11,15 +11,15 @@ fn bench(c: &mut Criterion) {
     let long: Vec<u8> = b"SELECT c.name, o.amount_cents, o.status FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.created_at > now() - interval '1 day' ORDER BY o.id DESC LIMIT 50".to_vec();
     let mut g = c.benchmark_group("guard");
     g.bench_function("prefilter_pgbench_select", |b| {
-        b.iter(|| may_touch_session(black_box(ordinary)))
+        b.iter(|| may_touch_session(black_box(ordinary), false))
     });
     g.bench_function("prefilter_join_query", |b| {
-        b.iter(|| may_touch_session(black_box(&long)))
+        b.iter(|| may_touch_session(black_box(&long), false))
     });
     let set = "SET search_path = t_other";
     g.bench_function("full_check_set", |b| {
         b.iter(|| {
-            let p = parsed::parse(black_box(set)).map(|s| parsed::guard(&s));
+            let p = parsed::parse(black_box(set)).map(|s| parsed::guard(&s, parsed::Guard::Context));
             (p, statements(black_box(set)).len())
         })
     });

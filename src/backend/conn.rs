@@ -1,6 +1,6 @@
 //! A logged-in connection to a PostgreSQL server.
 
-use super::settings::Settings;
+use super::settings::{Overrides, Settings};
 use crate::auth::backend::answer_auth_request;
 use crate::net::read_message;
 use crate::prepared::LinkStatements;
@@ -55,10 +55,21 @@ pub type ServerParams = Arc<Vec<(String, String)>>;
 #[derive(Debug)]
 pub struct LinkState {
     pub prepared: LinkStatements,
-    /// Tracked settings (lowercase names, see `frontend::rewrite::TRACKED_PARAMS`).
+    /// Reported settings (lowercase names), as the server last reported them.
     pub params: Settings,
-    /// Something ran that pgtenant can't follow (DISCARD, RESET, a failed
-    /// settings prelude): close the link instead of pooling it again.
+    /// The reported settings at login: what `RESET ALL` brings back.
+    pub startup: Arc<Settings>,
+    /// Every other setting a client changed here, with its replay statement.
+    pub settings: Overrides,
+    /// The session's settings are not known exactly (a request that changed
+    /// them failed half-way): `RESET ALL` before anyone uses the link again.
+    pub dirty: bool,
+    /// This client ran SQL that may change settings out of pgtenant's sight
+    /// (a DO block, `set_config` with a computed argument): reset the link
+    /// before another client uses it.
+    pub foreign: Option<u64>,
+    /// Something ran that pgtenant can't follow (a failed settings prelude, a
+    /// failed DISCARD ALL): close the link instead of pooling it again.
     pub poisoned: bool,
     /// The server backend's pid (shared-tenant signatures are bound to it).
     pub pid: i32,
@@ -185,7 +196,7 @@ impl ServerConn {
             .await
             .map_err(|_| BackendError::ConnectTimeout(server.clone()))??;
         let now = Instant::now();
-        let tracked = params
+        let tracked: Settings = params
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
             .collect();
@@ -193,7 +204,11 @@ impl ServerConn {
             stream,
             state: LinkState {
                 prepared: LinkStatements::new(max_prepared),
+                startup: Arc::new(tracked.clone()),
                 params: tracked,
+                settings: Overrides::default(),
+                dirty: false,
+                foreign: None,
                 poisoned: false,
                 pid,
                 context_owner: None,
@@ -211,17 +226,33 @@ impl ServerConn {
     pub async fn discard_all(&mut self) -> Result<(), ExecError> {
         self.execute("DISCARD ALL").await?;
         self.state.prepared.clear();
-        // Not reported by the server, so not updated by ParameterStatus.
-        self.state.params.remove("extra_float_digits");
+        self.state.settings = Overrides::default();
+        self.state.dirty = false;
+        self.state.foreign = None;
         self.state.context_owner = None;
         self.state.poisoned = false;
         Ok(())
+    }
+
+    /// Runs one query of pgtenant's own and returns its rows (text values).
+    pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ExecError> {
+        let mut rows = Vec::new();
+        self.run(sql, Some(&mut rows)).await?;
+        Ok(rows)
     }
 
     /// Runs statements of pgtenant's own (e.g. `DISCARD ALL`) and waits for
     /// ReadyForQuery. Fails if a statement fails or the link is not idle after.
     /// ParameterStatus changes are applied to the link's state and returned.
     pub async fn execute(&mut self, sql: &str) -> Result<Vec<(String, String)>, ExecError> {
+        self.run(sql, None).await
+    }
+
+    async fn run(
+        &mut self,
+        sql: &str,
+        mut rows: Option<&mut Vec<Vec<Option<String>>>>,
+    ) -> Result<Vec<(String, String)>, ExecError> {
         let mut out = BytesMut::new();
         messages::query(&mut out, sql);
         self.stream.write_all(&out).await?;
@@ -244,6 +275,11 @@ impl ServerConn {
                             .params
                             .insert(k.to_ascii_lowercase(), v.to_owned());
                         changed.push((k.to_owned(), v.to_owned()));
+                    }
+                }
+                b'D' => {
+                    if let Some(rows) = rows.as_deref_mut() {
+                        rows.push(messages::data_row_text(&body));
                     }
                 }
                 b'Z' => {

@@ -5,4 +5,4 @@ mod conn;
 mod settings;
 
 pub use conn::{send_cancel, BackendError, ExecError, LinkState, ServerConn, ServerParams};
-pub use settings::Settings;
+pub use settings::{Overrides, Settings};

@@ -1,10 +1,12 @@
 //! Session settings pgtenant keeps in step between a client and the links it
-//! uses, with a cached fingerprint so the common case (nothing differs) costs
-//! one integer comparison per checkout instead of string compares.
+//! uses: the reported ones by value (`Settings`), every other one as the
+//! statement that re-applies it (`Overrides`). Both keep a fingerprint, so the
+//! common case (nothing differs) costs one integer comparison per checkout.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -51,6 +53,60 @@ impl FromIterator<(String, String)> for Settings {
             values: iter.into_iter().collect(),
             fingerprint: None,
         }
+    }
+}
+
+/// Settings changed from the session's defaults: name -> replay statement.
+/// An order-independent hash is kept up to date on every change, so "is this
+/// link already in step with this client" is one comparison.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    map: BTreeMap<String, Arc<str>>,
+    hash: u64,
+}
+
+fn entry_hash(name: &str, replay: &str) -> u64 {
+    // Random keys per process: no one can craft two states that compare equal.
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one((name, replay))
+}
+
+impl Overrides {
+    pub fn set(&mut self, name: &str, replay: Arc<str>) {
+        self.remove(name);
+        self.hash ^= entry_hash(name, &replay);
+        self.map.insert(name.to_owned(), replay);
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        if let Some(old) = self.map.remove(name) {
+            self.hash ^= entry_hash(name, &old);
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<str>> {
+        self.map.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Same settings (one comparison in the common case).
+    pub fn same_as(&self, other: &Overrides) -> bool {
+        self.hash == other.hash && self.map.len() == other.map.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<str>)> {
+        self.map.iter()
     }
 }
 

@@ -63,6 +63,10 @@ pub struct ProxyConfig {
     /// Prepared statements kept per server connection (least recently used
     /// closed beyond this); clients' statements are re-prepared on demand.
     pub max_prepared_statements: usize,
+    /// Session settings one client may change from their defaults; beyond it
+    /// a SET is refused (53400). pgtenant keeps them per client and
+    /// re-applies them on whichever server connection serves the client.
+    pub max_client_settings: usize,
     /// Threads serving clients; 0 = half the CPUs (at least one), leaving the
     /// rest to PostgreSQL when both share a host.
     pub worker_threads: usize,
@@ -82,6 +86,7 @@ impl Default for ProxyConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_client_conn: 10_000,
             max_prepared_statements: 100,
+            max_client_settings: 200,
             worker_threads: 0,
         }
     }
@@ -189,6 +194,11 @@ pub struct TierConfig {
     /// context on each checkout and refuses statements that would change it.
     /// Default: `context` for shared tenants (always), `role` for the others.
     pub isolation: Option<Isolation>,
+    /// Transaction mode: server connections a tenant's clients may keep
+    /// between transactions because they hold a session advisory lock, a
+    /// WITH HOLD cursor or a temporary table. Default: half of `pool_size`
+    /// (at least 1), so pinned clients never take the whole quota.
+    pub max_pinned: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -218,6 +228,7 @@ impl Default for TierConfig {
             pool_mode: None,
             statement_timeout: None,
             isolation: None,
+            max_pinned: None,
         }
     }
 }

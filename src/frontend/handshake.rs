@@ -4,10 +4,12 @@
 //! known to be allowed and the client has authenticated.
 
 use super::cancel::CancelKey;
-use super::rewrite::{literal, TRACKED_PARAMS};
+use super::policy::reported;
 use crate::app::Proxy;
 use crate::auth::authenticate_client;
-use crate::backend::{ExecError, Settings};
+use crate::backend::{ExecError, Overrides, Settings};
+use crate::sql::literal;
+use crate::sql::parsed::{protected, Guard};
 use crate::error::ClientError;
 use crate::pool::{Slot, TenantPool};
 use crate::protocol::messages::{self, Severity};
@@ -25,8 +27,10 @@ pub struct Login {
     pub pool: Arc<TenantPool>,
     /// Held for the session: counts against the tenant's `max_client_conn`.
     pub _client_slot: Slot,
-    /// The client's values of the tracked settings (see `rewrite::TRACKED_PARAMS`).
+    /// The client's values of the reported settings (`policy::REPORTED_PARAMS`).
     pub params: Settings,
+    /// Every other setting from its startup packet, as replay statements.
+    pub settings: Overrides,
 }
 
 /// How a handshake ended without a session.
@@ -156,7 +160,12 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::warn!(tenant = %tenant.key, error = %e, "no server parameters at login");
         ClientError::from(&e)
     })?;
-    let desired = client_settings(proxy, &pool, &server_params, &params).await?;
+    let guard = if tenant.context.is_some() {
+        Guard::Context
+    } else {
+        Guard::Role
+    };
+    let (desired, settings) = client_settings(proxy, &pool, &server_params, &params, guard).await?;
     messages::auth_ok(&mut out);
     for (k, v) in server_params.iter() {
         let value = desired.get(&k.to_ascii_lowercase()).unwrap_or(v);
@@ -172,71 +181,112 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         pool,
         _client_slot: client_slot,
         params: desired.into_iter().collect(),
+        settings,
     })
 }
 
-/// The client's tracked settings: the server's, overridden by what the client
-/// asked for in its startup packet. Requested values are checked and put in the
-/// server's canonical spelling (`utf8` -> `UTF8`) by setting them once on a link;
-/// results are cached per pool, so this costs a round trip only the first time.
-/// An invalid value refuses the login, as PostgreSQL would.
+/// Startup parameters that are not settings.
+fn not_a_setting(key: &str) -> bool {
+    matches!(key, "user" | "database" | "options" | "replication" | "tenant")
+        || key.starts_with("_pq_.")
+}
+
+/// The statement that re-applies a startup setting on any link.
+fn replay_of(key: &str, value: &str) -> String {
+    format!(
+        "SELECT pg_catalog.set_config({}, {}, false)",
+        literal(key),
+        literal(value)
+    )
+}
+
+/// The client's settings: the reported ones (the server's, overridden by
+/// its startup packet) by value, and every other setting of its startup
+/// packet or `options` (`-c name=value`) as a replay statement, as PostgreSQL
+/// would apply them at login. Settings of the tenant context are ignored.
+/// New values are checked once on a link and put in the server's canonical
+/// spelling (`utf8` -> `UTF8`, whether or not the link already used it);
+/// results are cached per pool, so this costs a round trip only the first
+/// time. An invalid value refuses the login, as PostgreSQL would.
 async fn client_settings(
     proxy: &Proxy,
     pool: &Arc<TenantPool>,
     server_params: &[(String, String)],
     startup: &StartupParams,
-) -> Result<HashMap<String, String>, Refusal> {
+    guard: Guard,
+) -> Result<(HashMap<String, String>, Overrides), Refusal> {
     let mut desired: HashMap<String, String> = server_params
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-        .filter(|(k, _)| TRACKED_PARAMS.contains(&k.as_str()))
+        .filter(|(k, _)| reported(k))
         .collect();
+    let from_options = startup
+        .get("options")
+        .map(crate::protocol::startup::option_settings)
+        .unwrap_or_default();
+    let mut settings = Overrides::default();
     let mut unknown = Vec::new();
-    for (k, v) in &startup.params {
+    for (k, v) in startup.params.iter().chain(from_options.iter()) {
         let key = k.to_ascii_lowercase();
-        if !TRACKED_PARAMS.contains(&key.as_str()) || desired.get(&key) == Some(v) {
+        if not_a_setting(&key) || protected(&key, guard) {
+            continue;
+        }
+        if reported(&key) && desired.get(&key) == Some(v) {
             continue;
         }
         match pool.canonical(&key, v) {
-            Some(c) => {
+            Some(c) if reported(&key) => {
                 desired.insert(key, c);
             }
+            Some(c) => settings.set(&key, replay_of(&key, &c).into()),
             None => unknown.push((key, v.clone())),
         }
     }
     if unknown.is_empty() {
-        return Ok(desired);
+        return Ok((desired, settings));
     }
-    let sql: String = unknown
+    let calls: Vec<String> = unknown
         .iter()
-        .map(|(k, v)| format!("SET {k} = {};", literal(v)))
+        .map(|(k, v)| {
+            format!(
+                "pg_catalog.set_config({}, {}, false)",
+                literal(k),
+                literal(v)
+            )
+        })
         .collect();
+    let sql = format!("SELECT {}", calls.join(", "));
     let mut lease = proxy
         .pools
         .checkout(pool)
         .await
         .map_err(|e| ClientError::from(&e))?;
-    let result = lease.conn().execute(&sql).await;
+    let result = lease.conn().query_rows(&sql).await;
     match result {
-        Ok(reported) => {
-            lease.release();
-            for (key, raw) in unknown {
-                let canonical = reported
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(&key))
-                    .map_or_else(|| raw.clone(), |(_, v)| v.clone());
+        Ok(rows) => {
+            let values = rows.into_iter().next().unwrap_or_default();
+            for (i, (key, raw)) in unknown.into_iter().enumerate() {
+                let canonical = values.get(i).cloned().flatten().unwrap_or_else(|| raw.clone());
                 pool.remember_canonical(&key, &raw, &canonical);
-                desired.insert(key, canonical);
+                if reported(&key) {
+                    desired.insert(key, canonical);
+                } else {
+                    let replay = replay_of(&key, &canonical);
+                    // The link now carries it: say so, or it would reach the next client.
+                    lease.conn().state.settings.set(&key, replay.clone().into());
+                    settings.set(&key, replay.into());
+                }
             }
-            Ok(desired)
+            lease.release();
+            Ok((desired, settings))
         }
         Err(ExecError::Server { code, message }) => {
             // The link is idle again but carries the failed request's state: drop it.
             drop(lease);
-            let code = if code == "22023" {
-                crate::protocol::sqlstate::INVALID_PARAMETER_VALUE
-            } else {
-                crate::protocol::sqlstate::PROTOCOL_VIOLATION
+            let code = match code.as_str() {
+                "22023" => crate::protocol::sqlstate::INVALID_PARAMETER_VALUE,
+                "42704" => crate::protocol::sqlstate::UNDEFINED_OBJECT,
+                _ => crate::protocol::sqlstate::PROTOCOL_VIOLATION,
             };
             Err(ClientError::new(code, message).into())
         }

@@ -2,15 +2,18 @@
 //! per-client session that borrows server connections and relays frames.
 
 mod cancel;
+mod client;
 mod handshake;
 mod listener;
 mod policy;
 mod relay;
 mod rewrite;
 mod session;
+mod session_state;
 mod tracker;
 
 pub use cancel::{CancelRegistry, CancelTarget};
 pub use listener::accept_loop;
 pub use relay::{Downstream, RelayEnd, Upstream};
+pub use client::{Client, ClientState};
 pub use tracker::TxnTracker;

@@ -1,14 +1,16 @@
-//! Which session statements a pooled client may run, decided from the SQL text
-//! (see `sql`): what transaction pooling can't support (0A000), what would change
-//! the tenant context on shared links (42501), and what invalidates pgtenant's
-//! knowledge of a link (prepared statements, settings).
+//! What one query string means for pgtenant, decided from its SQL text (see
+//! `sql`): what it refuses (the tenant context guard, 42501; what transaction
+//! pooling can't carry yet, 0A000) and the session changes pgtenant follows
+//! (settings, transaction control, statements, pins).
 
-use super::rewrite::TRACKED_PARAMS;
-use crate::sql::{classify, may_touch_session, statements, SessionStatement, Token};
+use crate::sql::parsed::{self, protected, Guard};
+use crate::sql::{classify, may_touch_session, statements, statements_with_text};
+use crate::sql::{literal, Effects, Restore, SessionOp, SessionStatement, Token};
+use std::sync::Arc;
 
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
-const REFUSAL_HINT: &str = "use SET LOCAL inside a transaction, a tier setting (e.g. statement_timeout), or pool_mode = \"session\"";
+const REFUSAL_HINT: &str = "use pool_mode = \"session\" for this tenant or tier";
 const GUARD_HINT: &str = "the tenant's schema and identity are set by pgtenant for every transaction; connect as the tenant you mean";
 
 pub fn hint(code: &str) -> &'static str {
@@ -19,18 +21,29 @@ pub fn hint(code: &str) -> &'static str {
     }
 }
 
+/// Settings the server reports (ParameterStatus): pgtenant follows them from
+/// the reports, not from the SQL (lowercase names). First: the encoding the
+/// others' values are sent in.
+pub const REPORTED_PARAMS: [&str; 5] = [
+    "client_encoding",
+    "application_name",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+];
+
+pub fn reported(name: &str) -> bool {
+    REPORTED_PARAMS.contains(&name)
+}
+
 /// What pgtenant does about one query string.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct QueryPlan {
     /// Refuse it: (SQLSTATE, message).
     pub refuse: Option<(&'static str, String)>,
-    /// It may drop prepared statements or settings pgtenant can't observe
-    /// (DISCARD, DEALLOCATE ALL, RESET): the link must not be pooled again.
-    pub poisons_link: bool,
-    /// DISCARD ALL / DEALLOCATE ALL: the client's own statements are gone.
-    pub forget_statements: bool,
     /// The whole query is `DEALLOCATE name`.
     pub deallocate: Option<Vec<u8>>,
+    pub effects: Effects,
 }
 
 impl QueryPlan {
@@ -42,91 +55,141 @@ impl QueryPlan {
     }
 }
 
-use crate::sql::parsed::{self, protected};
-
-/// Settings a client may change with a plain SET under transaction pooling:
-/// the server reports them, so pgtenant follows and replays them.
-fn settable_in_transaction_mode(name: &str) -> bool {
-    TRACKED_PARAMS.contains(&name) && name != "extra_float_digits"
+/// How a client's link is guarded and pooled.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub transaction_mode: bool,
+    pub guard: Guard,
+    /// The client has session changes in an open transaction.
+    pub watch_transaction: bool,
 }
 
 const MANAGED: &str = "pgtenant manages the tenant context";
 
-/// Context isolation: statements that would change the tenant context.
-fn guard_refusal(stmt: &SessionStatement) -> Option<String> {
+fn guard_refusal(stmt: &SessionStatement, guard: Guard) -> Option<String> {
     match stmt {
-        SessionStatement::Set { name, .. } if protected(name) => {
+        SessionStatement::Set { name, .. } if protected(name, guard) => {
             Some(format!("SET {name} is not allowed: {MANAGED}"))
         }
-        SessionStatement::Reset { name } if protected(name) || name == "all" => {
+        SessionStatement::Reset { name } if protected(name, guard) => {
             Some(format!("RESET {name} is not allowed: {MANAGED}"))
         }
-        SessionStatement::DiscardAll => Some(format!("DISCARD ALL is not allowed: {MANAGED}")),
         _ => None,
     }
+}
+
+fn is_word(t: Option<&Token>, w: &str) -> bool {
+    matches!(t, Some(Token::Word(x)) if x == w) || matches!(t, Some(Token::QuotedIdent(x)) if x == w)
 }
 
 /// `ALTER ROLE/USER` (a role may change its own defaults and password,
 /// which on shared links would reach every tenant of the tier) and writes to
 /// `pg_settings` (another way to SET).
 fn role_or_settings_refusal(tokens: &[Token]) -> Option<String> {
-    let word = |t: Option<&Token>, w: &str| {
-        matches!(t, Some(Token::Word(x)) if x == w)
-            || matches!(t, Some(Token::QuotedIdent(x)) if x == w)
-    };
-    if word(tokens.first(), "alter") && (word(tokens.get(1), "role") || word(tokens.get(1), "user"))
+    if is_word(tokens.first(), "alter")
+        && (is_word(tokens.get(1), "role") || is_word(tokens.get(1), "user"))
     {
         return Some(format!("ALTER ROLE is not allowed: {MANAGED}"));
     }
     let writes = ["update", "insert", "delete"]
         .iter()
-        .any(|w| tokens.iter().any(|t| word(Some(t), w)));
-    if writes && tokens.iter().any(|t| word(Some(t), "pg_settings")) {
+        .any(|w| tokens.iter().any(|t| is_word(Some(t), w)));
+    if writes && tokens.iter().any(|t| is_word(Some(t), "pg_settings")) {
         return Some(format!("writing pg_settings is not allowed: {MANAGED}"));
     }
     None
 }
 
-/// `set_config(name, ...)` anywhere in a statement, with a protected or
-/// computed (non-literal) name.
-fn set_config_refusal(tokens: &[Token]) -> Option<String> {
-    tokens.windows(2).enumerate().find_map(|(i, w)| {
-        let named = match &w[0] {
-            Token::Word(n) => n == "set_config",
-            Token::QuotedIdent(n) => n == "set_config",
-            _ => false,
+/// One `set_config(...)` call found in a statement's tokens.
+enum SetConfig {
+    /// `set_config('name', 'value', false)`: a session setting pgtenant follows.
+    Session { name: String, value: String },
+    /// `set_config('name', ..., true)`: ends with the transaction.
+    Local { name: String },
+    /// A computed name, value or scope.
+    Computed { name: Option<String> },
+}
+
+fn set_config_calls(tokens: &[Token]) -> Vec<SetConfig> {
+    let mut out = Vec::new();
+    for (i, w) in tokens.windows(2).enumerate() {
+        if !is_word(Some(&w[0]), "set_config") || w[1] != Token::Other('(') {
+            continue;
+        }
+        let arg = |k: usize| tokens.get(i + 2 + k);
+        let name = match arg(0) {
+            Some(Token::Str(n)) => Some(n.to_lowercase()),
+            _ => None,
         };
-        if !named || w[1] != Token::Other('(') {
-            return None;
-        }
-        match tokens.get(i + 2) {
-            Some(Token::Str(name)) if !protected(&name.to_lowercase()) => None,
-            Some(Token::Str(name)) => Some(format!(
+        let comma = |k: usize| arg(k) == Some(&Token::Other(','));
+        let closed = arg(5) == Some(&Token::Other(')'));
+        out.push(match (&name, arg(2), arg(4)) {
+            (Some(n), Some(Token::Str(v)), Some(Token::Word(scope)))
+                if comma(1) && comma(3) && closed && scope == "false" =>
+            {
+                SetConfig::Session {
+                    name: n.clone(),
+                    value: v.clone(),
+                }
+            }
+            (Some(n), _, Some(Token::Word(scope))) if comma(3) && closed && scope == "true" => {
+                SetConfig::Local { name: n.clone() }
+            }
+            _ => SetConfig::Computed { name },
+        });
+    }
+    out
+}
+
+fn set_config_refusal(calls: &[SetConfig], guard: Guard) -> Option<String> {
+    calls.iter().find_map(|c| match c {
+        SetConfig::Session { name, .. }
+        | SetConfig::Local { name }
+        | SetConfig::Computed { name: Some(name) }
+            if protected(name, guard) =>
+        {
+            Some(format!(
                 "set_config('{name}', ...) is not allowed: {MANAGED}"
-            )),
-            _ => Some(format!(
-                "set_config() with a computed setting name is not allowed: {MANAGED}"
-            )),
+            ))
         }
+        SetConfig::Computed { name: None } if guard == Guard::Context => Some(format!(
+            "set_config() with a computed setting name is not allowed: {MANAGED}"
+        )),
+        _ => None,
     })
 }
 
-/// The guard over one statement and, `depth` levels down, over SQL inside its
-/// string literals (DO bodies, EXECUTE 'SET search_path ...'). Dynamic SQL
-/// assembled at run time stays invisible: under context isolation the schema
-/// is a convenience, not a security boundary (role isolation is one).
-fn guard_in_tokens(tokens: &[Token], depth: u8) -> Option<String> {
-    if let Some(why) = set_config_refusal(tokens).or_else(|| role_or_settings_refusal(tokens)) {
+/// Statements whose string literals are SQL that runs: `DO` bodies and
+/// function bodies. Anywhere else a literal is data, never refused.
+fn runs_its_strings(tokens: &[Token]) -> bool {
+    match tokens.first() {
+        Some(Token::Word(w)) if w == "do" => true,
+        Some(Token::Word(w)) if w == "create" => tokens
+            .iter()
+            .take(6)
+            .any(|t| is_word(Some(t), "function") || is_word(Some(t), "procedure")),
+        _ => false,
+    }
+}
+
+/// The guard over one statement and, `depth` levels down, over SQL inside the
+/// literals that run (DO bodies, and inside them EXECUTE 'SET ...'). Dynamic
+/// SQL assembled at run time stays invisible: under context isolation the
+/// schema is a convenience, not a security boundary (role isolation is one).
+fn guard_in_tokens(tokens: &[Token], guard: Guard, depth: u8, executed: bool) -> Option<String> {
+    if let Some(why) = set_config_refusal(&set_config_calls(tokens), guard)
+        .or_else(|| role_or_settings_refusal(tokens))
+    {
         return Some(why);
     }
-    if depth == 0 {
+    if depth == 0 || !(executed || runs_its_strings(tokens)) {
         return None;
     }
     tokens.iter().find_map(|t| match t {
-        Token::Str(body) if may_touch_session(body.as_bytes()) => {
+        Token::Str(body) if may_touch_session(body.as_bytes(), false) => {
             statements(body).iter().find_map(|inner| {
-                guard_in_tokens(inner, depth - 1)
-                    .or_else(|| classify(inner).as_ref().and_then(guard_refusal))
+                guard_in_tokens(inner, guard, depth - 1, true)
+                    .or_else(|| classify(inner).as_ref().and_then(|s| guard_refusal(s, guard)))
             })
         }
         _ => None,
@@ -137,14 +200,11 @@ fn guard_in_tokens(tokens: &[Token], depth: u8) -> Option<String> {
 fn pooling_refusal(stmt: &SessionStatement, statements_in_query: usize) -> Option<String> {
     let tail = "in transaction pooling mode";
     match stmt {
-        SessionStatement::Set { name, local: false } if !settable_in_transaction_mode(name) => Some(format!(
-            "SET {name} is not supported {tail}: the setting would stay on a shared server connection"
-        )),
         SessionStatement::Listen => Some(format!(
-            "LISTEN is not supported {tail}: notifications would go to whichever client next uses the server connection"
+            "LISTEN is not supported {tail} yet: notifications would go to whichever client next uses the server connection"
         )),
         SessionStatement::Prepare | SessionStatement::Execute => Some(format!(
-            "SQL PREPARE/EXECUTE is not supported {tail}: the statement would exist on one server connection only; use protocol-level prepared statements (your driver's)"
+            "SQL PREPARE/EXECUTE is not supported {tail} yet: the statement would exist on one server connection only; use protocol-level prepared statements (your driver's)"
         )),
         SessionStatement::Deallocate { name: Some(_) } if statements_in_query > 1 => {
             Some(format!("DEALLOCATE name must be sent on its own {tail}"))
@@ -153,47 +213,126 @@ fn pooling_refusal(stmt: &SessionStatement, statements_in_query: usize) -> Optio
     }
 }
 
-pub fn plan_query(sql: &[u8], transaction_mode: bool, guarded: bool) -> QueryPlan {
-    if !may_touch_session(sql) {
+/// Functions whose effect outlives the transaction and binds the session.
+fn takes_a_pin(tokens: &[Token]) -> bool {
+    let pins_lock = tokens.iter().any(|t| match t {
+        Token::Word(w) | Token::QuotedIdent(w) => {
+            w.starts_with("pg_advisory_lock") || w.starts_with("pg_try_advisory_lock")
+        }
+        _ => false,
+    });
+    let temp_table = (is_word(tokens.first(), "create") || is_word(tokens.first(), "select"))
+        && tokens
+            .iter()
+            .any(|t| is_word(Some(t), "temp") || is_word(Some(t), "temporary"));
+    pins_lock || temp_table
+}
+
+/// The session effects of one classified statement.
+fn effects_of(stmt: &SessionStatement, text: &str, fx: &mut Effects) {
+    match stmt {
+        SessionStatement::Set {
+            name, local: true, ..
+        } => {
+            let _ = name;
+        }
+        SessionStatement::Set {
+            name,
+            to_default: true,
+            ..
+        } => reset_effects(name, fx),
+        SessionStatement::Set { name, .. } if reported(name) => {}
+        SessionStatement::Set { name, .. } => fx.ops.push(SessionOp::Set {
+            name: name.clone(),
+            replay: Arc::from(text),
+        }),
+        SessionStatement::Characteristics(settings) => {
+            for (name, value) in settings {
+                fx.ops.push(SessionOp::Set {
+                    name: (*name).to_owned(),
+                    replay: Arc::from(format!("SET {name} = '{value}'")),
+                });
+            }
+        }
+        SessionStatement::Reset { name } if name == "all" => {
+            fx.ops.push(SessionOp::ResetAll);
+            fx.restore.add(Restore::All);
+        }
+        SessionStatement::Reset { name } => reset_effects(name, fx),
+        SessionStatement::DiscardAll => {
+            fx.ops.push(SessionOp::ResetAll);
+            fx.restore.add(Restore::All);
+            fx.forget_statements = true;
+        }
+        SessionStatement::Deallocate { name: None } => fx.forget_statements = true,
+        SessionStatement::Begin => fx.ops.push(SessionOp::Begin),
+        SessionStatement::Commit => fx.ops.push(SessionOp::Commit),
+        SessionStatement::Rollback => fx.ops.push(SessionOp::Rollback),
+        SessionStatement::Savepoint(n) => fx.ops.push(SessionOp::Savepoint(n.clone())),
+        SessionStatement::Release(n) => fx.ops.push(SessionOp::Release(n.clone())),
+        SessionStatement::RollbackTo(n) => fx.ops.push(SessionOp::RollbackTo(n.clone())),
+        SessionStatement::Do => fx.untracked = true,
+        SessionStatement::DeclareHold => fx.may_pin = true,
+        _ => {}
+    }
+}
+
+fn reset_effects(name: &str, fx: &mut Effects) {
+    if reported(name) {
+        fx.restore.add(Restore::Reported(vec![name.to_owned()]));
+    } else {
+        fx.ops.push(SessionOp::Reset(name.to_owned()));
+    }
+}
+
+fn set_config_effects(calls: &[SetConfig], fx: &mut Effects) {
+    for call in calls {
+        match call {
+            SetConfig::Session { name, .. } if reported(name) => {}
+            SetConfig::Session { name, value } => fx.ops.push(SessionOp::Set {
+                name: name.clone(),
+                replay: Arc::from(format!(
+                    "SELECT pg_catalog.set_config({}, {}, false)",
+                    literal(name),
+                    literal(value)
+                )),
+            }),
+            SetConfig::Local { .. } => {}
+            SetConfig::Computed { .. } => fx.untracked = true,
+        }
+    }
+}
+
+pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
+    if !may_touch_session(sql, rules.watch_transaction) {
         return QueryPlan::default();
     }
     let text = String::from_utf8_lossy(sql);
-    if guarded {
-        if let Some(why) = parsed::parse(&text).and_then(|s| parsed::guard(&s)) {
+    if let Some(why) = parsed::parse(&text).and_then(|s| parsed::guard(&s, rules.guard)) {
+        return QueryPlan::refuse(INSUFFICIENT_PRIVILEGE, why);
+    }
+    let stmts = statements_with_text(&text);
+    let mut plan = QueryPlan::default();
+    for (tokens, stmt_text) in &stmts {
+        if let Some(why) = guard_in_tokens(tokens, rules.guard, 2, false) {
             return QueryPlan::refuse(INSUFFICIENT_PRIVILEGE, why);
         }
-    }
-    let stmts = statements(&text);
-    let mut plan = QueryPlan::default();
-    for tokens in &stmts {
-        if guarded {
-            if let Some(why) = guard_in_tokens(tokens, 2) {
-                return QueryPlan::refuse(INSUFFICIENT_PRIVILEGE, why);
-            }
-        }
+        set_config_effects(&set_config_calls(tokens), &mut plan.effects);
+        plan.effects.may_pin |= takes_a_pin(tokens);
         let Some(kind) = classify(tokens) else {
             continue;
         };
-        if guarded {
-            if let Some(why) = guard_refusal(&kind) {
-                return QueryPlan::refuse(INSUFFICIENT_PRIVILEGE, why);
-            }
+        if let Some(why) = guard_refusal(&kind, rules.guard) {
+            return QueryPlan::refuse(INSUFFICIENT_PRIVILEGE, why);
         }
-        if transaction_mode {
+        if rules.transaction_mode {
             if let Some(why) = pooling_refusal(&kind, stmts.len()) {
                 return QueryPlan::refuse(FEATURE_NOT_SUPPORTED, why);
             }
         }
-        match kind {
-            SessionStatement::DiscardAll | SessionStatement::Deallocate { name: None } => {
-                plan.forget_statements = true;
-                plan.poisons_link = true;
-            }
-            SessionStatement::Discard | SessionStatement::Reset { .. } => plan.poisons_link = true,
-            SessionStatement::Deallocate { name: Some(n) } => {
-                plan.deallocate = Some(n.into_bytes())
-            }
-            _ => {}
+        effects_of(&kind, stmt_text, &mut plan.effects);
+        if let SessionStatement::Deallocate { name: Some(n) } = kind {
+            plan.deallocate = Some(n.into_bytes());
         }
     }
     plan
@@ -203,40 +342,117 @@ pub fn plan_query(sql: &[u8], transaction_mode: bool, guarded: bool) -> QueryPla
 mod tests {
     use super::*;
 
-    fn refused(sql: &str, transaction_mode: bool, guarded: bool) -> Option<&'static str> {
-        plan_query(sql.as_bytes(), transaction_mode, guarded)
+    fn rules(transaction_mode: bool, guard: Guard) -> Rules {
+        Rules {
+            transaction_mode,
+            guard,
+            watch_transaction: false,
+        }
+    }
+
+    fn refused(sql: &str, transaction_mode: bool, guard: Guard) -> Option<&'static str> {
+        plan_query(sql.as_bytes(), rules(transaction_mode, guard))
             .refuse
             .map(|r| r.0)
     }
 
+    fn effects(sql: &str) -> Effects {
+        let plan = plan_query(sql.as_bytes(), rules(true, Guard::Role));
+        assert_eq!(plan.refuse, None, "{sql}");
+        plan.effects
+    }
+
+    fn set(name: &str, replay: &str) -> SessionOp {
+        SessionOp::Set {
+            name: name.into(),
+            replay: replay.into(),
+        }
+    }
+
+    #[test]
+    fn settings_are_followed_not_refused() {
+        assert_eq!(
+            effects("SET statement_timeout = '50ms'").ops,
+            vec![set("statement_timeout", "SET statement_timeout = '50ms'")]
+        );
+        assert_eq!(
+            effects("select 1; set SESSION Work_Mem to '64MB'; SET LOCAL lock_timeout = 1").ops,
+            vec![set("work_mem", "set SESSION Work_Mem to '64MB'")]
+        );
+        assert_eq!(
+            effects("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE").ops,
+            vec![set(
+                "default_transaction_isolation",
+                "SET default_transaction_isolation = 'serializable'"
+            )]
+        );
+        assert_eq!(
+            effects("SELECT set_config('myapp.user_id', '7', false)").ops,
+            vec![set(
+                "myapp.user_id",
+                "SELECT pg_catalog.set_config('myapp.user_id', '7', false)"
+            )]
+        );
+        assert!(effects("SELECT set_config('myapp.user_id', '7', true)").is_empty());
+        assert!(effects("SELECT set_config('myapp.user_id', $1, false)").untracked);
+        assert!(effects("DO $$BEGIN SET statement_timeout = 1; END$$").untracked);
+        assert_eq!(
+            effects("SET application_name = 'x'"),
+            Effects::default(),
+            "reported settings follow ParameterStatus"
+        );
+        assert_eq!(
+            effects("RESET application_name").restore,
+            Restore::Reported(vec!["application_name".into()])
+        );
+        assert_eq!(
+            effects("SET work_mem TO DEFAULT").ops,
+            vec![SessionOp::Reset("work_mem".into())]
+        );
+        let asyncpg = effects("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;");
+        assert_eq!(asyncpg.ops, vec![SessionOp::ResetAll]);
+        assert_eq!(asyncpg.restore, Restore::All);
+        let discard = effects("DISCARD ALL");
+        assert!(discard.forget_statements && discard.restore == Restore::All);
+        assert!(effects("SELECT pg_try_advisory_lock(42)").may_pin);
+        assert!(!effects("SELECT pg_advisory_xact_lock(42)").may_pin);
+        assert!(effects("DECLARE c CURSOR WITH HOLD FOR SELECT 1").may_pin);
+        assert!(effects("CREATE TEMP TABLE x (a int)").may_pin);
+    }
+
+    #[test]
+    fn transaction_control_is_followed_while_watched() {
+        let watched = Rules {
+            watch_transaction: true,
+            ..rules(true, Guard::Role)
+        };
+        assert_eq!(
+            plan_query(b"ROLLBACK TO SAVEPOINT s", watched).effects.ops,
+            vec![SessionOp::RollbackTo("s".into())]
+        );
+        assert_eq!(plan_query(b"ROLLBACK", rules(true, Guard::Role)).effects.ops, vec![]);
+    }
+
     #[test]
     fn refusals_only_where_they_apply() {
+        assert_eq!(refused("SET statement_timeout = 5", true, Guard::Role), None);
         assert_eq!(
-            refused("SET statement_timeout = 5", true, false),
+            refused("select 1; /* hi */ listen x", true, Guard::Role),
             Some("0A000")
         );
-        assert_eq!(refused("SET statement_timeout = 5", false, false), None);
+        assert_eq!(refused("listen x", false, Guard::Role), None);
+        assert_eq!(refused("PREPARE p AS SELECT 1", true, Guard::Role), Some("0A000"));
         assert_eq!(
-            refused("SET LOCAL statement_timeout = 5", true, false),
-            None
-        );
-        assert_eq!(refused("SET application_name = 'x'", true, false), None);
-        assert_eq!(
-            refused("select 1; /* hi */ listen x", true, false),
+            refused("select 1; DEALLOCATE s1", true, Guard::Role),
             Some("0A000")
         );
-        assert_eq!(refused("PREPARE p AS SELECT 1", true, false), Some("0A000"));
         assert_eq!(
-            refused("select 1; DEALLOCATE s1", true, false),
-            Some("0A000")
-        );
-        let p = plan_query(b"DISCARD ALL", true, false);
-        assert!(p.forget_statements && p.poisons_link && p.refuse.is_none());
-        assert!(plan_query(b"RESET ALL", true, false).poisons_link);
-        assert_eq!(
-            plan_query(b"deallocate s1", true, false).deallocate,
+            plan_query(b"deallocate s1", rules(true, Guard::Role)).deallocate,
             Some(b"s1".to_vec())
         );
+        for sql in ["RESET ALL", "DISCARD ALL"] {
+            assert_eq!(refused(sql, true, Guard::Context), None, "{sql}");
+        }
     }
 
     #[test]
@@ -246,8 +462,6 @@ mod tests {
             "set LOCAL search_path to t_other",
             "SET SCHEMA 't_other'",
             "RESET search_path",
-            "RESET ALL",
-            "DISCARD ALL",
             "SET ROLE other",
             "SET SESSION AUTHORIZATION other",
             "SET pgtenant.tenant_id = 'x'",
@@ -265,16 +479,33 @@ mod tests {
             "UPDATE pg_settings SET setting = 't_b' WHERE name = 'search_path'",
             "DO $$BEGIN PERFORM \"set_config\"('search_path', 't_b', false); END$$",
         ] {
-            assert_eq!(refused(sql, true, true), Some("42501"), "{sql}");
+            assert_eq!(refused(sql, true, Guard::Context), Some("42501"), "{sql}");
         }
-        assert_eq!(
-            refused(
-                "SELECT set_config('application_name', 'x', false)",
-                true,
-                true
-            ),
-            None
-        );
-        assert_eq!(refused("SELECT * FROM dataset", true, true), None);
+        for sql in [
+            "SELECT set_config('application_name', 'x', false)",
+            "SELECT * FROM dataset",
+            "SELECT 'SET search_path = t_initech' AS s",
+            "SELECT $$SET pgtenant.tenant_id = 'x'$$",
+            "INSERT INTO notes(body) VALUES ('RESET ALL; set_config(''pgtenant.tenant_id'', ''x'', false)')",
+            "SELECT 1 /* SET search_path = t_b */",
+        ] {
+            assert_eq!(refused(sql, true, Guard::Context), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn role_links_guard_identity_but_not_search_path() {
+        assert_eq!(refused("SET search_path = t_a, public", true, Guard::Role), None);
+        for sql in [
+            "SET ROLE postgres",
+            "RESET role",
+            "SET SESSION AUTHORIZATION postgres",
+            "RESET SESSION AUTHORIZATION",
+            "SET LOCAL pgtenant.tenant_id = 'x'",
+            "SELECT set_config('pgtenant.tenant_id', 'x', false)",
+            "select 1; set role postgres",
+        ] {
+            assert_eq!(refused(sql, true, Guard::Role), Some("42501"), "{sql}");
+        }
     }
 }

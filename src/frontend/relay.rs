@@ -4,7 +4,10 @@
 //! through a small side buffer; large messages (COPY data, big rows) stream
 //! through without being held whole.
 
-use super::rewrite::{self, Ctx, TRACKED_PARAMS};
+use super::client::Client;
+use super::rewrite::{self, is_reported, Ctx};
+use super::tracker::Answered;
+use crate::backend::LinkState;
 use crate::protocol::frame::{Flow, FrameError, FrameScanner};
 use bytes::{Buf, BytesMut};
 use std::io;
@@ -93,10 +96,11 @@ fn frame_len(buf: &[u8], at: usize) -> usize {
 }
 
 /// Client messages pgtenant reads whole (small in practice; PostgreSQL holds
-/// them whole too): those carrying statement names or SQL text.
+/// them whole too): those carrying statement names or SQL text, and the
+/// small Execute and Sync.
 fn client_peek(tag: u8) -> usize {
     match tag {
-        b'P' | b'B' | b'D' | b'C' | b'Q' | b'F' => usize::MAX,
+        b'P' | b'B' | b'D' | b'C' | b'Q' | b'F' | b'E' | b'S' => usize::MAX,
         _ => 0,
     }
 }
@@ -105,11 +109,17 @@ fn client_peek(tag: u8) -> usize {
 /// client asked to terminate (its Terminate left unconsumed at `buf[scanned..]`).
 pub fn scan_client(up: &mut Upstream, cx: &mut Ctx<'_>) -> Result<bool, FrameError> {
     loop {
+        // Execute and Sync matter only when a statement with session
+        // effects was bound, or a restore waits for the Sync.
+        let watch_execute = cx.client.unnamed_portal.is_some();
+        let watch_sync = cx.client.restore_after_sync != crate::sql::Restore::Nothing;
         let t = &mut *cx.t;
         let r = up
             .scanner
             .scan(&up.buf, up.scanned, client_peek, |tag, _| match tag {
                 b'P' | b'B' | b'D' | b'C' | b'Q' | b'F' | b'X' => Flow::StopBefore,
+                b'E' if watch_execute => Flow::StopBefore,
+                b'S' if watch_sync => Flow::StopBefore,
                 _ => {
                     t.client_message(tag);
                     Flow::Continue
@@ -143,11 +153,13 @@ pub fn scan_client(up: &mut Upstream, cx: &mut Ctx<'_>) -> Result<bool, FrameErr
     }
 }
 
-/// Scans what the server sent: tracks ReadyForQuery, drops replies to
-/// pgtenant's own messages, follows ParameterStatus.
+/// Scans what the server sent: tracks ReadyForQuery and errors, drops replies
+/// to pgtenant's own messages, follows ParameterStatus, and applies a
+/// request's session changes once the server answered it.
 fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError> {
     loop {
-        let swallowing = cx.t.swallow_rfq > 0;
+        let ours = cx.t.swallowing();
+        let swallowing = ours.is_some();
         let t = &mut *cx.t;
         let peek = move |tag: u8| match tag {
             _ if swallowing => usize::MAX,
@@ -159,8 +171,13 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
             .scanner
             .scan(&down.buf, down.scanned, peek, |tag, p| match tag {
                 _ if swallowing => Flow::StopBefore,
+                b'Z' if t.changes_due() => Flow::StopBefore,
                 b'Z' => {
                     t.ready_for_query(p.first().copied().unwrap_or(b'I'));
+                    Flow::Continue
+                }
+                b'E' => {
+                    t.errored = true;
                     Flow::Continue
                 }
                 b'G' => {
@@ -178,6 +195,7 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
         let tag = down.buf[at];
         let total = frame_len(&down.buf, at);
         let body = &down.buf[at + 5..at + total];
+        let restoring = ours.is_some_and(|o| o.restore);
         let drop = match tag {
             b'S' => {
                 let mut b = body;
@@ -185,26 +203,37 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
                     (crate::net::take_cstr(&mut b), crate::net::take_cstr(&mut b))
                 {
                     let key = k.to_ascii_lowercase();
-                    if TRACKED_PARAMS.contains(&key.as_str()) {
+                    if is_reported(&key) {
                         cx.link.params.insert(key.clone(), v.to_owned());
-                        if !swallowing {
+                        if !swallowing || restoring {
                             cx.client.params.insert(key, v.to_owned());
                         }
                     }
                 }
-                swallowing
+                // A restore's reports reach the client: its settings changed.
+                swallowing && !restoring
             }
-            b'Z' if swallowing => {
-                cx.t.ready_for_query(body.first().copied().unwrap_or(b'I'));
-                cx.t.swallow_rfq -= 1;
-                true
+            b'Z' => {
+                let status = body.first().copied().unwrap_or(b'I');
+                if let Some(answered) = cx.t.ready_for_query(status) {
+                    on_answered(cx.client, cx.link, answered);
+                }
+                swallowing
             }
             b'E' if swallowing => {
                 let f = crate::protocol::messages::parse_error_fields(body);
-                tracing::warn!(error = ?f, "pgtenant's prelude (tenant context or settings) failed");
-                // Its settings are unknown now: never pool it again.
-                cx.link.poisoned = true;
-                cx.t.prelude_failed = true;
+                if restoring {
+                    // Fails only when the client's own RESET failed (then it
+                    // changed nothing); either way, start clean next time.
+                    tracing::debug!(error = ?f, "pgtenant's restore after a client's reset failed");
+                    cx.link.dirty = true;
+                    cx.link.context_owner = None;
+                } else {
+                    tracing::warn!(error = ?f, "pgtenant's prelude (tenant context or settings) failed");
+                    // Its settings are unknown now: never pool it again.
+                    cx.link.poisoned = true;
+                    cx.t.prelude_failed = true;
+                }
                 true
             }
             b'1' | b'3' if !swallowing => cx.t.reply_is_ours(tag),
@@ -217,6 +246,23 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
         } else {
             down.scanned += total;
         }
+    }
+}
+
+/// A client request with session changes was answered: follow them, and
+/// keep the link's record in step (the changes ran there).
+fn on_answered(client: &mut super::client::ClientState, link: &mut LinkState, a: Answered) {
+    let certain = client
+        .settings
+        .finish_request(&a.ops, a.before, a.after, a.errored);
+    link.settings = client.settings.current.clone();
+    if !certain {
+        tracing::debug!("a request's session changes can't be known exactly; the link will be reset");
+        link.dirty = true;
+    }
+    if a.errored && a.drops_statements {
+        // It may not have dropped the statements pgtenant forgot.
+        link.poisoned = true;
     }
 }
 
@@ -244,17 +290,12 @@ enum Step {
 }
 
 /// Pumps both directions until something needs the session's attention.
-/// `release_when_idle` is transaction pooling: return as soon as the link is idle.
-#[allow(clippy::too_many_arguments)]
+/// In transaction mode it returns as soon as the link is idle.
 pub async fn relay<CR, CW, SR, SW>(
-    client_r: &mut CR,
-    client_w: &mut CW,
-    server_r: &mut SR,
-    server_w: &mut SW,
-    up: &mut Upstream,
-    down: &mut Downstream,
-    cx: &mut Ctx<'_>,
-    release_when_idle: bool,
+    (client_r, client_w): (&mut CR, &mut CW),
+    client: &mut Client,
+    (server_r, server_w): (&mut SR, &mut SW),
+    link: &mut LinkState,
 ) -> RelayEnd
 where
     CR: AsyncRead + Unpin,
@@ -262,6 +303,14 @@ where
     SR: AsyncRead + Unpin,
     SW: AsyncWrite + Unpin,
 {
+    let Client { up, down, t, state } = client;
+    t.reset();
+    let release_when_idle = state.transaction_mode;
+    let cx = &mut Ctx {
+        client: state,
+        link,
+        t,
+    };
     rewrite::prelude(cx, &mut up.out);
     let mut terminating = match scan_client(up, cx) {
         Ok(stop) => stop,

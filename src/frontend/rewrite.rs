@@ -1,53 +1,25 @@
 //! What pgtenant changes in a client's request stream before a server sees it:
 //! statement names (per-client names mapped to pgtenant's, with replays on links
-//! that lack them), session statements that can't work under transaction pooling
-//! (refused through the server itself so errors arrive in order), and a prelude
-//! that puts the link's tracked settings in step with the client's.
+//! that lack them), what the guard or transaction pooling refuses (through the
+//! server itself, so errors arrive in order), the session changes it follows,
+//! and the requests of its own it injects: the prelude that puts a link in step
+//! with the client at checkout, and the restore after a client's RESET ALL or
+//! DISCARD ALL (tenant context and startup values back).
 
-use super::policy::{hint, plan_query, QueryPlan, FEATURE_NOT_SUPPORTED};
+use super::client::ClientState;
+use super::policy::{hint, plan_query, reported, QueryPlan, Rules, REPORTED_PARAMS};
 use super::tracker::TxnTracker;
-use crate::backend::{LinkState, Settings};
-use crate::prepared::{ClientStatements, Statement};
+use crate::backend::{LinkState, Overrides, Settings};
+use crate::prepared::Statement;
 use crate::protocol::extended::{self, split_name};
+use crate::sql::{literal, Effects, Restore};
 use crate::tenant::{quote_ident, TenantContext};
 use bytes::BytesMut;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
-/// Settings kept in step per client on shared links (lowercase names). All but
-/// extra_float_digits are reported by the server (ParameterStatus), so a client's
-/// `SET` of them is seen and replayed on the next link it gets.
-pub const TRACKED_PARAMS: [&str; 6] = [
-    // First: the encoding the others' values are sent in.
-    "client_encoding",
-    "application_name",
-    "datestyle",
-    "intervalstyle",
-    "timezone",
-    "extra_float_digits",
-];
-
-/// Per-client state that outlives any one server link.
-#[derive(Debug)]
-pub struct ClientState {
-    pub statements: ClientStatements,
-    /// Desired values of [`TRACKED_PARAMS`].
-    pub params: Settings,
-    pub transaction_mode: bool,
-    /// Context isolation: the tenant context set on every checkout; statements
-    /// that would change it are refused.
-    pub context: Option<TenantContext>,
-}
-
-impl ClientState {
-    pub fn new(params: Settings, transaction_mode: bool, context: Option<TenantContext>) -> Self {
-        Self {
-            statements: ClientStatements::new(),
-            params,
-            transaction_mode,
-            context,
-        }
-    }
-}
+pub const FEATURE_NOT_SUPPORTED: &str = super::policy::FEATURE_NOT_SUPPORTED;
+const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
 
 /// Everything a rewrite may touch.
 pub struct Ctx<'a> {
@@ -55,8 +27,6 @@ pub struct Ctx<'a> {
     pub link: &'a mut LinkState,
     pub t: &'a mut TxnTracker,
 }
-
-pub use crate::sql::literal;
 
 /// A statement that makes the server raise `code`/`message`, so a refusal
 /// arrives exactly where the refused statement's reply would have.
@@ -69,21 +39,41 @@ pub fn raise_statement(code: &str, message: &str, hint: &str) -> String {
     )
 }
 
-/// Called when a link is lent to the client: on shared links the tenant
-/// context first, then the tracked settings that differ, each injected ahead
-/// of the client's first message with its replies swallowed.
+/// Called when a link is lent to the client: a link whose settings are
+/// unknown, or may carry another client's changes made out of sight, is
+/// `RESET ALL` first; then, on shared links, the tenant context; then the
+/// client's settings that differ. All injected ahead of the client's first
+/// message, their replies swallowed.
 pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
+    let id = cx.client.id();
+    if cx.link.dirty || cx.link.foreign.is_some_and(|other| other != id) {
+        extended::query(out, "RESET ALL");
+        cx.t.injected_query(false);
+        settings_reset(cx.link);
+    }
     // Shared links: the tenant context is re-established on every checkout, so
     // nothing a client did (even through dynamic SQL) carries over.
     if let Some(context) = cx.client.context.as_ref() {
         context_prelude(context, cx.link, out);
-        cx.t.injected_query();
+        cx.t.injected_query(false);
     }
-    let in_step = cx.client.params.fingerprint(&TRACKED_PARAMS)
-        == cx.link.params.fingerprint(&TRACKED_PARAMS);
-    if !in_step {
-        settings_prelude(cx, out);
-    }
+    let client = &mut *cx.client;
+    settings_prelude(
+        cx.link,
+        cx.t,
+        &mut client.params,
+        &client.settings.current,
+        out,
+        false,
+    );
+}
+
+/// What pgtenant knows of a link after `RESET ALL` ran there.
+fn settings_reset(link: &mut LinkState) {
+    link.params = (*link.startup).clone();
+    link.settings = Overrides::default();
+    link.dirty = false;
+    link.foreign = None;
 }
 
 /// Sets search_path, `pgtenant.tenant_id` and its signature together. The
@@ -115,26 +105,94 @@ fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut Byte
     extended::sync(out);
 }
 
-/// SETs/RESETs for the tracked settings that differ, in one injected Query.
-fn settings_prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
+/// A setting name as SQL: each dotted part quoted.
+fn setting_ident(name: &str) -> String {
+    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+}
+
+/// Puts the link's settings in step with `want_params` (reported settings)
+/// and `want` (every other one) in one injected Query, when they differ.
+fn settings_prelude(
+    link: &mut LinkState,
+    t: &mut TxnTracker,
+    want_params: &mut Settings,
+    want: &Overrides,
+    out: &mut BytesMut,
+    restore: bool,
+) {
+    let params_in_step =
+        want_params.fingerprint(&REPORTED_PARAMS) == link.params.fingerprint(&REPORTED_PARAMS);
+    let settings_in_step = want.same_as(&link.settings);
+    if params_in_step && settings_in_step {
+        return;
+    }
     let mut sql = String::new();
-    for key in TRACKED_PARAMS {
-        match (cx.client.params.get(key), cx.link.params.get(key)) {
-            (Some(want), have) if have != Some(want) => {
-                sql.push_str(&format!("SET {key} = {};", literal(want)));
-                cx.link.params.insert(key.to_owned(), want.clone());
+    if !params_in_step {
+        for key in REPORTED_PARAMS {
+            match (want_params.get(key), link.params.get(key)) {
+                (Some(v), have) if have != Some(v) => {
+                    let _ = write!(sql, "SET {key} = {};", literal(v));
+                    link.params.insert(key.to_owned(), v.clone());
+                }
+                (None, Some(_)) => {
+                    let _ = write!(sql, "RESET {key};");
+                    link.params.remove(key);
+                }
+                _ => {}
             }
-            (None, Some(_)) => {
-                sql.push_str(&format!("RESET {key};"));
-                cx.link.params.remove(key);
-            }
-            _ => {}
         }
+    }
+    if !settings_in_step {
+        for (name, replay) in want.iter() {
+            if link.settings.get(name) != Some(replay) {
+                sql.push_str(replay);
+                sql.push(';');
+            }
+        }
+        for (name, _) in link.settings.iter() {
+            if !want.contains(name) {
+                let _ = write!(sql, "RESET {};", setting_ident(name));
+            }
+        }
+        link.settings = want.clone();
     }
     if !sql.is_empty() {
         extended::query(out, &sql);
-        cx.t.injected_query();
+        t.injected_query(restore);
     }
+}
+
+/// After a client request that resets settings: the server put them back to
+/// the link's startup values; put the client's own back (and on shared
+/// links the tenant context), pipelined right behind it.
+fn restore(cx: &mut Ctx<'_>, what: &Restore, out: &mut BytesMut) {
+    let client = &mut *cx.client;
+    match what {
+        Restore::Nothing => return,
+        Restore::Reported(names) => {
+            for name in names {
+                if let Some(v) = cx.link.startup.get(name) {
+                    cx.link.params.insert(name.clone(), v.clone());
+                }
+                if let Some(v) = client.startup_params.get(name) {
+                    client.params.insert(name.clone(), v.clone());
+                }
+            }
+        }
+        Restore::All => {
+            settings_reset(cx.link);
+            client.params = client.startup_params.clone();
+            if let Some(context) = client.context.as_ref() {
+                context_prelude(context, cx.link, out);
+                cx.t.injected_query(true);
+            }
+        }
+    }
+    let want = match what {
+        Restore::All => &client.settings.startup,
+        _ => &client.settings.current,
+    };
+    settings_prelude(cx.link, cx.t, &mut client.params, want, out, true);
 }
 
 /// Makes sure the link holds `stmt`, replaying its Parse (and closing the least
@@ -162,7 +220,7 @@ fn make_room(cx: &mut Ctx<'_>, out: &mut BytesMut) {
 /// when the message goes through unchanged (nothing written).
 pub fn client_message(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
     let tag = msg[0];
-    let rewritten = rewrite(cx, tag, &msg[5..], out);
+    let rewritten = rewrite(cx, msg, out);
     if !rewritten {
         cx.t.client_message(tag);
     }
@@ -178,86 +236,153 @@ fn foreign_name(name: &[u8]) -> Vec<u8> {
 }
 
 fn plan(cx: &Ctx<'_>, sql: &[u8]) -> QueryPlan {
-    plan_query(sql, cx.client.transaction_mode, cx.client.context.is_some())
+    plan_query(
+        sql,
+        Rules {
+            transaction_mode: cx.client.transaction_mode,
+            guard: cx.client.guard,
+            watch_transaction: cx.client.settings.watching_transaction() || cx.t.changes_pending(),
+        },
+    )
 }
 
-fn rewrite(cx: &mut Ctx<'_>, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
+/// A refusal for effects beyond the client's limits, if they are.
+fn over_limits(cx: &Ctx<'_>, fx: &Effects) -> Option<String> {
+    let current = &cx.client.settings.current;
+    let new = fx
+        .ops
+        .iter()
+        .filter(|op| matches!(op, crate::sql::SessionOp::Set { name, .. } if !current.contains(name)))
+        .count();
+    let max = cx.client.limits.max_settings;
+    (new > 0 && current.len() + new > max).then(|| {
+        format!("too many session settings for one client (max_client_settings {max}); RESET some, or raise [proxy] max_client_settings")
+    })
+}
+
+/// Records what a statement does to the session, as it is sent (Query) or
+/// executed (Execute): followed when the server answers it.
+fn apply_effects(cx: &mut Ctx<'_>, fx: &Effects) {
+    if !fx.ops.is_empty() || fx.forget_statements {
+        cx.t.add_changes(&fx.ops, fx.forget_statements, false);
+    }
+    if fx.forget_statements {
+        cx.client.statements.clear();
+        cx.link.prepared.clear();
+    }
+    if fx.untracked {
+        cx.link.foreign = Some(cx.client.id());
+    }
+    if fx.may_pin {
+        cx.client.check_pins = true;
+    }
+}
+
+/// The statement that replaces `DEALLOCATE name`: pgtenant's own name on
+/// this link, nothing if the link lacks it, an error if the client has no
+/// such statement.
+fn deallocate(cx: &mut Ctx<'_>, name: &[u8]) -> String {
+    match cx.client.statements.remove(name) {
+        Some(stmt) if cx.link.prepared.touch(&stmt.server_name) => {
+            cx.link.prepared.remove(&stmt.server_name);
+            format!("DEALLOCATE {}", quote_ident(&stmt.server_name))
+        }
+        Some(_) => "DO $pgtenant$BEGIN END$pgtenant$".to_owned(),
+        None => raise_statement(
+            "26000",
+            &format!(
+                "prepared statement \"{}\" does not exist",
+                String::from_utf8_lossy(name)
+            ),
+            "",
+        ),
+    }
+}
+
+/// A statement that may pin the link takes a place in the tenant's
+/// `max_pinned` first; none left refuses it.
+fn pin_refusal(cx: &mut Ctx<'_>, fx: &Effects) -> Option<String> {
+    if !fx.may_pin || !cx.client.transaction_mode || cx.client.pin_slot.is_some() {
+        return None;
+    }
+    match cx.client.pins.try_acquire() {
+        Ok(slot) => {
+            cx.client.pin_slot = Some(slot);
+            None
+        }
+        Err(_) => Some(format!(
+            "too many server connections of this tenant are pinned (max_pinned {}): a session advisory lock, WITH HOLD cursor or temporary table keeps a server connection for its client",
+            cx.client.pins.size()
+        )),
+    }
+}
+
+const PIN_HINT: &str = "release advisory locks and close held cursors sooner, use pg_advisory_xact_lock, raise the tier's max_pinned, or use pool_mode = \"session\"";
+
+/// The statement text pgtenant sends instead of a client's, if any.
+fn replacement(cx: &mut Ctx<'_>, plan: &QueryPlan) -> Option<String> {
+    if let Some((code, why)) = &plan.refuse {
+        return Some(raise_statement(code, why, hint(code)));
+    }
+    if let Some(why) = over_limits(cx, &plan.effects) {
+        return Some(raise_statement(CONFIGURATION_LIMIT_EXCEEDED, &why, ""));
+    }
+    if let Some(why) = pin_refusal(cx, &plan.effects) {
+        return Some(raise_statement(FEATURE_NOT_SUPPORTED, &why, PIN_HINT));
+    }
+    plan.deallocate.as_ref().map(|name| deallocate(cx, name))
+}
+
+fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
+    let tag = msg[0];
+    let body = &msg[5..];
     match tag {
         b'Q' => {
             let sql = body.strip_suffix(&[0]).unwrap_or(body);
             let plan = plan(cx, sql);
-            if let Some((code, why)) = plan.refuse {
+            if let Some(sql) = replacement(cx, &plan) {
                 cx.t.client_message(tag);
-                extended::query(out, &raise_statement(code, &why, hint(code)));
+                extended::query(out, &sql);
                 return true;
             }
-            if plan.forget_statements {
-                cx.client.statements.clear();
-            }
-            cx.link.poisoned |= plan.poisons_link;
-            let Some(name) = plan.deallocate else {
+            apply_effects(cx, &plan.effects);
+            if plan.effects.restore == Restore::Nothing {
                 return false;
-            };
-            let replacement = match cx.client.statements.remove(&name) {
-                // The link holds it: deallocate pgtenant's name. It doesn't: the
-                // statement is gone already, nothing to do on this link.
-                Some(stmt) if cx.link.prepared.touch(&stmt.server_name) => {
-                    cx.link.prepared.remove(&stmt.server_name);
-                    format!("DEALLOCATE {}", quote_ident(&stmt.server_name))
-                }
-                Some(_) => "DO $pgtenant$BEGIN END$pgtenant$".to_owned(),
-                None => raise_statement(
-                    "26000",
-                    &format!(
-                        "prepared statement \"{}\" does not exist",
-                        String::from_utf8_lossy(&name)
-                    ),
-                    "",
-                ),
-            };
+            }
             cx.t.client_message(tag);
-            extended::query(out, &replacement);
+            out.extend_from_slice(msg);
+            restore(cx, &plan.effects.restore, out);
             true
         }
         b'P' => {
             let Some((name, rest)) = split_name(body) else {
                 return false;
             };
-            let refused = extended::parse_query_text(rest).and_then(|q| {
-                let p = plan(cx, q);
-                cx.link.poisoned |= p.poisons_link;
-                // pgtenant follows DEALLOCATE/DISCARD ALL in simple queries
-                // only (a Parse of one runs whenever it is executed).
-                let untracked = cx.client.transaction_mode
-                    && (p.deallocate.is_some() || p.forget_statements);
-                p.refuse
-                    .or_else(|| {
-                        untracked.then(|| {
-                            (
-                                FEATURE_NOT_SUPPORTED,
-                                "DEALLOCATE and DISCARD ALL must be sent as simple queries in transaction pooling mode".to_owned(),
-                            )
-                        })
-                    })
-                    .map(|(code, why)| raise_statement(code, &why, hint(code)))
-            });
+            let Some(query) = extended::parse_query_text(rest) else {
+                return false;
+            };
+            let plan = plan(cx, query);
+            let replaced = replacement(cx, &plan);
+            let effects = (replaced.is_none() && !plan.effects.is_empty())
+                .then(|| Arc::new(plan.effects));
             if name.is_empty() {
-                return match refused {
-                    Some(raise) => {
+                cx.client.unnamed_statement = effects;
+                return match replaced {
+                    Some(sql) => {
                         cx.t.client_message(tag);
-                        extended::parse_query(out, b"", &raise);
+                        extended::parse_query(out, b"", &sql);
                         true
                     }
                     None => false,
                 };
             }
-            let stmt = match refused {
-                Some(raise) => {
-                    let mut rest = raise.into_bytes();
+            let stmt = match replaced {
+                Some(sql) => {
+                    let mut rest = sql.into_bytes();
                     rest.extend_from_slice(&[0, 0, 0]);
-                    cx.client.statements.register(name, &rest)
+                    cx.client.statements.register(name, &rest, None)
                 }
-                None => cx.client.statements.register(name, rest),
+                None => cx.client.statements.register(name, rest, effects),
             };
             make_room(cx, out);
             cx.t.client_message(tag);
@@ -272,10 +397,25 @@ fn rewrite(cx: &mut Ctx<'_>, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
             let Some((name, rest)) = split_name(rest) else {
                 return false;
             };
+            let stmt = known(cx, name);
+            let effects = match (&stmt, name.is_empty()) {
+                (_, true) => cx.client.unnamed_statement.clone(),
+                (Some(s), false) => s.effects.clone(),
+                (None, false) => None,
+            };
+            if portal.is_empty() {
+                cx.client.unnamed_portal = effects;
+            } else if let Some(fx) = effects {
+                // Named portals with session effects are rare: follow them
+                // as bound (an Execute names its portal; pgtenant watches
+                // the unnamed one only).
+                apply_effects(cx, &fx);
+                cx.client.restore_after_sync.add(fx.restore.clone());
+            }
             if name.is_empty() {
                 return false;
             }
-            match known(cx, name) {
+            match stmt {
                 Some(stmt) => {
                     ensure(cx, &stmt, out);
                     cx.t.client_message(tag);
@@ -286,6 +426,27 @@ fn rewrite(cx: &mut Ctx<'_>, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
                     extended::bind(out, portal, &foreign_name(name), rest);
                 }
             }
+            true
+        }
+        b'E' => {
+            // Only stopped for when the unnamed portal has session effects.
+            if body.first() == Some(&0) {
+                if let Some(fx) = cx.client.unnamed_portal.clone() {
+                    apply_effects(cx, &fx);
+                    cx.client.restore_after_sync.add(fx.restore.clone());
+                }
+            }
+            false
+        }
+        b'S' => {
+            // Only stopped for when a restore waits for this Sync.
+            let what = std::mem::take(&mut cx.client.restore_after_sync);
+            if what == Restore::Nothing {
+                return false;
+            }
+            cx.t.client_message(tag);
+            out.extend_from_slice(msg);
+            restore(cx, &what, out);
             true
         }
         // FunctionCall calls a function by OID, out of any guard's sight: not on
@@ -333,6 +494,11 @@ fn known(cx: &Ctx<'_>, name: &[u8]) -> Option<Arc<Statement>> {
     cx.client.statements.get(name).cloned()
 }
 
+/// The reported settings a ParameterStatus may change (lowercase name).
+pub fn is_reported(name: &str) -> bool {
+    reported(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +508,11 @@ mod tests {
         let s = raise_statement("0A000", "it's $pgtenant$ bad", "x");
         assert_eq!(s.matches("$pgtenant$").count(), 2);
         assert!(s.contains("it''s"));
+    }
+
+    #[test]
+    fn setting_names_are_quoted_per_part() {
+        assert_eq!(setting_ident("myapp.user_id"), "\"myapp\".\"user_id\"");
+        assert_eq!(setting_ident("work_mem"), "\"work_mem\"");
     }
 }

@@ -2,11 +2,11 @@
 //! relay until the transaction (or session) ends, give the link back clean.
 
 use super::cancel::{CancelKey, CancelTarget};
+use super::client::{Client, ClientLimits, ClientState, PinReason};
 use super::handshake::{login, send_fatal, Login, Refusal};
-use super::relay::{flush, relay, Downstream, RelayEnd, Upstream};
-use super::rewrite::{ClientState, Ctx};
-use super::tracker::TxnTracker;
+use super::relay::{flush, relay, RelayEnd, Upstream};
 use crate::app::{wait_shutdown, Proxy};
+use crate::pool::{Lease, TenantPool};
 use crate::config::PoolMode;
 use crate::error::ClientError;
 use crate::protocol::frame::{no_peek, Flow};
@@ -108,32 +108,44 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         pool,
         user,
         params,
+        settings,
         ..
     } = &login;
-    let release_when_idle = tenant.pool_mode == PoolMode::Transaction;
-    let mut client = ClientState::new(params.clone(), release_when_idle, tenant.context.clone());
+    let transaction_mode = tenant.pool_mode == PoolMode::Transaction;
+    let limits = ClientLimits {
+        max_settings: proxy.config.proxy.max_client_settings,
+    };
+    let mut client = Client::new(ClientState::new(
+        params.clone(),
+        settings.clone(),
+        transaction_mode,
+        tenant.context.clone(),
+        pool.pins.clone(),
+        limits,
+    ));
     let mut shutdown = proxy.shutdown_signal();
     let (mut cr, mut cw) = stream.split();
-    let mut up = Upstream::new();
-    let mut down = Downstream::new();
     let mut seen_generation = proxy.tenants.generation();
+    // A pinned client keeps its link between transactions.
+    let mut held: Option<Lease> = None;
+    let reset_timeout = proxy.pools.settings().server_connect_timeout;
     loop {
-        // Between transactions: no server link held.
-        if up.buf.is_empty() {
+        // Between transactions: no server link held (unless pinned).
+        if client.up.buf.is_empty() {
             tokio::select! {
-                r = cr.read_buf(&mut up.buf) => match r {
-                    Ok(0) | Err(_) => return,
+                r = cr.read_buf(&mut client.up.buf) => match r {
+                    Ok(0) | Err(_) => return give_back(held, reset_timeout),
                     Ok(_) => {}
                 },
                 _ = wait_shutdown(&mut shutdown) => {
                     let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
                     send_error(&mut cw, &e, Severity::Fatal).await;
-                    return;
+                    return give_back(held, reset_timeout);
                 }
             }
         }
-        if up.buf[0] == b'X' {
-            return;
+        if client.up.buf[0] == b'X' {
+            return give_back(held, reset_timeout);
         }
         // A catalog change may have suspended, cancelled or removed the tenant:
         // its clients learn at their next transaction (one atomic load otherwise).
@@ -142,51 +154,25 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             seen_generation = generation;
             if let Err(e) = still_allowed(proxy, &tenant.key) {
                 send_error(&mut cw, &e, Severity::Fatal).await;
-                return;
+                return give_back(held, reset_timeout);
             }
         }
-        let mut lease = match proxy.pools.checkout(pool).await {
-            Ok(l) => l,
-            Err(err) => {
-                tracing::warn!(tenant = %tenant.key, %user, error = %err, "checkout failed");
-                if refuse_request(&mut cr, &mut cw, &mut up, &ClientError::from(&err))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-        };
-        // A shared link last used by another tenant: wipe that tenant's session
-        // state (statements, settings, cursors, LISTEN, locks, its signed
-        // context) and wait for it to succeed before any of this client's bytes
-        // reach the server: nothing of the client's may run in another
-        // tenant's context, even if pgtenant's own statements were cancelled.
-        if let Some(ctx) = &client.context {
-            let conn = lease.conn();
-            if conn
-                .state
-                .context_owner
-                .as_ref()
-                .is_some_and(|o| *o != ctx.owner)
-            {
-                let limit = proxy.pools.settings().server_connect_timeout;
-                let wiped = tokio::time::timeout(limit, conn.discard_all()).await;
-                if !matches!(wiped, Ok(Ok(()))) {
-                    tracing::warn!(tenant = %tenant.key, result = ?wiped, "could not reset a shared server connection; closed it");
-                    drop(lease);
-                    let e = ClientError::new(
-                        sqlstate::CONNECTION_FAILURE,
-                        "pgtenant could not reset a shared server connection; try again",
-                    );
-                    if refuse_request(&mut cr, &mut cw, &mut up, &e).await.is_err() {
+        let mut lease = match held.take() {
+            Some(l) => l,
+            None => match checkout(proxy, pool, &client.state).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.key, %user, error = %e.message, "checkout failed");
+                    if refuse_request(&mut cr, &mut cw, &mut client.up, &e)
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     continue;
                 }
-            }
-        }
+            },
+        };
         let conn = lease.conn();
         key.set(Some(CancelTarget {
             host: pool.target().host.clone(),
@@ -194,43 +180,50 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             pid: conn.state.pid,
             secret: conn.secret,
         }));
-        let mut t = TxnTracker::default();
         let (mut sr, mut sw) = conn.stream.split();
-        let mut cx = Ctx {
-            client: &mut client,
-            link: &mut conn.state,
-            t: &mut t,
-        };
         let end = relay(
-            &mut cr,
-            &mut cw,
-            &mut sr,
-            &mut sw,
-            &mut up,
-            &mut down,
-            &mut cx,
-            release_when_idle,
+            (&mut cr, &mut cw),
+            &mut client,
+            (&mut sr, &mut sw),
+            &mut conn.state,
         )
         .await;
         key.set(None);
-        let link_clean = t.idle() && down.drained() && up.drained();
+        let link_clean = client.t.idle() && client.down.drained() && client.up.drained();
         match end {
             RelayEnd::Release => {
-                lease.release();
-                if flush(&mut cw, &mut down).await.is_err() {
-                    return;
+                if client.state.check_pins || client.state.pinned() {
+                    match update_pin(&mut client.state, lease.conn(), reset_timeout).await {
+                        Ok(()) => {}
+                        Err(e) => {
+                            tracing::warn!(tenant = %tenant.key, error = %e, "could not check what pins a client to its server connection");
+                            let e = ClientError::new(
+                                sqlstate::CONNECTION_FAILURE,
+                                "server connection lost; pgtenant closed the client",
+                            );
+                            let _ = flush(&mut cw, &mut client.down).await;
+                            send_error(&mut cw, &e, Severity::Fatal).await;
+                            return;
+                        }
+                    }
+                }
+                if client.state.pinned() {
+                    held = Some(lease);
+                } else {
+                    lease.release();
+                }
+                if flush(&mut cw, &mut client.down).await.is_err() {
+                    return give_back(held, reset_timeout);
                 }
                 if *shutdown.borrow() {
                     let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
                     send_error(&mut cw, &e, Severity::Fatal).await;
-                    return;
+                    return give_back(held, reset_timeout);
                 }
             }
             RelayEnd::Terminate | RelayEnd::ClientClosed | RelayEnd::ClientIo(_) => {
-                if link_clean && !release_when_idle {
-                    tokio::spawn(
-                        lease.reset_and_release(proxy.pools.settings().server_connect_timeout),
-                    );
+                if link_clean && (!transaction_mode || client.state.pinned()) {
+                    tokio::spawn(lease.reset_and_release(reset_timeout));
                 }
                 // Otherwise the lease drops here: a link left mid-transaction is
                 // closed (the server rolls back), never handed to another client.
@@ -252,7 +245,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             }
             RelayEnd::ServerClosed | RelayEnd::ServerIo(_) | RelayEnd::ServerProtocol(_) => {
                 tracing::warn!(tenant = %tenant.key, end = ?end, "server link lost");
-                let _ = flush(&mut cw, &mut down).await;
+                let _ = flush(&mut cw, &mut client.down).await;
                 let e = ClientError::new(
                     sqlstate::CONNECTION_FAILURE,
                     "server connection lost; pgtenant closed the client",
@@ -262,6 +255,109 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             }
         }
     }
+}
+
+/// A link kept by a pinned client that leaves between transactions: wiped
+/// (`DISCARD ALL` releases its locks, closes its cursors, drops its temporary
+/// tables) before anyone else gets it; closed if that fails.
+fn give_back(held: Option<Lease>, timeout: std::time::Duration) {
+    if let Some(lease) = held {
+        tokio::spawn(lease.reset_and_release(timeout));
+    }
+}
+
+/// Borrows a link for the client's next transaction. A shared link last used
+/// by another tenant is wiped first (statements, settings, cursors, LISTEN,
+/// locks, its signed context), and the wipe must succeed before any of this
+/// client's bytes reach the server: nothing of the client's may run in another
+/// tenant's context, even if pgtenant's own statements were cancelled.
+async fn checkout(
+    proxy: &Proxy,
+    pool: &Arc<TenantPool>,
+    client: &ClientState,
+) -> Result<Lease, ClientError> {
+    let mut lease = proxy
+        .pools
+        .checkout(pool)
+        .await
+        .map_err(|e| ClientError::from(&e))?;
+    let Some(ctx) = &client.context else {
+        return Ok(lease);
+    };
+    let conn = lease.conn();
+    if conn
+        .state
+        .context_owner
+        .as_ref()
+        .is_some_and(|o| *o != ctx.owner)
+    {
+        let limit = proxy.pools.settings().server_connect_timeout;
+        let wiped = tokio::time::timeout(limit, conn.discard_all()).await;
+        if !matches!(wiped, Ok(Ok(()))) {
+            tracing::warn!(tenant = %ctx.owner, result = ?wiped, "could not reset a shared server connection; closed it");
+            return Err(ClientError::new(
+                sqlstate::CONNECTION_FAILURE,
+                "pgtenant could not reset a shared server connection; try again",
+            ));
+        }
+    }
+    Ok(lease)
+}
+
+/// What pins a session to its backend: session advisory locks, held cursors,
+/// temporary tables. Asked of the server itself after a transaction that may
+/// have taken or released one, so pgtenant never guesses from SQL text.
+const PIN_CHECK_SQL: &str = "SELECT \
+    (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted), \
+    (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable), \
+    (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't' AND relnamespace = pg_catalog.pg_my_temp_schema())";
+
+async fn update_pin(
+    client: &mut ClientState,
+    conn: &mut crate::backend::ServerConn,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    client.check_pins = false;
+    let rows = tokio::time::timeout(timeout, conn.query_rows(PIN_CHECK_SQL))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let count = |i: usize| -> u32 {
+        rows.first()
+            .and_then(|r| r.get(i).cloned().flatten())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let reason = PinReason {
+        advisory_locks: count(0),
+        held_cursors: count(1),
+        temp_tables: count(2),
+    };
+    match (client.pin.is_some(), reason.any()) {
+        (_, true) => {
+            if client.pin.is_none() {
+                tracing::info!(
+                    advisory_locks = reason.advisory_locks,
+                    held_cursors = reason.held_cursors,
+                    temp_tables = reason.temp_tables,
+                    "client pinned to its server connection until these are released"
+                );
+            }
+            // Pinned by something pgtenant did not see coming: count it if
+            // the cap allows (the link is held either way).
+            if client.pin_slot.is_none() {
+                client.pin_slot = client.pins.try_acquire().ok();
+            }
+            client.pin = Some(reason);
+        }
+        (true, false) => {
+            tracing::debug!("client unpinned from its server connection");
+            client.pin = None;
+            client.pin_slot = None;
+        }
+        (false, false) => client.pin_slot = None,
+    }
+    Ok(())
 }
 
 /// Whether the tenant may still run transactions after a catalog change.

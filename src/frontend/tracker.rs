@@ -1,8 +1,43 @@
 //! Where a client's conversation with its server link stands: how many
-//! ReadyForQuery messages the server still owes, the transaction status, and
-//! which replies belong to pgtenant's own injected messages (to be swallowed).
+//! ReadyForQuery messages the server still owes, the transaction status,
+//! which replies belong to pgtenant's own injected messages (to be
+//! swallowed), and which requests carry session changes to apply when the
+//! server answers them.
 
+use crate::sql::SessionOp;
 use std::collections::VecDeque;
+
+/// A request of pgtenant's own: its replies, through its ReadyForQuery, are
+/// dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct Ours {
+    /// The sync point it ends at (see `sent_epoch`).
+    epoch: u64,
+    /// Put back what a client's RESET/DISCARD took: a failure there is not
+    /// fatal (it fails only when the client's own request failed, which
+    /// then changed nothing), and its ParameterStatus reach the client.
+    pub restore: bool,
+}
+
+/// A client request with session changes, applied at its ReadyForQuery.
+#[derive(Debug, Clone)]
+struct Changes {
+    epoch: u64,
+    ops: Vec<SessionOp>,
+    /// It drops server statements (DISCARD ALL, DEALLOCATE ALL): if it
+    /// fails, pgtenant's list of the link's statements is wrong.
+    drops_statements: bool,
+}
+
+/// What a client request did, handed over at its ReadyForQuery.
+#[derive(Debug)]
+pub struct Answered {
+    pub ops: Vec<SessionOp>,
+    pub before: u8,
+    pub after: u8,
+    pub errored: bool,
+    pub drops_statements: bool,
+}
 
 /// One Parse or Close sent to the server: `epoch` is the number of
 /// sync points (Sync, Query) sent before it; `ours` means pgtenant injected it
@@ -21,9 +56,12 @@ pub struct TxnTracker {
     pub unsynced: bool,
     /// Status byte of the last ReadyForQuery: I, T or E.
     pub status: u8,
-    /// Leading replies, through this many ReadyForQuery, answer pgtenant's own
-    /// prelude (session settings) and are dropped.
-    pub swallow_rfq: u32,
+    /// pgtenant's own requests in flight, oldest first.
+    ours: VecDeque<Ours>,
+    /// Client requests with session changes in flight, oldest first.
+    changes: VecDeque<Changes>,
+    /// The server sent an ErrorResponse since the last ReadyForQuery.
+    pub errored: bool,
     /// One of pgtenant's own prelude statements failed on the server.
     pub prelude_failed: bool,
     sent_epoch: u64,
@@ -46,7 +84,9 @@ impl Default for TxnTracker {
             pending: 0,
             unsynced: false,
             status: b'I',
-            swallow_rfq: 0,
+            ours: VecDeque::new(),
+            changes: VecDeque::new(),
+            errored: false,
             prelude_failed: false,
             sent_epoch: 0,
             recv_epoch: 0,
@@ -60,6 +100,66 @@ impl Default for TxnTracker {
 }
 
 impl TxnTracker {
+    /// Ready for a new link, keeping its queues' memory.
+    pub fn reset(&mut self) {
+        let mut ours = std::mem::take(&mut self.ours);
+        let mut changes = std::mem::take(&mut self.changes);
+        let mut parses = std::mem::take(&mut self.parses);
+        let mut closes = std::mem::take(&mut self.closes);
+        ours.clear();
+        changes.clear();
+        parses.clear();
+        closes.clear();
+        *self = Self {
+            ours,
+            changes,
+            parses,
+            closes,
+            ..Self::default()
+        };
+    }
+
+    /// The next replies answer a request of pgtenant's own.
+    pub fn swallowing(&self) -> Option<Ours> {
+        self.ours
+            .front()
+            .filter(|o| o.epoch == self.recv_epoch + 1)
+            .copied()
+    }
+
+    /// The next ReadyForQuery answers a client request with session changes.
+    pub fn changes_due(&self) -> bool {
+        self.changes
+            .front()
+            .is_some_and(|c| c.epoch == self.recv_epoch + 1)
+    }
+
+    /// Client requests with session changes are in flight.
+    pub fn changes_pending(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// Session changes sent in the request now being sent (a Query just
+    /// counted, or extended messages before their Sync).
+    pub fn add_changes(&mut self, ops: &[SessionOp], drops_statements: bool, in_query: bool) {
+        let epoch = if in_query {
+            self.sent_epoch
+        } else {
+            self.sent_epoch + 1
+        };
+        match self.changes.back_mut() {
+            Some(c) if c.epoch == epoch => {
+                c.ops.extend_from_slice(ops);
+                c.drops_statements |= drops_statements;
+            }
+            _ => self.changes.push_back(Changes {
+                epoch,
+                ops: ops.to_vec(),
+                drops_statements,
+            }),
+        }
+    }
+
     /// The link is between transactions with nothing in flight.
     pub fn idle(&self) -> bool {
         self.pending == 0 && !self.unsynced && !self.copy_in && self.status == b'I'
@@ -122,6 +222,11 @@ impl TxnTracker {
             let ignored = self.syncs_after_execute;
             self.pending = self.pending.saturating_sub(ignored);
             self.sent_epoch = self.sent_epoch.saturating_sub(u64::from(ignored));
+            // Changes recorded for those swallowed Syncs belong to the Sync
+            // that will end the COPY.
+            for c in self.changes.iter_mut() {
+                c.epoch = c.epoch.min(self.sent_epoch + 1);
+            }
             self.syncs_after_execute = 0;
         }
         self.copy_in = true;
@@ -140,25 +245,52 @@ impl TxnTracker {
         }
     }
 
-    /// pgtenant injected a simple Query whose replies the client must not see.
-    pub fn injected_query(&mut self) {
+    /// pgtenant injected a request (a simple Query, or extended messages
+    /// through a Sync) whose replies the client must not see.
+    pub fn injected_query(&mut self, restore: bool) {
         self.pending += 1;
         self.sent_epoch += 1;
-        self.swallow_rfq += 1;
+        self.ours.push_back(Ours {
+            epoch: self.sent_epoch,
+            restore,
+        });
     }
 
     /// A ReadyForQuery arrived. Parses/Closes of earlier sync groups that never
     /// got a reply were skipped by the server after an error: forget them.
-    pub fn ready_for_query(&mut self, status: u8) {
+    /// Returns the session changes of the request it answers, if any.
+    pub fn ready_for_query(&mut self, status: u8) -> Option<Answered> {
+        let before = self.status;
+        let errored = std::mem::take(&mut self.errored);
         self.pending = self.pending.saturating_sub(1);
         self.status = status;
         self.recv_epoch += 1;
+        if self
+            .ours
+            .front()
+            .is_some_and(|o| o.epoch == self.recv_epoch)
+        {
+            self.ours.pop_front();
+        }
         let live = self.recv_epoch;
         while self.parses.front().is_some_and(|s| s.epoch < live) {
             self.parses.pop_front();
         }
         while self.closes.front().is_some_and(|s| s.epoch < live) {
             self.closes.pop_front();
+        }
+        while self.changes.front().is_some_and(|c| c.epoch < live) {
+            self.changes.pop_front();
+        }
+        match self.changes.front() {
+            Some(c) if c.epoch == live => self.changes.pop_front().map(|c| Answered {
+                ops: c.ops,
+                before,
+                after: status,
+                errored,
+                drops_statements: c.drops_statements,
+            }),
+            _ => None,
         }
     }
 
@@ -187,7 +319,30 @@ mod tests {
         t.client_message(b'S');
         assert!(t.reply_is_ours(b'1'));
         assert!(!t.reply_is_ours(b'1'));
-        t.ready_for_query(b'I');
+        assert!(t.ready_for_query(b'I').is_none());
+        assert!(t.idle());
+    }
+
+    #[test]
+    fn changes_are_handed_over_with_their_answer() {
+        let mut t = TxnTracker::default();
+        t.injected_query(false); // prelude
+        t.client_message(b'Q');
+        t.add_changes(&[SessionOp::Begin], false, true);
+        t.client_message(b'P');
+        t.client_message(b'B');
+        t.client_message(b'E');
+        t.add_changes(&[SessionOp::Rollback], true, false);
+        t.client_message(b'S');
+        assert!(t.swallowing().is_some());
+        assert!(t.ready_for_query(b'I').is_none());
+        assert!(t.swallowing().is_none());
+        assert!(t.changes_due());
+        let a = t.ready_for_query(b'T').expect("the Query's changes");
+        assert_eq!((a.ops, a.before, a.after), (vec![SessionOp::Begin], b'I', b'T'));
+        t.errored = true;
+        let b = t.ready_for_query(b'I').expect("the Sync's changes");
+        assert!(b.errored && b.drops_statements && b.before == b'T');
         assert!(t.idle());
     }
 
@@ -203,7 +358,7 @@ mod tests {
             t.client_message(tag);
         }
         assert_eq!(t.pending, 1);
-        t.ready_for_query(b'I');
+        assert!(t.ready_for_query(b'I').is_none());
         assert!(t.idle());
     }
 
@@ -216,7 +371,7 @@ mod tests {
         t.client_message(b'P'); // next group
         t.client_message(b'S');
         // No ParseComplete for the first group: the error, then ReadyForQuery.
-        t.ready_for_query(b'I');
+        assert!(t.ready_for_query(b'I').is_none());
         assert!(
             !t.reply_is_ours(b'1'),
             "the next group's reply is the client's"

@@ -142,6 +142,7 @@ impl PoolManager {
             &tenant.tier,
             tenant.pool_size,
             tenant.max_client_conn,
+            tenant.max_pinned,
             group,
             tenant.context.as_ref().map(|c| c.owner.clone()),
         ));

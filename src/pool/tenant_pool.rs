@@ -25,6 +25,8 @@ pub struct TenantPool {
     pub group: Arc<LinkGroup>,
     /// Client connections this tenant may have open (`max_client_conn`).
     pub client_slots: Arc<Quota>,
+    /// Links its clients may keep pinned between transactions (`max_pinned`).
+    pub pins: Arc<Quota>,
     /// Startup-setting values as the server spells them, e.g. (client_encoding, utf8) -> UTF8.
     canonical: Mutex<HashMap<(String, String), String>>,
     /// Context isolation: the tenant's key, to prefer links already in its context.
@@ -37,6 +39,7 @@ impl TenantPool {
         tier: &str,
         quota: usize,
         max_clients: usize,
+        max_pinned: usize,
         group: Arc<LinkGroup>,
         prefer: Option<Arc<str>>,
     ) -> Self {
@@ -46,6 +49,7 @@ impl TenantPool {
             quota: Quota::new(quota),
             group,
             client_slots: Quota::new(max_clients),
+            pins: Quota::new(max_pinned),
             canonical: Mutex::new(HashMap::new()),
             prefer,
         }

@@ -6,6 +6,7 @@
 //! on a link that lacks its statement, the Parse is replayed there first.
 //! Pure bookkeeping: no sockets.
 
+use crate::sql::Effects;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,8 @@ pub struct Statement {
     pub server_name: String,
     /// The complete Parse message, under `server_name`, ready to replay.
     pub parse: Bytes,
+    /// What executing it does to the session (a prepared `SET`), if anything.
+    pub effects: Option<Arc<Effects>>,
 }
 
 /// One client's named statements.
@@ -46,7 +49,12 @@ impl ClientStatements {
 
     /// Records a client's Parse of `name` (`rest` = query, types) and returns the
     /// statement to prepare. Re-using a name replaces the old statement.
-    pub fn register(&mut self, name: &[u8], rest: &[u8]) -> Arc<Statement> {
+    pub fn register(
+        &mut self,
+        name: &[u8],
+        rest: &[u8],
+        effects: Option<Arc<Effects>>,
+    ) -> Arc<Statement> {
         let server_name = format!("pgt{}_{}", self.client_id, self.next);
         self.next += 1;
         let mut parse = BytesMut::with_capacity(rest.len() + server_name.len() + 6);
@@ -54,9 +62,15 @@ impl ClientStatements {
         let stmt = Arc::new(Statement {
             server_name,
             parse: parse.freeze(),
+            effects,
         });
         self.by_name.insert(name.to_vec(), stmt.clone());
         stmt
+    }
+
+    /// The client's id: unique per process, also names its server statements.
+    pub fn client_id(&self) -> u64 {
+        self.client_id
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
@@ -150,9 +164,9 @@ mod tests {
     fn names_are_unique_per_client_and_parse() {
         let mut a = ClientStatements::new();
         let mut b = ClientStatements::new();
-        let s1 = a.register(b"s1", b"select 1\0\0\0");
-        let s1_again = a.register(b"s1", b"select 2\0\0\0");
-        let t1 = b.register(b"s1", b"select 1\0\0\0");
+        let s1 = a.register(b"s1", b"select 1\0\0\0", None);
+        let s1_again = a.register(b"s1", b"select 2\0\0\0", None);
+        let t1 = b.register(b"s1", b"select 1\0\0\0", None);
         assert_ne!(s1.server_name, s1_again.server_name);
         assert_ne!(s1.server_name, t1.server_name);
         assert_eq!(

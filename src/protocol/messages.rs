@@ -125,6 +125,33 @@ pub fn cancel_request(pid: i32, secret: i32) -> [u8; 16] {
     out
 }
 
+/// The values of a DataRow body as text (NULL as None); a malformed row
+/// yields the values read so far.
+pub fn data_row_text(body: &[u8]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let Some(count) = body.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
+        return out;
+    };
+    let mut at = 2;
+    for _ in 0..count.max(0) {
+        let Some(len) = body.get(at..at + 4) else {
+            break;
+        };
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        at += 4;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let Some(v) = body.get(at..at + len as usize) else {
+            break;
+        };
+        out.push(Some(String::from_utf8_lossy(v).into_owned()));
+        at += len as usize;
+    }
+    out
+}
+
 /// Fields of an ErrorResponse/NoticeResponse body, for logs and error mapping.
 pub fn parse_error_fields(body: &[u8]) -> Vec<(u8, String)> {
     let mut out = Vec::new();

@@ -13,3 +13,4 @@ pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 pub const INTERNAL_ERROR: &str = "XX000";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
+pub const UNDEFINED_OBJECT: &str = "42704";

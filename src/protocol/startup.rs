@@ -151,6 +151,27 @@ pub fn split_options(options: &str) -> Vec<String> {
     args
 }
 
+/// The `-c name=value` (or `--name=value`) settings of a libpq `options`
+/// string, in order.
+pub fn option_settings(options: &str) -> Vec<(String, String)> {
+    let args = split_options(options);
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let setting = if arg == "-c" || arg == "--" {
+            it.next().map(String::as_str)
+        } else if let Some(s) = arg.strip_prefix("-c") {
+            Some(s)
+        } else {
+            arg.strip_prefix("--")
+        };
+        if let Some((k, v)) = setting.and_then(|s| s.split_once('=')) {
+            out.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    out
+}
+
 /// Escapes one value for an `options` string (inverse of [`split_options`]).
 pub fn escape_option(value: &str) -> String {
     let mut out = String::with_capacity(value.len());

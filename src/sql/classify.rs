@@ -1,15 +1,21 @@
-//! Which statements change session state, and which setting they change.
+//! Which statements change session state, which setting they change, and
+//! which control the transaction (so a SET can be undone with it).
 
 use super::lexer::Token;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionStatement {
     /// `SET [SESSION | LOCAL] name ...` and its special forms (TIME ZONE, NAMES,
-    /// SCHEMA, ROLE, SESSION AUTHORIZATION). `name` is lowercased.
+    /// SCHEMA, ROLE, SESSION AUTHORIZATION, XML OPTION). `name` is lowercased;
+    /// `to_default` for `SET name TO DEFAULT` (a RESET by another name).
     Set {
         name: String,
         local: bool,
+        to_default: bool,
     },
+    /// `SET SESSION CHARACTERISTICS AS TRANSACTION ...`: the settings it
+    /// changes, with their values.
+    Characteristics(Vec<(&'static str, &'static str)>),
     /// `RESET name`; `RESET ALL` has name "all".
     Reset {
         name: String,
@@ -23,27 +29,56 @@ pub enum SessionStatement {
     },
     Listen,
     Unlisten,
+    Notify,
     /// SQL-level `PREPARE name AS ...` / `EXECUTE name`: bound to one session.
     Prepare,
     Execute,
+    /// `BEGIN`, `START TRANSACTION`.
+    Begin,
+    /// `COMMIT`, `END`, `PREPARE TRANSACTION` (session settings of a prepared
+    /// transaction stay, as after a commit).
+    Commit,
+    /// `ROLLBACK`, `ABORT`.
+    Rollback,
+    Savepoint(String),
+    Release(String),
+    RollbackTo(String),
+    /// An anonymous code block: it may run anything, out of sight.
+    Do,
+    /// `DECLARE ... WITH HOLD`: a cursor that outlives its transaction.
+    DeclareHold,
+    Close,
 }
 
 /// Cheap pre-filter: can `sql` contain a session statement at all? Ordinary
-/// queries pay one pass over their bytes and no lexing.
-pub fn may_touch_session(sql: &[u8]) -> bool {
+/// queries pay one pass over their bytes and no lexing. `in_txn_watch` adds
+/// transaction-control words: needed only while a client has session changes
+/// in an open transaction (they must be undone if it rolls back).
+pub fn may_touch_session(sql: &[u8], in_txn_watch: bool) -> bool {
     // One dispatch on each byte's first letter; a needle is compared only
     // where its first letter is (this runs on every query).
     let at = |i: usize, n: &[u8]| {
         sql.get(i..i + n.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(n))
     };
+    let ident = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    // A whole word: `do` and `end` are too common inside other words.
+    let word = |i: usize, n: &[u8]| {
+        at(i, n) && (i == 0 || !ident(sql.get(i - 1))) && !ident(sql.get(i + n.len()))
+    };
     (0..sql.len()).any(|i| match sql[i] | 0x20 {
-        b's' => at(i, b"set"),
-        b'd' => at(i, b"discard") || at(i, b"deallocate"),
+        b's' => at(i, b"set") || (in_txn_watch && (at(i, b"savepoint") || at(i, b"start"))),
+        b'd' => at(i, b"discard") || at(i, b"deallocate") || word(i, b"do"),
         b'l' => at(i, b"listen"),
         b'p' => at(i, b"prepare"),
-        b'e' => at(i, b"execute"),
-        b'a' => at(i, b"alter"),
+        b'e' => at(i, b"execute") || (in_txn_watch && word(i, b"end")),
+        b'a' => at(i, b"alter") || at(i, b"advisory") || (in_txn_watch && at(i, b"abort")),
+        b'h' => at(i, b"hold"),
+        b't' => at(i, b"temp"),
+        b'c' => at(i, b"close") || (in_txn_watch && at(i, b"commit")),
+        b'n' => at(i, b"notify"),
+        b'r' => in_txn_watch && (at(i, b"rollback") || at(i, b"release")),
+        b'b' => in_txn_watch && at(i, b"begin"),
         _ => false,
     })
 }
@@ -67,56 +102,127 @@ fn name_at(tokens: &[Token], mut i: usize) -> Option<String> {
     Some(name)
 }
 
+/// The tokens after a SET's name are `= DEFAULT` or `TO DEFAULT`.
+fn sets_default(tokens: &[Token], name_end: usize) -> bool {
+    let rest = &tokens[name_end.min(tokens.len())..];
+    matches!(rest, [Token::Other('='), Token::Word(d)] | [Token::Word(_), Token::Word(d)] if d == "default")
+        && (rest[0] == Token::Other('=') || rest[0] == Token::Word("to".into()))
+}
+
+/// `SET SESSION CHARACTERISTICS AS TRANSACTION` modes as plain settings.
+fn characteristics(tokens: &[Token]) -> Vec<(&'static str, &'static str)> {
+    let w = |i: usize| word(tokens.get(i));
+    let mut out = Vec::new();
+    let mut i = tokens
+        .iter()
+        .position(|t| *t == Token::Word("transaction".into()))
+        .map_or(tokens.len(), |p| p + 1);
+    while i < tokens.len() {
+        match (w(i), w(i + 1), w(i + 2), w(i + 3)) {
+            (Some("isolation"), Some("level"), Some("serializable"), _) => {
+                out.push(("default_transaction_isolation", "serializable"));
+                i += 3;
+            }
+            (Some("isolation"), Some("level"), Some("repeatable"), Some("read")) => {
+                out.push(("default_transaction_isolation", "repeatable read"));
+                i += 4;
+            }
+            (Some("isolation"), Some("level"), Some("read"), Some("committed")) => {
+                out.push(("default_transaction_isolation", "read committed"));
+                i += 4;
+            }
+            (Some("isolation"), Some("level"), Some("read"), Some("uncommitted")) => {
+                out.push(("default_transaction_isolation", "read uncommitted"));
+                i += 4;
+            }
+            (Some("read"), Some("only"), _, _) => {
+                out.push(("default_transaction_read_only", "on"));
+                i += 2;
+            }
+            (Some("read"), Some("write"), _, _) => {
+                out.push(("default_transaction_read_only", "off"));
+                i += 2;
+            }
+            (Some("deferrable"), _, _, _) => {
+                out.push(("default_transaction_deferrable", "on"));
+                i += 1;
+            }
+            (Some("not"), Some("deferrable"), _, _) => {
+                out.push(("default_transaction_deferrable", "off"));
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+fn classify_set(tokens: &[Token]) -> Option<SessionStatement> {
+    let (local, at) = match word(tokens.get(1)) {
+        Some("local") => (true, 2),
+        Some("session")
+            if word(tokens.get(2)) != Some("authorization")
+                && word(tokens.get(2)) != Some("characteristics") =>
+        {
+            (false, 2)
+        }
+        _ => (false, 1),
+    };
+    let set = |name: &str, name_end: usize| SessionStatement::Set {
+        name: name.to_owned(),
+        local,
+        to_default: sets_default(tokens, name_end),
+    };
+    Some(match (word(tokens.get(at)), word(tokens.get(at + 1))) {
+        (Some("transaction"), _) | (Some("constraints"), _) => return None,
+        (Some("time"), Some("zone")) => set("timezone", at + 2),
+        (Some("names"), _) => set("client_encoding", at + 1),
+        (Some("schema"), _) => set("search_path", at + 1),
+        (Some("xml"), Some("option")) => set("xmloption", at + 2),
+        (Some("session"), Some("authorization")) => set("session_authorization", at + 2),
+        (Some("session"), Some("characteristics")) => {
+            SessionStatement::Characteristics(characteristics(tokens))
+        }
+        _ => {
+            let name = name_at(tokens, at)?;
+            let end = at + 1 + 2 * name.matches('.').count();
+            set(&name, end)
+        }
+    })
+}
+
+fn savepoint_name(tokens: &[Token], from: usize) -> Option<String> {
+    let at = if word(tokens.get(from)) == Some("savepoint") {
+        from + 1
+    } else {
+        from
+    };
+    word(tokens.get(at)).map(str::to_owned)
+}
+
 /// Classifies one statement's tokens (from [`super::statements`]).
 pub fn classify(tokens: &[Token]) -> Option<SessionStatement> {
     let first = match tokens.first()? {
         Token::Word(w) => w.as_str(),
         _ => return None,
     };
+    let second = word(tokens.get(1));
     match first {
-        "set" => {
-            let (local, at) = match word(tokens.get(1)) {
-                Some("local") => (true, 2),
-                Some("session")
-                    if word(tokens.get(2)) != Some("authorization")
-                        && word(tokens.get(2)) != Some("characteristics") =>
-                {
-                    (false, 2)
-                }
-                _ => (false, 1),
-            };
-            let name = match (word(tokens.get(at)), word(tokens.get(at + 1))) {
-                (Some("transaction"), _) | (Some("constraints"), _) => return None,
-                (Some("time"), Some("zone")) => "timezone".to_owned(),
-                (Some("names"), _) => "client_encoding".to_owned(),
-                (Some("schema"), _) => "search_path".to_owned(),
-                (Some("xml"), Some("option")) => "xmloption".to_owned(),
-                (Some("session"), Some("authorization")) => "session_authorization".to_owned(),
-                (Some("session"), Some("characteristics")) => {
-                    "default_transaction_isolation".to_owned()
-                }
-                _ => name_at(tokens, at)?,
-            };
-            Some(SessionStatement::Set { name, local })
-        }
+        "set" => classify_set(tokens),
         "reset" => {
-            let name = match (word(tokens.get(1)), word(tokens.get(2))) {
+            let name = match (second, word(tokens.get(2))) {
                 (Some("time"), Some("zone")) => "timezone".to_owned(),
                 (Some("session"), Some("authorization")) => "session_authorization".to_owned(),
                 _ => name_at(tokens, 1)?,
             };
             Some(SessionStatement::Reset { name })
         }
-        "discard" => Some(match word(tokens.get(1)) {
+        "discard" => Some(match second {
             Some("all") => SessionStatement::DiscardAll,
             _ => SessionStatement::Discard,
         }),
         "deallocate" => {
-            let at = if word(tokens.get(1)) == Some("prepare") {
-                2
-            } else {
-                1
-            };
+            let at = if second == Some("prepare") { 2 } else { 1 };
             match tokens.get(at) {
                 Some(Token::Word(w)) if w == "all" => {
                     Some(SessionStatement::Deallocate { name: None })
@@ -131,9 +237,30 @@ pub fn classify(tokens: &[Token]) -> Option<SessionStatement> {
             }
         }
         "listen" => Some(SessionStatement::Listen),
+        "unlisten" => Some(SessionStatement::Unlisten),
+        "notify" => Some(SessionStatement::Notify),
+        "prepare" if second == Some("transaction") => Some(SessionStatement::Commit),
         "prepare" => Some(SessionStatement::Prepare),
         "execute" => Some(SessionStatement::Execute),
-        "unlisten" => Some(SessionStatement::Unlisten),
+        "begin" => Some(SessionStatement::Begin),
+        "start" if second == Some("transaction") => Some(SessionStatement::Begin),
+        "commit" | "end" if second != Some("prepared") => Some(SessionStatement::Commit),
+        "rollback" | "abort" if second != Some("prepared") => {
+            match tokens.iter().position(|t| *t == Token::Word("to".into())) {
+                Some(to) => savepoint_name(tokens, to + 1).map(SessionStatement::RollbackTo),
+                None => Some(SessionStatement::Rollback),
+            }
+        }
+        "savepoint" => word(tokens.get(1)).map(|n| SessionStatement::Savepoint(n.to_owned())),
+        "release" => savepoint_name(tokens, 1).map(SessionStatement::Release),
+        "do" => Some(SessionStatement::Do),
+        "declare" => {
+            let hold = tokens.windows(2).any(|w| {
+                w[0] == Token::Word("with".into()) && w[1] == Token::Word("hold".into())
+            });
+            hold.then_some(SessionStatement::DeclareHold)
+        }
+        "close" => Some(SessionStatement::Close),
         _ => None,
     }
 }
@@ -151,6 +278,7 @@ mod tests {
         Some(SessionStatement::Set {
             name: name.into(),
             local,
+            to_default: false,
         })
     }
 
@@ -174,6 +302,29 @@ mod tests {
         assert_eq!(one("SET ROLE bob"), set("role", false));
         assert_eq!(one("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), None);
         assert_eq!(
+            one("SET work_mem TO DEFAULT"),
+            Some(SessionStatement::Set {
+                name: "work_mem".into(),
+                local: false,
+                to_default: true
+            })
+        );
+        assert_eq!(
+            one("SET myapp.user_id = DEFAULT"),
+            Some(SessionStatement::Set {
+                name: "myapp.user_id".into(),
+                local: false,
+                to_default: true
+            })
+        );
+        assert_eq!(
+            one("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+            Some(SessionStatement::Characteristics(vec![
+                ("default_transaction_isolation", "repeatable read"),
+                ("default_transaction_read_only", "on"),
+            ]))
+        );
+        assert_eq!(
             one("RESET ALL"),
             Some(SessionStatement::Reset { name: "all".into() })
         );
@@ -193,10 +344,48 @@ mod tests {
     }
 
     #[test]
+    fn recognises_transaction_control() {
+        assert_eq!(one("begin isolation level serializable"), Some(SessionStatement::Begin));
+        assert_eq!(one("START TRANSACTION"), Some(SessionStatement::Begin));
+        assert_eq!(one("END"), Some(SessionStatement::Commit));
+        assert_eq!(one("commit prepared 'x'"), None);
+        assert_eq!(one("PREPARE TRANSACTION 'x'"), Some(SessionStatement::Commit));
+        assert_eq!(one("abort"), Some(SessionStatement::Rollback));
+        assert_eq!(
+            one("ROLLBACK TRANSACTION TO SAVEPOINT s1"),
+            Some(SessionStatement::RollbackTo("s1".into()))
+        );
+        assert_eq!(
+            one("rollback to \"S\""),
+            Some(SessionStatement::RollbackTo("S".into()))
+        );
+        assert_eq!(one("SAVEPOINT a"), Some(SessionStatement::Savepoint("a".into())));
+        assert_eq!(one("RELEASE a"), Some(SessionStatement::Release("a".into())));
+        assert_eq!(
+            one("release savepoint a"),
+            Some(SessionStatement::Release("a".into()))
+        );
+        assert_eq!(
+            one("DECLARE c CURSOR WITH HOLD FOR SELECT 1"),
+            Some(SessionStatement::DeclareHold)
+        );
+        assert_eq!(one("DECLARE c CURSOR FOR SELECT 1"), None);
+    }
+
+    #[test]
     fn prefilter_is_cheap_and_sound() {
-        assert!(!may_touch_session(b"SELECT * FROM customers WHERE id = $1"));
-        assert!(may_touch_session(b"select 1; SeT x=1"));
-        assert!(may_touch_session(b"DISCARD ALL"));
-        assert!(may_touch_session(b"/**/LiStEn x"));
+        assert!(!may_touch_session(
+            b"SELECT * FROM customers WHERE id = $1",
+            false
+        ));
+        assert!(may_touch_session(b"select 1; SeT x=1", false));
+        assert!(may_touch_session(b"DISCARD ALL", false));
+        assert!(may_touch_session(b"/**/LiStEn x", false));
+        assert!(may_touch_session(b"DO $$ begin end $$", false));
+        assert!(!may_touch_session(b"select done, undo from t", false));
+        assert!(!may_touch_session(b"ROLLBACK", false));
+        assert!(may_touch_session(b"ROLLBACK", true));
+        assert!(may_touch_session(b"end", true));
+        assert!(!may_touch_session(b"select append from t", true));
     }
 }

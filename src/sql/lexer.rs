@@ -39,6 +39,23 @@ pub fn statement_texts(sql: &str) -> Vec<&str> {
     out
 }
 
+/// Each statement's tokens with its text (trimmed, without the semicolon),
+/// empty statements dropped: classification needs both (a SET is replayed
+/// from its own text).
+pub fn statements_with_text(sql: &str) -> Vec<(Vec<Token>, &str)> {
+    let (tokens, splits) = lex(sql);
+    let mut start = 0;
+    let mut out = Vec::new();
+    for (i, toks) in tokens.into_iter().enumerate() {
+        let end = splits.get(i).copied().unwrap_or(sql.len());
+        if !toks.is_empty() {
+            out.push((toks, sql[start..end].trim()));
+        }
+        start = (end + 1).min(sql.len());
+    }
+    out
+}
+
 /// Tokens per statement (empty ones included) and the byte offsets of the
 /// semicolons that separate them.
 fn lex(sql: &str) -> (Vec<Vec<Token>>, Vec<usize>) {

@@ -12,11 +12,13 @@
 //! "let it through".
 
 mod classify;
+mod effects;
 mod lexer;
 pub mod parsed;
 
 pub use classify::{classify, may_touch_session, SessionStatement};
-pub use lexer::{statement_texts, statements, Token};
+pub use effects::{Effects, Restore, SessionOp};
+pub use lexer::{statement_texts, statements, statements_with_text, Token};
 
 /// A SQL string literal (quotes doubled; backslashes escaped in an E'' string).
 pub fn literal(s: &str) -> String {

@@ -1,8 +1,9 @@
 //! The guard's parser layer: sqlparser's PostgreSQL AST, for statements that
 //! passed the pre-filter. It finds context changes by structure (SET/RESET of
-//! a protected setting, SET ROLE, SET SESSION AUTHORIZATION, RESET ALL,
-//! DISCARD ALL, and `set_config(...)` anywhere in any expression, however
-//! nested in subqueries, CTEs or function arguments).
+//! a protected setting, SET ROLE, SET SESSION AUTHORIZATION, and
+//! `set_config(...)` anywhere in any expression, however nested in
+//! subqueries, CTEs or function arguments). `RESET ALL` and `DISCARD ALL`
+//! pass: pgtenant restores the context after them itself.
 //!
 //! sqlparser does not know all of PostgreSQL (some DDL, `DO` bodies, which are
 //! strings to it), so the lexer layer (`classify`) runs as well and a statement
@@ -10,17 +11,28 @@
 //! through. Neither layer is the boundary; PostgreSQL is (SPEC §5).
 
 use sqlparser::ast::{
-    visit_expressions, visit_statements, DiscardObject, Expr, FunctionArg, FunctionArgExpr,
+    visit_expressions, visit_statements, Expr, FunctionArg, FunctionArgExpr,
     FunctionArguments, ObjectName, Reset, Set, Statement, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::ops::ControlFlow;
 
-/// Settings that make up a tenant's context (lowercase names).
-pub fn protected(name: &str) -> bool {
-    matches!(name, "search_path" | "role" | "session_authorization")
+/// Which settings a link's tenant context is made of (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Role-isolated links: the login role is the boundary; `search_path` is
+    /// an ordinary setting.
+    Role,
+    /// Context-isolated links: `search_path` is part of the context too.
+    Context,
+}
+
+/// Settings a client may not change on a link guarded by `guard` (lowercase).
+pub fn protected(name: &str, guard: Guard) -> bool {
+    matches!(name, "role" | "session_authorization")
         || name.starts_with("pgtenant.")
+        || (guard == Guard::Context && name == "search_path")
 }
 
 const MANAGED: &str = "pgtenant manages the tenant context";
@@ -42,15 +54,15 @@ pub fn parse(sql: &str) -> Option<Vec<Statement>> {
 /// Why one of `stmts` would change the tenant context, if one would.
 /// (A `&Vec`: sqlparser implements `Visit` for `Vec`, not for slices.)
 #[allow(clippy::ptr_arg)]
-pub fn guard(stmts: &Vec<Statement>) -> Option<String> {
-    let by_statement = visit_statements(stmts, |s| match statement_refusal(s) {
+pub fn guard(stmts: &Vec<Statement>, level: Guard) -> Option<String> {
+    let by_statement = visit_statements(stmts, |s| match statement_refusal(s, level) {
         Some(why) => ControlFlow::Break(why),
         None => ControlFlow::Continue(()),
     });
     if let ControlFlow::Break(why) = by_statement {
         return Some(why);
     }
-    match visit_expressions(stmts, |e| match set_config_refusal(e) {
+    match visit_expressions(stmts, |e| match set_config_refusal(e, level) {
         Some(why) => ControlFlow::Break(why),
         None => ControlFlow::Continue(()),
     }) {
@@ -59,7 +71,8 @@ pub fn guard(stmts: &Vec<Statement>) -> Option<String> {
     }
 }
 
-fn statement_refusal(s: &Statement) -> Option<String> {
+fn statement_refusal(s: &Statement, level: Guard) -> Option<String> {
+    let protected = |n: &str| protected(n, level);
     match s {
         Statement::Set(Set::SingleAssignment { variable, .. }) => {
             let name = setting_name(variable);
@@ -80,7 +93,7 @@ fn statement_refusal(s: &Statement) -> Option<String> {
             "SET SESSION AUTHORIZATION is not allowed: {MANAGED}"
         )),
         Statement::Reset(r) => match &r.reset {
-            Reset::ALL => Some(format!("RESET ALL is not allowed: {MANAGED}")),
+            Reset::ALL => None,
             Reset::SessionAuthorization => Some(format!(
                 "RESET SESSION AUTHORIZATION is not allowed: {MANAGED}"
             )),
@@ -89,15 +102,15 @@ fn statement_refusal(s: &Statement) -> Option<String> {
                 protected(&name).then(|| format!("RESET {name} is not allowed: {MANAGED}"))
             }
         },
-        Statement::Discard {
-            object_type: DiscardObject::ALL,
-        } => Some(format!("DISCARD ALL is not allowed: {MANAGED}")),
         _ => None,
     }
 }
 
-/// `set_config(name, ...)` with a protected or computed name.
-fn set_config_refusal(e: &Expr) -> Option<String> {
+/// `set_config(name, ...)` with a protected name, or with a computed one on
+/// a context link (on a role link the role is the boundary: a computed name
+/// runs, and pgtenant resets what it may have changed before anyone else
+/// uses the link).
+fn set_config_refusal(e: &Expr, level: Guard) -> Option<String> {
     let Expr::Function(f) = e else {
         return None;
     };
@@ -118,10 +131,11 @@ fn set_config_refusal(e: &Expr) -> Option<String> {
         _ => None,
     };
     match literal {
-        Some(name) if !protected(&name.to_lowercase()) => None,
+        Some(name) if !protected(&name.to_lowercase(), level) => None,
         Some(name) => Some(format!(
             "set_config('{name}', ...) is not allowed: {MANAGED}"
         )),
+        None if level == Guard::Role => None,
         None => Some(format!(
             "set_config() with a computed setting name is not allowed: {MANAGED}"
         )),
@@ -133,7 +147,10 @@ mod tests {
     use super::*;
 
     fn refused(sql: &str) -> Option<String> {
-        guard(&parse(sql).unwrap_or_else(|| panic!("sqlparser parses {sql}")))
+        guard(
+            &parse(sql).unwrap_or_else(|| panic!("sqlparser parses {sql}")),
+            Guard::Context,
+        )
     }
 
     #[test]
@@ -144,8 +161,6 @@ mod tests {
             "set SESSION \"search_path\" = x",
             "SET pgtenant.tenant_id = 'x'",
             "RESET search_path",
-            "RESET ALL",
-            "DISCARD ALL",
             "SET ROLE postgres",
             "SET SESSION AUTHORIZATION postgres",
             "SELECT set_config('search_path', 'x', false)",
@@ -160,8 +175,18 @@ mod tests {
             "SET application_name = 'x'",
             "SELECT set_config('application_name', 'x', false)",
             "SELECT * FROM settings WHERE name = 'search_path'",
+            "SELECT 'SET search_path = x'",
+            "RESET ALL",
+            "DISCARD ALL",
         ] {
             assert_eq!(refused(sql), None, "{sql}");
         }
+        let role = |sql: &str| guard(&parse(sql).expect("parses"), Guard::Role);
+        assert_eq!(role("SET search_path = t_x, public"), None);
+        assert_eq!(role("SELECT set_config(lower('X'), 'x', false)"), None);
+        assert!(role("SET ROLE postgres").is_some());
+        assert!(role("RESET role").is_some());
+        assert!(role("SET LOCAL pgtenant.tenant_id = 'x'").is_some());
+        assert!(role("SELECT set_config('pgtenant.tenant_id', 'x', false)").is_some());
     }
 }

@@ -33,6 +33,8 @@ pub struct Tenant {
     pub pool_size: usize,
     pub pool_mode: PoolMode,
     pub max_client_conn: usize,
+    /// Server connections clients may keep pinned between transactions.
+    pub max_pinned: usize,
     /// Context isolation: what pgtenant sets on a shared link at each checkout.
     pub context: Option<TenantContext>,
 }
@@ -198,6 +200,9 @@ impl Tenant {
                 .or(tier.pool_mode)
                 .unwrap_or(cfg.proxy.pool_mode),
             max_client_conn: t.max_client_conn.unwrap_or(tier.max_client_conn),
+            max_pinned: tier
+                .max_pinned
+                .unwrap_or(t.pool_size.unwrap_or(tier.pool_size).div_ceil(2).max(1)),
             context,
         })
     }

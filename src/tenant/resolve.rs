@@ -5,7 +5,7 @@
 use super::directory::TenantDirectory;
 use super::model::Tenant;
 use crate::config::TenantStatus;
-use crate::protocol::startup::{split_options, StartupParams};
+use crate::protocol::startup::{option_settings, StartupParams};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -54,21 +54,10 @@ pub enum ResolveError {
 
 /// The tenant named in the `options` parameter, if any.
 fn tenant_from_options(options: &str) -> Option<String> {
-    let args = split_options(options);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let setting = if arg == "-c" || arg == "--" {
-            it.next().map(String::as_str)
-        } else if let Some(s) = arg.strip_prefix("-c") {
-            Some(s)
-        } else {
-            arg.strip_prefix("--")
-        };
-        if let Some(value) = setting.and_then(|s| s.strip_prefix("tenant=")) {
-            return Some(value.to_owned());
-        }
-    }
-    None
+    option_settings(options)
+        .into_iter()
+        .find(|(k, _)| k == "tenant")
+        .map(|(_, v)| v)
 }
 
 pub fn resolve(

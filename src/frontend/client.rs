@@ -1,0 +1,129 @@
+//! One client after login, in one place: its buffers, where its conversation
+//! with the current link stands, and the session state that outlives any one
+//! server link (statements, settings, the tenant context it gets, its pin).
+
+use super::relay::{Downstream, Upstream};
+use super::session_state::ClientSettings;
+use super::tracker::TxnTracker;
+use crate::backend::{Overrides, Settings};
+use crate::pool::{Quota, Slot};
+use crate::prepared::ClientStatements;
+use crate::sql::parsed::Guard;
+use crate::sql::{Effects, Restore};
+use crate::tenant::TenantContext;
+use std::sync::Arc;
+
+/// Why a client keeps its server link between transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PinReason {
+    pub advisory_locks: u32,
+    pub held_cursors: u32,
+    pub temp_tables: u32,
+}
+
+impl PinReason {
+    pub fn any(&self) -> bool {
+        self.advisory_locks + self.held_cursors + self.temp_tables > 0
+    }
+}
+
+/// Limits on what one client may make pgtenant remember.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Settings changed from their defaults (beyond it: 53400).
+    pub max_settings: usize,
+}
+
+/// Everything about a client that outlives one server link.
+#[derive(Debug)]
+pub struct ClientState {
+    pub statements: ClientStatements,
+    /// Wanted values of the reported settings (`policy::REPORTED_PARAMS`).
+    pub params: Settings,
+    /// Their values at login: what RESET / DISCARD ALL go back to.
+    pub startup_params: Settings,
+    /// Every other setting the client changed.
+    pub settings: ClientSettings,
+    pub transaction_mode: bool,
+    /// Context isolation: the tenant context set on every checkout.
+    pub context: Option<TenantContext>,
+    pub guard: Guard,
+    /// Effects of the unnamed statement (its Parse), and of the unnamed
+    /// portal (its Bind), applied at Execute.
+    pub unnamed_statement: Option<Arc<Effects>>,
+    pub unnamed_portal: Option<Arc<Effects>>,
+    /// To put back after the next Sync (a RESET ALL executed via Execute).
+    pub restore_after_sync: Restore,
+    /// Something that may pin the link ran: check at the transaction's end.
+    pub check_pins: bool,
+    /// Why the client keeps its link between transactions, if it does.
+    pub pin: Option<PinReason>,
+    /// Its place in the tenant's `max_pinned`, taken when a statement that
+    /// may pin is sent (so the cap refuses that statement, not a later one).
+    pub pin_slot: Option<Slot>,
+    pub pins: Arc<Quota>,
+    pub limits: ClientLimits,
+}
+
+impl ClientState {
+    pub fn new(
+        params: Settings,
+        startup_settings: Overrides,
+        transaction_mode: bool,
+        context: Option<TenantContext>,
+        pins: Arc<Quota>,
+        limits: ClientLimits,
+    ) -> Self {
+        let guard = if context.is_some() {
+            Guard::Context
+        } else {
+            Guard::Role
+        };
+        Self {
+            statements: ClientStatements::new(),
+            startup_params: params.clone(),
+            params,
+            settings: ClientSettings::new(startup_settings),
+            transaction_mode,
+            context,
+            guard,
+            unnamed_statement: None,
+            unnamed_portal: None,
+            restore_after_sync: Restore::Nothing,
+            check_pins: false,
+            pin: None,
+            pin_slot: None,
+            pins,
+            limits,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.statements.client_id()
+    }
+
+    /// Keeps its link between transactions.
+    pub fn pinned(&self) -> bool {
+        self.pin.is_some()
+    }
+}
+
+/// A client: buffers, the conversation with its current link, its state.
+#[derive(Debug)]
+pub struct Client {
+    pub up: Upstream,
+    pub down: Downstream,
+    pub t: TxnTracker,
+    pub state: ClientState,
+}
+
+impl Client {
+    pub fn new(state: ClientState) -> Self {
+        Self {
+            up: Upstream::new(),
+            down: Downstream::new(),
+            t: TxnTracker::default(),
+            state,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The session effects of a statement string, as data: what pgtenant must
+//! follow (settings, transaction control), put back (after RESET ALL and
+//! DISCARD ALL) or watch (pins, changes out of sight). Decided once per
+//! statement text by `frontend::policy`, stored with prepared statements.
+
+use std::sync::Arc;
+
+/// One session-level change seen in a client's SQL, in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOp {
+    /// A setting changed; `replay` is the statement that re-applies it.
+    Set { name: String, replay: Arc<str> },
+    /// `RESET name` / `SET name TO DEFAULT`: back to the client's startup value.
+    Reset(String),
+    /// `RESET ALL` / `DISCARD ALL`: every setting back to its startup value.
+    ResetAll,
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint(String),
+    Release(String),
+    RollbackTo(String),
+}
+
+impl SessionOp {
+    pub fn controls_transaction(&self) -> bool {
+        matches!(
+            self,
+            SessionOp::Begin
+                | SessionOp::Commit
+                | SessionOp::Rollback
+                | SessionOp::Savepoint(_)
+                | SessionOp::Release(_)
+                | SessionOp::RollbackTo(_)
+        )
+    }
+}
+
+/// What to put back on the link after a request that resets settings.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Restore {
+    #[default]
+    Nothing,
+    /// RESET of reported settings: they go back to the link's startup values,
+    /// the client's startup values are set again.
+    Reported(Vec<String>),
+    /// RESET ALL / DISCARD ALL: the tenant context and every startup value.
+    All,
+}
+
+impl Restore {
+    pub fn add(&mut self, other: Restore) {
+        *self = match (std::mem::take(self), other) {
+            (Restore::All, _) | (_, Restore::All) => Restore::All,
+            (Restore::Reported(mut a), Restore::Reported(b)) => {
+                a.extend(b);
+                Restore::Reported(a)
+            }
+            (a, Restore::Nothing) => a,
+            (Restore::Nothing, b) => b,
+        }
+    }
+}
+
+/// The session effects of one statement string, applied when it is sent
+/// (simple Query) or executed (a Parse's, at its Execute).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Effects {
+    /// Followed when the server answers (undone with a rollback).
+    pub ops: Vec<SessionOp>,
+    pub restore: Restore,
+    /// DISCARD ALL / DEALLOCATE ALL: the client's statements are gone, and
+    /// every statement on the link.
+    pub forget_statements: bool,
+    /// Settings may change out of pgtenant's sight (DO blocks, `set_config`
+    /// with a computed argument): the link is reset before another client
+    /// uses it.
+    pub untracked: bool,
+    /// May take something that can't move between links (a session advisory
+    /// lock, a WITH HOLD cursor, a temporary table).
+    pub may_pin: bool,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        *self == Effects::default()
+    }
+}
+
