@@ -278,9 +278,8 @@ fn effects_of(stmt: &SessionStatement, text: &str, fx: &mut Effects) {
 }
 
 fn reset_effects(name: &str, fx: &mut Effects) {
-    if reported(name) {
-        fx.restore.add(Restore::Reported(vec![name.to_owned()]));
-    } else {
+    fx.restore.add(Restore::Names(vec![name.to_owned()]));
+    if !reported(name) {
         fx.ops.push(SessionOp::Reset(name.to_owned()));
     }
 }
@@ -403,12 +402,11 @@ mod tests {
         );
         assert_eq!(
             effects("RESET application_name").restore,
-            Restore::Reported(vec!["application_name".into()])
+            Restore::Names(vec!["application_name".into()])
         );
-        assert_eq!(
-            effects("SET work_mem TO DEFAULT").ops,
-            vec![SessionOp::Reset("work_mem".into())]
-        );
+        let to_default = effects("SET work_mem TO DEFAULT");
+        assert_eq!(to_default.ops, vec![SessionOp::Reset("work_mem".into())]);
+        assert_eq!(to_default.restore, Restore::Names(vec!["work_mem".into()]));
         let asyncpg = effects("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;");
         assert_eq!(asyncpg.ops, vec![SessionOp::ResetAll]);
         assert_eq!(asyncpg.restore, Restore::All);

@@ -168,15 +168,33 @@ fn settings_prelude(
 fn restore(cx: &mut Ctx<'_>, what: &Restore, out: &mut BytesMut) {
     let client = &mut *cx.client;
     match what {
-        Restore::Nothing => return,
-        Restore::Reported(names) => {
+        Restore::Nothing => {}
+        Restore::Names(names) => {
+            let mut sql = String::new();
             for name in names {
-                if let Some(v) = cx.link.startup.get(name) {
-                    cx.link.params.insert(name.clone(), v.clone());
+                if reported(name) {
+                    let back = cx.link.startup.get(name).cloned();
+                    let want = client.startup_params.get(name).cloned();
+                    if let Some(v) = &want {
+                        client.params.insert(name.clone(), v.clone());
+                        if back.as_ref() != Some(v) {
+                            let _ = write!(sql, "SET {name} = {};", literal(v));
+                        }
+                    }
+                    if let Some(v) = want.or(back) {
+                        cx.link.params.insert(name.clone(), v);
+                    }
+                } else if let Some(replay) = client.settings.startup.get(name) {
+                    sql.push_str(replay);
+                    sql.push(';');
+                    cx.link.settings.set(name, replay.clone());
+                } else {
+                    cx.link.settings.remove(name);
                 }
-                if let Some(v) = client.startup_params.get(name) {
-                    client.params.insert(name.clone(), v.clone());
-                }
+            }
+            if !sql.is_empty() {
+                extended::query(out, &sql);
+                cx.t.injected_query(true);
             }
         }
         Restore::All => {
@@ -186,13 +204,16 @@ fn restore(cx: &mut Ctx<'_>, what: &Restore, out: &mut BytesMut) {
                 context_prelude(context, cx.link, out);
                 cx.t.injected_query(true);
             }
+            settings_prelude(
+                cx.link,
+                cx.t,
+                &mut client.params,
+                &client.settings.startup,
+                out,
+                true,
+            );
         }
     }
-    let want = match what {
-        Restore::All => &client.settings.startup,
-        _ => &client.settings.current,
-    };
-    settings_prelude(cx.link, cx.t, &mut client.params, want, out, true);
 }
 
 /// Makes sure the link holds `stmt`, replaying its Parse (and closing the least

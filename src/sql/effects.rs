@@ -41,9 +41,9 @@ impl SessionOp {
 pub enum Restore {
     #[default]
     Nothing,
-    /// RESET of reported settings: they go back to the link's startup values,
-    /// the client's startup values are set again.
-    Reported(Vec<String>),
+    /// `RESET name`: PostgreSQL puts it back to the link's startup value; the
+    /// client's own startup value (if it had one) is set again.
+    Names(Vec<String>),
     /// RESET ALL / DISCARD ALL: the tenant context and every startup value.
     All,
 }
@@ -52,9 +52,9 @@ impl Restore {
     pub fn add(&mut self, other: Restore) {
         *self = match (std::mem::take(self), other) {
             (Restore::All, _) | (_, Restore::All) => Restore::All,
-            (Restore::Reported(mut a), Restore::Reported(b)) => {
+            (Restore::Names(mut a), Restore::Names(b)) => {
                 a.extend(b);
-                Restore::Reported(a)
+                Restore::Names(a)
             }
             (a, Restore::Nothing) => a,
             (Restore::Nothing, b) => b,

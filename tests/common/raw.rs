@@ -9,6 +9,8 @@ use tokio::net::TcpStream;
 
 pub struct RawConn {
     pub stream: TcpStream,
+    /// ParameterStatus values received at login, in order.
+    pub params: Vec<(String, String)>,
 }
 
 /// Reads one backend message.
@@ -64,6 +66,7 @@ impl RawConn {
         b[..4].copy_from_slice(&len.to_be_bytes());
         s.write_all(&b).await.map_err(io)?;
         let mut scram: Option<ScramSha256> = None;
+        let mut reported = Vec::new();
         loop {
             let (tag, body) = read_msg(&mut s).await.map_err(io)?;
             match tag {
@@ -97,7 +100,18 @@ impl RawConn {
                         _ => {}
                     }
                 }
-                b'Z' => return Ok(RawConn { stream: s }),
+                b'S' => {
+                    let mut parts = body.split(|b| *b == 0);
+                    let k = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                    let v = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                    reported.push((k, v));
+                }
+                b'Z' => {
+                    return Ok(RawConn {
+                        stream: s,
+                        params: reported,
+                    })
+                }
                 _ => {}
             }
         }
