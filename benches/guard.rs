@@ -19,7 +19,8 @@ fn bench(c: &mut Criterion) {
     let set = "SET search_path = t_other";
     g.bench_function("full_check_set", |b| {
         b.iter(|| {
-            let p = parsed::parse(black_box(set)).map(|s| parsed::guard(&s, parsed::Guard::Context));
+            let p =
+                parsed::parse(black_box(set)).map(|s| parsed::guard(&s, parsed::Guard::Context));
             (p, statements(black_box(set)).len())
         })
     });

@@ -100,10 +100,30 @@ async fn settings_follow_their_client_to_another_link_and_no_further() {
     let unset = "coalesce(current_setting('myapp.user_id', true), '')";
     // (what A runs, what shows the setting, A's value, everyone else's)
     let cases = [
-        ("SET statement_timeout = '50ms'", "current_setting('statement_timeout')".to_owned(), "50ms", "0"),
-        ("SET client_min_messages TO 'warning'", "current_setting('client_min_messages')".into(), "warning", "notice"),
-        ("SET standard_conforming_strings = on; SET standard_conforming_strings = off", "current_setting('standard_conforming_strings')".into(), "off", "on"),
-        ("SET extra_float_digits = 3", "current_setting('extra_float_digits')".into(), "3", "1"),
+        (
+            "SET statement_timeout = '50ms'",
+            "current_setting('statement_timeout')".to_owned(),
+            "50ms",
+            "0",
+        ),
+        (
+            "SET client_min_messages TO 'warning'",
+            "current_setting('client_min_messages')".into(),
+            "warning",
+            "notice",
+        ),
+        (
+            "SET standard_conforming_strings = on; SET standard_conforming_strings = off",
+            "current_setting('standard_conforming_strings')".into(),
+            "off",
+            "on",
+        ),
+        (
+            "SET extra_float_digits = 3",
+            "current_setting('extra_float_digits')".into(),
+            "3",
+            "1",
+        ),
         (
             "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
             "current_setting('transaction_isolation')".into(),
@@ -111,8 +131,18 @@ async fn settings_follow_their_client_to_another_link_and_no_further() {
             "read committed",
         ),
         ("SET myapp.user_id = '42'", unset.into(), "42", ""),
-        ("SELECT set_config('myapp.user_id', '7', false)", unset.into(), "7", ""),
-        ("SET search_path = t_other, public", "current_setting('search_path')".into(), "t_other, public", "\"t_sf\", public"),
+        (
+            "SELECT set_config('myapp.user_id', '7', false)",
+            unset.into(),
+            "7",
+            "",
+        ),
+        (
+            "SET search_path = t_other, public",
+            "current_setting('search_path')".into(),
+            "t_other, public",
+            "\"t_sf\", public",
+        ),
     ];
     for (set, show, mine, default) in cases {
         let got = values(&a, &format!("{set}; SELECT pg_backend_pid()")).await;
@@ -139,7 +169,10 @@ async fn settings_follow_their_client_to_another_link_and_no_further() {
     }
     // Role-isolated links: search_path is the client's own, tables follow it.
     values(&a, "SET search_path = t_other").await;
-    assert_eq!(values(&a, "SELECT name FROM customers").await, vec!["Other"]);
+    assert_eq!(
+        values(&a, "SELECT name FROM customers").await,
+        vec!["Other"]
+    );
     assert_eq!(values(&b, "SELECT name FROM customers").await, vec!["Own"]);
     proxy.shutdown().await;
 }
@@ -264,17 +297,27 @@ async fn reset_all_and_discard_all_go_back_to_startup_values() {
     .await
     .expect("connect");
     let pid = values(&a, "SELECT pg_backend_pid()").await;
-    values(&a, "SET work_mem = '70MB'; SET application_name = 'changed'; SET lock_timeout = 5000").await;
+    values(
+        &a,
+        "SET work_mem = '70MB'; SET application_name = 'changed'; SET lock_timeout = 5000",
+    )
+    .await;
     let show = "SELECT current_setting('work_mem'), current_setting('application_name'), current_setting('lock_timeout')";
     assert_eq!(values(&a, show).await, vec!["70MB", "changed", "5s"]);
     values(&a, "RESET ALL").await;
     assert_eq!(values(&a, show).await, vec!["5MB", "startup-name", "0"]);
     values(&a, "SET work_mem = '70MB'").await;
     // Over the extended protocol too (psycopg's conn.execute("DISCARD ALL")).
-    a.execute("DISCARD ALL", &[]).await.expect("extended DISCARD ALL");
+    a.execute("DISCARD ALL", &[])
+        .await
+        .expect("extended DISCARD ALL");
     assert_eq!(values(&a, show).await, vec!["5MB", "startup-name", "0"]);
-    a.execute("SET work_mem = '71MB'", &[]).await.expect("extended SET");
-    a.execute("RESET work_mem", &[]).await.expect("extended RESET");
+    a.execute("SET work_mem = '71MB'", &[])
+        .await
+        .expect("extended SET");
+    a.execute("RESET work_mem", &[])
+        .await
+        .expect("extended RESET");
     assert_eq!(values(&a, "SHOW work_mem").await, vec!["5MB"]);
     // The link went back to the pool, not closed.
     assert_eq!(values(&a, "SELECT pg_backend_pid()").await, pid);
@@ -288,7 +331,11 @@ async fn a_held_cursor_pins_its_client_until_closed() {
     fixtures("hc").await;
     let proxy = start_proxy(&config("hc", 3, "")).await;
     let a = client(&proxy, "hc").await;
-    values(&a, "DECLARE it CURSOR WITH HOLD FOR SELECT id FROM jobs ORDER BY id").await;
+    values(
+        &a,
+        "DECLARE it CURSOR WITH HOLD FOR SELECT id FROM jobs ORDER BY id",
+    )
+    .await;
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut others = Vec::new();
     for _ in 0..20 {
@@ -348,17 +395,31 @@ async fn advisory_locks_stay_with_their_client_and_die_with_it() {
     }
     let a = client(&proxy, "al").await;
     for _ in 0..5 {
-        assert_eq!(values(&a, "SELECT pg_try_advisory_lock(31337)").await, vec!["t"]);
+        assert_eq!(
+            values(&a, "SELECT pg_try_advisory_lock(31337)").await,
+            vec!["t"]
+        );
         values(&a, "SELECT count(*) FROM jobs").await;
-        assert_eq!(values(&a, "SELECT pg_advisory_unlock(31337)").await, vec!["t"]);
+        assert_eq!(
+            values(&a, "SELECT pg_advisory_unlock(31337)").await,
+            vec!["t"]
+        );
     }
     // A client killed while holding the lock leaves none behind.
     let doomed = client(&proxy, "al").await;
-    assert_eq!(values(&doomed, "SELECT pg_advisory_lock(4711)").await, vec![""]);
+    assert_eq!(
+        values(&doomed, "SELECT pg_advisory_lock(4711)").await,
+        vec![""]
+    );
     drop(doomed);
     let admin = direct("ss_app").await;
     let released = wait_until(Duration::from_secs(5), || async {
-        values(&admin, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").await == vec!["0"]
+        values(
+            &admin,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+        )
+        .await
+            == vec!["0"]
     })
     .await;
     assert!(released, "the killed client's advisory lock is gone");
@@ -383,7 +444,9 @@ async fn pins_are_capped_per_tier() {
     let db = err.as_db_error().expect("server error");
     assert_eq!(db.code().code(), "0A000");
     assert!(db.message().contains("max_pinned 1"), "{}", db.message());
-    assert!(db.hint().is_some_and(|h| h.contains("pg_advisory_xact_lock")));
+    assert!(db
+        .hint()
+        .is_some_and(|h| h.contains("pg_advisory_xact_lock")));
     // b is not pinned and keeps working; once a lets go, b may pin.
     assert_eq!(values(&b, "SELECT 1").await, vec!["1"]);
     assert_eq!(values(&a, "SELECT pg_advisory_unlock(1)").await, vec!["t"]);
@@ -410,7 +473,10 @@ async fn look_alike_statements_are_data() {
     ];
     for t in texts {
         for sql in [
-            format!("INSERT INTO notes(body) VALUES ('{}') RETURNING body", t.replace('\'', "''")),
+            format!(
+                "INSERT INTO notes(body) VALUES ('{}') RETURNING body",
+                t.replace('\'', "''")
+            ),
             format!("INSERT INTO notes(body) VALUES ($q${t}$q$) RETURNING body"),
             format!("INSERT INTO notes(body) VALUES ('x') /* {t} */ RETURNING body"),
         ] {

@@ -175,6 +175,20 @@ async fn seed_scenario_runs_identical_sql_for_every_mode() {
     proxy.shutdown().await;
 }
 
+/// Waits until a pinned client's link, left behind, was wiped (`DISCARD
+/// ALL`) and is idle again: the next tenant's checkout then finds it.
+async fn link_wiped(pid: &str) {
+    let admin = direct("sh_app").await;
+    let sql = format!(
+        "SELECT state = 'idle' AND query = 'DISCARD ALL' FROM pg_stat_activity WHERE pid = {pid}"
+    );
+    let wiped = wait_until(Duration::from_secs(5), || async {
+        column(&admin, &sql).await == vec!["t"]
+    })
+    .await;
+    assert!(wiped, "the link {pid} was wiped and returned");
+}
+
 /// What an attack must end in: refused with this SQLSTATE, or run and return
 /// none of the victim's rows (`OK`).
 const OK: &str = "";
@@ -215,8 +229,19 @@ async fn hostile_sql_on_shared_links_never_reaches_another_tenant() {
         ("SET search_path = t_vault".into(), "42501"),
         ("SET LOCAL search_path TO t_vault".into(), "42501"),
         ("RESET search_path".into(), "42501"),
-        ("RESET ALL".into(), "42501"),
-        ("DISCARD ALL".into(), "42501"),
+        // Never refused: they reset mallory's own session, and pgtenant puts
+        // mallory's context back (in the same string, no context at all).
+        ("RESET ALL".into(), OK),
+        ("DISCARD ALL".into(), OK),
+        ("RESET ALL; SELECT name, tenant_id FROM customers".into(), OK),
+        ("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE".into(), OK),
+        ("SELECT set_config('myapp.tenant', 'x', false); SELECT name FROM customers".into(), OK),
+        ("RESET pgtenant.tenant_id".into(), "42501"),
+        // Pinning tricks: mallory keeps a link, never the victim's context.
+        ("SELECT pg_advisory_lock(77)".into(), OK),
+        ("SELECT pg_advisory_unlock_all(); CLOSE ALL; RESET ALL".into(), OK),
+        // Channel names: LISTEN is refused in transaction mode.
+        ("LISTEN victim_jobs".into(), "0A000"),
         ("SET ROLE postgres".into(), "42501"),
         ("SET SESSION AUTHORIZATION postgres".into(), "42501"),
         (format!("SET pgtenant.tenant_id = '{victim}'"), "42501"),
@@ -287,6 +312,13 @@ async fn hostile_sql_on_shared_links_never_reaches_another_tenant() {
     let admin = direct("sh_app").await;
     let texts = column(&admin, "SELECT query FROM pg_stat_activity").await;
     assert!(texts.iter().all(|q| !q.contains(&sig)), "{texts:?}");
+    // Mallory's held cursor pins its link; leaving wipes it for the next tenant.
+    assert_eq!(
+        scalar(&m, "SELECT count(*) FROM pg_cursors WHERE is_holdable").await,
+        "1"
+    );
+    drop(m);
+    link_wiped(&pid).await;
 
     // Afterwards the same server connection, handed to the victim, is in the
     // victim's context, with the victim's rows intact.
@@ -351,7 +383,7 @@ async fn a_tenant_switch_wipes_what_the_last_tenant_left() {
     // State the guard lets through (or can't see) but that would follow the link.
     for sql in [
         "SELECT set_config('standard_conforming_strings', 'off', false)",
-        "SELECT set_config('statement_timeout', '1', false)",
+        "SELECT set_config('statement_timeout', '1h', false)",
         "DO $$BEGIN EXECUTE 'LIS' || 'TEN mallory_channel'; END$$",
         "SELECT pg_advisory_lock(4242)",
         "DECLARE held CURSOR WITH HOLD FOR SELECT 1",
@@ -361,6 +393,9 @@ async fn a_tenant_switch_wipes_what_the_last_tenant_left() {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+    // The lock and the cursor pin mallory to the one link: leaving frees it.
+    drop(m);
+    link_wiped(&pid).await;
     // The victim runs its prepared statement again and gets its own rows.
     let rows = v
         .query(&by_email, &[&"wv@example.com"])

@@ -8,12 +8,12 @@ use super::policy::reported;
 use crate::app::Proxy;
 use crate::auth::authenticate_client;
 use crate::backend::{ExecError, Overrides, Settings};
-use crate::sql::literal;
-use crate::sql::parsed::{protected, Guard};
 use crate::error::ClientError;
 use crate::pool::{Slot, TenantPool};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::startup::{check_length, parse_first_packet, FirstPacket, StartupParams};
+use crate::sql::literal;
+use crate::sql::parsed::{protected, Guard};
 use crate::tenant::{resolve, Tenant};
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -187,8 +187,10 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Startup parameters that are not settings.
 fn not_a_setting(key: &str) -> bool {
-    matches!(key, "user" | "database" | "options" | "replication" | "tenant")
-        || key.starts_with("_pq_.")
+    matches!(
+        key,
+        "user" | "database" | "options" | "replication" | "tenant"
+    ) || key.starts_with("_pq_.")
 }
 
 /// The statement that re-applies a startup setting on any link.
@@ -266,7 +268,11 @@ async fn client_settings(
         Ok(rows) => {
             let values = rows.into_iter().next().unwrap_or_default();
             for (i, (key, raw)) in unknown.into_iter().enumerate() {
-                let canonical = values.get(i).cloned().flatten().unwrap_or_else(|| raw.clone());
+                let canonical = values
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| raw.clone());
                 pool.remember_canonical(&key, &raw, &canonical);
                 if reported(&key) {
                     desired.insert(key, canonical);

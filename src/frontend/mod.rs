@@ -13,7 +13,7 @@ mod session_state;
 mod tracker;
 
 pub use cancel::{CancelRegistry, CancelTarget};
+pub use client::{Client, ClientState};
 pub use listener::accept_loop;
 pub use relay::{Downstream, RelayEnd, Upstream};
-pub use client::{Client, ClientState};
 pub use tracker::TxnTracker;

@@ -79,7 +79,8 @@ fn guard_refusal(stmt: &SessionStatement, guard: Guard) -> Option<String> {
 }
 
 fn is_word(t: Option<&Token>, w: &str) -> bool {
-    matches!(t, Some(Token::Word(x)) if x == w) || matches!(t, Some(Token::QuotedIdent(x)) if x == w)
+    matches!(t, Some(Token::Word(x)) if x == w)
+        || matches!(t, Some(Token::QuotedIdent(x)) if x == w)
 }
 
 /// `ALTER ROLE/USER` (a role may change its own defaults and password,
@@ -188,8 +189,11 @@ fn guard_in_tokens(tokens: &[Token], guard: Guard, depth: u8, executed: bool) ->
     tokens.iter().find_map(|t| match t {
         Token::Str(body) if may_touch_session(body.as_bytes(), false) => {
             statements(body).iter().find_map(|inner| {
-                guard_in_tokens(inner, guard, depth - 1, true)
-                    .or_else(|| classify(inner).as_ref().and_then(|s| guard_refusal(s, guard)))
+                guard_in_tokens(inner, guard, depth - 1, true).or_else(|| {
+                    classify(inner)
+                        .as_ref()
+                        .and_then(|s| guard_refusal(s, guard))
+                })
             })
         }
         _ => None,
@@ -428,18 +432,29 @@ mod tests {
             plan_query(b"ROLLBACK TO SAVEPOINT s", watched).effects.ops,
             vec![SessionOp::RollbackTo("s".into())]
         );
-        assert_eq!(plan_query(b"ROLLBACK", rules(true, Guard::Role)).effects.ops, vec![]);
+        assert_eq!(
+            plan_query(b"ROLLBACK", rules(true, Guard::Role))
+                .effects
+                .ops,
+            vec![]
+        );
     }
 
     #[test]
     fn refusals_only_where_they_apply() {
-        assert_eq!(refused("SET statement_timeout = 5", true, Guard::Role), None);
+        assert_eq!(
+            refused("SET statement_timeout = 5", true, Guard::Role),
+            None
+        );
         assert_eq!(
             refused("select 1; /* hi */ listen x", true, Guard::Role),
             Some("0A000")
         );
         assert_eq!(refused("listen x", false, Guard::Role), None);
-        assert_eq!(refused("PREPARE p AS SELECT 1", true, Guard::Role), Some("0A000"));
+        assert_eq!(
+            refused("PREPARE p AS SELECT 1", true, Guard::Role),
+            Some("0A000")
+        );
         assert_eq!(
             refused("select 1; DEALLOCATE s1", true, Guard::Role),
             Some("0A000")
@@ -493,7 +508,10 @@ mod tests {
 
     #[test]
     fn role_links_guard_identity_but_not_search_path() {
-        assert_eq!(refused("SET search_path = t_a, public", true, Guard::Role), None);
+        assert_eq!(
+            refused("SET search_path = t_a, public", true, Guard::Role),
+            None
+        );
         for sql in [
             "SET ROLE postgres",
             "RESET role",

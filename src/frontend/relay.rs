@@ -257,7 +257,9 @@ fn on_answered(client: &mut super::client::ClientState, link: &mut LinkState, a:
         .finish_request(&a.ops, a.before, a.after, a.errored);
     link.settings = client.settings.current.clone();
     if !certain {
-        tracing::debug!("a request's session changes can't be known exactly; the link will be reset");
+        tracing::debug!(
+            "a request's session changes can't be known exactly; the link will be reset"
+        );
         link.dirty = true;
     }
     if a.errored && a.drops_statements {

@@ -41,8 +41,8 @@ pub fn raise_statement(code: &str, message: &str, hint: &str) -> String {
 
 /// Called when a link is lent to the client: a link whose settings are
 /// unknown, or may carry another client's changes made out of sight, is
-/// `RESET ALL` first; then, on shared links, the tenant context; then the
-/// client's settings that differ. All injected ahead of the client's first
+/// `RESET ALL` first; then the client's settings that differ; then, on shared
+/// links, the tenant context. All injected ahead of the client's first
 /// message, their replies swallowed.
 pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     let id = cx.client.id();
@@ -51,12 +51,8 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
         cx.t.injected_query(false);
         settings_reset(cx.link);
     }
-    // Shared links: the tenant context is re-established on every checkout, so
-    // nothing a client did (even through dynamic SQL) carries over.
-    if let Some(context) = cx.client.context.as_ref() {
-        context_prelude(context, cx.link, out);
-        cx.t.injected_query(false);
-    }
+    // The client's own settings first: pgtenant's context statement then
+    // runs under them, never under what the link's last client left.
     let client = &mut *cx.client;
     settings_prelude(
         cx.link,
@@ -66,6 +62,12 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
         out,
         false,
     );
+    // Shared links: the tenant context is re-established on every checkout, so
+    // nothing a client did (even through dynamic SQL) carries over.
+    if let Some(context) = cx.client.context.as_ref() {
+        context_prelude(context, cx.link, out);
+        cx.t.injected_query(false);
+    }
 }
 
 /// What pgtenant knows of a link after `RESET ALL` ran there.
@@ -107,7 +109,10 @@ fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut Byte
 
 /// A setting name as SQL: each dotted part quoted.
 fn setting_ident(name: &str) -> String {
-    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+    name.split('.')
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Puts the link's settings in step with `want_params` (reported settings)
@@ -273,7 +278,9 @@ fn over_limits(cx: &Ctx<'_>, fx: &Effects) -> Option<String> {
     let new = fx
         .ops
         .iter()
-        .filter(|op| matches!(op, crate::sql::SessionOp::Set { name, .. } if !current.contains(name)))
+        .filter(
+            |op| matches!(op, crate::sql::SessionOp::Set { name, .. } if !current.contains(name)),
+        )
         .count();
     let max = cx.client.limits.max_settings;
     (new > 0 && current.len() + new > max).then(|| {
@@ -384,8 +391,8 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
             };
             let plan = plan(cx, query);
             let replaced = replacement(cx, &plan);
-            let effects = (replaced.is_none() && !plan.effects.is_empty())
-                .then(|| Arc::new(plan.effects));
+            let effects =
+                (replaced.is_none() && !plan.effects.is_empty()).then(|| Arc::new(plan.effects));
             if name.is_empty() {
                 cx.client.unnamed_statement = effects;
                 return match replaced {

@@ -6,9 +6,9 @@ use super::client::{Client, ClientLimits, ClientState, PinReason};
 use super::handshake::{login, send_fatal, Login, Refusal};
 use super::relay::{flush, relay, RelayEnd, Upstream};
 use crate::app::{wait_shutdown, Proxy};
-use crate::pool::{Lease, TenantPool};
 use crate::config::PoolMode;
 use crate::error::ClientError;
+use crate::pool::{Lease, TenantPool};
 use crate::protocol::frame::{no_peek, Flow};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::sqlstate;
@@ -307,10 +307,12 @@ async fn checkout(
 /// What pins a session to its backend: session advisory locks, held cursors,
 /// temporary tables. Asked of the server itself after a transaction that may
 /// have taken or released one, so pgtenant never guesses from SQL text.
-const PIN_CHECK_SQL: &str = "SELECT \
+/// Its own transaction with no statement timeout: the client's settings
+/// (say statement_timeout = 1ms) must not make the check fail.
+const PIN_CHECK_SQL: &str = "BEGIN; SET LOCAL statement_timeout = 0; SELECT \
     (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted), \
     (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable), \
-    (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't' AND relnamespace = pg_catalog.pg_my_temp_schema())";
+    (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't' AND relnamespace = pg_catalog.pg_my_temp_schema()); COMMIT";
 
 async fn update_pin(
     client: &mut ClientState,

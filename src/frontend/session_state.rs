@@ -57,12 +57,20 @@ impl ClientSettings {
     /// the transaction status bytes around it, `errored` whether it raised an
     /// error. Returns false when the outcome can't be known exactly (then the
     /// server connection must be reset before anyone else uses it).
-    pub fn finish_request(&mut self, ops: &[SessionOp], before: u8, after: u8, errored: bool) -> bool {
+    pub fn finish_request(
+        &mut self,
+        ops: &[SessionOp],
+        before: u8,
+        after: u8,
+        errored: bool,
+    ) -> bool {
         self.txn.open = before != b'I';
         self.txn.failed = before == b'E';
         let mut certain = true;
         match (errored, after) {
-            (false, _) => ops.iter().for_each(|op| self.apply(op, false, &mut certain)),
+            (false, _) => ops
+                .iter()
+                .for_each(|op| self.apply(op, false, &mut certain)),
             // The transaction failed part-way: what ran before the error stays
             // until the rollback that must follow, which restores a snapshot.
             (true, b'E') => {
@@ -196,9 +204,17 @@ mod tests {
         startup.set("extra_float_digits", "SET extra_float_digits = 3".into());
         let mut s = ClientSettings::new(startup);
         assert!(s.finish_request(&[set("work_mem", "'64MB'")], b'I', b'I', false));
-        assert_eq!(value(&s, "work_mem").as_deref(), Some("SET work_mem = '64MB'"));
+        assert_eq!(
+            value(&s, "work_mem").as_deref(),
+            Some("SET work_mem = '64MB'")
+        );
         assert!(s.finish_request(&[set("extra_float_digits", "1")], b'I', b'I', false));
-        assert!(s.finish_request(&[SessionOp::Reset("extra_float_digits".into())], b'I', b'I', false));
+        assert!(s.finish_request(
+            &[SessionOp::Reset("extra_float_digits".into())],
+            b'I',
+            b'I',
+            false
+        ));
         assert_eq!(
             value(&s, "extra_float_digits").as_deref(),
             Some("SET extra_float_digits = 3")
@@ -226,9 +242,16 @@ mod tests {
         assert_eq!(value(&s, "work_mem"), None);
         assert!(!s.watching_transaction());
         // In one string: BEGIN; SET; COMMIT.
-        let ops = [SessionOp::Begin, set("work_mem", "'8MB'"), SessionOp::Commit];
+        let ops = [
+            SessionOp::Begin,
+            set("work_mem", "'8MB'"),
+            SessionOp::Commit,
+        ];
         assert!(s.finish_request(&ops, b'I', b'I', false));
-        assert_eq!(value(&s, "work_mem").as_deref(), Some("SET work_mem = '8MB'"));
+        assert_eq!(
+            value(&s, "work_mem").as_deref(),
+            Some("SET work_mem = '8MB'")
+        );
     }
 
     #[test]
@@ -278,7 +301,12 @@ mod tests {
     fn unknowable_outcomes_are_reported() {
         let mut s = ClientSettings::default();
         // A multi-statement string that committed part-way and then failed.
-        let ops = [SessionOp::Begin, set("a", "1"), SessionOp::Commit, set("b", "1")];
+        let ops = [
+            SessionOp::Begin,
+            set("a", "1"),
+            SessionOp::Commit,
+            set("b", "1"),
+        ];
         assert!(!s.finish_request(&ops, b'I', b'I', true));
         // A transaction ended out of sight.
         assert!(s.finish_request(&[set("c", "1")], b'T', b'T', false));

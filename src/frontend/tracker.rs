@@ -339,7 +339,10 @@ mod tests {
         assert!(t.swallowing().is_none());
         assert!(t.changes_due());
         let a = t.ready_for_query(b'T').expect("the Query's changes");
-        assert_eq!((a.ops, a.before, a.after), (vec![SessionOp::Begin], b'I', b'T'));
+        assert_eq!(
+            (a.ops, a.before, a.after),
+            (vec![SessionOp::Begin], b'I', b'T')
+        );
         t.errored = true;
         let b = t.ready_for_query(b'I').expect("the Sync's changes");
         assert!(b.errored && b.drops_statements && b.before == b'T');

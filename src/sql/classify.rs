@@ -255,9 +255,9 @@ pub fn classify(tokens: &[Token]) -> Option<SessionStatement> {
         "release" => savepoint_name(tokens, 1).map(SessionStatement::Release),
         "do" => Some(SessionStatement::Do),
         "declare" => {
-            let hold = tokens.windows(2).any(|w| {
-                w[0] == Token::Word("with".into()) && w[1] == Token::Word("hold".into())
-            });
+            let hold = tokens
+                .windows(2)
+                .any(|w| w[0] == Token::Word("with".into()) && w[1] == Token::Word("hold".into()));
             hold.then_some(SessionStatement::DeclareHold)
         }
         "close" => Some(SessionStatement::Close),
@@ -345,11 +345,17 @@ mod tests {
 
     #[test]
     fn recognises_transaction_control() {
-        assert_eq!(one("begin isolation level serializable"), Some(SessionStatement::Begin));
+        assert_eq!(
+            one("begin isolation level serializable"),
+            Some(SessionStatement::Begin)
+        );
         assert_eq!(one("START TRANSACTION"), Some(SessionStatement::Begin));
         assert_eq!(one("END"), Some(SessionStatement::Commit));
         assert_eq!(one("commit prepared 'x'"), None);
-        assert_eq!(one("PREPARE TRANSACTION 'x'"), Some(SessionStatement::Commit));
+        assert_eq!(
+            one("PREPARE TRANSACTION 'x'"),
+            Some(SessionStatement::Commit)
+        );
         assert_eq!(one("abort"), Some(SessionStatement::Rollback));
         assert_eq!(
             one("ROLLBACK TRANSACTION TO SAVEPOINT s1"),
@@ -359,8 +365,14 @@ mod tests {
             one("rollback to \"S\""),
             Some(SessionStatement::RollbackTo("S".into()))
         );
-        assert_eq!(one("SAVEPOINT a"), Some(SessionStatement::Savepoint("a".into())));
-        assert_eq!(one("RELEASE a"), Some(SessionStatement::Release("a".into())));
+        assert_eq!(
+            one("SAVEPOINT a"),
+            Some(SessionStatement::Savepoint("a".into()))
+        );
+        assert_eq!(
+            one("RELEASE a"),
+            Some(SessionStatement::Release("a".into()))
+        );
         assert_eq!(
             one("release savepoint a"),
             Some(SessionStatement::Release("a".into()))

@@ -9,7 +9,10 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionOp {
     /// A setting changed; `replay` is the statement that re-applies it.
-    Set { name: String, replay: Arc<str> },
+    Set {
+        name: String,
+        replay: Arc<str>,
+    },
     /// `RESET name` / `SET name TO DEFAULT`: back to the client's startup value.
     Reset(String),
     /// `RESET ALL` / `DISCARD ALL`: every setting back to its startup value.
@@ -86,4 +89,3 @@ impl Effects {
         *self == Effects::default()
     }
 }
-

@@ -11,8 +11,8 @@
 //! through. Neither layer is the boundary; PostgreSQL is (SPEC §5).
 
 use sqlparser::ast::{
-    visit_expressions, visit_statements, Expr, FunctionArg, FunctionArgExpr,
-    FunctionArguments, ObjectName, Reset, Set, Statement, Value,
+    visit_expressions, visit_statements, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    ObjectName, Reset, Set, Statement, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
