@@ -490,3 +490,40 @@ async fn look_alike_statements_are_data() {
     );
     proxy.shutdown().await;
 }
+
+/// Role-isolated links (SPEC §5): the login role is the boundary, and the
+/// guard still refuses what would change it, however written.
+#[tokio::test]
+async fn role_links_refuse_identity_changes() {
+    fixtures("rl").await;
+    let proxy = start_proxy(&config("rl", 1, "")).await;
+    let a = client(&proxy, "rl").await;
+    for sql in [
+        "SET ROLE postgres",
+        "RESET role",
+        "SET SESSION AUTHORIZATION postgres",
+        "RESET SESSION AUTHORIZATION",
+        "BEGIN; SET LOCAL pgtenant.tenant_id = 'x'",
+        "SELECT set_config('pgtenant.tenant_id', 'x', false)",
+        "SELECT set_config('role', 'postgres', false)",
+        "SELECT 1; /* ; */ set role postgres",
+        "DO $$BEGIN EXECUTE 'SET ROLE postgres'; END$$",
+    ] {
+        let err = a.simple_query(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&err).0, "42501", "{sql}");
+        let _ = a.simple_query("ROLLBACK").await;
+        assert_eq!(values(&a, "SELECT current_user").await, vec!["rl_svc"]);
+    }
+    // RESET ALL / DISCARD ALL go back to the tenant's own schema.
+    values(&a, "SET search_path = t_other").await;
+    assert_eq!(
+        values(&a, "SELECT name FROM customers").await,
+        vec!["Other"]
+    );
+    values(&a, "RESET ALL").await;
+    assert_eq!(values(&a, "SELECT name FROM customers").await, vec!["Own"]);
+    values(&a, "SET search_path = t_other").await;
+    values(&a, "DISCARD ALL").await;
+    assert_eq!(values(&a, "SELECT name FROM customers").await, vec!["Own"]);
+    proxy.shutdown().await;
+}
