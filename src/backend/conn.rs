@@ -167,10 +167,7 @@ impl ServerConn {
                         .map_err(io_err)?;
                     }
                     b'S' => {
-                        let mut b = &body[..];
-                        if let (Some(k), Some(v)) =
-                            (crate::net::take_cstr(&mut b), crate::net::take_cstr(&mut b))
-                        {
+                        if let Some((k, v)) = messages::parameter_status_fields(&body) {
                             params.push((k.to_owned(), v.to_owned()));
                         }
                     }
@@ -267,10 +264,7 @@ impl ServerConn {
                     failed = Some(ExecError::Server { code, message });
                 }
                 b'S' => {
-                    let mut b = &body[..];
-                    if let (Some(k), Some(v)) =
-                        (crate::net::take_cstr(&mut b), crate::net::take_cstr(&mut b))
-                    {
+                    if let Some((k, v)) = messages::parameter_status_fields(&body) {
                         self.state
                             .params
                             .insert(k.to_ascii_lowercase(), v.to_owned());

@@ -67,6 +67,9 @@ pub struct ProxyConfig {
     /// a SET is refused (53400). pgtenant keeps them per client and
     /// re-applies them on whichever server connection serves the client.
     pub max_client_settings: usize,
+    /// Named prepared statements one client may hold (each keeps its Parse
+    /// message to replay); beyond it a Parse of a new name is refused (53400).
+    pub max_client_statements: usize,
     /// Threads serving clients; 0 = half the CPUs (at least one), leaving the
     /// rest to PostgreSQL when both share a host.
     pub worker_threads: usize,
@@ -87,6 +90,7 @@ impl Default for ProxyConfig {
             max_client_conn: 10_000,
             max_prepared_statements: 100,
             max_client_settings: 200,
+            max_client_statements: 2000,
             worker_threads: 0,
         }
     }

@@ -32,6 +32,8 @@ impl PinReason {
 pub struct ClientLimits {
     /// Settings changed from their defaults (beyond it: 53400).
     pub max_settings: usize,
+    /// Named prepared statements (beyond it, a Parse of a new name: 53400).
+    pub max_statements: usize,
 }
 
 /// Everything about a client that outlives one server link.

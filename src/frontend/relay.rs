@@ -198,10 +198,7 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
         let restoring = ours.is_some_and(|o| o.restore);
         let drop = match tag {
             b'S' => {
-                let mut b = body;
-                if let (Some(k), Some(v)) =
-                    (crate::net::take_cstr(&mut b), crate::net::take_cstr(&mut b))
-                {
+                if let Some((k, v)) = crate::protocol::messages::parameter_status_fields(body) {
                     let key = k.to_ascii_lowercase();
                     if is_reported(&key) {
                         cx.link.params.insert(key.clone(), v.to_owned());
@@ -387,3 +384,6 @@ pub async fn flush<W: AsyncWrite + Unpin>(w: &mut W, down: &mut Downstream) -> i
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -404,6 +404,15 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
                     None => false,
                 };
             }
+            let max = cx.client.limits.max_statements;
+            if cx.client.statements.get(name).is_none() && cx.client.statements.len() >= max {
+                // Refused as an unnamed statement: the name is never taken.
+                let why = format!("too many prepared statements for one client (max_client_statements {max}); close some, or raise [proxy] max_client_statements");
+                cx.t.client_message(tag);
+                let sql = raise_statement(CONFIGURATION_LIMIT_EXCEEDED, &why, "");
+                extended::parse_query(out, b"", &sql);
+                return true;
+            }
             let stmt = match replaced {
                 Some(sql) => {
                     let mut rest = sql.into_bytes();

@@ -114,6 +114,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
     let transaction_mode = tenant.pool_mode == PoolMode::Transaction;
     let limits = ClientLimits {
         max_settings: proxy.config.proxy.max_client_settings,
+        max_statements: proxy.config.proxy.max_client_statements,
     };
     let mut client = Client::new(ClientState::new(
         params.clone(),

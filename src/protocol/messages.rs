@@ -125,6 +125,15 @@ pub fn cancel_request(pid: i32, secret: i32) -> [u8; 16] {
     out
 }
 
+/// Name and value of a ParameterStatus body (the one parser of it).
+pub fn parameter_status_fields(body: &[u8]) -> Option<(&str, &str)> {
+    let mut parts = body.splitn(3, |b| *b == 0);
+    let name = std::str::from_utf8(parts.next()?).ok()?;
+    let value = std::str::from_utf8(parts.next()?).ok()?;
+    parts.next()?;
+    Some((name, value))
+}
+
 /// The values of a DataRow body as text (NULL as None); a malformed row
 /// yields the values read so far.
 pub fn data_row_text(body: &[u8]) -> Vec<Option<String>> {
@@ -185,6 +194,14 @@ pub fn error_code_and_message(body: &[u8]) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameter_status_parses_and_rejects_truncation() {
+        let mut b = BytesMut::new();
+        parameter_status(&mut b, "TimeZone", "UTC");
+        assert_eq!(parameter_status_fields(&b[5..]), Some(("TimeZone", "UTC")));
+        assert_eq!(parameter_status_fields(b"TimeZone\0UTC"), None);
+    }
 
     #[test]
     fn error_response_round_trips() {

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# ab.sh — A/B of two pgtenant binaries, interleaved against one throw-away
+# PostgreSQL: pgbench -S through each, round after round, reporting the median
+# tps and pooler CPU per transaction of each and their ratio. For the "A/B
+# against the previous commit" every relay change reports (a ratio from one
+# run, never a timed test).
+#
+#   cargo build --release
+#   git worktree add /tmp/old HEAD~1 && (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release)
+#   benches/ab.sh /tmp/old-target/release/pgtenant target/release/pgtenant
+#
+# Env: MODES ("simple extended prepared"), CLIENTS (8), DURATION (10 s),
+# ROUNDS (3), POOL_SIZE (20). Needs initdb/pg_ctl, pgbench, psql.
+set -euo pipefail
+A=${1:?binary A}; B=${2:?binary B}
+MODES=${MODES:-"simple extended prepared"}
+CLIENTS=${CLIENTS:-8}; DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; POOL_SIZE=${POOL_SIZE:-20}
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+PG_PORT=${PG_PORT:-55431}; PORT_A=58441; PORT_B=58442
+WORK=$(mktemp -d /tmp/pgtenant-ab.XXXXXX); chmod 755 "$WORK"
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres "$WORK"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust >/dev/null
+cat >>"$WORK/data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$WORK'
+max_connections = 200
+fsync = off
+EOF
+as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
+psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE bench"
+pgbench -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
+config() {
+  cat <<EOC
+[proxy]
+listen = "127.0.0.1:$1"
+[auth]
+method = "trust"
+users = [{ name = "postgres" }]
+[servers.main]
+port = $PG_PORT
+user = "postgres"
+max_connections = 150
+[tiers.bench]
+pool_size = $POOL_SIZE
+[[tenants]]
+key = "bench"
+mode = "database"
+server = "main"
+database = "bench"
+tier = "bench"
+EOC
+}
+config $PORT_A >"$WORK/a.toml"; config $PORT_B >"$WORK/b.toml"
+RUST_LOG=warn "$A" serve --config "$WORK/a.toml" >"$WORK/a.log" 2>&1 & PID_A=$!; pids+=($PID_A)
+RUST_LOG=warn "$B" serve --config "$WORK/b.toml" >"$WORK/b.log" 2>&1 & PID_B=$!; pids+=($PID_B)
+for p in $PORT_A $PORT_B; do
+  for _ in $(seq 1 50); do psql -X -q -h 127.0.0.1 -p $p -U postgres -d bench -c 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
+done
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run() { # port pid mode -> "tps cpu_us_per_txn"
+  local before after tps
+  before=$(cpu "$2")
+  tps=$(pgbench -n -S -M "$3" -c "$CLIENTS" -j 2 -T "$DURATION" -h 127.0.0.1 -p "$1" -U postgres bench 2>/dev/null \
+        | awk '/^tps/ {print int($3)}')
+  after=$(cpu "$2")
+  echo "$tps $(( (after - before) * 10000 * 1000 / (tps * DURATION + 1) ))"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+printf '%-10s %10s %10s %8s %12s %12s\n' mode tps_A tps_B B/A cpu_ns_A cpu_ns_B
+for mode in $MODES; do
+  : >"$WORK/ra"; : >"$WORK/rb"
+  for r in $(seq 1 "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then run $PORT_A $PID_A "$mode" >>"$WORK/ra"; run $PORT_B $PID_B "$mode" >>"$WORK/rb"
+    else run $PORT_B $PID_B "$mode" >>"$WORK/rb"; run $PORT_A $PID_A "$mode" >>"$WORK/ra"; fi
+  done
+  ta=$(cut -d' ' -f1 "$WORK/ra" | median); tb=$(cut -d' ' -f1 "$WORK/rb" | median)
+  ca=$(cut -d' ' -f2 "$WORK/ra" | median); cb=$(cut -d' ' -f2 "$WORK/rb" | median)
+  printf '%-10s %10s %10s %8s %12s %12s\n' "$mode" "$ta" "$tb" "$(awk -v a="$ta" -v b="$tb" 'BEGIN{printf "%.3f", b/a}')" "$ca" "$cb"
+done

@@ -1,0 +1,286 @@
+//! The relay and the session state machine over in-memory streams
+//! (`tokio::io::duplex`), with a scripted server: no PostgreSQL needed.
+
+use super::*;
+use crate::backend::{Overrides, Settings};
+use crate::frontend::client::{ClientLimits, ClientState};
+use crate::pool::Quota;
+use crate::prepared::LinkStatements;
+use crate::protocol::messages;
+use bytes::BytesMut;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+fn link() -> LinkState {
+    let startup: Settings = [("application_name".to_owned(), "pgtenant/x".to_owned())]
+        .into_iter()
+        .collect();
+    LinkState {
+        prepared: LinkStatements::new(10),
+        params: startup.clone(),
+        startup: Arc::new(startup),
+        settings: Overrides::default(),
+        dirty: false,
+        foreign: None,
+        poisoned: false,
+        pid: 42,
+        context_owner: None,
+    }
+}
+
+fn client(startup: Overrides) -> Client {
+    let params: Settings = [("application_name".to_owned(), "pgtenant/x".to_owned())]
+        .into_iter()
+        .collect();
+    Client::new(ClientState::new(
+        params,
+        startup,
+        true,
+        None,
+        Quota::new(1),
+        ClientLimits {
+            max_settings: 10,
+            max_statements: 10,
+        },
+    ))
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    messages::query(&mut b, sql);
+    b.to_vec()
+}
+
+/// Reads one message; returns (tag, body).
+async fn read_msg(s: &mut DuplexStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 5];
+    s.read_exact(&mut h).await.expect("header");
+    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+    let mut body = vec![0u8; len - 4];
+    s.read_exact(&mut body).await.expect("body");
+    (h[0], body)
+}
+
+async fn read_query(s: &mut DuplexStream) -> String {
+    let (tag, body) = read_msg(s).await;
+    assert_eq!(tag, b'Q');
+    String::from_utf8_lossy(&body[..body.len() - 1]).into_owned()
+}
+
+/// The server's reply to a command: CommandComplete(tag) then ReadyForQuery.
+fn done(tag: &str, status: u8) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    let at = messages::begin(&mut b, b'C');
+    b.extend_from_slice(tag.as_bytes());
+    b.extend_from_slice(&[0]);
+    messages::finish(&mut b, at);
+    messages::ready_for_query(&mut b, status);
+    b.to_vec()
+}
+
+fn error(code: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    messages::error_response(&mut b, messages::Severity::Error, code, "boom", None);
+    b.to_vec()
+}
+
+/// Runs one relay turn: `client_bytes` from the client, `server` scripted.
+async fn turn<F, Fut>(
+    c: &mut Client,
+    l: &mut LinkState,
+    client_bytes: &[u8],
+    server: F,
+) -> (RelayEnd, Vec<(u8, Vec<u8>)>)
+where
+    F: FnOnce(DuplexStream) -> Fut,
+    Fut: std::future::Future<Output = DuplexStream>,
+{
+    let (mut app, proxy_front) = tokio::io::duplex(1 << 16);
+    let (proxy_back, pg) = tokio::io::duplex(1 << 16);
+    app.write_all(client_bytes).await.expect("client writes");
+    let (mut cr, mut cw) = tokio::io::split(proxy_front);
+    let (mut sr, mut sw) = tokio::io::split(proxy_back);
+    let relay_done = relay((&mut cr, &mut cw), c, (&mut sr, &mut sw), l);
+    let (end, pg) = tokio::join!(relay_done, server(pg));
+    drop(pg);
+    flush(&mut cw, &mut c.down).await.expect("flush");
+    drop((cr, cw));
+    let mut seen = Vec::new();
+    let mut rest = Vec::new();
+    app.read_to_end(&mut rest).await.expect("client reads");
+    let mut at = 0;
+    while at + 5 <= rest.len() {
+        let len =
+            u32::from_be_bytes([rest[at + 1], rest[at + 2], rest[at + 3], rest[at + 4]]) as usize;
+        seen.push((rest[at], rest[at + 5..at + 1 + len].to_vec()));
+        at += 1 + len;
+    }
+    (end, seen)
+}
+
+fn tags(seen: &[(u8, Vec<u8>)]) -> Vec<char> {
+    seen.iter().map(|(t, _)| *t as char).collect()
+}
+
+#[tokio::test]
+async fn a_set_follows_the_client_and_is_replayed_ahead_on_the_next_link() {
+    let mut c = client(Overrides::default());
+    let mut first = link();
+    let (end, seen) = turn(
+        &mut c,
+        &mut first,
+        &query("SET work_mem = '64MB'"),
+        |mut pg| async move {
+            assert_eq!(read_query(&mut pg).await, "SET work_mem = '64MB'");
+            pg.write_all(&done("SET", b'I')).await.expect("reply");
+            pg
+        },
+    )
+    .await;
+    assert!(matches!(end, RelayEnd::Release), "{end:?}");
+    assert_eq!(tags(&seen), vec!['C', 'Z']);
+    assert_eq!(
+        c.state
+            .settings
+            .current
+            .get("work_mem")
+            .map(|r| r.to_string()),
+        Some("SET work_mem = '64MB'".to_owned())
+    );
+    assert!(first.settings.same_as(&c.state.settings.current));
+
+    // Another link: the SET goes first, its reply never reaches the client.
+    let mut second = link();
+    let (end, seen) = turn(
+        &mut c,
+        &mut second,
+        &query("SHOW work_mem"),
+        |mut pg| async move {
+            assert_eq!(read_query(&mut pg).await, "SET work_mem = '64MB';");
+            assert_eq!(read_query(&mut pg).await, "SHOW work_mem");
+            pg.write_all(&done("SET", b'I'))
+                .await
+                .expect("prelude reply");
+            pg.write_all(&done("SHOW", b'I')).await.expect("reply");
+            pg
+        },
+    )
+    .await;
+    assert!(matches!(end, RelayEnd::Release), "{end:?}");
+    assert_eq!(tags(&seen), vec!['C', 'Z']);
+    assert_eq!(seen[0].1, b"SHOW\0");
+
+    // A client that never set it, on the first link: RESET ahead of its query.
+    let mut other = client(Overrides::default());
+    let (_, seen) = turn(
+        &mut other,
+        &mut first,
+        &query("SELECT 1"),
+        |mut pg| async move {
+            assert_eq!(read_query(&mut pg).await, "RESET \"work_mem\";");
+            assert_eq!(read_query(&mut pg).await, "SELECT 1");
+            pg.write_all(&done("RESET", b'I'))
+                .await
+                .expect("prelude reply");
+            pg.write_all(&done("SELECT 1", b'I')).await.expect("reply");
+            pg
+        },
+    )
+    .await;
+    assert_eq!(tags(&seen), vec!['C', 'Z']);
+}
+
+#[tokio::test]
+async fn a_failed_or_rolled_back_set_is_not_followed() {
+    let mut c = client(Overrides::default());
+    let mut l = link();
+    let (_, seen) = turn(
+        &mut c,
+        &mut l,
+        &query("SET work_mem = 'lots'"),
+        |mut pg| async move {
+            read_query(&mut pg).await;
+            pg.write_all(&error("22023")).await.expect("error");
+            let mut rfq = BytesMut::new();
+            messages::ready_for_query(&mut rfq, b'I');
+            pg.write_all(&rfq).await.expect("rfq");
+            pg
+        },
+    )
+    .await;
+    assert_eq!(tags(&seen), vec!['E', 'Z']);
+    assert!(c.state.settings.current.is_empty());
+    let (_, _) = turn(
+        &mut c,
+        &mut l,
+        &query("BEGIN; SET work_mem = '64MB'; ROLLBACK"),
+        |mut pg| async move {
+            read_query(&mut pg).await;
+            pg.write_all(&done("ROLLBACK", b'I')).await.expect("reply");
+            pg
+        },
+    )
+    .await;
+    assert!(c.state.settings.current.is_empty());
+    assert!(!l.dirty);
+}
+
+#[tokio::test]
+async fn reset_all_runs_and_the_startup_values_come_back_behind_it() {
+    let mut startup = Overrides::default();
+    startup.set(
+        "extra_float_digits",
+        "SELECT pg_catalog.set_config('extra_float_digits', '3', false)".into(),
+    );
+    let mut c = client(startup);
+    let mut l = link();
+    l.settings = c.state.settings.current.clone();
+    let (end, seen) = turn(&mut c, &mut l, &query("RESET ALL"), |mut pg| async move {
+        assert_eq!(read_query(&mut pg).await, "RESET ALL");
+        assert_eq!(
+            read_query(&mut pg).await,
+            "SELECT pg_catalog.set_config('extra_float_digits', '3', false);"
+        );
+        pg.write_all(&done("RESET", b'I')).await.expect("reply");
+        pg.write_all(&done("SELECT 1", b'I'))
+            .await
+            .expect("restore reply");
+        pg
+    })
+    .await;
+    assert!(matches!(end, RelayEnd::Release), "{end:?}");
+    assert_eq!(tags(&seen), vec!['C', 'Z'], "only RESET ALL's own reply");
+    assert!(l.settings.same_as(&c.state.settings.startup));
+    assert!(!l.poisoned && !l.dirty);
+}
+
+#[tokio::test]
+async fn sql_run_out_of_sight_marks_the_link_for_a_reset_before_others() {
+    let mut a = client(Overrides::default());
+    let mut l = link();
+    let (_, _) = turn(
+        &mut a,
+        &mut l,
+        &query("DO $$BEGIN SET work_mem = '1GB'; END$$"),
+        |mut pg| async move {
+            read_query(&mut pg).await;
+            pg.write_all(&done("DO", b'I')).await.expect("reply");
+            pg
+        },
+    )
+    .await;
+    assert_eq!(l.foreign, Some(a.state.id()));
+    let mut b = client(Overrides::default());
+    let (_, seen) = turn(&mut b, &mut l, &query("SELECT 1"), |mut pg| async move {
+        assert_eq!(read_query(&mut pg).await, "RESET ALL");
+        assert_eq!(read_query(&mut pg).await, "SELECT 1");
+        pg.write_all(&done("RESET", b'I'))
+            .await
+            .expect("prelude reply");
+        pg.write_all(&done("SELECT 1", b'I')).await.expect("reply");
+        pg
+    })
+    .await;
+    assert_eq!(tags(&seen), vec!['C', 'Z']);
+    assert_eq!(l.foreign, None);
+}
