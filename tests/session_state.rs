@@ -527,3 +527,53 @@ async fn role_links_refuse_identity_changes() {
     assert_eq!(values(&a, "SELECT name FROM customers").await, vec!["Own"]);
     proxy.shutdown().await;
 }
+
+/// SQL-level PREPARE / EXECUTE / DEALLOCATE follow their client like
+/// protocol-level statements: re-prepared on whichever link serves it,
+/// never meeting another client's statement of the same name.
+#[tokio::test]
+async fn sql_prepared_statements_follow_their_client() {
+    fixtures("sp").await;
+    let proxy = start_proxy(&config("sp", 2, "")).await;
+    let a = client(&proxy, "sp").await;
+    let b = client(&proxy, "sp").await;
+    let c = client(&proxy, "sp").await;
+    let got = values(
+        &a,
+        "PREPARE q (int) AS SELECT $1 + 1; SELECT pg_backend_pid()",
+    )
+    .await;
+    let pid = got.last().expect("pid").clone();
+    // B prepares its own q on A's link: no clash, each runs its own.
+    let (holder, other) = hold_both(&b, &c, &pid).await;
+    values(other, "COMMIT").await;
+    values(holder, "PREPARE q AS SELECT 'mine'").await;
+    assert_eq!(values(holder, "EXECUTE q").await, vec!["mine"]);
+    // A, now on the other link, runs its own q there.
+    assert_eq!(values(&a, "EXECUTE q(41)").await, vec!["42"]);
+    values(holder, "COMMIT").await;
+    for _ in 0..3 {
+        let (x, y) = tokio::join!(values(&a, "EXECUTE q(1)"), values(holder, "EXECUTE q"));
+        assert_eq!((x, y), (vec!["2".to_owned()], vec!["mine".to_owned()]));
+    }
+    // PostgreSQL's own answers: a duplicate name, a deallocated one.
+    let err = a
+        .simple_query("PREPARE q AS SELECT 1")
+        .await
+        .expect_err("duplicate");
+    assert_eq!(sqlstate(&err).0, "42P05");
+    values(&a, "DEALLOCATE q").await;
+    let err = a.simple_query("EXECUTE q(1)").await.expect_err("gone");
+    assert_eq!(sqlstate(&err).0, "26000");
+    assert_eq!(values(holder, "EXECUTE q").await, vec!["mine"]);
+    // Over the extended protocol they are refused, with a hint.
+    let err = a.execute("EXECUTE q(1)", &[]).await.expect_err("extended");
+    assert_eq!(sqlstate(&err).0, "0A000");
+    // pgtenant's own statement names are out of reach.
+    let err = a
+        .simple_query("DEALLOCATE pgt1_0")
+        .await
+        .expect_err("reserved");
+    assert_eq!(sqlstate(&err).0, "42939");
+    proxy.shutdown().await;
+}

@@ -64,9 +64,11 @@ pub struct LinkState {
     /// The session's settings are not known exactly (a request that changed
     /// them failed half-way): `RESET ALL` before anyone uses the link again.
     pub dirty: bool,
-    /// This client ran SQL that may change settings out of pgtenant's sight
-    /// (a DO block, `set_config` with a computed argument): reset the link
-    /// before another client uses it.
+    /// SQL-level prepared statements here: name -> version (see frontend::client).
+    pub sql_prepared: std::collections::HashMap<String, u64>,
+    /// This client ran SQL that may change its session out of pgtenant's
+    /// sight (a DO block, `set_config` with a computed argument): the link is
+    /// `DISCARD ALL`-ed before another client uses it.
     pub foreign: Option<u64>,
     /// Something ran that pgtenant can't follow (a failed settings prelude, a
     /// failed DISCARD ALL): close the link instead of pooling it again.
@@ -204,6 +206,7 @@ impl ServerConn {
                 startup: Arc::new(tracked.clone()),
                 params: tracked,
                 settings: Overrides::default(),
+                sql_prepared: Default::default(),
                 dirty: false,
                 foreign: None,
                 poisoned: false,
@@ -223,6 +226,7 @@ impl ServerConn {
     pub async fn discard_all(&mut self) -> Result<(), ExecError> {
         self.execute("DISCARD ALL").await?;
         self.state.prepared.clear();
+        self.state.sql_prepared.clear();
         self.state.settings = Overrides::default();
         self.state.dirty = false;
         self.state.foreign = None;

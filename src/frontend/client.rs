@@ -11,6 +11,8 @@ use crate::prepared::ClientStatements;
 use crate::sql::parsed::Guard;
 use crate::sql::{Effects, Restore};
 use crate::tenant::TenantContext;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Why a client keeps its server link between transactions.
@@ -64,7 +66,17 @@ pub struct ClientState {
     /// may pin is sent (so the cap refuses that statement, not a later one).
     pub pin_slot: Option<Slot>,
     pub pins: Arc<Quota>,
+    /// SQL-level prepared statements: name -> (version, PREPARE text). The
+    /// version tells a link's copy from another client's of the same name.
+    pub sql_prepared: HashMap<String, (u64, Arc<str>)>,
     pub limits: ClientLimits,
+}
+
+/// Versions of SQL-level prepared statements, unique in the process.
+static NEXT_SQL_VERSION: AtomicU64 = AtomicU64::new(1);
+
+pub fn next_sql_version() -> u64 {
+    NEXT_SQL_VERSION.fetch_add(1, Ordering::Relaxed)
 }
 
 impl ClientState {
@@ -96,6 +108,7 @@ impl ClientState {
             pin: None,
             pin_slot: None,
             pins,
+            sql_prepared: HashMap::new(),
             limits,
         }
     }

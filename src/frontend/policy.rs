@@ -59,6 +59,8 @@ impl QueryPlan {
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
     pub transaction_mode: bool,
+    /// The SQL came in a Parse (extended protocol), not a simple Query.
+    pub extended: bool,
     pub guard: Guard,
     /// The client has session changes in an open transaction.
     pub watch_transaction: bool,
@@ -201,20 +203,42 @@ fn guard_in_tokens(tokens: &[Token], guard: Guard, depth: u8, executed: bool) ->
 }
 
 /// Why a statement can't run under transaction pooling, if it can't.
-fn pooling_refusal(stmt: &SessionStatement, statements_in_query: usize) -> Option<String> {
+fn pooling_refusal(
+    stmt: &SessionStatement,
+    statements_in_query: usize,
+    extended: bool,
+) -> Option<String> {
     let tail = "in transaction pooling mode";
     match stmt {
         SessionStatement::Listen => Some(format!(
             "LISTEN is not supported {tail} yet: notifications would go to whichever client next uses the server connection"
         )),
-        SessionStatement::Prepare | SessionStatement::Execute => Some(format!(
-            "SQL PREPARE/EXECUTE is not supported {tail} yet: the statement would exist on one server connection only; use protocol-level prepared statements (your driver's)"
+        SessionStatement::Prepare { .. } | SessionStatement::Execute { .. } if extended => Some(format!(
+            "SQL PREPARE/EXECUTE over the extended protocol is not supported {tail}: send it as a simple query, or use protocol-level prepared statements (your driver's)"
         )),
         SessionStatement::Deallocate { name: Some(_) } if statements_in_query > 1 => {
             Some(format!("DEALLOCATE name must be sent on its own {tail}"))
         }
         _ => None,
     }
+}
+
+const RESERVED_NAME: &str = "42939";
+
+/// Statement names starting `pgt` are pgtenant's own (it names every
+/// client's protocol-level statements so): a client may not take or drop them.
+fn reserved_name(stmt: &SessionStatement) -> Option<String> {
+    let name = match stmt {
+        SessionStatement::Prepare { name: Some(n) }
+        | SessionStatement::Execute { name: Some(n) }
+        | SessionStatement::Deallocate { name: Some(n) } => n,
+        _ => return None,
+    };
+    name.starts_with("pgt").then(|| {
+        format!(
+            "prepared statement names starting with \"pgt\" are reserved by pgtenant: \"{name}\""
+        )
+    })
 }
 
 /// Functions whose effect outlives the transaction and binds the session.
@@ -265,10 +289,26 @@ fn effects_of(stmt: &SessionStatement, text: &str, fx: &mut Effects) {
         SessionStatement::Reset { name } => reset_effects(name, fx),
         SessionStatement::DiscardAll => {
             fx.ops.push(SessionOp::ResetAll);
+            fx.ops.push(SessionOp::SqlDeallocate(None));
             fx.restore.add(Restore::All);
             fx.forget_statements = true;
         }
-        SessionStatement::Deallocate { name: None } => fx.forget_statements = true,
+        SessionStatement::Deallocate { name: None } => {
+            fx.ops.push(SessionOp::SqlDeallocate(None));
+            fx.forget_statements = true;
+        }
+        SessionStatement::Deallocate { name: Some(name) } => {
+            fx.ops.push(SessionOp::SqlDeallocate(Some(name.clone())));
+            fx.sql_names.push(name.clone());
+        }
+        SessionStatement::Prepare { name: Some(name) } => {
+            fx.ops.push(SessionOp::SqlPrepare {
+                name: name.clone(),
+                text: Arc::from(text),
+            });
+            fx.sql_names.push(name.clone());
+        }
+        SessionStatement::Execute { name: Some(name) } => fx.sql_names.push(name.clone()),
         SessionStatement::Begin => fx.ops.push(SessionOp::Begin),
         SessionStatement::Commit => fx.ops.push(SessionOp::Commit),
         SessionStatement::Rollback => fx.ops.push(SessionOp::Rollback),
@@ -328,8 +368,11 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
         if let Some(why) = guard_refusal(&kind, rules.guard) {
             return QueryPlan::refuse(INSUFFICIENT_PRIVILEGE, why);
         }
+        if let Some(why) = reserved_name(&kind) {
+            return QueryPlan::refuse(RESERVED_NAME, why);
+        }
         if rules.transaction_mode {
-            if let Some(why) = pooling_refusal(&kind, stmts.len()) {
+            if let Some(why) = pooling_refusal(&kind, stmts.len(), rules.extended) {
                 return QueryPlan::refuse(FEATURE_NOT_SUPPORTED, why);
             }
         }
@@ -348,6 +391,7 @@ mod tests {
     fn rules(transaction_mode: bool, guard: Guard) -> Rules {
         Rules {
             transaction_mode,
+            extended: false,
             guard,
             watch_transaction: false,
         }
@@ -451,9 +495,19 @@ mod tests {
             Some("0A000")
         );
         assert_eq!(refused("listen x", false, Guard::Role), None);
+        assert_eq!(refused("PREPARE p AS SELECT 1", true, Guard::Role), None);
+        let extended = Rules {
+            extended: true,
+            ..rules(true, Guard::Role)
+        };
         assert_eq!(
-            refused("PREPARE p AS SELECT 1", true, Guard::Role),
+            plan_query(b"EXECUTE p", extended).refuse.map(|r| r.0),
             Some("0A000")
+        );
+        assert_eq!(refused("EXECUTE pgt3_1", true, Guard::Role), Some("42939"));
+        assert_eq!(
+            effects("PREPARE q (int) AS SELECT $1; EXECUTE q(1)").sql_names,
+            vec!["q".to_owned(), "q".to_owned()]
         );
         assert_eq!(
             refused("select 1; DEALLOCATE s1", true, Guard::Role),

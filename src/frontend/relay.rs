@@ -9,6 +9,8 @@ use super::rewrite::{self, is_reported, Ctx};
 use super::tracker::Answered;
 use crate::backend::LinkState;
 use crate::protocol::frame::{Flow, FrameError, FrameScanner};
+use crate::protocol::tag::{backend as be, frontend as fe};
+use crate::sql::SessionOp;
 use bytes::{Buf, BytesMut};
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -100,7 +102,14 @@ fn frame_len(buf: &[u8], at: usize) -> usize {
 /// small Execute and Sync.
 fn client_peek(tag: u8) -> usize {
     match tag {
-        b'P' | b'B' | b'D' | b'C' | b'Q' | b'F' | b'E' | b'S' => usize::MAX,
+        fe::PARSE
+        | fe::BIND
+        | fe::DESCRIBE
+        | fe::CLOSE
+        | fe::QUERY
+        | fe::FUNCTION_CALL
+        | fe::EXECUTE
+        | fe::SYNC => usize::MAX,
         _ => 0,
     }
 }
@@ -117,9 +126,15 @@ pub fn scan_client(up: &mut Upstream, cx: &mut Ctx<'_>) -> Result<bool, FrameErr
         let r = up
             .scanner
             .scan(&up.buf, up.scanned, client_peek, |tag, _| match tag {
-                b'P' | b'B' | b'D' | b'C' | b'Q' | b'F' | b'X' => Flow::StopBefore,
-                b'E' if watch_execute => Flow::StopBefore,
-                b'S' if watch_sync => Flow::StopBefore,
+                fe::PARSE
+                | fe::BIND
+                | fe::DESCRIBE
+                | fe::CLOSE
+                | fe::QUERY
+                | fe::FUNCTION_CALL
+                | fe::TERMINATE => Flow::StopBefore,
+                fe::EXECUTE if watch_execute => Flow::StopBefore,
+                fe::SYNC if watch_sync => Flow::StopBefore,
                 _ => {
                     t.client_message(tag);
                     Flow::Continue
@@ -133,7 +148,7 @@ pub fn scan_client(up: &mut Upstream, cx: &mut Ctx<'_>) -> Result<bool, FrameErr
             return Ok(false);
         }
         let at = up.scanned;
-        if up.buf[at] == b'X' {
+        if up.buf[at] == fe::TERMINATE {
             return Ok(true);
         }
         let total = frame_len(&up.buf, at);
@@ -163,28 +178,28 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
         let t = &mut *cx.t;
         let peek = move |tag: u8| match tag {
             _ if swallowing => usize::MAX,
-            b'S' | b'1' | b'3' => usize::MAX,
-            b'Z' => 1,
+            be::PARAMETER_STATUS | be::PARSE_COMPLETE | be::CLOSE_COMPLETE => usize::MAX,
+            be::READY_FOR_QUERY => 1,
             _ => 0,
         };
         let r = down
             .scanner
             .scan(&down.buf, down.scanned, peek, |tag, p| match tag {
                 _ if swallowing => Flow::StopBefore,
-                b'Z' if t.changes_due() => Flow::StopBefore,
-                b'Z' => {
+                be::READY_FOR_QUERY if t.changes_due() => Flow::StopBefore,
+                be::READY_FOR_QUERY => {
                     t.ready_for_query(p.first().copied().unwrap_or(b'I'));
                     Flow::Continue
                 }
-                b'E' => {
+                be::ERROR_RESPONSE => {
                     t.errored = true;
                     Flow::Continue
                 }
-                b'G' => {
+                be::COPY_IN_RESPONSE => {
                     t.copy_in_started();
                     Flow::Continue
                 }
-                b'1' | b'3' | b'S' => Flow::StopBefore,
+                be::PARSE_COMPLETE | be::CLOSE_COMPLETE | be::PARAMETER_STATUS => Flow::StopBefore,
                 _ => Flow::Continue,
             })?;
         down.scanned = r.end;
@@ -197,7 +212,7 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
         let body = &down.buf[at + 5..at + total];
         let restoring = ours.is_some_and(|o| o.restore);
         let drop = match tag {
-            b'S' => {
+            be::PARAMETER_STATUS => {
                 if let Some((k, v)) = crate::protocol::messages::parameter_status_fields(body) {
                     let key = k.to_ascii_lowercase();
                     if is_reported(&key) {
@@ -210,20 +225,22 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
                 // A restore's reports reach the client: its settings changed.
                 swallowing && !restoring
             }
-            b'Z' => {
+            be::READY_FOR_QUERY => {
                 let status = body.first().copied().unwrap_or(b'I');
                 if let Some(answered) = cx.t.ready_for_query(status) {
                     on_answered(cx.client, cx.link, answered);
                 }
                 swallowing
             }
-            b'E' if swallowing => {
+            be::ERROR_RESPONSE if swallowing => {
                 let f = crate::protocol::messages::parse_error_fields(body);
                 if restoring {
-                    // Fails only when the client's own RESET failed (then it
-                    // changed nothing); either way, start clean next time.
-                    tracing::debug!(error = ?f, "pgtenant's restore after a client's reset failed");
-                    cx.link.dirty = true;
+                    // A restore fails only when the client's own RESET failed
+                    // (then it changed nothing); a replayed SQL PREPARE when
+                    // its tables changed. The client gets its own request's
+                    // error; the link is closed when it comes back.
+                    tracing::debug!(error = ?f, "pgtenant's restore or statement replay failed");
+                    cx.link.poisoned = true;
                     cx.link.context_owner = None;
                 } else {
                     tracing::warn!(error = ?f, "pgtenant's prelude (tenant context or settings) failed");
@@ -233,7 +250,7 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
                 }
                 true
             }
-            b'1' | b'3' if !swallowing => cx.t.reply_is_ours(tag),
+            be::PARSE_COMPLETE | be::CLOSE_COMPLETE if !swallowing => cx.t.reply_is_ours(tag),
             _ => swallowing,
         };
         if drop {
@@ -262,6 +279,54 @@ fn on_answered(client: &mut super::client::ClientState, link: &mut LinkState, a:
     if a.errored && a.drops_statements {
         // It may not have dropped the statements pgtenant forgot.
         link.poisoned = true;
+    }
+    follow_sql_statements(client, link, &a);
+}
+
+/// SQL-level PREPARE / DEALLOCATE answered: both sides follow. They are not
+/// transactional; after an error pgtenant can't tell which ran, so the link
+/// is closed rather than pooled with statements it doesn't know of.
+fn follow_sql_statements(
+    client: &mut super::client::ClientState,
+    link: &mut LinkState,
+    a: &Answered,
+) {
+    let mut ops = a
+        .ops
+        .iter()
+        .filter(|op| {
+            matches!(
+                op,
+                SessionOp::SqlPrepare { .. } | SessionOp::SqlDeallocate(_)
+            )
+        })
+        .peekable();
+    if ops.peek().is_none() {
+        return;
+    }
+    if a.errored {
+        link.poisoned = true;
+        return;
+    }
+    for op in ops {
+        match op {
+            SessionOp::SqlPrepare { name, text } => {
+                let version = super::client::next_sql_version();
+                client
+                    .sql_prepared
+                    .insert(name.clone(), (version, text.clone()));
+                link.sql_prepared.insert(name.clone(), version);
+            }
+            SessionOp::SqlDeallocate(Some(name)) => {
+                client.sql_prepared.remove(name);
+                link.sql_prepared.remove(name);
+            }
+            SessionOp::SqlDeallocate(None) => {
+                client.sql_prepared.clear();
+                link.sql_prepared.clear();
+            }
+            _ => {}
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use super::tracker::TxnTracker;
 use crate::backend::{LinkState, Overrides, Settings};
 use crate::prepared::Statement;
 use crate::protocol::extended::{self, split_name};
+use crate::protocol::tag::frontend as fe;
 use crate::sql::{literal, Effects, Restore};
 use crate::tenant::{quote_ident, TenantContext};
 use bytes::BytesMut;
@@ -39,14 +40,23 @@ pub fn raise_statement(code: &str, message: &str, hint: &str) -> String {
     )
 }
 
-/// Called when a link is lent to the client: a link whose settings are
-/// unknown, or may carry another client's changes made out of sight, is
-/// `RESET ALL` first; then the client's settings that differ; then, on shared
+/// Called when a link is lent to the client: a link that may carry another
+/// client's changes made out of sight is `DISCARD ALL`-ed first, one whose
+/// settings are unknown `RESET ALL`-ed; then the client's settings that differ; then, on shared
 /// links, the tenant context. All injected ahead of the client's first
 /// message, their replies swallowed.
 pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     let id = cx.client.id();
-    if cx.link.dirty || cx.link.foreign.is_some_and(|other| other != id) {
+    if cx.link.foreign.is_some_and(|other| other != id) {
+        // Whatever that client did out of sight (a DO block may also prepare
+        // statements or listen) is wiped, not only its settings.
+        extended::query(out, "DISCARD ALL");
+        cx.t.injected_query(false);
+        settings_reset(cx.link);
+        cx.link.prepared.clear();
+        cx.link.sql_prepared.clear();
+        cx.link.context_owner = None;
+    } else if cx.link.dirty {
         extended::query(out, "RESET ALL");
         cx.t.injected_query(false);
         settings_reset(cx.link);
@@ -229,14 +239,14 @@ fn ensure(cx: &mut Ctx<'_>, stmt: &Statement, out: &mut BytesMut) {
     }
     make_room(cx, out);
     out.extend_from_slice(&stmt.parse);
-    cx.t.injected(b'P');
+    cx.t.injected(fe::PARSE);
     cx.link.prepared.insert(&stmt.server_name);
 }
 
 fn make_room(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     if let Some(victim) = cx.link.prepared.victim() {
-        extended::describe_or_close(out, b'C', b'S', victim.as_bytes());
-        cx.t.injected(b'C');
+        extended::describe_or_close(out, fe::CLOSE, extended::STATEMENT, victim.as_bytes());
+        cx.t.injected(fe::CLOSE);
         cx.link.prepared.remove(&victim);
     }
 }
@@ -261,11 +271,12 @@ fn foreign_name(name: &[u8]) -> Vec<u8> {
     n
 }
 
-fn plan(cx: &Ctx<'_>, sql: &[u8]) -> QueryPlan {
+fn plan(cx: &Ctx<'_>, sql: &[u8], extended: bool) -> QueryPlan {
     plan_query(
         sql,
         Rules {
             transaction_mode: cx.client.transaction_mode,
+            extended,
             guard: cx.client.guard,
             watch_transaction: cx.client.settings.watching_transaction() || cx.t.changes_pending(),
         },
@@ -358,23 +369,63 @@ fn replacement(cx: &mut Ctx<'_>, plan: &QueryPlan) -> Option<String> {
     if let Some(why) = pin_refusal(cx, &plan.effects) {
         return Some(raise_statement(FEATURE_NOT_SUPPORTED, &why, PIN_HINT));
     }
-    plan.deallocate.as_ref().map(|name| deallocate(cx, name))
+    plan.deallocate
+        .as_ref()
+        .filter(|name| !sql_level(cx, name))
+        .map(|name| deallocate(cx, name))
+}
+
+/// `name` is one of the client's SQL-level prepared statements.
+fn sql_level(cx: &Ctx<'_>, name: &[u8]) -> bool {
+    std::str::from_utf8(name).is_ok_and(|n| cx.client.sql_prepared.contains_key(n))
+}
+
+/// Before a request that names SQL-level prepared statements: the link must
+/// hold exactly the client's own (another client's of the same name is
+/// deallocated; the client's is prepared again from its text), so PREPARE,
+/// EXECUTE and DEALLOCATE behave as on the client's own session.
+fn ensure_sql_statements(cx: &mut Ctx<'_>, names: &[String], out: &mut BytesMut) {
+    let mut sql = String::new();
+    for name in names {
+        let mine = cx.client.sql_prepared.get(name);
+        let here = cx.link.sql_prepared.get(name).copied();
+        if here.is_some() && here == mine.map(|m| m.0) {
+            continue;
+        }
+        if here.is_some() {
+            let _ = write!(sql, "DEALLOCATE {};", quote_ident(name));
+            cx.link.sql_prepared.remove(name);
+        }
+        if let Some((version, text)) = mine {
+            sql.push_str(text);
+            sql.push(';');
+            cx.link.sql_prepared.insert(name.clone(), *version);
+        }
+    }
+    if !sql.is_empty() {
+        extended::query(out, &sql);
+        cx.t.injected_query(true);
+    }
 }
 
 fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
     let tag = msg[0];
     let body = &msg[5..];
     match tag {
-        b'Q' => {
+        fe::QUERY => {
             let sql = body.strip_suffix(&[0]).unwrap_or(body);
-            let plan = plan(cx, sql);
+            let plan = plan(cx, sql, false);
             if let Some(sql) = replacement(cx, &plan) {
                 cx.t.client_message(tag);
                 extended::query(out, &sql);
                 return true;
             }
+            let ensure = cx.client.transaction_mode && !plan.effects.sql_names.is_empty();
+            if ensure {
+                ensure_sql_statements(cx, &plan.effects.sql_names, out);
+            }
             apply_effects(cx, &plan.effects);
-            if plan.effects.restore == Restore::Nothing {
+            if plan.effects.restore == Restore::Nothing && !ensure {
                 return false;
             }
             cx.t.client_message(tag);
@@ -382,14 +433,14 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
             restore(cx, &plan.effects.restore, out);
             true
         }
-        b'P' => {
+        fe::PARSE => {
             let Some((name, rest)) = split_name(body) else {
                 return false;
             };
             let Some(query) = extended::parse_query_text(rest) else {
                 return false;
             };
-            let plan = plan(cx, query);
+            let plan = plan(cx, query, true);
             let replaced = replacement(cx, &plan);
             let effects =
                 (replaced.is_none() && !plan.effects.is_empty()).then(|| Arc::new(plan.effects));
@@ -427,7 +478,7 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
             cx.link.prepared.insert(&stmt.server_name);
             true
         }
-        b'B' => {
+        fe::BIND => {
             let Some((portal, rest)) = split_name(body) else {
                 return false;
             };
@@ -465,7 +516,7 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
             }
             true
         }
-        b'E' => {
+        fe::EXECUTE => {
             // Only stopped for when the unnamed portal has session effects.
             if body.first() == Some(&0) {
                 if let Some(fx) = cx.client.unnamed_portal.clone() {
@@ -475,7 +526,7 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
             }
             false
         }
-        b'S' => {
+        fe::SYNC => {
             // Only stopped for when a restore waits for this Sync.
             let what = std::mem::take(&mut cx.client.restore_after_sync);
             if what == Restore::Nothing {
@@ -488,25 +539,25 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
         }
         // FunctionCall calls a function by OID, out of any guard's sight: not on
         // shared links (large objects, its main use, are off there anyway).
-        b'F' if cx.client.context.is_some() => {
+        fe::FUNCTION_CALL if cx.client.context.is_some() => {
             cx.t.client_message(tag);
             let why = "FunctionCall messages are not supported on shared server connections";
             extended::query(out, &raise_statement(FEATURE_NOT_SUPPORTED, why, ""));
             true
         }
-        b'D' | b'C' => {
+        fe::DESCRIBE | fe::CLOSE => {
             let Some((&kind, rest)) = body.split_first() else {
                 return false;
             };
             let Some((name, _)) = split_name(rest) else {
                 return false;
             };
-            if kind != b'S' || name.is_empty() {
+            if kind != extended::STATEMENT || name.is_empty() {
                 return false;
             }
             let server_name = match known(cx, name) {
                 Some(stmt) => {
-                    if tag == b'D' {
+                    if tag == fe::DESCRIBE {
                         ensure(cx, &stmt, out);
                     } else {
                         cx.client.statements.remove(name);
@@ -517,7 +568,7 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
                 None => foreign_name(name),
             };
             cx.t.client_message(tag);
-            extended::describe_or_close(out, tag, b'S', &server_name);
+            extended::describe_or_close(out, tag, extended::STATEMENT, &server_name);
             true
         }
         _ => false,

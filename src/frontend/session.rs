@@ -12,6 +12,7 @@ use crate::pool::{Lease, TenantPool};
 use crate::protocol::frame::{no_peek, Flow};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::sqlstate;
+use crate::protocol::tag::frontend as fe;
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -68,8 +69,8 @@ where
                 return Flow::StopBefore;
             }
             match tag {
-                b'Q' | b'S' | b'F' => ended = true,
-                b'H' => flushed = true,
+                fe::QUERY | fe::SYNC | fe::FUNCTION_CALL => ended = true,
+                fe::FLUSH => flushed = true,
                 _ => {}
             }
             Flow::Continue
@@ -145,7 +146,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                 }
             }
         }
-        if client.up.buf[0] == b'X' {
+        if client.up.buf[0] == fe::TERMINATE {
             return give_back(held, reset_timeout);
         }
         // A catalog change may have suspended, cancelled or removed the tenant:

@@ -172,6 +172,8 @@ impl ClientSettings {
                     }
                 }
             }
+            // Prepared statements are not settings (and not transactional).
+            SessionOp::SqlPrepare { .. } | SessionOp::SqlDeallocate(_) => {}
         }
     }
 

@@ -4,6 +4,7 @@
 //! swallowed), and which requests carry session changes to apply when the
 //! server answers them.
 
+use crate::protocol::tag::{backend as be, frontend as fe};
 use crate::sql::SessionOp;
 use std::collections::VecDeque;
 
@@ -13,9 +14,9 @@ use std::collections::VecDeque;
 pub struct Ours {
     /// The sync point it ends at (see `sent_epoch`).
     epoch: u64,
-    /// Put back what a client's RESET/DISCARD took: a failure there is not
-    /// fatal (it fails only when the client's own request failed, which
-    /// then changed nothing), and its ParameterStatus reach the client.
+    /// Put back what a client's RESET/DISCARD took, or replay its SQL-level
+    /// prepared statements: a failure there is not fatal (the client gets
+    /// its own request's error), and its ParameterStatus reach the client.
     pub restore: bool,
 }
 
@@ -168,48 +169,48 @@ impl TxnTracker {
     /// Counts a message the client sent (forwarded as is or renamed).
     pub fn client_message(&mut self, tag: u8) {
         match tag {
-            b'Q' | b'F' => {
+            fe::QUERY | fe::FUNCTION_CALL => {
                 self.pending += 1;
                 self.sent_epoch += 1;
                 self.last_command = tag;
             }
-            b'S' if self.copy_in => {}
-            b'S' => {
+            fe::SYNC if self.copy_in => {}
+            fe::SYNC => {
                 self.pending += 1;
                 self.sent_epoch += 1;
                 self.unsynced = false;
                 self.syncs_after_execute += 1;
             }
-            b'c' | b'f' => {
+            fe::COPY_DONE | fe::COPY_FAIL => {
                 self.copy_in = false;
                 // An Execute started this COPY: the Syncs sent with it were
                 // swallowed, so the server waits for another before the
                 // extended-protocol transaction ends.
-                if self.last_command == b'E' {
+                if self.last_command == fe::EXECUTE {
                     self.unsynced = true;
                 }
             }
-            b'E' => {
+            fe::EXECUTE => {
                 self.unsynced = true;
                 self.syncs_after_execute = 0;
-                self.last_command = b'E';
+                self.last_command = fe::EXECUTE;
             }
-            b'H' if self.copy_in => {}
-            b'P' => {
+            fe::FLUSH if self.copy_in => {}
+            fe::PARSE => {
                 self.unsynced = true;
                 self.parses.push_back(Sent {
                     epoch: self.sent_epoch,
                     ours: false,
                 });
             }
-            b'C' => {
+            fe::CLOSE => {
                 self.unsynced = true;
                 self.closes.push_back(Sent {
                     epoch: self.sent_epoch,
                     ours: false,
                 });
             }
-            b'B' | b'D' | b'H' => self.unsynced = true,
+            fe::BIND | fe::DESCRIBE | fe::FLUSH => self.unsynced = true,
             _ => {}
         }
     }
@@ -218,7 +219,7 @@ impl TxnTracker {
     /// Syncs the client sent after it are swallowed by the COPY: no
     /// ReadyForQuery will answer them.
     pub fn copy_in_started(&mut self) {
-        if self.last_command == b'E' {
+        if self.last_command == fe::EXECUTE {
             let ignored = self.syncs_after_execute;
             self.pending = self.pending.saturating_sub(ignored);
             self.sent_epoch = self.sent_epoch.saturating_sub(u64::from(ignored));
@@ -232,15 +233,15 @@ impl TxnTracker {
         self.copy_in = true;
     }
 
-    /// pgtenant injected a Parse (`b'P'`) or Close (`b'C'`) ahead of a client message.
+    /// pgtenant injected a Parse (`fe::PARSE`) or Close (`fe::CLOSE`) ahead of a client message.
     pub fn injected(&mut self, tag: u8) {
         let sent = Sent {
             epoch: self.sent_epoch,
             ours: true,
         };
         match tag {
-            b'P' => self.parses.push_back(sent),
-            b'C' => self.closes.push_back(sent),
+            fe::PARSE => self.parses.push_back(sent),
+            fe::CLOSE => self.closes.push_back(sent),
             _ => {}
         }
     }
@@ -297,7 +298,7 @@ impl TxnTracker {
     /// A ParseComplete (`b'1'`) or CloseComplete (`b'3'`) arrived: true if it
     /// answers an injected message and must be dropped.
     pub fn reply_is_ours(&mut self, tag: u8) -> bool {
-        let queue = if tag == b'1' {
+        let queue = if tag == be::PARSE_COMPLETE {
             &mut self.parses
         } else {
             &mut self.closes

@@ -5,6 +5,10 @@
 use super::messages::{begin, finish};
 use bytes::{BufMut, BytesMut};
 
+/// Describe/Close target kinds: a prepared statement or a portal.
+pub const STATEMENT: u8 = b'S';
+pub const PORTAL: u8 = b'P';
+
 /// Splits a NUL-terminated name off the front of `body`.
 pub fn split_name(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let nul = body.iter().position(|b| *b == 0)?;

@@ -6,6 +6,7 @@ pub mod frame;
 pub mod messages;
 pub mod sqlstate;
 pub mod startup;
+pub mod tag;
 
 /// Largest regular message we relay (PostgreSQL's own MaxAllocSize is 1 GB).
 /// Bodies stream through, so this bounds nothing in memory; it rejects lengths

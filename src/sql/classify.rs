@@ -31,8 +31,12 @@ pub enum SessionStatement {
     Unlisten,
     Notify,
     /// SQL-level `PREPARE name AS ...` / `EXECUTE name`: bound to one session.
-    Prepare,
-    Execute,
+    Prepare {
+        name: Option<String>,
+    },
+    Execute {
+        name: Option<String>,
+    },
     /// `BEGIN`, `START TRANSACTION`.
     Begin,
     /// `COMMIT`, `END`, `PREPARE TRANSACTION` (session settings of a prepared
@@ -240,8 +244,12 @@ pub fn classify(tokens: &[Token]) -> Option<SessionStatement> {
         "unlisten" => Some(SessionStatement::Unlisten),
         "notify" => Some(SessionStatement::Notify),
         "prepare" if second == Some("transaction") => Some(SessionStatement::Commit),
-        "prepare" => Some(SessionStatement::Prepare),
-        "execute" => Some(SessionStatement::Execute),
+        "prepare" => Some(SessionStatement::Prepare {
+            name: second.map(str::to_owned),
+        }),
+        "execute" => Some(SessionStatement::Execute {
+            name: second.map(str::to_owned),
+        }),
         "begin" => Some(SessionStatement::Begin),
         "start" if second == Some("transaction") => Some(SessionStatement::Begin),
         "commit" | "end" if second != Some("prepared") => Some(SessionStatement::Commit),

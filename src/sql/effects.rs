@@ -23,6 +23,13 @@ pub enum SessionOp {
     Savepoint(String),
     Release(String),
     RollbackTo(String),
+    /// SQL-level `PREPARE name ...`; `text` is the statement, to replay.
+    SqlPrepare {
+        name: String,
+        text: Arc<str>,
+    },
+    /// SQL-level `DEALLOCATE name`; `None` for ALL (and DISCARD ALL).
+    SqlDeallocate(Option<String>),
 }
 
 impl SessionOp {
@@ -82,6 +89,9 @@ pub struct Effects {
     /// May take something that can't move between links (a session advisory
     /// lock, a WITH HOLD cursor, a temporary table).
     pub may_pin: bool,
+    /// SQL-level prepared statements it names (PREPARE, EXECUTE, DEALLOCATE):
+    /// the link must hold exactly the client's own before it runs.
+    pub sql_names: Vec<String>,
 }
 
 impl Effects {

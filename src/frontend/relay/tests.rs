@@ -20,6 +20,7 @@ fn link() -> LinkState {
         params: startup.clone(),
         startup: Arc::new(startup),
         settings: Overrides::default(),
+        sql_prepared: Default::default(),
         dirty: false,
         foreign: None,
         poisoned: false,
@@ -272,9 +273,9 @@ async fn sql_run_out_of_sight_marks_the_link_for_a_reset_before_others() {
     assert_eq!(l.foreign, Some(a.state.id()));
     let mut b = client(Overrides::default());
     let (_, seen) = turn(&mut b, &mut l, &query("SELECT 1"), |mut pg| async move {
-        assert_eq!(read_query(&mut pg).await, "RESET ALL");
+        assert_eq!(read_query(&mut pg).await, "DISCARD ALL");
         assert_eq!(read_query(&mut pg).await, "SELECT 1");
-        pg.write_all(&done("RESET", b'I'))
+        pg.write_all(&done("DISCARD ALL", b'I'))
             .await
             .expect("prelude reply");
         pg.write_all(&done("SELECT 1", b'I')).await.expect("reply");
