@@ -7,53 +7,15 @@
 mod common;
 
 use common::*;
-use pgtenant::config::{Config, TenantMode};
-use pgtenant::provision::{self, CreateRequest};
+use pgtenant::config::TenantMode;
 use std::path::Path;
 
 fn config_text() -> String {
-    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
-    format!(
-        r#"
-[auth]
-method = "trust"
-users = [{{ name = "app" }}]
-
-[servers.main]
-port = {{PG_PORT}}
-database = "ap_app"
-user = "postgres"
-
-[catalog]
-server = "main"
-database = "ap_platform"
-role_secret = "test-only-secret"
-
-[migrations]
-dir = "{migrations}"
-
-[tiers.free]
-pool_size = 3
-[tiers.premium]
-pool_size = 3
-"#
+    catalog_config_text(
+        "ap_app",
+        "ap_platform",
+        "[tiers.free]\npool_size = 3\n[tiers.premium]\npool_size = 3",
     )
-}
-
-async fn create(cfg: &Config, key: &str, mode: TenantMode, tier: &str) {
-    tenant_fixture("ap_app", &[]).await;
-    tenant_fixture("ap_platform", &[]).await;
-    provision::create(
-        cfg,
-        &CreateRequest {
-            key: key.into(),
-            mode,
-            tier: tier.into(),
-            server: None,
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("create {key}: {e}"));
 }
 
 #[derive(Debug)]
@@ -108,11 +70,10 @@ async fn run_pool(port: u16, tenant: &str, expect: &str) -> Outcome {
 #[tokio::test]
 async fn asyncpg_pool_with_defaults_on_shared_and_schema_tenants() {
     let text = config_text();
-    let cfg = pgtenant::config::parse_str(&text.replace("{PG_PORT}", &pg_port().to_string()), "t")
-        .expect("config");
-    create(&cfg, "apshared", TenantMode::Shared, "free").await;
-    create(&cfg, "apother", TenantMode::Shared, "free").await;
-    create(&cfg, "apschema", TenantMode::Schema, "premium").await;
+    let cfg = catalog_config(&text);
+    provision_tenant(&cfg, "apshared", TenantMode::Shared, "free").await;
+    provision_tenant(&cfg, "apother", TenantMode::Shared, "free").await;
+    provision_tenant(&cfg, "apschema", TenantMode::Schema, "premium").await;
     let proxy = start_proxy(&text).await;
     for (key, name) in [
         ("apshared", "Shared Co"),

@@ -7,62 +7,25 @@ mod common;
 
 use common::*;
 use pgtenant::config::{Config, TenantMode, TenantStatus};
-use pgtenant::provision::{self, CreateRequest};
+use pgtenant::provision;
 use std::time::{Duration, Instant};
 use tokio_postgres::SimpleQueryMessage;
 
 fn config_text() -> String {
-    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
-    format!(
-        r#"
-[auth]
-method = "trust"
-users = [{{ name = "app" }}]
-
-[servers.main]
-port = {{PG_PORT}}
-database = "sh_app"
-user = "postgres"
-
-[catalog]
-server = "main"
-database = "sh_platform"
-role_secret = "test-only-secret"
-
-[migrations]
-dir = "{migrations}"
-
-[tiers.free]
-pool_size = 1
-[tiers.premium]
-pool_size = 4
-[tiers.enterprise]
-pool_size = 4
-"#
+    catalog_config_text(
+        "sh_app",
+        "sh_platform",
+        "[tiers.free]\npool_size = 1\n[tiers.premium]\npool_size = 4\n[tiers.enterprise]\npool_size = 4",
     )
 }
 
 fn config() -> Config {
-    let text = config_text().replace("{PG_PORT}", &pg_port().to_string());
-    pgtenant::config::parse_str(&text, "test").expect("config")
+    catalog_config(&config_text())
 }
 
 /// Provisions a tenant as `tenant create` does; returns its id.
 async fn create(cfg: &Config, key: &str, mode: TenantMode, tier: &str) -> String {
-    tenant_fixture("sh_app", &[]).await;
-    tenant_fixture("sh_platform", &[]).await;
-    let spec = provision::create(
-        cfg,
-        &CreateRequest {
-            key: key.into(),
-            mode,
-            tier: tier.into(),
-            server: None,
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("create {key}: {e}"));
-    spec.id.expect("catalog id")
+    provision_tenant(cfg, key, mode, tier).await
 }
 
 /// Every value of every row a simple query returned.

@@ -184,4 +184,66 @@ pub async fn tenant_fixture_with(database: &str, schemas: &[(&str, &str)], extra
     }
 }
 
+/// A config whose tenants live in a catalog and are provisioned as
+/// `tenant create` does: trust auth for user `app`, server `main` with its
+/// app database `app_db`, the catalog in `platform_db`, the shipped
+/// migrations, and `tiers` (TOML) appended. `{PG_PORT}` is left for
+/// [`start_proxy`] and [`catalog_config`].
+pub fn catalog_config_text(app_db: &str, platform_db: &str, tiers: &str) -> String {
+    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+    format!(
+        r#"
+[auth]
+method = "trust"
+users = [{{ name = "app" }}]
+
+[servers.main]
+port = {{PG_PORT}}
+database = "{app_db}"
+user = "postgres"
+
+[catalog]
+server = "main"
+database = "{platform_db}"
+role_secret = "test-only-secret"
+
+[migrations]
+dir = "{migrations}"
+{tiers}
+"#
+    )
+}
+
+/// [`catalog_config_text`] parsed, with the cluster's port filled in.
+pub fn catalog_config(text: &str) -> pgtenant::config::Config {
+    let text = text.replace("{PG_PORT}", &pg_port().to_string());
+    pgtenant::config::parse_str(&text, "test config").expect("valid test config")
+}
+
+/// Provisions a tenant as `tenant create` does (creating the app and
+/// catalog databases first if needed); returns its catalog id.
+pub async fn provision_tenant(
+    cfg: &pgtenant::config::Config,
+    key: &str,
+    mode: pgtenant::config::TenantMode,
+    tier: &str,
+) -> String {
+    let app_db = cfg.servers["main"].database.clone();
+    let platform_db = cfg.catalog.as_ref().expect("a catalog").database.clone();
+    tenant_fixture(&app_db, &[]).await;
+    tenant_fixture(&platform_db, &[]).await;
+    let spec = pgtenant::provision::create(
+        cfg,
+        &pgtenant::provision::CreateRequest {
+            key: key.into(),
+            mode,
+            tier: tier.into(),
+            server: None,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create {key}: {e}"));
+    spec.id.expect("catalog id")
+}
+
 pub mod raw;
