@@ -577,3 +577,36 @@ async fn sql_prepared_statements_follow_their_client() {
     assert_eq!(sqlstate(&err).0, "42939");
     proxy.shutdown().await;
 }
+
+/// Session mode: the client's BackendKeyData pid is its real backend's, so
+/// `pg_backend_pid()` (and a notification's sender pid) match what it was
+/// told, as on PostgreSQL directly; cancel still works with that key.
+#[tokio::test]
+async fn session_mode_clients_are_told_their_real_backend_pid() {
+    fixtures("bp").await;
+    let proxy = start_proxy(&config("bp", 2, "pool_mode = \"session\"")).await;
+    for _ in 0..2 {
+        let mut raw = common::raw::RawConn::connect(
+            proxy.addr,
+            &[("user", "app.bp"), ("database", "ss_app")],
+            "",
+        )
+        .await
+        .expect("login");
+        let pid = raw.simple("SELECT pg_backend_pid()").await.expect("pid");
+        assert_eq!(pid, vec![raw.key.0.to_string()]);
+    }
+    let a = client(&proxy, "bp").await;
+    let token = a.cancel_token();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = a
+        .simple_query("SELECT pg_sleep(10)")
+        .await
+        .expect_err("cancelled");
+    assert_eq!(sqlstate(&err).0, "57014");
+    cancel.await.expect("task").expect("cancel sent");
+    proxy.shutdown().await;
+}

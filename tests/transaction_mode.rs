@@ -247,7 +247,6 @@ async fn session_settings_follow_the_client_and_pool_unsafe_ones_are_refused() {
     for sql in [
         "LISTEN channel",
         "SELECT 1; /* sneaky */ listen channel",
-        "PREPARE p AS SELECT 1",
     ] {
         let err = a.simple_query(sql).await.expect_err(sql);
         let (code, msg) = sqlstate(&err);

@@ -43,6 +43,27 @@ impl Drop for CancelKey<'_> {
 }
 
 impl CancelKey<'_> {
+    /// Takes `pid` as the client's key (session mode: its server backend's
+    /// own pid, so `pg_backend_pid()` and notifications match what it was
+    /// told). Keeps the old key if another client holds that pid.
+    pub fn rebind(&mut self, pid: i32) -> bool {
+        if pid == self.pid {
+            return true;
+        }
+        match self.registry.clients.entry(pid) {
+            dashmap::Entry::Vacant(v) => {
+                v.insert(Entry {
+                    secret: self.secret,
+                    slot: self.slot.clone(),
+                });
+            }
+            dashmap::Entry::Occupied(_) => return false,
+        }
+        self.registry.clients.remove(&self.pid);
+        self.pid = pid;
+        true
+    }
+
     pub fn set(&self, target: Option<CancelTarget>) {
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = target;
     }

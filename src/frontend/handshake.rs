@@ -9,7 +9,7 @@ use crate::app::Proxy;
 use crate::auth::authenticate_client;
 use crate::backend::{ExecError, Overrides, Settings};
 use crate::error::ClientError;
-use crate::pool::{Slot, TenantPool};
+use crate::pool::{Lease, Slot, TenantPool};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::startup::{check_length, parse_first_packet, FirstPacket, StartupParams};
 use crate::sql::literal;
@@ -31,6 +31,9 @@ pub struct Login {
     pub params: Settings,
     /// Every other setting from its startup packet, as replay statements.
     pub settings: Overrides,
+    /// Session mode: the client's link, taken at login so its BackendKeyData
+    /// carries the real backend pid.
+    pub lease: Option<Lease>,
 }
 
 /// How a handshake ended without a session.
@@ -108,7 +111,7 @@ async fn startup<S: AsyncRead + AsyncWrite + Unpin>(
 pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     proxy: &Proxy,
-    key: &CancelKey<'_>,
+    key: &mut CancelKey<'_>,
 ) -> Result<Login, Refusal> {
     let params = startup(stream, proxy).await?;
     let resolution = resolve(
@@ -166,6 +169,20 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         Guard::Role
     };
     let (desired, settings) = client_settings(proxy, &pool, &server_params, &params, guard).await?;
+    // Session mode: the client's own backend from the start, as directly.
+    let lease = if tenant.pool_mode == crate::config::PoolMode::Session {
+        let mut lease = super::checkout::checkout(proxy, &pool, tenant.context.as_ref()).await?;
+        let pid = lease.conn().state.pid;
+        if !key.rebind(pid) {
+            tracing::debug!(
+                pid,
+                "backend pid already in use as a client key; keeping pgtenant's own"
+            );
+        }
+        Some(lease)
+    } else {
+        None
+    };
     messages::auth_ok(&mut out);
     for (k, v) in server_params.iter() {
         let value = desired.get(&k.to_ascii_lowercase()).unwrap_or(v);
@@ -182,6 +199,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         _client_slot: client_slot,
         params: desired.into_iter().collect(),
         settings,
+        lease,
     })
 }
 

@@ -2,6 +2,7 @@
 //! per-client session that borrows server connections and relays frames.
 
 mod cancel;
+mod checkout;
 mod client;
 mod handshake;
 mod listener;

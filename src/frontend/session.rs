@@ -2,13 +2,14 @@
 //! relay until the transaction (or session) ends, give the link back clean.
 
 use super::cancel::{CancelKey, CancelTarget};
+use super::checkout::checkout;
 use super::client::{Client, ClientLimits, ClientState, PinReason};
 use super::handshake::{login, send_fatal, Login, Refusal};
 use super::relay::{flush, relay, RelayEnd, Upstream};
 use crate::app::{wait_shutdown, Proxy};
 use crate::config::PoolMode;
 use crate::error::ClientError;
-use crate::pool::{Lease, TenantPool};
+use crate::pool::Lease;
 use crate::protocol::frame::{no_peek, Flow};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::sqlstate;
@@ -20,9 +21,9 @@ use tokio::net::TcpStream;
 
 /// Serves one client connection from its first byte to its close.
 pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>) {
-    let key = proxy.cancels.register();
+    let mut key = proxy.cancels.register();
     let timeout = proxy.config.proxy.client_login_timeout;
-    let login = match tokio::time::timeout(timeout, login(&mut stream, &proxy, &key)).await {
+    let login = match tokio::time::timeout(timeout, login(&mut stream, &proxy, &mut key)).await {
         Ok(Ok(l)) => l,
         Ok(Err(Refusal::Error(e))) => return send_fatal(&mut stream, &e).await,
         Ok(Err(Refusal::Cancel | Refusal::Closed)) => return,
@@ -103,7 +104,9 @@ where
     }
 }
 
-async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, login: Login) {
+async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, mut login: Login) {
+    // Session mode: the link taken at login, whose pid the client was told.
+    let mut held: Option<Lease> = login.lease.take();
     let Login {
         tenant,
         pool,
@@ -129,7 +132,6 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
     let (mut cr, mut cw) = stream.split();
     let mut seen_generation = proxy.tenants.generation();
     // A pinned client keeps its link between transactions.
-    let mut held: Option<Lease> = None;
     let reset_timeout = proxy.pools.settings().server_connect_timeout;
     loop {
         // Between transactions: no server link held (unless pinned).
@@ -161,7 +163,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         }
         let mut lease = match held.take() {
             Some(l) => l,
-            None => match checkout(proxy, pool, &client.state).await {
+            None => match checkout(proxy, pool, client.state.context.as_ref()).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(tenant = %tenant.key, %user, error = %e.message, "checkout failed");
@@ -266,44 +268,6 @@ fn give_back(held: Option<Lease>, timeout: std::time::Duration) {
     if let Some(lease) = held {
         tokio::spawn(lease.reset_and_release(timeout));
     }
-}
-
-/// Borrows a link for the client's next transaction. A shared link last used
-/// by another tenant is wiped first (statements, settings, cursors, LISTEN,
-/// locks, its signed context), and the wipe must succeed before any of this
-/// client's bytes reach the server: nothing of the client's may run in another
-/// tenant's context, even if pgtenant's own statements were cancelled.
-async fn checkout(
-    proxy: &Proxy,
-    pool: &Arc<TenantPool>,
-    client: &ClientState,
-) -> Result<Lease, ClientError> {
-    let mut lease = proxy
-        .pools
-        .checkout(pool)
-        .await
-        .map_err(|e| ClientError::from(&e))?;
-    let Some(ctx) = &client.context else {
-        return Ok(lease);
-    };
-    let conn = lease.conn();
-    if conn
-        .state
-        .context_owner
-        .as_ref()
-        .is_some_and(|o| *o != ctx.owner)
-    {
-        let limit = proxy.pools.settings().server_connect_timeout;
-        let wiped = tokio::time::timeout(limit, conn.discard_all()).await;
-        if !matches!(wiped, Ok(Ok(()))) {
-            tracing::warn!(tenant = %ctx.owner, result = ?wiped, "could not reset a shared server connection; closed it");
-            return Err(ClientError::new(
-                sqlstate::CONNECTION_FAILURE,
-                "pgtenant could not reset a shared server connection; try again",
-            ));
-        }
-    }
-    Ok(lease)
 }
 
 /// What pins a session to its backend: session advisory locks, held cursors,

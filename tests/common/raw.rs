@@ -11,6 +11,8 @@ pub struct RawConn {
     pub stream: TcpStream,
     /// ParameterStatus values received at login, in order.
     pub params: Vec<(String, String)>,
+    /// BackendKeyData: (pid, secret).
+    pub key: (i32, i32),
 }
 
 /// Reads one backend message.
@@ -67,6 +69,7 @@ impl RawConn {
         s.write_all(&b).await.map_err(io)?;
         let mut scram: Option<ScramSha256> = None;
         let mut reported = Vec::new();
+        let mut key = (0, 0);
         loop {
             let (tag, body) = read_msg(&mut s).await.map_err(io)?;
             match tag {
@@ -106,10 +109,17 @@ impl RawConn {
                     let v = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
                     reported.push((k, v));
                 }
+                b'K' if body.len() >= 8 => {
+                    key = (
+                        i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+                        i32::from_be_bytes([body[4], body[5], body[6], body[7]]),
+                    );
+                }
                 b'Z' => {
                     return Ok(RawConn {
                         stream: s,
                         params: reported,
+                        key,
                     })
                 }
                 _ => {}
