@@ -112,11 +112,12 @@ async fn settings_follow_their_client_to_another_link_and_no_further() {
             "warning",
             "notice",
         ),
+        // A trailing comment in a replayed statement hides nothing after it.
         (
-            "SET standard_conforming_strings = on; SET standard_conforming_strings = off",
-            "current_setting('standard_conforming_strings')".into(),
-            "off",
-            "on",
+            "SET lock_timeout = '1s'; SET lock_timeout = '3s' -- a trailing comment\n",
+            "current_setting('lock_timeout')".into(),
+            "3s",
+            "0",
         ),
         (
             "SET extra_float_digits = 3",

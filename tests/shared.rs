@@ -349,7 +349,7 @@ async fn a_tenant_switch_wipes_what_the_last_tenant_left() {
     );
     // State the guard lets through (or can't see) but that would follow the link.
     for sql in [
-        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        "SELECT set_config('work_mem', '77MB', false)",
         "SELECT set_config('statement_timeout', '1h', false)",
         "DO $$BEGIN EXECUTE 'LIS' || 'TEN mallory_channel'; END$$",
         "SELECT pg_advisory_lock(4242)",
@@ -375,7 +375,7 @@ async fn a_tenant_switch_wipes_what_the_last_tenant_left() {
         vec!["wv-row"]
     );
     assert_eq!(scalar(&v, "SELECT pg_backend_pid()").await, pid);
-    assert_eq!(scalar(&v, "SHOW standard_conforming_strings").await, "on");
+    assert_eq!(scalar(&v, "SHOW work_mem").await, "4MB");
     assert_eq!(scalar(&v, "SHOW statement_timeout").await, "0");
     assert_eq!(
         scalar(&v, "SELECT count(*) FROM pg_listening_channels()").await,

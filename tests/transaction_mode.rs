@@ -244,10 +244,7 @@ async fn session_settings_follow_the_client_and_pool_unsafe_ones_are_refused() {
         assert_eq!(scalar(&a, "SHOW TimeZone").await, "Asia/Tokyo");
     }
     // What can't follow a client yet is refused, whatever the spelling.
-    for sql in [
-        "LISTEN channel",
-        "SELECT 1; /* sneaky */ listen channel",
-    ] {
+    for sql in ["LISTEN channel", "SELECT 1; /* sneaky */ listen channel"] {
         let err = a.simple_query(sql).await.expect_err(sql);
         let (code, msg) = sqlstate(&err);
         assert_eq!(code, "0A000", "{sql}: {msg}");

@@ -56,6 +56,9 @@ pub struct ClientState {
     /// portal (its Bind), applied at Execute.
     pub unnamed_statement: Option<Arc<Effects>>,
     pub unnamed_portal: Option<Arc<Effects>>,
+    /// Named portals bound to statements with session effects (rare), until
+    /// executed.
+    pub named_portals: HashMap<Vec<u8>, Arc<Effects>>,
     /// To put back after the next Sync (a RESET ALL executed via Execute).
     pub restore_after_sync: Restore,
     /// Something that may pin the link ran: check at the transaction's end.
@@ -103,6 +106,7 @@ impl ClientState {
             guard,
             unnamed_statement: None,
             unnamed_portal: None,
+            named_portals: HashMap::new(),
             restore_after_sync: Restore::Nothing,
             check_pins: false,
             pin: None,

@@ -251,6 +251,12 @@ async fn client_settings(
         if not_a_setting(&key) || protected(&key, guard) {
             continue;
         }
+        // pgtenant reads SQL with standard conforming strings (see policy).
+        if key == "standard_conforming_strings"
+            && !matches!(v.to_lowercase().as_str(), "on" | "true" | "1")
+        {
+            continue;
+        }
         if reported(&key) && desired.get(&key) == Some(v) {
             continue;
         }

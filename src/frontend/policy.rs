@@ -108,7 +108,7 @@ enum SetConfig {
     /// `set_config('name', 'value', false)`: a session setting pgtenant follows.
     Session { name: String, value: String },
     /// `set_config('name', ..., true)`: ends with the transaction.
-    Local { name: String },
+    Local { name: String, value: Option<String> },
     /// A computed name, value or scope.
     Computed { name: Option<String> },
 }
@@ -135,8 +135,14 @@ fn set_config_calls(tokens: &[Token]) -> Vec<SetConfig> {
                     value: v.clone(),
                 }
             }
-            (Some(n), _, Some(Token::Word(scope))) if comma(3) && closed && scope == "true" => {
-                SetConfig::Local { name: n.clone() }
+            (Some(n), v, Some(Token::Word(scope))) if comma(3) && closed && scope == "true" => {
+                SetConfig::Local {
+                    name: n.clone(),
+                    value: match v {
+                        Some(Token::Str(v)) => Some(v.clone()),
+                        _ => None,
+                    },
+                }
             }
             _ => SetConfig::Computed { name },
         });
@@ -147,7 +153,7 @@ fn set_config_calls(tokens: &[Token]) -> Vec<SetConfig> {
 fn set_config_refusal(calls: &[SetConfig], guard: Guard) -> Option<String> {
     calls.iter().find_map(|c| match c {
         SetConfig::Session { name, .. }
-        | SetConfig::Local { name }
+        | SetConfig::Local { name, .. }
         | SetConfig::Computed { name: Some(name) }
             if protected(name, guard) =>
         {
@@ -241,6 +247,19 @@ fn reserved_name(stmt: &SessionStatement) -> Option<String> {
     })
 }
 
+/// The statement name after an `EXECUTE` inside another statement.
+fn embedded_execute(tokens: &[Token]) -> Option<String> {
+    if is_word(tokens.first(), "execute") {
+        return None;
+    }
+    tokens.windows(2).find_map(|w| match (&w[0], &w[1]) {
+        (Token::Word(e), Token::Word(n) | Token::QuotedIdent(n)) if e == "execute" && n != "on" => {
+            Some(n.clone())
+        }
+        _ => None,
+    })
+}
+
 /// Functions whose effect outlives the transaction and binds the session.
 fn takes_a_pin(tokens: &[Token]) -> bool {
     let pins_lock = tokens.iter().any(|t| match t {
@@ -250,9 +269,9 @@ fn takes_a_pin(tokens: &[Token]) -> bool {
         _ => false,
     });
     let temp_table = (is_word(tokens.first(), "create") || is_word(tokens.first(), "select"))
-        && tokens
-            .iter()
-            .any(|t| is_word(Some(t), "temp") || is_word(Some(t), "temporary"));
+        && tokens.iter().any(|t| {
+            is_word(Some(t), "temp") || is_word(Some(t), "temporary") || is_word(Some(t), "pg_temp")
+        });
     pins_lock || temp_table
 }
 
@@ -269,7 +288,7 @@ fn effects_of(stmt: &SessionStatement, text: &str, fx: &mut Effects) {
             to_default: true,
             ..
         } => reset_effects(name, fx),
-        SessionStatement::Set { name, .. } if reported(name) => {}
+        SessionStatement::Set { name, .. } if reported(name) || transaction_scoped(name) => {}
         SessionStatement::Set { name, .. } => fx.ops.push(SessionOp::Set {
             name: name.clone(),
             replay: Arc::from(text),
@@ -323,15 +342,35 @@ fn effects_of(stmt: &SessionStatement, text: &str, fx: &mut Effects) {
 
 fn reset_effects(name: &str, fx: &mut Effects) {
     fx.restore.add(Restore::Names(vec![name.to_owned()]));
-    if !reported(name) {
-        fx.ops.push(SessionOp::Reset(name.to_owned()));
-    }
+    // Also for reported settings (their values follow ParameterStatus): the
+    // op makes a failed RESET visible, so the link is reset after it.
+    fx.ops.push(SessionOp::Reset(name.to_owned()));
+}
+
+/// Settings that only exist inside a transaction (`SET transaction_isolation`
+/// outside one is a no-op with a warning): never session state.
+fn transaction_scoped(name: &str) -> bool {
+    name.starts_with("transaction_")
+}
+
+/// pgtenant reads SQL with standard conforming strings (backslashes are
+/// literal in '...'); a session that turned them off would hide statements
+/// from its parsers.
+fn turns_off_conforming_strings(name: &str, value_tokens: &[Token]) -> bool {
+    name == "standard_conforming_strings"
+        && !value_tokens.iter().any(|t| match t {
+            Token::Word(w) | Token::Str(w) => {
+                matches!(w.to_lowercase().as_str(), "on" | "true" | "default")
+            }
+            Token::Other('1') => true,
+            _ => false,
+        })
 }
 
 fn set_config_effects(calls: &[SetConfig], fx: &mut Effects) {
     for call in calls {
         match call {
-            SetConfig::Session { name, .. } if reported(name) => {}
+            SetConfig::Session { name, .. } if reported(name) || transaction_scoped(name) => {}
             SetConfig::Session { name, value } => fx.ops.push(SessionOp::Set {
                 name: name.clone(),
                 replay: Arc::from(format!(
@@ -360,8 +399,29 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
         if let Some(why) = guard_in_tokens(tokens, rules.guard, 2, false) {
             return QueryPlan::refuse(INSUFFICIENT_PRIVILEGE, why);
         }
-        set_config_effects(&set_config_calls(tokens), &mut plan.effects);
+        let calls = set_config_calls(tokens);
+        if calls.iter().any(|c| {
+            matches!(c, SetConfig::Session { name, value } | SetConfig::Local { name, value: Some(value) }
+                if turns_off_conforming_strings(name, &[Token::Str(value.clone())]))
+        }) {
+            return QueryPlan::refuse(
+                FEATURE_NOT_SUPPORTED,
+                "standard_conforming_strings can't be turned off through pgtenant: it reads SQL with standard conforming strings".to_owned(),
+            );
+        }
+        set_config_effects(&calls, &mut plan.effects);
         plan.effects.may_pin |= takes_a_pin(tokens);
+        // `EXPLAIN EXECUTE p`, `CREATE TABLE t AS EXECUTE p`: p must be the
+        // client's own (and never one of pgtenant's names).
+        if let Some(name) = embedded_execute(tokens) {
+            if name.starts_with("pgt") {
+                return QueryPlan::refuse(
+                    RESERVED_NAME,
+                    format!("prepared statement names starting with \"pgt\" are reserved by pgtenant: \"{name}\""),
+                );
+            }
+            plan.effects.sql_names.push(name);
+        }
         let Some(kind) = classify(tokens) else {
             continue;
         };
@@ -370,6 +430,17 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
         }
         if let Some(why) = reserved_name(&kind) {
             return QueryPlan::refuse(RESERVED_NAME, why);
+        }
+        if let SessionStatement::Set {
+            name, local: false, ..
+        } = &kind
+        {
+            if turns_off_conforming_strings(name, tokens) {
+                return QueryPlan::refuse(
+                    FEATURE_NOT_SUPPORTED,
+                    "standard_conforming_strings can't be turned off through pgtenant: it reads SQL with standard conforming strings".to_owned(),
+                );
+            }
         }
         if rules.transaction_mode {
             if let Some(why) = pooling_refusal(&kind, stmts.len(), rules.extended) {
@@ -464,6 +535,16 @@ mod tests {
         assert!(!effects("SELECT pg_advisory_xact_lock(42)").may_pin);
         assert!(effects("DECLARE c CURSOR WITH HOLD FOR SELECT 1").may_pin);
         assert!(effects("CREATE TEMP TABLE x (a int)").may_pin);
+        assert!(effects("CREATE TABLE pg_temp.x AS SELECT 1").may_pin);
+        assert!(effects("SET transaction_isolation = 'serializable'").is_empty());
+        assert_eq!(
+            effects("EXPLAIN ANALYZE EXECUTE q(1)").sql_names,
+            vec!["q".to_owned()]
+        );
+        assert_eq!(
+            effects("GRANT EXECUTE ON FUNCTION f() TO x").sql_names,
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -505,6 +586,21 @@ mod tests {
             Some("0A000")
         );
         assert_eq!(refused("EXECUTE pgt3_1", true, Guard::Role), Some("42939"));
+        assert_eq!(
+            refused("EXPLAIN EXECUTE pgt3_1", true, Guard::Role),
+            Some("42939")
+        );
+        for sql in [
+            "SET standard_conforming_strings = off",
+            "SET standard_conforming_strings TO 'false'",
+            "SELECT set_config('standard_conforming_strings', 'off', false)",
+        ] {
+            assert_eq!(refused(sql, true, Guard::Role), Some("0A000"), "{sql}");
+        }
+        assert_eq!(
+            refused("SET standard_conforming_strings = on", true, Guard::Role),
+            None
+        );
         assert_eq!(
             effects("PREPARE q (int) AS SELECT $1; EXECUTE q(1)").sql_names,
             vec!["q".to_owned(), "q".to_owned()]

@@ -120,7 +120,8 @@ pub fn scan_client(up: &mut Upstream, cx: &mut Ctx<'_>) -> Result<bool, FrameErr
     loop {
         // Execute and Sync matter only when a statement with session
         // effects was bound, or a restore waits for the Sync.
-        let watch_execute = cx.client.unnamed_portal.is_some();
+        let watch_execute =
+            cx.client.unnamed_portal.is_some() || !cx.client.named_portals.is_empty();
         let watch_sync = cx.client.restore_after_sync != crate::sql::Restore::Nothing;
         let t = &mut *cx.t;
         let r = up
@@ -186,7 +187,10 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
             .scanner
             .scan(&down.buf, down.scanned, peek, |tag, p| match tag {
                 _ if swallowing => Flow::StopBefore,
-                be::READY_FOR_QUERY if t.changes_due() => Flow::StopBefore,
+                // Handled below when its request carries changes, or when a
+                // request of pgtenant's own may follow (the next replies
+                // are then swallowed: `swallowing` must be recomputed).
+                be::READY_FOR_QUERY if t.changes_due() || t.ours_pending() => Flow::StopBefore,
                 be::READY_FOR_QUERY => {
                     t.ready_for_query(p.first().copied().unwrap_or(b'I'));
                     Flow::Continue
@@ -343,8 +347,9 @@ pub enum RelayEnd {
     ServerProtocol(FrameError),
     ClientIo(io::Error),
     ServerIo(io::Error),
-    /// The tenant context could not be set: nothing the server answered after
-    /// it may reach the client (it may have run in another tenant's context).
+    /// The tenant context or the client's settings could not be set: nothing
+    /// the server answered after it may reach the client (it ran without
+    /// them, possibly in another client's state).
     ContextFailed,
 }
 
@@ -408,7 +413,10 @@ where
                     if let Err(e) = scan_server(down, cx) {
                         return RelayEnd::ServerProtocol(e);
                     }
-                    if cx.t.prelude_failed && cx.client.context.is_some() {
+                    // Nothing the server answers after a failed prelude may
+                    // reach the client: it ran without its session state
+                    // (or tenant context).
+                    if cx.t.prelude_failed {
                         return RelayEnd::ContextFailed;
                     }
                     if release_when_idle

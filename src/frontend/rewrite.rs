@@ -53,6 +53,7 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
         extended::query(out, "DISCARD ALL");
         cx.t.injected_query(false);
         settings_reset(cx.link);
+        cx.link.foreign = None;
         cx.link.prepared.clear();
         cx.link.sql_prepared.clear();
         cx.link.context_owner = None;
@@ -80,12 +81,13 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     }
 }
 
-/// What pgtenant knows of a link after `RESET ALL` ran there.
+/// What pgtenant knows of a link after `RESET ALL` ran there. (Only a
+/// `DISCARD ALL` clears `foreign`: RESET ALL leaves locks, LISTEN, temporary
+/// tables and statements made out of sight.)
 fn settings_reset(link: &mut LinkState) {
     link.params = (*link.startup).clone();
     link.settings = Overrides::default();
     link.dirty = false;
-    link.foreign = None;
 }
 
 /// Sets search_path, `pgtenant.tenant_id` and its signature together. The
@@ -114,6 +116,9 @@ fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut Byte
     extended::parse_query(out, b"", CONTEXT_SQL);
     extended::bind_text(out, &[context.search_path.as_bytes(), id, sig]);
     extended::execute(out);
+    // Gone before the client's first message: a client's Bind of the
+    // unnamed statement must never run pgtenant's with its own parameters.
+    extended::describe_or_close(out, fe::CLOSE, extended::STATEMENT, b"");
     extended::sync(out);
 }
 
@@ -125,8 +130,19 @@ fn setting_ident(name: &str) -> String {
         .join(".")
 }
 
+/// Appends one replayed statement: a newline before the separator, so a
+/// trailing `--` comment in the client's text can't swallow what follows.
+fn push_statement(sql: &mut String, stmt: &str) {
+    sql.push_str(stmt);
+    sql.push_str("\n;");
+}
+
 /// Puts the link's settings in step with `want_params` (reported settings)
-/// and `want` (every other one) in one injected Query, when they differ.
+/// and `want` (every other one), when they differ. Up to three injected
+/// Queries, each all-or-nothing on the server: the reported settings first
+/// (`client_encoding` among them, so the replays that follow are read in the
+/// client's encoding), then the RESETs of what the link's last client set
+/// (so a failing replay can't undo them), then the client's replays.
 fn settings_prelude(
     link: &mut LinkState,
     t: &mut TxnTracker,
@@ -141,8 +157,14 @@ fn settings_prelude(
     if params_in_step && settings_in_step {
         return;
     }
-    let mut sql = String::new();
+    let mut inject = |sql: &str| {
+        if !sql.is_empty() {
+            extended::query(out, sql);
+            t.injected_query(restore);
+        }
+    };
     if !params_in_step {
+        let mut sql = String::new();
         for key in REPORTED_PARAMS {
             match (want_params.get(key), link.params.get(key)) {
                 (Some(v), have) if have != Some(v) => {
@@ -156,24 +178,24 @@ fn settings_prelude(
                 _ => {}
             }
         }
+        inject(&sql);
     }
     if !settings_in_step {
-        for (name, replay) in want.iter() {
-            if link.settings.get(name) != Some(replay) {
-                sql.push_str(replay);
-                sql.push(';');
-            }
-        }
+        let mut resets = String::new();
         for (name, _) in link.settings.iter() {
             if !want.contains(name) {
-                let _ = write!(sql, "RESET {};", setting_ident(name));
+                let _ = write!(resets, "RESET {};", setting_ident(name));
             }
         }
+        inject(&resets);
+        let mut replays = String::new();
+        for (name, replay) in want.iter() {
+            if link.settings.get(name) != Some(replay) {
+                push_statement(&mut replays, replay);
+            }
+        }
+        inject(&replays);
         link.settings = want.clone();
-    }
-    if !sql.is_empty() {
-        extended::query(out, &sql);
-        t.injected_query(restore);
     }
 }
 
@@ -200,8 +222,7 @@ fn restore(cx: &mut Ctx<'_>, what: &Restore, out: &mut BytesMut) {
                         cx.link.params.insert(name.clone(), v);
                     }
                 } else if let Some(replay) = client.settings.startup.get(name) {
-                    sql.push_str(replay);
-                    sql.push(';');
+                    push_statement(&mut sql, replay);
                     cx.link.settings.set(name, replay.clone());
                 } else {
                     cx.link.settings.remove(name);
@@ -278,7 +299,11 @@ fn plan(cx: &Ctx<'_>, sql: &[u8], extended: bool) -> QueryPlan {
             transaction_mode: cx.client.transaction_mode,
             extended,
             guard: cx.client.guard,
-            watch_transaction: cx.client.settings.watching_transaction() || cx.t.changes_pending(),
+            // A Parse runs whenever it is executed, maybe inside a
+            // transaction with changes: always note its transaction control.
+            watch_transaction: extended
+                || cx.client.settings.watching_transaction()
+                || cx.t.changes_pending(),
         },
     )
 }
@@ -375,6 +400,11 @@ fn replacement(cx: &mut Ctx<'_>, plan: &QueryPlan) -> Option<String> {
         .map(|name| deallocate(cx, name))
 }
 
+/// The query may start a COPY (checked only when it also resets settings).
+fn may_copy(sql: &[u8]) -> bool {
+    sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
+}
+
 /// `name` is one of the client's SQL-level prepared statements.
 fn sql_level(cx: &Ctx<'_>, name: &[u8]) -> bool {
     std::str::from_utf8(name).is_ok_and(|n| cx.client.sql_prepared.contains_key(n))
@@ -397,8 +427,7 @@ fn ensure_sql_statements(cx: &mut Ctx<'_>, names: &[String], out: &mut BytesMut)
             cx.link.sql_prepared.remove(name);
         }
         if let Some((version, text)) = mine {
-            sql.push_str(text);
-            sql.push(';');
+            push_statement(&mut sql, text);
             cx.link.sql_prepared.insert(name.clone(), *version);
         }
     }
@@ -425,12 +454,20 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
                 ensure_sql_statements(cx, &plan.effects.sql_names, out);
             }
             apply_effects(cx, &plan.effects);
-            if plan.effects.restore == Restore::Nothing && !ensure {
+            let mut what = plan.effects.restore.clone();
+            if what != Restore::Nothing && may_copy(sql) {
+                // A request pipelined behind a COPY FROM STDIN would be read
+                // as COPY data: reset the link at its next checkout instead.
+                cx.link.dirty = true;
+                cx.link.context_owner = None;
+                what = Restore::Nothing;
+            }
+            if what == Restore::Nothing && !ensure {
                 return false;
             }
             cx.t.client_message(tag);
             out.extend_from_slice(msg);
-            restore(cx, &plan.effects.restore, out);
+            restore(cx, &what, out);
             true
         }
         fe::PARSE => {
@@ -494,11 +531,9 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
             if portal.is_empty() {
                 cx.client.unnamed_portal = effects;
             } else if let Some(fx) = effects {
-                // Named portals with session effects are rare: follow them
-                // as bound (an Execute names its portal; pgtenant watches
-                // the unnamed one only).
-                apply_effects(cx, &fx);
-                cx.client.restore_after_sync.add(fx.restore.clone());
+                if cx.client.named_portals.len() < 64 {
+                    cx.client.named_portals.insert(portal.to_vec(), fx);
+                }
             }
             if name.is_empty() {
                 return false;
@@ -517,12 +552,15 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
             true
         }
         fe::EXECUTE => {
-            // Only stopped for when the unnamed portal has session effects.
-            if body.first() == Some(&0) {
-                if let Some(fx) = cx.client.unnamed_portal.clone() {
-                    apply_effects(cx, &fx);
-                    cx.client.restore_after_sync.add(fx.restore.clone());
-                }
+            // Only stopped for when a portal has session effects.
+            let effects = match split_name(body) {
+                Some((b"", _)) => cx.client.unnamed_portal.clone(),
+                Some((portal, _)) => cx.client.named_portals.remove(portal),
+                None => None,
+            };
+            if let Some(fx) = effects {
+                apply_effects(cx, &fx);
+                cx.client.restore_after_sync.add(fx.restore.clone());
             }
             false
         }

@@ -239,10 +239,10 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                 return;
             }
             RelayEnd::ContextFailed => {
-                tracing::error!(tenant = %tenant.key, "could not set the tenant context on a server connection");
+                tracing::error!(tenant = %tenant.key, "could not set the tenant context or session settings on a server connection");
                 let e = ClientError::new(
                     sqlstate::CONNECTION_FAILURE,
-                    "pgtenant could not set the tenant context on a server connection; the connection was closed",
+                    "pgtenant could not set the tenant context or this session's settings on a server connection; the connection was closed",
                 );
                 send_error(&mut cw, &e, Severity::Fatal).await;
                 return;

@@ -73,9 +73,12 @@ impl ClientSettings {
                 .for_each(|op| self.apply(op, false, &mut certain)),
             // The transaction failed part-way: what ran before the error stays
             // until the rollback that must follow, which restores a snapshot.
+            // Which ops ran is unknown (a RELEASE after the error did not):
+            // the link is reset before anyone else uses it.
             (true, b'E') => {
                 ops.iter().for_each(|op| self.apply(op, true, &mut certain));
                 self.txn.failed = true;
+                certain = ops.is_empty();
             }
             // An implicit transaction rolled back whole: nothing happened.
             (true, b'I') if before == b'I' && !ops.iter().any(SessionOp::controls_transaction) => {}
@@ -293,7 +296,8 @@ mod tests {
             SessionOp::Savepoint("s".into()),
         ];
         assert!(s.finish_request(&ops, b'I', b'T', false));
-        assert!(s.finish_request(&[set("a", "2")], b'T', b'E', true));
+        // Which of a failed request's ops ran is unknown: reported.
+        assert!(!s.finish_request(&[set("a", "2")], b'T', b'E', true));
         assert!(s.finish_request(&[SessionOp::RollbackTo("s".into())], b'E', b'T', false));
         assert!(s.finish_request(&[SessionOp::Commit], b'T', b'I', false));
         assert_eq!(value(&s, "a").as_deref(), Some("SET a = 1"));

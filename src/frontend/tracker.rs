@@ -128,6 +128,11 @@ impl TxnTracker {
             .copied()
     }
 
+    /// Requests of pgtenant's own are in flight.
+    pub fn ours_pending(&self) -> bool {
+        !self.ours.is_empty()
+    }
+
     /// The next ReadyForQuery answers a client request with session changes.
     pub fn changes_due(&self) -> bool {
         self.changes

@@ -157,7 +157,7 @@ async fn a_set_follows_the_client_and_is_replayed_ahead_on_the_next_link() {
         &mut second,
         &query("SHOW work_mem"),
         |mut pg| async move {
-            assert_eq!(read_query(&mut pg).await, "SET work_mem = '64MB';");
+            assert_eq!(read_query(&mut pg).await, "SET work_mem = '64MB'\n;");
             assert_eq!(read_query(&mut pg).await, "SHOW work_mem");
             pg.write_all(&done("SET", b'I'))
                 .await
@@ -240,7 +240,7 @@ async fn reset_all_runs_and_the_startup_values_come_back_behind_it() {
         assert_eq!(read_query(&mut pg).await, "RESET ALL");
         assert_eq!(
             read_query(&mut pg).await,
-            "SELECT pg_catalog.set_config('extra_float_digits', '3', false);"
+            "SELECT pg_catalog.set_config('extra_float_digits', '3', false)\n;"
         );
         pg.write_all(&done("RESET", b'I')).await.expect("reply");
         pg.write_all(&done("SELECT 1", b'I'))
@@ -284,4 +284,81 @@ async fn sql_run_out_of_sight_marks_the_link_for_a_reset_before_others() {
     .await;
     assert_eq!(tags(&seen), vec!['C', 'Z']);
     assert_eq!(l.foreign, None);
+}
+
+#[tokio::test]
+async fn replies_to_a_restore_arriving_with_the_clients_are_swallowed() {
+    let params: Settings = [("application_name".to_owned(), "driver".to_owned())]
+        .into_iter()
+        .collect();
+    let mut c = Client::new(ClientState::new(
+        params,
+        Overrides::default(),
+        true,
+        None,
+        Quota::new(1),
+        ClientLimits {
+            max_settings: 10,
+            max_statements: 10,
+        },
+    ));
+    let mut l = link();
+    l.params
+        .insert("application_name".to_owned(), "driver".to_owned());
+    let (end, seen) = turn(
+        &mut c,
+        &mut l,
+        &query("RESET application_name"),
+        |mut pg| async move {
+            assert_eq!(read_query(&mut pg).await, "RESET application_name");
+            assert_eq!(
+                read_query(&mut pg).await,
+                "SET application_name = 'driver';"
+            );
+            // Both answers in one write: the client's, then pgtenant's restore.
+            let mut b = BytesMut::new();
+            messages::parameter_status(&mut b, "application_name", "pgtenant/x");
+            b.extend_from_slice(&done("RESET", b'I'));
+            messages::parameter_status(&mut b, "application_name", "driver");
+            b.extend_from_slice(&done("SET", b'I'));
+            pg.write_all(&b).await.expect("replies");
+            pg
+        },
+    )
+    .await;
+    assert!(matches!(end, RelayEnd::Release), "{end:?}");
+    // Its own reply, then the restore's report (its setting came back); never
+    // the restore's CommandComplete or ReadyForQuery.
+    assert_eq!(tags(&seen), vec!['S', 'C', 'Z', 'S']);
+    assert_eq!(
+        c.state.params.get("application_name").map(String::as_str),
+        Some("driver")
+    );
+}
+
+#[tokio::test]
+async fn pgtenants_request_between_two_pipelined_queries_stays_hidden() {
+    let mut c = client(Overrides::default());
+    c.state
+        .sql_prepared
+        .insert("p".to_owned(), (7, "PREPARE p AS SELECT 1".into()));
+    let mut l = link();
+    let mut both = query("SELECT 1");
+    both.extend_from_slice(&query("EXECUTE p"));
+    let (end, seen) = turn(&mut c, &mut l, &both, |mut pg| async move {
+        assert_eq!(read_query(&mut pg).await, "SELECT 1");
+        // The link lacks the client's p: prepared again, right before use.
+        assert_eq!(read_query(&mut pg).await, "PREPARE p AS SELECT 1\n;");
+        assert_eq!(read_query(&mut pg).await, "EXECUTE p");
+        let mut b = done("SELECT 1", b'I');
+        b.extend_from_slice(&done("PREPARE", b'I'));
+        b.extend_from_slice(&done("SELECT 1", b'I'));
+        pg.write_all(&b).await.expect("replies in one write");
+        pg
+    })
+    .await;
+    assert!(matches!(end, RelayEnd::Release), "{end:?}");
+    assert_eq!(tags(&seen), vec!['C', 'Z', 'C', 'Z']);
+    assert!(seen.iter().all(|(_, body)| body != b"PREPARE\0"));
+    assert_eq!(l.sql_prepared.get("p"), Some(&7));
 }
