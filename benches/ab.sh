@@ -9,6 +9,9 @@
 #   git worktree add /tmp/old HEAD~1 && (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release)
 #   benches/ab.sh /tmp/old-target/release/pgtenant target/release/pgtenant
 #
+# Columns: tps (median), pooler CPU ns per transaction (from /proc), and
+# instructions the pooler retires per transaction (perf stat, if installed:
+# the least noisy figure on a shared machine).
 # Env: MODES ("simple extended prepared"), CLIENTS (8), DURATION (10 s),
 # ROUNDS (3), POOL_SIZE (20). Needs initdb/pg_ctl, pgbench, psql.
 set -euo pipefail
@@ -66,16 +69,28 @@ for p in $PORT_A $PORT_B; do
   for _ in $(seq 1 50); do psql -X -q -h 127.0.0.1 -p $p -U postgres -d bench -c 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
 done
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-run() { # port pid mode -> "tps cpu_us_per_txn"
-  local before after tps
+# Instructions the pooler retires per transaction (perf, when present): far
+# less noisy than time on a shared machine.
+instr() { # pid seconds -> instructions
+  if command -v perf >/dev/null; then
+    # Virtual machines often have no hardware counters: 0 then.
+    perf stat -x, -e instructions -p "$1" -- sleep "$2" 2>&1 >/dev/null \
+      | awk -F, '/instructions/ {print ($1 ~ /^[0-9]+$/) ? $1 : 0}'
+  else echo 0; fi
+}
+run() { # port pid mode -> "tps cpu_ns_per_txn instructions_per_txn"
+  local before after tps ins
   before=$(cpu "$2")
+  instr "$2" "$((DURATION - 2))" >"$WORK/instr" &
+  local ip=$!
   tps=$(pgbench -n -S -M "$3" -c "$CLIENTS" -j 2 -T "$DURATION" -h 127.0.0.1 -p "$1" -U postgres bench 2>/dev/null \
         | awk '/^tps/ {print int($3)}')
+  wait $ip; ins=$(cat "$WORK/instr"); ins=${ins:-0}
   after=$(cpu "$2")
-  echo "$tps $(( (after - before) * 10000 * 1000 / (tps * DURATION + 1) ))"
+  echo "$tps $(( (after - before) * 10000 * 1000 / (tps * DURATION + 1) )) $(( ins / (tps * (DURATION - 2) + 1) ))"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-printf '%-10s %10s %10s %8s %12s %12s\n' mode tps_A tps_B B/A cpu_ns_A cpu_ns_B
+printf '%-10s %10s %10s %8s %12s %12s %10s %10s\n' mode tps_A tps_B B/A cpu_ns_A cpu_ns_B instr_A instr_B
 for mode in $MODES; do
   : >"$WORK/ra"; : >"$WORK/rb"
   for r in $(seq 1 "$ROUNDS"); do
@@ -84,5 +99,7 @@ for mode in $MODES; do
   done
   ta=$(cut -d' ' -f1 "$WORK/ra" | median); tb=$(cut -d' ' -f1 "$WORK/rb" | median)
   ca=$(cut -d' ' -f2 "$WORK/ra" | median); cb=$(cut -d' ' -f2 "$WORK/rb" | median)
-  printf '%-10s %10s %10s %8s %12s %12s\n' "$mode" "$ta" "$tb" "$(awk -v a="$ta" -v b="$tb" 'BEGIN{printf "%.3f", b/a}')" "$ca" "$cb"
+  ia=$(cut -d' ' -f3 "$WORK/ra" | median); ib=$(cut -d' ' -f3 "$WORK/rb" | median)
+  printf '%-10s %10s %10s %8s %12s %12s %10s %10s\n' "$mode" "$ta" "$tb" \
+    "$(awk -v a="$ta" -v b="$tb" 'BEGIN{printf "%.3f", b/a}')" "$ca" "$cb" "$ia" "$ib"
 done

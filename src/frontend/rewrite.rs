@@ -372,6 +372,9 @@ fn pin_refusal(cx: &mut Ctx<'_>, fx: &Effects) -> Option<String> {
     match cx.client.pins.try_acquire() {
         Ok(slot) => {
             cx.client.pin_slot = Some(slot);
+            // Given back at the next check if nothing pinned (say, a Parse
+            // that is never executed).
+            cx.client.check_pins = true;
             None
         }
         Err(_) => Some(format!(
