@@ -614,3 +614,37 @@ async fn session_mode_clients_are_told_their_real_backend_pid() {
     drop(a);
     proxy.shutdown().await;
 }
+
+/// What pgtenant can't follow is refused or ends the session, never
+/// silently mis-tracked.
+#[tokio::test]
+async fn what_pgtenant_cannot_follow_is_refused_or_closed() {
+    fixtures("nf").await;
+    let proxy = start_proxy(&config("nf", 1, "")).await;
+    let a = client(&proxy, "nf").await;
+    // A restore would be read as COPY data.
+    let err = a
+        .simple_query("RESET work_mem; COPY notes (body) FROM STDIN")
+        .await
+        .expect_err("RESET with COPY");
+    assert_eq!(sqlstate(&err).0, "0A000");
+    // pgtenant reads SQL with standard conforming strings.
+    let err = a
+        .simple_query("SET standard_conforming_strings = off")
+        .await
+        .expect_err("refused");
+    assert_eq!(sqlstate(&err).0, "0A000");
+    // Turned off out of sight: the session ends (its SQL can't be read).
+    let err = a
+        .simple_query("DO $$BEGIN SET standard_conforming_strings = off; END$$")
+        .await
+        .expect_err("closed");
+    assert_eq!(sqlstate(&err).0, "08006", "{err}");
+    // The link it used was closed, not pooled: the next client is unaffected.
+    let b = client(&proxy, "nf").await;
+    assert_eq!(
+        values(&b, "SHOW standard_conforming_strings").await,
+        vec!["on"]
+    );
+    proxy.shutdown().await;
+}

@@ -350,7 +350,10 @@ fn reset_effects(name: &str, fx: &mut Effects) {
 /// Settings that only exist inside a transaction (`SET transaction_isolation`
 /// outside one is a no-op with a warning): never session state.
 fn transaction_scoped(name: &str) -> bool {
-    name.starts_with("transaction_")
+    matches!(
+        name,
+        "transaction_isolation" | "transaction_read_only" | "transaction_deferrable"
+    )
 }
 
 /// pgtenant reads SQL with standard conforming strings (backslashes are
@@ -400,9 +403,16 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
             return QueryPlan::refuse(INSUFFICIENT_PRIVILEGE, why);
         }
         let calls = set_config_calls(tokens);
-        if calls.iter().any(|c| {
-            matches!(c, SetConfig::Session { name, value } | SetConfig::Local { name, value: Some(value) }
-                if turns_off_conforming_strings(name, &[Token::Str(value.clone())]))
+        if calls.iter().any(|c| match c {
+            SetConfig::Session { name, value }
+            | SetConfig::Local {
+                name,
+                value: Some(value),
+            } => turns_off_conforming_strings(name, &[Token::Str(value.clone())]),
+            SetConfig::Local { name, value: None } | SetConfig::Computed { name: Some(name) } => {
+                name == "standard_conforming_strings"
+            }
+            SetConfig::Computed { name: None } => false,
         }) {
             return QueryPlan::refuse(
                 FEATURE_NOT_SUPPORTED,
@@ -414,6 +424,12 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
         // `EXPLAIN EXECUTE p`, `CREATE TABLE t AS EXECUTE p`: p must be the
         // client's own (and never one of pgtenant's names).
         if let Some(name) = embedded_execute(tokens) {
+            if rules.extended && rules.transaction_mode {
+                return QueryPlan::refuse(
+                    FEATURE_NOT_SUPPORTED,
+                    "EXECUTE of an SQL-level prepared statement over the extended protocol is not supported in transaction pooling mode; send it as a simple query".to_owned(),
+                );
+            }
             if name.starts_with("pgt") {
                 return QueryPlan::refuse(
                     RESERVED_NAME,
@@ -431,10 +447,7 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
         if let Some(why) = reserved_name(&kind) {
             return QueryPlan::refuse(RESERVED_NAME, why);
         }
-        if let SessionStatement::Set {
-            name, local: false, ..
-        } = &kind
-        {
+        if let SessionStatement::Set { name, .. } = &kind {
             if turns_off_conforming_strings(name, tokens) {
                 return QueryPlan::refuse(
                     FEATURE_NOT_SUPPORTED,
@@ -594,9 +607,22 @@ mod tests {
             "SET standard_conforming_strings = off",
             "SET standard_conforming_strings TO 'false'",
             "SELECT set_config('standard_conforming_strings', 'off', false)",
+            "SET LOCAL standard_conforming_strings = off",
+            "SELECT set_config('standard_conforming_strings', 'of' || 'f', false)",
         ] {
             assert_eq!(refused(sql, true, Guard::Role), Some("0A000"), "{sql}");
         }
+        assert_eq!(effects("SET transaction_timeout = '5s'").ops.len(), 1);
+        let extended = Rules {
+            extended: true,
+            ..rules(true, Guard::Role)
+        };
+        assert_eq!(
+            plan_query(b"EXPLAIN ANALYZE EXECUTE q", extended)
+                .refuse
+                .map(|r| r.0),
+            Some("0A000")
+        );
         assert_eq!(
             refused("SET standard_conforming_strings = on", true, Guard::Role),
             None

@@ -219,6 +219,15 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
             be::PARAMETER_STATUS => {
                 if let Some((k, v)) = crate::protocol::messages::parameter_status_fields(body) {
                     let key = k.to_ascii_lowercase();
+                    if key == "standard_conforming_strings" && v == "off" {
+                        // Turned off out of the guard's sight (dynamic SQL):
+                        // pgtenant can no longer read this client's SQL.
+                        tracing::warn!(
+                            "a client turned standard_conforming_strings off; closing it"
+                        );
+                        cx.link.poisoned = true;
+                        cx.t.prelude_failed = true;
+                    }
                     if is_reported(&key) {
                         cx.link.params.insert(key.clone(), v.to_owned());
                         if !swallowing || restoring {
@@ -229,6 +238,8 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
                 // A restore's reports reach the client: its settings changed.
                 swallowing && !restoring
             }
+            // A notification for the client, wherever it arrives.
+            be::NOTIFICATION_RESPONSE => false,
             be::READY_FOR_QUERY => {
                 let status = body.first().copied().unwrap_or(b'I');
                 if let Some(answered) = cx.t.ready_for_query(status) {

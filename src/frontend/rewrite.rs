@@ -62,8 +62,15 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
         cx.t.injected_query(false);
         settings_reset(cx.link);
     }
-    // The client's own settings first: pgtenant's context statement then
-    // runs under them, never under what the link's last client left.
+    // What the link's last client set goes first: pgtenant's context
+    // statement never runs under it (nor under this client's replays).
+    resets_prelude(cx.link, cx.t, &cx.client.settings.current, out, false);
+    // Shared links: the tenant context is re-established on every checkout, so
+    // nothing a client did (even through dynamic SQL) carries over.
+    if let Some(context) = cx.client.context.as_ref() {
+        context_prelude(context, cx.link, out);
+        cx.t.injected_query(false);
+    }
     let client = &mut *cx.client;
     settings_prelude(
         cx.link,
@@ -73,12 +80,6 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
         out,
         false,
     );
-    // Shared links: the tenant context is re-established on every checkout, so
-    // nothing a client did (even through dynamic SQL) carries over.
-    if let Some(context) = cx.client.context.as_ref() {
-        context_prelude(context, cx.link, out);
-        cx.t.injected_query(false);
-    }
 }
 
 /// What pgtenant knows of a link after `RESET ALL` ran there. (Only a
@@ -137,12 +138,40 @@ fn push_statement(sql: &mut String, stmt: &str) {
     sql.push_str("\n;");
 }
 
+/// RESETs, in one injected Query, of what the link holds that `want` does
+/// not (so a failing replay can't undo them, and nothing runs under them).
+fn resets_prelude(
+    link: &mut LinkState,
+    t: &mut TxnTracker,
+    want: &Overrides,
+    out: &mut BytesMut,
+    restore: bool,
+) {
+    if want.same_as(&link.settings) {
+        return;
+    }
+    let mut resets = String::new();
+    let mut gone = Vec::new();
+    for (name, _) in link.settings.iter() {
+        if !want.contains(name) {
+            let _ = write!(resets, "RESET {};", setting_ident(name));
+            gone.push(name.clone());
+        }
+    }
+    for name in gone {
+        link.settings.remove(&name);
+    }
+    if !resets.is_empty() {
+        extended::query(out, &resets);
+        t.injected_query(restore);
+    }
+}
+
 /// Puts the link's settings in step with `want_params` (reported settings)
-/// and `want` (every other one), when they differ. Up to three injected
-/// Queries, each all-or-nothing on the server: the reported settings first
-/// (`client_encoding` among them, so the replays that follow are read in the
-/// client's encoding), then the RESETs of what the link's last client set
-/// (so a failing replay can't undo them), then the client's replays.
+/// and `want` (every other one), when they differ: RESETs first (see
+/// [`resets_prelude`]), then the reported settings (`client_encoding` among
+/// them, so the replays that follow are read in the client's encoding), then
+/// the client's replays; each its own injected Query.
 fn settings_prelude(
     link: &mut LinkState,
     t: &mut TxnTracker,
@@ -157,6 +186,7 @@ fn settings_prelude(
     if params_in_step && settings_in_step {
         return;
     }
+    resets_prelude(link, t, want, out, restore);
     let mut inject = |sql: &str| {
         if !sql.is_empty() {
             extended::query(out, sql);
@@ -181,13 +211,6 @@ fn settings_prelude(
         inject(&sql);
     }
     if !settings_in_step {
-        let mut resets = String::new();
-        for (name, _) in link.settings.iter() {
-            if !want.contains(name) {
-                let _ = write!(resets, "RESET {};", setting_ident(name));
-            }
-        }
-        inject(&resets);
         let mut replays = String::new();
         for (name, replay) in want.iter() {
             if link.settings.get(name) != Some(replay) {
@@ -371,10 +394,9 @@ fn pin_refusal(cx: &mut Ctx<'_>, fx: &Effects) -> Option<String> {
     }
     match cx.client.pins.try_acquire() {
         Ok(slot) => {
+            // Kept until a transaction that executed it is checked (a
+            // statement prepared now may pin in a later transaction).
             cx.client.pin_slot = Some(slot);
-            // Given back at the next check if nothing pinned (say, a Parse
-            // that is never executed).
-            cx.client.check_pins = true;
             None
         }
         Err(_) => Some(format!(
@@ -447,6 +469,13 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
         fe::QUERY => {
             let sql = body.strip_suffix(&[0]).unwrap_or(body);
             let plan = plan(cx, sql, false);
+            if plan.effects.restore != Restore::Nothing && may_copy(sql) {
+                // pgtenant's restore would be read as COPY data.
+                cx.t.client_message(tag);
+                let why = "RESET and COPY in one query string are not supported through pgtenant; send them as separate queries";
+                extended::query(out, &raise_statement(FEATURE_NOT_SUPPORTED, why, ""));
+                return true;
+            }
             if let Some(sql) = replacement(cx, &plan) {
                 cx.t.client_message(tag);
                 extended::query(out, &sql);
@@ -457,14 +486,7 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
                 ensure_sql_statements(cx, &plan.effects.sql_names, out);
             }
             apply_effects(cx, &plan.effects);
-            let mut what = plan.effects.restore.clone();
-            if what != Restore::Nothing && may_copy(sql) {
-                // A request pipelined behind a COPY FROM STDIN would be read
-                // as COPY data: reset the link at its next checkout instead.
-                cx.link.dirty = true;
-                cx.link.context_owner = None;
-                what = Restore::Nothing;
-            }
+            let what = plan.effects.restore.clone();
             if what == Restore::Nothing && !ensure {
                 return false;
             }
@@ -533,9 +555,17 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
             };
             if portal.is_empty() {
                 cx.client.unnamed_portal = effects;
-            } else if let Some(fx) = effects {
-                if cx.client.named_portals.len() < 64 {
-                    cx.client.named_portals.insert(portal.to_vec(), fx);
+            } else {
+                match effects {
+                    Some(fx) if cx.client.named_portals.len() < 64 => {
+                        cx.client.named_portals.insert(portal.to_vec(), fx);
+                    }
+                    // Too many to follow: wiped before anyone else uses the link.
+                    Some(_) => cx.link.foreign = Some(cx.client.id()),
+                    None if !cx.client.named_portals.is_empty() => {
+                        cx.client.named_portals.remove(portal);
+                    }
+                    None => {}
                 }
             }
             if name.is_empty() {

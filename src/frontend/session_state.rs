@@ -78,7 +78,13 @@ impl ClientSettings {
             (true, b'E') => {
                 ops.iter().for_each(|op| self.apply(op, true, &mut certain));
                 self.txn.failed = true;
-                certain = ops.is_empty();
+                // BEGIN/COMMIT/ROLLBACK alone change no setting.
+                certain = ops.iter().all(|op| {
+                    matches!(
+                        op,
+                        SessionOp::Begin | SessionOp::Commit | SessionOp::Rollback
+                    )
+                });
             }
             // An implicit transaction rolled back whole: nothing happened.
             (true, b'I') if before == b'I' && !ops.iter().any(SessionOp::controls_transaction) => {}
