@@ -358,7 +358,8 @@ async fn a_held_cursor_pins_its_client_until_closed() {
         assert_eq!(rows.len(), 10);
         seen.extend(rows);
         pids.extend(values(&a, "SELECT pg_backend_pid()").await);
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Let the other clients take turns between the fetches.
+        tokio::task::yield_now().await;
     }
     assert_eq!(seen, (1..=100).map(|i| i.to_string()).collect::<Vec<_>>());
     pids.dedup();
@@ -600,7 +601,13 @@ async fn session_mode_clients_are_told_their_real_backend_pid() {
     let a = client(&proxy, "bp").await;
     let token = a.cancel_token();
     let cancel = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Cancel once the query runs (as the server sees it).
+        let admin = direct("ss_app").await;
+        let running = wait_until(Duration::from_secs(5), || async {
+            values(&admin, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(10)' AND state = 'active'").await == vec!["1"]
+        })
+        .await;
+        assert!(running, "the query started");
         token.cancel_query(tokio_postgres::NoTls).await
     });
     let err = a

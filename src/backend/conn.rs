@@ -79,6 +79,28 @@ pub struct LinkState {
     pub context_owner: Option<Arc<str>>,
 }
 
+impl LinkState {
+    /// What pgtenant knows of the session after `RESET ALL` ran there:
+    /// settings back to the link's startup values. (Only `DISCARD ALL` clears
+    /// `foreign`: RESET ALL leaves locks, LISTEN, temporary tables and
+    /// statements made out of sight.)
+    pub fn settings_reset(&mut self) {
+        self.params = (*self.startup).clone();
+        self.settings = Overrides::default();
+        self.dirty = false;
+    }
+
+    /// After `DISCARD ALL`: nothing of any client's is left, not even a
+    /// tenant context.
+    pub fn discarded(&mut self) {
+        self.settings_reset();
+        self.prepared.clear();
+        self.sql_prepared.clear();
+        self.foreign = None;
+        self.context_owner = None;
+    }
+}
+
 #[derive(Debug)]
 pub struct ServerConn {
     pub stream: TcpStream,
@@ -225,12 +247,7 @@ impl ServerConn {
     /// context), with pgtenant's bookkeeping of the link following.
     pub async fn discard_all(&mut self) -> Result<(), ExecError> {
         self.execute("DISCARD ALL").await?;
-        self.state.prepared.clear();
-        self.state.sql_prepared.clear();
-        self.state.settings = Overrides::default();
-        self.state.dirty = false;
-        self.state.foreign = None;
-        self.state.context_owner = None;
+        self.state.discarded();
         self.state.poisoned = false;
         Ok(())
     }

@@ -8,8 +8,8 @@ use crate::sql::{classify, may_touch_session, statements, statements_with_text};
 use crate::sql::{literal, Effects, Restore, SessionOp, SessionStatement, Token};
 use std::sync::Arc;
 
-pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
-pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+use crate::protocol::sqlstate::RESERVED_NAME;
+pub use crate::protocol::sqlstate::{FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE};
 const REFUSAL_HINT: &str = "use pool_mode = \"session\" for this tenant or tier";
 const GUARD_HINT: &str = "the tenant's schema and identity are set by pgtenant for every transaction; connect as the tenant you mean";
 
@@ -229,17 +229,18 @@ fn pooling_refusal(
     }
 }
 
-const RESERVED_NAME: &str = "42939";
-
 /// Statement names starting `pgt` are pgtenant's own (it names every
 /// client's protocol-level statements so): a client may not take or drop them.
 fn reserved_name(stmt: &SessionStatement) -> Option<String> {
-    let name = match stmt {
+    match stmt {
         SessionStatement::Prepare { name: Some(n) }
         | SessionStatement::Execute { name: Some(n) }
-        | SessionStatement::Deallocate { name: Some(n) } => n,
-        _ => return None,
-    };
+        | SessionStatement::Deallocate { name: Some(n) } => reserved(n),
+        _ => None,
+    }
+}
+
+fn reserved(name: &str) -> Option<String> {
     name.starts_with("pgt").then(|| {
         format!(
             "prepared statement names starting with \"pgt\" are reserved by pgtenant: \"{name}\""
@@ -278,11 +279,7 @@ fn takes_a_pin(tokens: &[Token]) -> bool {
 /// The session effects of one classified statement.
 fn effects_of(stmt: &SessionStatement, text: &str, fx: &mut Effects) {
     match stmt {
-        SessionStatement::Set {
-            name, local: true, ..
-        } => {
-            let _ = name;
-        }
+        SessionStatement::Set { local: true, .. } => {}
         SessionStatement::Set {
             name,
             to_default: true,
@@ -356,6 +353,8 @@ fn transaction_scoped(name: &str) -> bool {
     )
 }
 
+const CONFORMING_STRINGS: &str = "standard_conforming_strings can't be turned off through pgtenant: it reads SQL with standard conforming strings";
+
 /// pgtenant reads SQL with standard conforming strings (backslashes are
 /// literal in '...'); a session that turned them off would hide statements
 /// from its parsers.
@@ -414,10 +413,7 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
             }
             SetConfig::Computed { name: None } => false,
         }) {
-            return QueryPlan::refuse(
-                FEATURE_NOT_SUPPORTED,
-                "standard_conforming_strings can't be turned off through pgtenant: it reads SQL with standard conforming strings".to_owned(),
-            );
+            return QueryPlan::refuse(FEATURE_NOT_SUPPORTED, CONFORMING_STRINGS.to_owned());
         }
         set_config_effects(&calls, &mut plan.effects);
         plan.effects.may_pin |= takes_a_pin(tokens);
@@ -430,11 +426,8 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
                     "EXECUTE of an SQL-level prepared statement over the extended protocol is not supported in transaction pooling mode; send it as a simple query".to_owned(),
                 );
             }
-            if name.starts_with("pgt") {
-                return QueryPlan::refuse(
-                    RESERVED_NAME,
-                    format!("prepared statement names starting with \"pgt\" are reserved by pgtenant: \"{name}\""),
-                );
+            if let Some(why) = reserved(&name) {
+                return QueryPlan::refuse(RESERVED_NAME, why);
             }
             plan.effects.sql_names.push(name);
         }
@@ -449,10 +442,7 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
         }
         if let SessionStatement::Set { name, .. } = &kind {
             if turns_off_conforming_strings(name, tokens) {
-                return QueryPlan::refuse(
-                    FEATURE_NOT_SUPPORTED,
-                    "standard_conforming_strings can't be turned off through pgtenant: it reads SQL with standard conforming strings".to_owned(),
-                );
+                return QueryPlan::refuse(FEATURE_NOT_SUPPORTED, CONFORMING_STRINGS.to_owned());
             }
         }
         if rules.transaction_mode {

@@ -5,7 +5,8 @@
 //! through without being held whole.
 
 use super::client::Client;
-use super::rewrite::{self, is_reported, Ctx};
+use super::policy::reported;
+use super::rewrite::{self, Ctx};
 use super::tracker::Answered;
 use crate::backend::LinkState;
 use crate::protocol::frame::{Flow, FrameError, FrameScanner};
@@ -228,7 +229,7 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
                         cx.link.poisoned = true;
                         cx.t.prelude_failed = true;
                     }
-                    if is_reported(&key) {
+                    if reported(&key) {
                         cx.link.params.insert(key.clone(), v.to_owned());
                         if !swallowing || restoring {
                             cx.client.params.insert(key, v.to_owned());

@@ -19,8 +19,7 @@ use bytes::BytesMut;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-pub const FEATURE_NOT_SUPPORTED: &str = super::policy::FEATURE_NOT_SUPPORTED;
-const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
+use crate::protocol::sqlstate::{CONFIGURATION_LIMIT_EXCEEDED, FEATURE_NOT_SUPPORTED};
 
 /// Everything a rewrite may touch.
 pub struct Ctx<'a> {
@@ -52,15 +51,11 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
         // statements or listen) is wiped, not only its settings.
         extended::query(out, "DISCARD ALL");
         cx.t.injected_query(false);
-        settings_reset(cx.link);
-        cx.link.foreign = None;
-        cx.link.prepared.clear();
-        cx.link.sql_prepared.clear();
-        cx.link.context_owner = None;
+        cx.link.discarded();
     } else if cx.link.dirty {
         extended::query(out, "RESET ALL");
         cx.t.injected_query(false);
-        settings_reset(cx.link);
+        cx.link.settings_reset();
     }
     // What the link's last client set goes first: pgtenant's context
     // statement never runs under it (nor under this client's replays).
@@ -80,15 +75,6 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
         out,
         false,
     );
-}
-
-/// What pgtenant knows of a link after `RESET ALL` ran there. (Only a
-/// `DISCARD ALL` clears `foreign`: RESET ALL leaves locks, LISTEN, temporary
-/// tables and statements made out of sight.)
-fn settings_reset(link: &mut LinkState) {
-    link.params = (*link.startup).clone();
-    link.settings = Overrides::default();
-    link.dirty = false;
 }
 
 /// Sets search_path, `pgtenant.tenant_id` and its signature together. The
@@ -257,7 +243,7 @@ fn restore(cx: &mut Ctx<'_>, what: &Restore, out: &mut BytesMut) {
             }
         }
         Restore::All => {
-            settings_reset(cx.link);
+            cx.link.settings_reset();
             client.params = client.startup_params.clone();
             if let Some(context) = client.context.as_ref() {
                 context_prelude(context, cx.link, out);
@@ -651,11 +637,6 @@ fn known(cx: &Ctx<'_>, name: &[u8]) -> Option<Arc<Statement>> {
         return None;
     }
     cx.client.statements.get(name).cloned()
-}
-
-/// The reported settings a ParameterStatus may change (lowercase name).
-pub fn is_reported(name: &str) -> bool {
-    reported(name)
 }
 
 #[cfg(test)]

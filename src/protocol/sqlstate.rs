@@ -14,3 +14,6 @@ pub const CANNOT_CONNECT_NOW: &str = "57P03";
 pub const INTERNAL_ERROR: &str = "XX000";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
 pub const UNDEFINED_OBJECT: &str = "42704";
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+pub const RESERVED_NAME: &str = "42939";
+pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
