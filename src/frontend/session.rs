@@ -105,7 +105,8 @@ where
 }
 
 async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, mut login: Login) {
-    // Session mode: the link taken at login, whose pid the client was told.
+    // The link kept between transactions: in session mode the one taken at
+    // login (whose pid the client was told); in transaction mode a pinned one.
     let mut held: Option<Lease> = login.lease.take();
     let Login {
         tenant,
@@ -131,7 +132,6 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
     let mut shutdown = proxy.shutdown_signal();
     let (mut cr, mut cw) = stream.split();
     let mut seen_generation = proxy.tenants.generation();
-    // A pinned client keeps its link between transactions.
     let reset_timeout = proxy.pools.settings().server_connect_timeout;
     loop {
         // Between transactions: no server link held (unless pinned).
