@@ -269,6 +269,12 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
             be::PARSE_COMPLETE | be::CLOSE_COMPLETE if !swallowing => cx.t.reply_is_ours(tag),
             _ => swallowing,
         };
+        if cx.t.prelude_failed {
+            // Nothing from here on may reach the client; what came before
+            // (replies to its earlier requests) still does, ahead of the FATAL.
+            down.buf.truncate(at);
+            return Ok(());
+        }
         if drop {
             down.buf.copy_within(at + total.., at);
             let len = down.buf.len() - total;

@@ -240,6 +240,9 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             }
             RelayEnd::ContextFailed => {
                 tracing::error!(tenant = %tenant.key, "could not set the tenant context or session settings on a server connection");
+                // Replies to its earlier requests first: a pipelining client
+                // waits for their ReadyForQuery.
+                let _ = flush(&mut cw, &mut client.down).await;
                 let e = ClientError::new(
                     sqlstate::CONNECTION_FAILURE,
                     "pgtenant could not set the tenant context or this session's settings on a server connection; the connection was closed",

@@ -68,13 +68,18 @@ async fn read_query(s: &mut DuplexStream) -> String {
     String::from_utf8_lossy(&body[..body.len() - 1]).into_owned()
 }
 
-/// The server's reply to a command: CommandComplete(tag) then ReadyForQuery.
-fn done(tag: &str, status: u8) -> Vec<u8> {
+fn command_complete(tag: &str) -> Vec<u8> {
     let mut b = BytesMut::new();
     let at = messages::begin(&mut b, b'C');
     b.extend_from_slice(tag.as_bytes());
     b.extend_from_slice(&[0]);
     messages::finish(&mut b, at);
+    b.to_vec()
+}
+
+/// The server's reply to a command: CommandComplete(tag) then ReadyForQuery.
+fn done(tag: &str, status: u8) -> Vec<u8> {
+    let mut b = BytesMut::from(&command_complete(tag)[..]);
     messages::ready_for_query(&mut b, status);
     b.to_vec()
 }
@@ -361,4 +366,35 @@ async fn pgtenants_request_between_two_pipelined_queries_stays_hidden() {
     assert_eq!(tags(&seen), vec!['C', 'Z', 'C', 'Z']);
     assert!(seen.iter().all(|(_, body)| body != b"PREPARE\0"));
     assert_eq!(l.sql_prepared.get("p"), Some(&7));
+}
+
+#[tokio::test]
+async fn a_session_closed_for_what_it_ran_still_gets_its_earlier_replies() {
+    // The client pipelines: its first query's ReadyForQuery arrives in the
+    // same read as the reply that ends the session. The client waits for that
+    // ReadyForQuery; nothing after the closing ParameterStatus reaches it.
+    let mut c = client(Overrides::default());
+    let mut l = link();
+    let mut both = query("SELECT 1");
+    both.extend_from_slice(&query(
+        "DO $$BEGIN SET standard_conforming_strings = off; END$$",
+    ));
+    let (end, seen) = turn(&mut c, &mut l, &both, |mut pg| async move {
+        assert_eq!(read_query(&mut pg).await, "SELECT 1");
+        read_query(&mut pg).await;
+        let mut b = done("SELECT 1", b'I');
+        b.extend_from_slice(&command_complete("DO"));
+        let mut ps = BytesMut::new();
+        messages::parameter_status(&mut ps, "standard_conforming_strings", "off");
+        b.extend_from_slice(&ps);
+        b.extend_from_slice(&done("SELECT 2", b'I'));
+        pg.write_all(&b).await.expect("replies in one write");
+        pg
+    })
+    .await;
+    assert!(matches!(end, RelayEnd::ContextFailed), "{end:?}");
+    assert_eq!(tags(&seen), vec!['C', 'Z', 'C']);
+    assert_eq!(seen[0].1, b"SELECT 1\0");
+    assert_eq!(seen[2].1, b"DO\0");
+    assert!(l.poisoned);
 }
