@@ -30,6 +30,8 @@ pub struct Proxy {
     pub users: UserDb,
     pub pools: PoolManager,
     pub cancels: CancelRegistry,
+    /// LISTEN hubs and the owners of notification senders.
+    pub notify: Arc<crate::notify::Hubs>,
     /// Migration status and catch-up of reactivated tenants (`serve` only).
     pub sidecar: crate::sidecar::Sidecar,
     shutdown: watch::Sender<bool>,
@@ -43,6 +45,13 @@ impl Proxy {
             users: UserDb::from_config(&config),
             pools: PoolManager::new(&config),
             cancels: CancelRegistry::default(),
+            notify: Arc::new(crate::notify::Hubs::new(
+                Arc::default(),
+                crate::notify::MarkerKey::new(
+                    crate::tenant::roles::role_secret(&config).as_deref(),
+                ),
+                config.proxy.server_connect_timeout,
+            )),
             sidecar: crate::sidecar::Sidecar::default(),
             shutdown: watch::channel(false).0,
             client_slots: Arc::new(Semaphore::new(config.proxy.max_client_conn)),

@@ -13,6 +13,7 @@ pub mod error;
 pub mod frontend;
 pub mod migrate;
 pub mod net;
+pub mod notify;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;

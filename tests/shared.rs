@@ -203,8 +203,10 @@ async fn hostile_sql_on_shared_links_never_reaches_another_tenant() {
         // Pinning tricks: mallory keeps a link, never the victim's context.
         ("SELECT pg_advisory_lock(77)".into(), OK),
         ("SELECT pg_advisory_unlock_all(); CLOSE ALL; RESET ALL".into(), OK),
-        // Channel names: LISTEN is refused in transaction mode.
-        ("LISTEN victim_jobs".into(), "0A000"),
+        // Channels are per tenant (tests/notify.rs): listening on any name,
+        // or sending a forged owner marker, reaches no other tenant.
+        ("LISTEN victim_jobs".into(), OK),
+        ("SELECT pg_notify('pgtenant_owner', pg_backend_pid() || ':1:x:victim')".into(), OK),
         ("SET ROLE postgres".into(), "42501"),
         ("SET SESSION AUTHORIZATION postgres".into(), "42501"),
         (format!("SET pgtenant.tenant_id = '{victim}'"), "42501"),

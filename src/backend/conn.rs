@@ -77,6 +77,9 @@ pub struct LinkState {
     pub pid: i32,
     /// Context isolation: the tenant whose context the link was last put in.
     pub context_owner: Option<Arc<str>>,
+    /// The link's entry in the notification owners registry (see
+    /// `notify::owners`), made at its first checkout.
+    pub owner: Option<crate::notify::Registration>,
 }
 
 impl LinkState {
@@ -234,6 +237,7 @@ impl ServerConn {
                 poisoned: false,
                 pid,
                 context_owner: None,
+                owner: None,
             },
             params: Arc::new(params),
             secret,

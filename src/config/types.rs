@@ -70,6 +70,8 @@ pub struct ProxyConfig {
     /// Named prepared statements one client may hold (each keeps its Parse
     /// message to replay); beyond it a Parse of a new name is refused (53400).
     pub max_client_statements: usize,
+    /// Channels one client may LISTEN on; beyond it a LISTEN is refused (53400).
+    pub max_client_listens: usize,
     /// Threads serving clients; 0 = half the CPUs (at least one), leaving the
     /// rest to PostgreSQL when both share a host.
     pub worker_threads: usize,
@@ -91,6 +93,7 @@ impl Default for ProxyConfig {
             max_prepared_statements: 100,
             max_client_settings: 200,
             max_client_statements: 2000,
+            max_client_listens: 100,
             worker_threads: 0,
         }
     }

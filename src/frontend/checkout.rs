@@ -3,8 +3,11 @@
 
 use crate::app::Proxy;
 use crate::error::ClientError;
+use crate::notify::owners::tick;
+use crate::notify::MARKER_CHANNEL;
 use crate::pool::{Lease, TenantPool};
 use crate::protocol::sqlstate;
+use crate::sql::literal;
 use crate::tenant::TenantContext;
 use std::sync::Arc;
 
@@ -12,7 +15,8 @@ use std::sync::Arc;
 /// by another tenant is wiped first (statements, settings, cursors, LISTEN,
 /// locks, its signed context), and the wipe must succeed before any of this
 /// client's bytes reach the server: nothing of the client's may run in another
-/// tenant's context, even if pgtenant's own statements were cancelled.
+/// tenant's context, even if pgtenant's own statements were cancelled. A link
+/// starting to serve a tenant also records whose notifications it sends.
 pub async fn checkout(
     proxy: &Proxy,
     pool: &Arc<TenantPool>,
@@ -23,25 +27,55 @@ pub async fn checkout(
         .checkout(pool)
         .await
         .map_err(|e| ClientError::from(&e))?;
+    let owners = proxy.notify.owners();
+    let conn = lease.conn();
+    let server = || (pool.target().host.clone(), pool.target().port);
     let Some(ctx) = context else {
+        // Role isolation: the link serves this tenant for life.
+        if conn.state.owner.is_none() {
+            let owner = Arc::from(pool.key.as_str());
+            conn.state.owner = Some(owners.register_fixed(server(), conn.state.pid, owner));
+        }
         return Ok(lease);
     };
-    let conn = lease.conn();
-    if conn
-        .state
-        .context_owner
-        .as_ref()
-        .is_some_and(|o| *o != ctx.owner)
-    {
-        let limit = proxy.pools.settings().server_connect_timeout;
-        let wiped = tokio::time::timeout(limit, conn.discard_all()).await;
-        if !matches!(wiped, Ok(Ok(()))) {
-            tracing::warn!(tenant = %ctx.owner, result = ?wiped, "could not reset a shared server connection; closed it");
-            return Err(ClientError::new(
-                sqlstate::CONNECTION_FAILURE,
-                "pgtenant could not reset a shared server connection; try again",
-            ));
+    if conn.state.context_owner.as_ref() == Some(&ctx.owner) {
+        return Ok(lease);
+    }
+    // The link changes tenant: its owner marker (see notify::owners) commits
+    // before any of the new tenant's SQL runs there.
+    let previous = conn.state.context_owner.is_some();
+    let pid = conn.state.pid;
+    let sent = tick();
+    match &conn.state.owner {
+        Some(reg) => owners.switch(reg, ctx.owner.clone(), sent),
+        None => {
+            conn.state.owner = Some(owners.register_switch(server(), pid, ctx.owner.clone(), sent))
         }
     }
+    let marker = proxy.notify.marker_key().marker(pid, sent, &ctx.owner);
+    let notify = format!(
+        "SELECT pg_catalog.pg_notify({}, {})",
+        literal(MARKER_CHANNEL),
+        literal(&marker)
+    );
+    let limit = proxy.pools.settings().server_connect_timeout;
+    let switched = tokio::time::timeout(limit, async {
+        if previous {
+            conn.discard_all().await?;
+        }
+        conn.execute(&notify).await
+    })
+    .await;
+    if !matches!(switched, Ok(Ok(_))) {
+        tracing::warn!(tenant = %ctx.owner, result = ?switched, "could not reset a shared server connection; closed it");
+        return Err(ClientError::new(
+            sqlstate::CONNECTION_FAILURE,
+            "pgtenant could not reset a shared server connection; try again",
+        ));
+    }
+    if let Some(reg) = &conn.state.owner {
+        owners.confirm(reg, tick());
+    }
+    conn.state.context_owner = Some(ctx.owner.clone());
     Ok(lease)
 }

@@ -3,17 +3,19 @@
 //! server link (statements, settings, the tenant context it gets, its pin).
 
 use super::relay::{Downstream, Upstream};
-use super::session_state::ClientSettings;
+use super::session_state::{ClientSettings, Listening};
 use super::tracker::TxnTracker;
 use crate::backend::{Overrides, Settings};
+use crate::notify::{Hubs, Listener, Note};
 use crate::pool::{Quota, Slot};
 use crate::prepared::ClientStatements;
 use crate::sql::parsed::Guard;
 use crate::sql::{Effects, Restore};
-use crate::tenant::TenantContext;
+use crate::tenant::{Target, TenantContext};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Why a client keeps its server link between transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,6 +38,8 @@ pub struct ClientLimits {
     pub max_settings: usize,
     /// Named prepared statements (beyond it, a Parse of a new name: 53400).
     pub max_statements: usize,
+    /// Channels it listens on (beyond it, a LISTEN of a new one: 53400).
+    pub max_listens: usize,
 }
 
 /// Everything about a client that outlives one server link.
@@ -61,6 +65,8 @@ pub struct ClientState {
     pub named_portals: HashMap<Vec<u8>, Arc<Effects>>,
     /// To put back after the next Sync (a RESET ALL executed via Execute).
     pub restore_after_sync: Restore,
+    /// `UNLISTEN *` the link after the next Sync (a LISTEN executed there).
+    pub unlisten_after_sync: bool,
     /// Something that may pin the link ran: check at the transaction's end.
     pub check_pins: bool,
     /// Why the client keeps its link between transactions, if it does.
@@ -73,6 +79,12 @@ pub struct ClientState {
     /// version tells a link's copy from another client's of the same name.
     pub sql_prepared: HashMap<String, (u64, Arc<str>)>,
     pub limits: ClientLimits,
+    /// A request that LISTENs or UNLISTENs was answered: the hub must follow
+    /// before the client hears back.
+    pub follow_listens: bool,
+    /// A request of this listening client that notifies committed: its own
+    /// notifications go out before its ReadyForQuery.
+    pub notify_barrier: bool,
 }
 
 /// Versions of SQL-level prepared statements, unique in the process.
@@ -108,12 +120,15 @@ impl ClientState {
             unnamed_portal: None,
             named_portals: HashMap::new(),
             restore_after_sync: Restore::Nothing,
+            unlisten_after_sync: false,
             check_pins: false,
             pin: None,
             pin_slot: None,
             pins,
             sql_prepared: HashMap::new(),
             limits,
+            follow_listens: false,
+            notify_barrier: false,
         }
     }
 
@@ -127,6 +142,71 @@ impl ClientState {
     }
 }
 
+/// Where a client's LISTENs go: its tenant's hub (see `notify`).
+#[derive(Debug)]
+pub struct ListenSetup {
+    pub hubs: Arc<Hubs>,
+    /// The server, database and role of the client's pool.
+    pub target: Target,
+    pub tenant: Arc<str>,
+    /// How long a LISTEN waits for the hub to be listening.
+    pub timeout: Duration,
+}
+
+/// A client's listening: set up at login, a listener once it listens.
+#[derive(Debug, Default)]
+pub struct Listen {
+    pub setup: Option<ListenSetup>,
+    pub listener: Option<Listener>,
+}
+
+impl Listen {
+    /// The client listens: notifications may arrive for it.
+    pub fn waiting(&self) -> bool {
+        self.listener.as_ref().is_some_and(Listener::listening)
+    }
+
+    /// Makes the hub listen on exactly `want` for the client; true once it
+    /// does (false: the hub could not listen, the client must be closed).
+    pub async fn follow(&mut self, want: &Listening, client: u64) -> bool {
+        let Some(setup) = &self.setup else {
+            return true;
+        };
+        let listener = self.listener.get_or_insert_with(|| {
+            Listener::new(
+                setup.hubs.clone(),
+                setup.target.clone(),
+                setup.tenant.clone(),
+                client,
+            )
+        });
+        let waits = listener.follow(want);
+        let all = futures_util::future::join_all(waits);
+        match tokio::time::timeout(setup.timeout, all).await {
+            Ok(done) => done.into_iter().all(|d| d == Ok(true)),
+            Err(_) => false,
+        }
+    }
+
+    /// Notifications committed so far that are for this client (see
+    /// [`Listener::barrier`]); none unless it listens.
+    pub async fn barrier(&mut self) -> Vec<Note> {
+        match (&self.setup, self.listener.as_mut()) {
+            (Some(setup), Some(l)) if l.listening() => l.barrier(setup.timeout).await,
+            _ => Vec::new(),
+        }
+    }
+
+    /// The next notification for the client; `None` when the hub dropped it
+    /// while it listens (call only while [`Listen::waiting`]).
+    pub async fn next(&mut self) -> Option<Note> {
+        match self.listener.as_mut() {
+            Some(l) => l.notes.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// A client: buffers, the conversation with its current link, its state.
 #[derive(Debug)]
 pub struct Client {
@@ -134,6 +214,7 @@ pub struct Client {
     pub down: Downstream,
     pub t: TxnTracker,
     pub state: ClientState,
+    pub listen: Listen,
 }
 
 impl Client {
@@ -143,6 +224,7 @@ impl Client {
             down: Downstream::new(),
             t: TxnTracker::default(),
             state,
+            listen: Listen::default(),
         }
     }
 }

@@ -216,9 +216,6 @@ fn pooling_refusal(
 ) -> Option<String> {
     let tail = "in transaction pooling mode";
     match stmt {
-        SessionStatement::Listen => Some(format!(
-            "LISTEN is not supported {tail} yet: notifications would go to whichever client next uses the server connection"
-        )),
         SessionStatement::Prepare { .. } | SessionStatement::Execute { .. } if extended => Some(format!(
             "SQL PREPARE/EXECUTE over the extended protocol is not supported {tail}: send it as a simple query, or use protocol-level prepared statements (your driver's)"
         )),
@@ -306,6 +303,7 @@ fn effects_of(stmt: &SessionStatement, text: &str, fx: &mut Effects) {
         SessionStatement::DiscardAll => {
             fx.ops.push(SessionOp::ResetAll);
             fx.ops.push(SessionOp::SqlDeallocate(None));
+            fx.ops.push(SessionOp::Unlisten(None));
             fx.restore.add(Restore::All);
             fx.forget_statements = true;
         }
@@ -331,6 +329,15 @@ fn effects_of(stmt: &SessionStatement, text: &str, fx: &mut Effects) {
         SessionStatement::Savepoint(n) => fx.ops.push(SessionOp::Savepoint(n.clone())),
         SessionStatement::Release(n) => fx.ops.push(SessionOp::Release(n.clone())),
         SessionStatement::RollbackTo(n) => fx.ops.push(SessionOp::RollbackTo(n.clone())),
+        SessionStatement::Listen { channel } => {
+            fx.ops.push(SessionOp::Listen(channel.clone()));
+            fx.listens = true;
+        }
+        SessionStatement::Unlisten { channel } => {
+            fx.ops.push(SessionOp::Unlisten(channel.clone()));
+            fx.listens = true;
+        }
+        SessionStatement::Notify => fx.ops.push(SessionOp::Notified),
         SessionStatement::Do => fx.untracked = true,
         SessionStatement::DeclareHold => fx.may_pin = true,
         _ => {}
@@ -417,6 +424,9 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
         }
         set_config_effects(&calls, &mut plan.effects);
         plan.effects.may_pin |= takes_a_pin(tokens);
+        if tokens.iter().any(|t| is_word(Some(t), "pg_notify")) {
+            plan.effects.ops.push(SessionOp::Notified);
+        }
         // `EXPLAIN EXECUTE p`, `CREATE TABLE t AS EXECUTE p`: p must be the
         // client's own (and never one of pgtenant's names).
         if let Some(name) = embedded_execute(tokens) {
@@ -530,8 +540,28 @@ mod tests {
         assert_eq!(to_default.ops, vec![SessionOp::Reset("work_mem".into())]);
         assert_eq!(to_default.restore, Restore::Names(vec!["work_mem".into()]));
         let asyncpg = effects("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;");
-        assert_eq!(asyncpg.ops, vec![SessionOp::ResetAll]);
+        assert_eq!(
+            asyncpg.ops,
+            vec![SessionOp::Unlisten(None), SessionOp::ResetAll]
+        );
         assert_eq!(asyncpg.restore, Restore::All);
+        assert!(asyncpg.listens);
+        let listen = effects("LISTEN jobs; NOTIFY jobs, 'x'; UNLISTEN \"Other\"");
+        assert_eq!(
+            listen.ops,
+            vec![
+                SessionOp::Listen("jobs".into()),
+                SessionOp::Notified,
+                SessionOp::Unlisten(Some("Other".into()))
+            ]
+        );
+        assert!(listen.listens);
+        assert!(!effects("NOTIFY jobs").listens);
+        assert_eq!(effects("NOTIFY jobs").ops, vec![SessionOp::Notified]);
+        assert_eq!(
+            effects("SELECT pg_notify('jobs', 'x')").ops,
+            vec![SessionOp::Notified]
+        );
         let discard = effects("DISCARD ALL");
         assert!(discard.forget_statements && discard.restore == Restore::All);
         assert!(effects("SELECT pg_try_advisory_lock(42)").may_pin);
@@ -576,9 +606,8 @@ mod tests {
         );
         assert_eq!(
             refused("select 1; /* hi */ listen x", true, Guard::Role),
-            Some("0A000")
+            None
         );
-        assert_eq!(refused("listen x", false, Guard::Role), None);
         assert_eq!(refused("PREPARE p AS SELECT 1", true, Guard::Role), None);
         let extended = Rules {
             extended: true,

@@ -123,7 +123,8 @@ pub fn scan_client(up: &mut Upstream, cx: &mut Ctx<'_>) -> Result<bool, FrameErr
         // effects was bound, or a restore waits for the Sync.
         let watch_execute =
             cx.client.unnamed_portal.is_some() || !cx.client.named_portals.is_empty();
-        let watch_sync = cx.client.restore_after_sync != crate::sql::Restore::Nothing;
+        let watch_sync = cx.client.restore_after_sync != crate::sql::Restore::Nothing
+            || cx.client.unlisten_after_sync;
         let t = &mut *cx.t;
         let r = up
             .scanner
@@ -180,7 +181,10 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
         let t = &mut *cx.t;
         let peek = move |tag: u8| match tag {
             _ if swallowing => usize::MAX,
-            be::PARAMETER_STATUS | be::PARSE_COMPLETE | be::CLOSE_COMPLETE => usize::MAX,
+            be::PARAMETER_STATUS
+            | be::PARSE_COMPLETE
+            | be::CLOSE_COMPLETE
+            | be::NOTIFICATION_RESPONSE => usize::MAX,
             be::READY_FOR_QUERY => 1,
             _ => 0,
         };
@@ -204,7 +208,10 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
                     t.copy_in_started();
                     Flow::Continue
                 }
-                be::PARSE_COMPLETE | be::CLOSE_COMPLETE | be::PARAMETER_STATUS => Flow::StopBefore,
+                be::PARSE_COMPLETE
+                | be::CLOSE_COMPLETE
+                | be::PARAMETER_STATUS
+                | be::NOTIFICATION_RESPONSE => Flow::StopBefore,
                 _ => Flow::Continue,
             })?;
         down.scanned = r.end;
@@ -239,8 +246,10 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
                 // A restore's reports reach the client: its settings changed.
                 swallowing && !restoring
             }
-            // A notification for the client, wherever it arrives.
-            be::NOTIFICATION_RESPONSE => false,
+            // Links never listen for clients (the hub does, per tenant): a
+            // notification here is one no client may get (e.g. from a LISTEN
+            // run out of sight, or between a LISTEN and pgtenant's UNLISTEN).
+            be::NOTIFICATION_RESPONSE => true,
             be::READY_FOR_QUERY => {
                 let status = body.first().copied().unwrap_or(b'I');
                 if let Some(answered) = cx.t.ready_for_query(status) {
@@ -282,6 +291,11 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
         } else {
             down.scanned += total;
         }
+        if cx.client.notify_barrier {
+            // The relay puts the client's notifications before this
+            // ReadyForQuery (the last message scanned).
+            return Ok(());
+        }
     }
 }
 
@@ -303,6 +317,18 @@ fn on_answered(client: &mut super::client::ClientState, link: &mut LinkState, a:
         link.poisoned = true;
     }
     follow_sql_statements(client, link, &a);
+    if a.ops
+        .iter()
+        .any(|op| matches!(op, SessionOp::Listen(_) | SessionOp::Unlisten(_)))
+    {
+        client.follow_listens = true;
+    }
+    if a.after == b'I'
+        && !client.settings.listening.is_empty()
+        && a.ops.iter().any(|op| matches!(op, SessionOp::Notified))
+    {
+        client.notify_barrier = true;
+    }
 }
 
 /// SQL-level PREPARE / DEALLOCATE answered: both sides follow. They are not
@@ -369,6 +395,10 @@ pub enum RelayEnd {
     /// the server answered after it may reach the client (it ran without
     /// them, possibly in another client's state).
     ContextFailed,
+    /// The client listens, and pgtenant's LISTEN connection could not start
+    /// listening or was lost (or the client let too many notifications pile
+    /// up): it can't get its notifications any more.
+    ListenFailed,
 }
 
 enum Step {
@@ -390,7 +420,13 @@ where
     SR: AsyncRead + Unpin,
     SW: AsyncWrite + Unpin,
 {
-    let Client { up, down, t, state } = client;
+    let Client {
+        up,
+        down,
+        t,
+        state,
+        listen,
+    } = client;
     t.reset();
     let release_when_idle = state.transaction_mode;
     let cx = &mut Ctx {
@@ -408,6 +444,12 @@ where
             return RelayEnd::Terminate;
         }
         let up_has_output = !up.output().is_empty();
+        // Notifications go out between transactions, never inside a reply.
+        let deliver = listen.waiting()
+            && cx.t.idle()
+            && down.buf.is_empty()
+            && down.scanner.at_boundary()
+            && !up_has_output;
         let up_step = async {
             if up_has_output {
                 Step::Wrote(server_w.write(up.output()).await)
@@ -437,6 +479,20 @@ where
                     if cx.t.prelude_failed {
                         return RelayEnd::ContextFailed;
                     }
+                    // A LISTEN is done once the hub listens: the client's
+                    // ReadyForQuery (scanned, not yet written) waits for it.
+                    if cx.client.follow_listens {
+                        cx.client.follow_listens = false;
+                        let id = cx.client.id();
+                        if !listen.follow(&cx.client.settings.listening, id).await {
+                            return RelayEnd::ListenFailed;
+                        }
+                    }
+                    if cx.client.notify_barrier {
+                        cx.client.notify_barrier = false;
+                        let notes = listen.barrier().await;
+                        before_ready_for_query(down, &notes);
+                    }
                     if release_when_idle
                         && cx.t.idle()
                         && down.scanner.at_boundary()
@@ -462,8 +518,34 @@ where
                 Step::Wrote(Ok(n)) => up.wrote(n),
                 Step::Wrote(Err(e)) => return RelayEnd::ServerIo(e),
             },
+            note = listen.next(), if deliver => match note {
+                Some(note) => {
+                    down.buf.extend_from_slice(&note);
+                    down.scanned = down.buf.len();
+                }
+                None => return RelayEnd::ListenFailed,
+            },
         }
     }
+}
+
+/// Puts `notes` right before the ReadyForQuery that ends the scanned bytes.
+fn before_ready_for_query(down: &mut Downstream, notes: &[crate::notify::Note]) {
+    const RFQ_LEN: usize = 6;
+    if notes.is_empty()
+        || down.scanned < RFQ_LEN
+        || down.buf[down.scanned - RFQ_LEN] != be::READY_FOR_QUERY
+    {
+        return;
+    }
+    let at = down.scanned - RFQ_LEN;
+    let tail = down.buf.split_off(at);
+    for n in notes {
+        down.buf.extend_from_slice(n);
+    }
+    let added = down.buf.len() - at;
+    down.buf.unsplit(tail);
+    down.scanned += added;
 }
 
 /// Writes everything forwardable in `down` to `w` (used after a release).

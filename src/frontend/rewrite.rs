@@ -208,6 +208,16 @@ fn settings_prelude(
     }
 }
 
+/// After a client's LISTEN / UNLISTEN ran on the link: pgtenant's hub
+/// listens for the client (`notify`), so the link itself stops listening,
+/// in the same transaction (a LISTEN still pending there is cancelled).
+/// Its reply is swallowed; if it fails (the client's transaction had
+/// failed), the link is closed when it comes back.
+fn unlisten_link(cx: &mut Ctx<'_>, out: &mut BytesMut) {
+    extended::query(out, "UNLISTEN *");
+    cx.t.injected_query(true);
+}
+
 /// After a client request that resets settings: the server put them back to
 /// the link's startup values; put the client's own back (and on shared
 /// links the tenant context), pipelined right behind it.
@@ -328,8 +338,23 @@ fn over_limits(cx: &Ctx<'_>, fx: &Effects) -> Option<String> {
         )
         .count();
     let max = cx.client.limits.max_settings;
-    (new > 0 && current.len() + new > max).then(|| {
-        format!("too many session settings for one client (max_client_settings {max}); RESET some, or raise [proxy] max_client_settings")
+    if new > 0 && current.len() + new > max {
+        return Some(format!("too many session settings for one client (max_client_settings {max}); RESET some, or raise [proxy] max_client_settings"));
+    }
+    let listening = &cx.client.settings.listening;
+    let mut channels: Vec<&String> = fx
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            crate::sql::SessionOp::Listen(c) if !listening.contains(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    channels.sort();
+    channels.dedup();
+    let max = cx.client.limits.max_listens;
+    (!channels.is_empty() && listening.len() + channels.len() > max).then(|| {
+        format!("too many LISTEN channels for one client (max_client_listens {max}); UNLISTEN some, or raise [proxy] max_client_listens")
     })
 }
 
@@ -473,12 +498,16 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
             }
             apply_effects(cx, &plan.effects);
             let what = plan.effects.restore.clone();
-            if what == Restore::Nothing && !ensure {
+            let unlisten = plan.effects.listens;
+            if what == Restore::Nothing && !ensure && !unlisten {
                 return false;
             }
             cx.t.client_message(tag);
             out.extend_from_slice(msg);
             restore(cx, &what, out);
+            if unlisten {
+                unlisten_link(cx, out);
+            }
             true
         }
         fe::PARSE => {
@@ -580,18 +609,23 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
             if let Some(fx) = effects {
                 apply_effects(cx, &fx);
                 cx.client.restore_after_sync.add(fx.restore.clone());
+                cx.client.unlisten_after_sync |= fx.listens;
             }
             false
         }
         fe::SYNC => {
-            // Only stopped for when a restore waits for this Sync.
+            // Only stopped for when a restore or an UNLISTEN waits for this Sync.
             let what = std::mem::take(&mut cx.client.restore_after_sync);
-            if what == Restore::Nothing {
+            let unlisten = std::mem::take(&mut cx.client.unlisten_after_sync);
+            if what == Restore::Nothing && !unlisten {
                 return false;
             }
             cx.t.client_message(tag);
             out.extend_from_slice(msg);
             restore(cx, &what, out);
+            if unlisten {
+                unlisten_link(cx, out);
+            }
             true
         }
         // FunctionCall calls a function by OID, out of any guard's sight: not on

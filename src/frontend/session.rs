@@ -120,6 +120,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
     let limits = ClientLimits {
         max_settings: proxy.config.proxy.max_client_settings,
         max_statements: proxy.config.proxy.max_client_statements,
+        max_listens: proxy.config.proxy.max_client_listens,
     };
     let mut client = Client::new(ClientState::new(
         params.clone(),
@@ -129,6 +130,12 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         pool.pins.clone(),
         limits,
     ));
+    client.listen.setup = Some(super::client::ListenSetup {
+        hubs: proxy.notify.clone(),
+        target: pool.target().clone(),
+        tenant: Arc::from(tenant.key.as_str()),
+        timeout: proxy.pools.settings().server_connect_timeout,
+    });
     let mut shutdown = proxy.shutdown_signal();
     let (mut cr, mut cw) = stream.split();
     let mut seen_generation = proxy.tenants.generation();
@@ -141,6 +148,16 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                     Ok(0) | Err(_) => return give_back(held, reset_timeout),
                     Ok(_) => {}
                 },
+                note = client.listen.next(), if client.listen.waiting() => {
+                    let Some(note) = note else {
+                        send_error(&mut cw, &listen_lost(), Severity::Fatal).await;
+                        return give_back(held, reset_timeout);
+                    };
+                    if cw.write_all(&note).await.is_err() {
+                        return give_back(held, reset_timeout);
+                    }
+                    continue;
+                }
                 _ = wait_shutdown(&mut shutdown) => {
                     let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
                     send_error(&mut cw, &e, Severity::Fatal).await;
@@ -178,6 +195,12 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             },
         };
         let conn = lease.conn();
+        if let Some(owner) = &conn.state.owner {
+            // Shown as the sender of its notifications (see notify::owners).
+            owner
+                .client_pid
+                .store(key.pid, std::sync::atomic::Ordering::Relaxed);
+        }
         key.set(Some(CancelTarget {
             host: pool.target().host.clone(),
             port: pool.target().port,
@@ -250,6 +273,11 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                 send_error(&mut cw, &e, Severity::Fatal).await;
                 return;
             }
+            RelayEnd::ListenFailed => {
+                let _ = flush(&mut cw, &mut client.down).await;
+                send_error(&mut cw, &listen_lost(), Severity::Fatal).await;
+                return;
+            }
             RelayEnd::ServerClosed | RelayEnd::ServerIo(_) | RelayEnd::ServerProtocol(_) => {
                 tracing::warn!(tenant = %tenant.key, end = ?end, "server link lost");
                 let _ = flush(&mut cw, &mut client.down).await;
@@ -262,6 +290,14 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             }
         }
     }
+}
+
+/// A listening client whose notifications can't reach it any more.
+fn listen_lost() -> ClientError {
+    ClientError::new(
+        sqlstate::CONNECTION_FAILURE,
+        "pgtenant's LISTEN connection for this tenant failed (or this client left too many notifications unread); reconnect and LISTEN again",
+    )
 }
 
 /// A link kept by a pinned client that leaves between transactions: wiped

@@ -1,7 +1,8 @@
 //! A client's own session settings under transaction pooling: every setting
 //! it changed that the server does not report (those follow ParameterStatus),
-//! kept with the statement that re-applies it, and undone with the
-//! transaction or savepoint that set it, as PostgreSQL does.
+//! kept with the statement that re-applies it, and the channels it listens
+//! on; both undone with the transaction or savepoint that changed them, as
+//! PostgreSQL does (a LISTEN takes effect at commit).
 //!
 //! Changes are applied when the server answers the request that made them
 //! (at its ReadyForQuery), so a failed `SET` never counts. Pure bookkeeping.
@@ -9,10 +10,20 @@
 pub use crate::backend::Overrides;
 pub use crate::sql::SessionOp;
 
+/// The channels a client listens on (as PostgreSQL names them).
+pub type Listening = std::collections::BTreeSet<String>;
+
+/// What a rollback puts back.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    settings: Overrides,
+    listening: Listening,
+}
+
 #[derive(Debug, Clone)]
 struct SavedPoint {
     name: String,
-    settings: Overrides,
+    snapshot: Snapshot,
     /// Created in a request that failed: it may not exist on the server.
     doubtful: bool,
 }
@@ -23,8 +34,8 @@ struct Txn {
     open: bool,
     /// The transaction failed: COMMIT rolls it back.
     failed: bool,
-    /// Settings before the transaction's first change (taken lazily).
-    start: Option<Overrides>,
+    /// State before the transaction's first change (taken lazily).
+    start: Option<Snapshot>,
     savepoints: Vec<SavedPoint>,
 }
 
@@ -34,6 +45,7 @@ pub struct ClientSettings {
     /// Values from the startup packet: what RESET and DISCARD ALL go back to.
     pub startup: Overrides,
     pub current: Overrides,
+    pub listening: Listening,
     txn: Txn,
 }
 
@@ -42,6 +54,7 @@ impl ClientSettings {
         Self {
             current: startup.clone(),
             startup,
+            listening: Listening::new(),
             txn: Txn::default(),
         }
     }
@@ -82,7 +95,10 @@ impl ClientSettings {
                 certain = ops.iter().all(|op| {
                     matches!(
                         op,
-                        SessionOp::Begin | SessionOp::Commit | SessionOp::Rollback
+                        SessionOp::Begin
+                            | SessionOp::Commit
+                            | SessionOp::Rollback
+                            | SessionOp::Notified
                     )
                 });
             }
@@ -90,10 +106,7 @@ impl ClientSettings {
             (true, b'I') if before == b'I' && !ops.iter().any(SessionOp::controls_transaction) => {}
             (true, _) => {
                 certain = false;
-                if let Some(start) = self.txn.start.take() {
-                    self.current = start;
-                }
-                self.txn = Txn::default();
+                self.rollback();
             }
         }
         // The server's status is the truth about the transaction.
@@ -116,9 +129,21 @@ impl ClientSettings {
         certain
     }
 
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            settings: self.current.clone(),
+            listening: self.listening.clone(),
+        }
+    }
+
+    fn restore(&mut self, to: &Snapshot) {
+        self.current = to.settings.clone();
+        self.listening = to.listening.clone();
+    }
+
     fn changing(&mut self) {
         if self.txn.open && self.txn.start.is_none() {
-            self.txn.start = Some(self.current.clone());
+            self.txn.start = Some(self.snapshot());
         }
     }
 
@@ -151,9 +176,10 @@ impl ClientSettings {
             SessionOp::Commit => self.txn = Txn::default(),
             SessionOp::Rollback => self.rollback(),
             SessionOp::Savepoint(name) if self.txn.open => {
+                let snapshot = self.snapshot();
                 self.txn.savepoints.push(SavedPoint {
                     name: name.clone(),
-                    settings: self.current.clone(),
+                    snapshot,
                     doubtful: in_failed_request,
                 });
             }
@@ -167,28 +193,40 @@ impl ClientSettings {
                 self.txn.failed = false;
                 match self.txn.savepoints.iter().rposition(|s| s.name == *name) {
                     Some(i) => {
-                        let point = &self.txn.savepoints[i];
+                        let point = self.txn.savepoints[i].clone();
                         *certain &= !point.doubtful;
-                        self.current = point.settings.clone();
+                        self.restore(&point.snapshot);
                         self.txn.savepoints.truncate(i + 1);
                     }
                     // Made before pgtenant watched this transaction, i.e.
                     // before its first change: back to the start.
                     None => {
-                        if let Some(start) = &self.txn.start {
-                            self.current = start.clone();
+                        if let Some(start) = self.txn.start.clone() {
+                            self.restore(&start);
                         }
                     }
                 }
             }
+            SessionOp::Listen(channel) => {
+                self.changing();
+                self.listening.insert(channel.clone());
+            }
+            SessionOp::Unlisten(Some(channel)) => {
+                self.changing();
+                self.listening.remove(channel);
+            }
+            SessionOp::Unlisten(None) => {
+                self.changing();
+                self.listening.clear();
+            }
             // Prepared statements are not settings (and not transactional).
-            SessionOp::SqlPrepare { .. } | SessionOp::SqlDeallocate(_) => {}
+            SessionOp::SqlPrepare { .. } | SessionOp::SqlDeallocate(_) | SessionOp::Notified => {}
         }
     }
 
     fn rollback(&mut self) {
         if let Some(start) = self.txn.start.take() {
-            self.current = start;
+            self.restore(&start);
         }
         self.txn = Txn::default();
     }
@@ -339,5 +377,41 @@ mod tests {
         assert!(x.same_as(&y));
         y.remove("b");
         assert!(!x.same_as(&y));
+    }
+
+    #[test]
+    fn listens_take_effect_at_commit_and_roll_back() {
+        let mut s = ClientSettings::default();
+        let listen = |c: &str| SessionOp::Listen(c.into());
+        let listening = |s: &ClientSettings| s.listening.iter().cloned().collect::<Vec<_>>();
+        assert!(s.finish_request(&[listen("jobs")], b'I', b'I', false));
+        assert_eq!(listening(&s), vec!["jobs"]);
+        // BEGIN; LISTEN mail; ROLLBACK: nothing.
+        let ops = [SessionOp::Begin, listen("mail"), SessionOp::Rollback];
+        assert!(s.finish_request(&ops, b'I', b'I', false));
+        assert_eq!(listening(&s), vec!["jobs"]);
+        // A failed implicit transaction: nothing.
+        assert!(s.finish_request(&[listen("mail")], b'I', b'I', true));
+        assert_eq!(listening(&s), vec!["jobs"]);
+        // Savepoints: the inner UNLISTEN * is rolled back, the LISTEN kept.
+        let ops = [
+            SessionOp::Begin,
+            listen("mail"),
+            SessionOp::Savepoint("s".into()),
+            SessionOp::Unlisten(None),
+            SessionOp::RollbackTo("s".into()),
+            SessionOp::Commit,
+        ];
+        assert!(s.finish_request(&ops, b'I', b'I', false));
+        assert_eq!(listening(&s), vec!["jobs", "mail"]);
+        assert!(s.finish_request(
+            &[SessionOp::Unlisten(Some("jobs".into()))],
+            b'I',
+            b'I',
+            false
+        ));
+        assert_eq!(listening(&s), vec!["mail"]);
+        assert!(s.finish_request(&[SessionOp::Unlisten(None)], b'I', b'I', false));
+        assert!(s.listening.is_empty());
     }
 }

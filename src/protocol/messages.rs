@@ -86,6 +86,15 @@ pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
     finish(buf, at);
 }
 
+/// NotificationResponse: `pid` is the sender as the listener should see it.
+pub fn notification_response(buf: &mut BytesMut, pid: i32, channel: &str, payload: &str) {
+    let at = begin(buf, crate::protocol::tag::backend::NOTIFICATION_RESPONSE);
+    buf.put_i32(pid);
+    put_cstr(buf, channel);
+    put_cstr(buf, payload);
+    finish(buf, at);
+}
+
 pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     let at = begin(buf, b'Z');
     buf.put_u8(status);

@@ -27,8 +27,15 @@ pub enum SessionStatement {
     Deallocate {
         name: Option<String>,
     },
-    Listen,
-    Unlisten,
+    /// `LISTEN channel`: the channel as PostgreSQL names it (unquoted
+    /// lowercased, truncated to 63 bytes).
+    Listen {
+        channel: String,
+    },
+    /// `UNLISTEN channel`; `None` for `UNLISTEN *`.
+    Unlisten {
+        channel: Option<String>,
+    },
     Notify,
     /// SQL-level `PREPARE name AS ...` / `EXECUTE name`: bound to one session.
     Prepare {
@@ -204,6 +211,26 @@ fn savepoint_name(tokens: &[Token], from: usize) -> Option<String> {
     word(tokens.get(at)).map(str::to_owned)
 }
 
+/// PostgreSQL's longest identifier (NAMEDATALEN - 1 bytes): longer ones are
+/// truncated, channel names included.
+const MAX_IDENTIFIER: usize = 63;
+
+/// The channel named by `LISTEN` / `UNLISTEN`, as the server will name it.
+fn channel_at(tokens: &[Token]) -> Option<String> {
+    let mut name = match tokens.get(1)? {
+        Token::Word(w) | Token::QuotedIdent(w) => w.clone(),
+        _ => return None,
+    };
+    if name.len() > MAX_IDENTIFIER {
+        let mut end = MAX_IDENTIFIER;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    Some(name)
+}
+
 /// Classifies one statement's tokens (from [`super::statements`]).
 pub fn classify(tokens: &[Token]) -> Option<SessionStatement> {
     let first = match tokens.first()? {
@@ -240,8 +267,11 @@ pub fn classify(tokens: &[Token]) -> Option<SessionStatement> {
                 _ => None,
             }
         }
-        "listen" => Some(SessionStatement::Listen),
-        "unlisten" => Some(SessionStatement::Unlisten),
+        "listen" => channel_at(tokens).map(|channel| SessionStatement::Listen { channel }),
+        "unlisten" => match tokens.get(1) {
+            Some(Token::Other('*')) => Some(SessionStatement::Unlisten { channel: None }),
+            _ => channel_at(tokens).map(|c| SessionStatement::Unlisten { channel: Some(c) }),
+        },
         "notify" => Some(SessionStatement::Notify),
         "prepare" if second == Some("transaction") => Some(SessionStatement::Commit),
         "prepare" => Some(SessionStatement::Prepare {
@@ -347,7 +377,34 @@ mod tests {
             one("deallocate all"),
             Some(SessionStatement::Deallocate { name: None })
         );
-        assert_eq!(one("LISTEN chan"), Some(SessionStatement::Listen));
+        assert_eq!(
+            one("LISTEN chan"),
+            Some(SessionStatement::Listen {
+                channel: "chan".into()
+            })
+        );
+        assert_eq!(
+            one("listen \"Jobs\""),
+            Some(SessionStatement::Listen {
+                channel: "Jobs".into()
+            })
+        );
+        assert_eq!(
+            one(&format!("LISTEN {}", "x".repeat(70))),
+            Some(SessionStatement::Listen {
+                channel: "x".repeat(63)
+            })
+        );
+        assert_eq!(
+            one("UNLISTEN *"),
+            Some(SessionStatement::Unlisten { channel: None })
+        );
+        assert_eq!(
+            one("unlisten Chan"),
+            Some(SessionStatement::Unlisten {
+                channel: Some("chan".into())
+            })
+        );
         assert_eq!(one("SELECT 1"), None);
     }
 

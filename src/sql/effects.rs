@@ -30,6 +30,13 @@ pub enum SessionOp {
     },
     /// SQL-level `DEALLOCATE name`; `None` for ALL (and DISCARD ALL).
     SqlDeallocate(Option<String>),
+    /// `LISTEN channel`: transactional, like a setting.
+    Listen(String),
+    /// `UNLISTEN channel`; `None` for `UNLISTEN *` (and DISCARD ALL).
+    Unlisten(Option<String>),
+    /// `NOTIFY` or `pg_notify(...)`: a listening client hears its own
+    /// notifications before its ReadyForQuery, as from PostgreSQL.
+    Notified,
 }
 
 impl SessionOp {
@@ -92,6 +99,9 @@ pub struct Effects {
     /// SQL-level prepared statements it names (PREPARE, EXECUTE, DEALLOCATE):
     /// the link must hold exactly the client's own before it runs.
     pub sql_names: Vec<String>,
+    /// LISTEN / UNLISTEN: pgtenant listens for the client (see `notify`), so
+    /// the server link must not: `UNLISTEN *` follows right behind.
+    pub listens: bool,
 }
 
 impl Effects {

@@ -26,6 +26,7 @@ fn link() -> LinkState {
         poisoned: false,
         pid: 42,
         context_owner: None,
+        owner: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn client(startup: Overrides) -> Client {
         ClientLimits {
             max_settings: 10,
             max_statements: 10,
+            max_listens: 10,
         },
     ))
 }
@@ -305,6 +307,7 @@ async fn replies_to_a_restore_arriving_with_the_clients_are_swallowed() {
         ClientLimits {
             max_settings: 10,
             max_statements: 10,
+            max_listens: 10,
         },
     ));
     let mut l = link();

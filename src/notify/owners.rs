@@ -1,0 +1,317 @@
+//! Which tenant sent a notification. PostgreSQL tells only the sender's
+//! backend pid, and under context isolation one backend serves many tenants
+//! in turn, so a pid's tenant must be known *as of the notification's
+//! commit*. Two sources, both ordered with the notifications themselves:
+//!
+//! - **Owner markers**: whenever a shared link changes tenant, it commits
+//!   `pg_notify('pgtenant_owner', '<pid>:<seq>:<mac>:<tenant>')` before any of
+//!   the new tenant's SQL runs. Listening hubs read markers in commit order,
+//!   interleaved with the notifications, so every later notification of that
+//!   pid belongs to the marked tenant. The MAC (HMAC-SHA256 under a key
+//!   derived from `role_secret`) and the pid check make a marker unforgeable
+//!   by a tenant's own `pg_notify`; the increasing `seq` makes one unreplayable.
+//! - **This registry**, for what happened before a hub started listening:
+//!   links that serve one tenant for life (role isolation) register once;
+//!   shared links record each owner change with the clock ticks around its
+//!   marker. A hub started at ticks `lo..hi` trusts an owner only if its
+//!   marker certainly committed before the hub listened; when that is unsure,
+//!   the notification is dropped, never given to a tenant it might not be
+//!   from.
+//!
+//! Not covered (documented in the README): a backend pid reused by the
+//! server within the delivery delay, senders that are not pgtenant links of
+//! this process (direct connections, another replica's links until they
+//! change tenant).
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The channel owner markers travel on (never delivered to clients).
+pub const MARKER_CHANNEL: &str = "pgtenant_owner";
+
+/// Orders owner changes against hub starts (process-wide, only increases).
+static CLOCK: AtomicU64 = AtomicU64::new(1);
+
+pub fn tick() -> u64 {
+    CLOCK.fetch_add(1, Ordering::SeqCst)
+}
+
+/// A PostgreSQL server, as pids are unique on one.
+pub type ServerKey = (Arc<str>, u16);
+
+/// The key owner markers are signed with.
+#[derive(Clone)]
+pub struct MarkerKey([u8; 32]);
+
+impl std::fmt::Debug for MarkerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MarkerKey(..)")
+    }
+}
+
+impl MarkerKey {
+    /// Derived from the role secret, so every replica verifies every
+    /// replica's markers; a random key for this process without one.
+    pub fn new(role_secret: Option<&str>) -> Self {
+        let seed: Vec<u8> = match role_secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => rand::random::<[u8; 32]>().to_vec(),
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(&seed).expect("HMAC accepts any key length");
+        mac.update(b"pgtenant-owner-marker");
+        MarkerKey(mac.finalize().into_bytes().into())
+    }
+
+    fn mac(&self, pid: i32, seq: u64, owner: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts any key length");
+        mac.update(format!("{pid}:{seq}:{owner}").as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The marker payload a link sends when it starts serving `owner`.
+    pub fn marker(&self, pid: i32, seq: u64, owner: &str) -> String {
+        format!("{pid}:{seq}:{}:{owner}", self.mac(pid, seq, owner))
+    }
+
+    /// A marker's (seq, owner) if it is genuine and was sent by `sender`.
+    pub fn verify(&self, sender: i32, payload: &str) -> Option<(u64, Arc<str>)> {
+        let mut parts = payload.splitn(4, ':');
+        let pid: i32 = parts.next()?.parse().ok()?;
+        let seq: u64 = parts.next()?.parse().ok()?;
+        let mac = parts.next()?;
+        let owner = parts.next()?;
+        let genuine: bool = self
+            .mac(pid, seq, owner)
+            .bytes()
+            .zip(mac.bytes())
+            .fold(mac.len() == 64, |ok, (a, b)| ok & (a == b));
+        (genuine && pid == sender).then(|| (seq, Arc::from(owner)))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Ownership {
+    owner: Arc<str>,
+    /// Clock ticks before the marker was sent and after it committed
+    /// (`u64::MAX` while unconfirmed).
+    sent: u64,
+    confirmed: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// Serves one tenant for life (role isolation): no markers needed.
+    fixed: bool,
+    now: Ownership,
+    before: Option<Ownership>,
+    /// The pgtenant pid of the client using the link (or last using it),
+    /// shown as the sender of its notifications.
+    client_pid: Arc<AtomicI32>,
+}
+
+/// pid -> owner, per server.
+#[derive(Debug, Default)]
+pub struct Owners {
+    entries: Mutex<HashMap<ServerKey, HashMap<i32, Entry>>>,
+}
+
+/// A link's place in the registry: removed when the link is dropped.
+#[derive(Debug)]
+pub struct Registration {
+    owners: Arc<Owners>,
+    server: ServerKey,
+    pid: i32,
+    pub client_pid: Arc<AtomicI32>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut all = self.owners.lock();
+        if let Some(m) = all.get_mut(&self.server) {
+            m.remove(&self.pid);
+            if m.is_empty() {
+                all.remove(&self.server);
+            }
+        }
+    }
+}
+
+impl Owners {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServerKey, HashMap<i32, Entry>>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A link that serves `owner` for its whole life.
+    pub fn register_fixed(
+        self: &Arc<Self>,
+        server: ServerKey,
+        pid: i32,
+        owner: Arc<str>,
+    ) -> Registration {
+        self.insert(server, pid, owner, true, 0, 0)
+    }
+
+    /// A shared link about to serve `owner`: call before sending its marker
+    /// (with the tick taken then), then [`Owners::confirm`] once it committed.
+    pub fn register_switch(
+        self: &Arc<Self>,
+        server: ServerKey,
+        pid: i32,
+        owner: Arc<str>,
+        sent: u64,
+    ) -> Registration {
+        self.insert(server, pid, owner, false, sent, u64::MAX)
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        server: ServerKey,
+        pid: i32,
+        owner: Arc<str>,
+        fixed: bool,
+        sent: u64,
+        confirmed: u64,
+    ) -> Registration {
+        let client_pid = Arc::new(AtomicI32::new(pid));
+        let now = Ownership {
+            owner,
+            sent,
+            confirmed,
+        };
+        let mut all = self.lock();
+        let m = all.entry(server.clone()).or_default();
+        let before = m.remove(&pid).map(|e| e.now);
+        m.insert(
+            pid,
+            Entry {
+                fixed,
+                now,
+                before,
+                client_pid: client_pid.clone(),
+            },
+        );
+        Registration {
+            owners: self.clone(),
+            server,
+            pid,
+            client_pid,
+        }
+    }
+
+    /// A registered shared link changes owner (before its marker is sent).
+    pub fn switch(&self, reg: &Registration, owner: Arc<str>, sent: u64) {
+        let mut all = self.lock();
+        if let Some(e) = all.get_mut(&reg.server).and_then(|m| m.get_mut(&reg.pid)) {
+            let before = std::mem::replace(
+                &mut e.now,
+                Ownership {
+                    owner,
+                    sent,
+                    confirmed: u64::MAX,
+                },
+            );
+            e.before = Some(before);
+        }
+    }
+
+    /// The marker of the link's latest owner change committed.
+    pub fn confirm(&self, reg: &Registration, confirmed: u64) {
+        let mut all = self.lock();
+        if let Some(e) = all.get_mut(&reg.server).and_then(|m| m.get_mut(&reg.pid)) {
+            e.now.confirmed = confirmed;
+        }
+    }
+
+    /// The tenant of a notification from `pid` that a hub (listening since
+    /// ticks `lo..hi`) received before any marker of that pid, and the pid
+    /// to show its listeners. `None` when unsure.
+    pub fn owner_since_start(
+        &self,
+        server: &ServerKey,
+        pid: i32,
+        lo: u64,
+        hi: u64,
+    ) -> Option<(Arc<str>, i32)> {
+        let all = self.lock();
+        let e = all.get(server)?.get(&pid)?;
+        let client_pid = e.client_pid.load(Ordering::Relaxed);
+        let owner = if e.fixed || e.now.confirmed < lo {
+            e.now.owner.clone()
+        } else if e.now.sent > hi {
+            // Its marker comes after the hub started (and after this
+            // notification): the one before was in force.
+            let before = e.before.as_ref().filter(|b| b.confirmed < lo)?;
+            before.owner.clone()
+        } else {
+            return None;
+        };
+        Some((owner, client_pid))
+    }
+
+    /// The pid to show for a notification from `pid` (its current client).
+    pub fn client_pid(&self, server: &ServerKey, pid: i32) -> i32 {
+        let all = self.lock();
+        all.get(server)
+            .and_then(|m| m.get(&pid))
+            .map_or(pid, |e| e.client_pid.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> ServerKey {
+        (Arc::from("127.0.0.1"), 5432)
+    }
+
+    #[test]
+    fn markers_verify_only_for_their_sender_and_key() {
+        let key = MarkerKey::new(Some("secret"));
+        let m = key.marker(42, 7, "acme");
+        assert_eq!(key.verify(42, &m), Some((7, Arc::from("acme"))));
+        assert_eq!(key.verify(43, &m), None, "another backend replays it");
+        assert_eq!(MarkerKey::new(Some("other")).verify(42, &m), None);
+        let forged = m.replace("acme", "initech");
+        assert_eq!(key.verify(42, &forged), None);
+        assert_eq!(key.verify(42, "42:7:00:acme"), None);
+        assert_eq!(key.verify(42, "garbage"), None);
+    }
+
+    #[test]
+    fn owners_before_a_hub_started_are_trusted_only_when_certain() {
+        let owners = Arc::new(Owners::default());
+        let fixed = owners.register_fixed(server(), 1, "acme".into());
+        let shared = owners.register_switch(server(), 2, "a".into(), 10);
+        owners.confirm(&shared, 11);
+        // Hub listening since ticks 20..21.
+        let at = |pid| {
+            owners
+                .owner_since_start(&server(), pid, 20, 21)
+                .map(|o| o.0)
+        };
+        assert_eq!(at(1).as_deref(), Some("acme"));
+        assert_eq!(at(2).as_deref(), Some("a"));
+        // Changed after the hub started: until its marker arrives, a
+        // notification from that pid is the previous owner's.
+        owners.switch(&shared, "b".into(), 30);
+        assert_eq!(at(2).as_deref(), Some("a"));
+        owners.confirm(&shared, 31);
+        assert_eq!(at(2).as_deref(), Some("a"));
+        // Changed while the hub started: unsure, dropped.
+        owners.switch(&shared, "c".into(), 19);
+        assert_eq!(at(2), None);
+        owners.confirm(&shared, 22);
+        assert_eq!(at(2), None);
+        assert_eq!(at(3), None, "unknown sender");
+        drop(fixed);
+        assert_eq!(at(1), None);
+    }
+}
