@@ -111,8 +111,15 @@ async fn scenario(
         }));
     }
     // Tenant b, meanwhile: every way it has of naming the channel.
-    let (b_sender, _) = listener(proxy, b).await;
+    let (b_sender, mut b_sender_rx) = listener(proxy, b).await;
+    let err = b_sender
+        .batch_execute("LISTEN pgtenant_owner")
+        .await
+        .expect_err("reserved channel");
+    assert_eq!(sqlstate(&err).0, "42939");
     for sql in [
+        // Its server connection listening out of pgtenant's sight.
+        "DO $$BEGIN EXECUTE 'LISTEN jobs'; END$$",
         "NOTIFY jobs, 'b-literal'",
         "SELECT pg_notify('jo' || 'bs', 'b-computed')",
         "DO $$BEGIN PERFORM pg_notify('jobs', 'b-do'); END$$",
@@ -174,6 +181,15 @@ async fn scenario(
     assert_eq!(
         b_got,
         vec!["b-literal", "b-computed", "b-do", "b-forged", "end"]
+    );
+    // What b's server connection heard by its own LISTEN never reached it.
+    b_sender
+        .batch_execute("SELECT 1")
+        .await
+        .expect("b still served");
+    assert!(
+        b_sender_rx.try_recv().is_err(),
+        "{b}'s dynamic LISTEN heard something"
     );
     (sender_pids, seen_pids)
 }

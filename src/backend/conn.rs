@@ -270,19 +270,45 @@ impl ServerConn {
         self.run(sql, None).await
     }
 
+    /// Sends pgtenant's own pipelined requests (`out`: `requests` Queries or
+    /// Syncs) and waits for all their replies; fails if any failed.
+    pub async fn run_pipelined(&mut self, out: &[u8], requests: usize) -> Result<(), ExecError> {
+        self.stream.write_all(out).await?;
+        let mut failed = None;
+        // One buffer for all: a read may hold the next request's replies.
+        let mut buf = BytesMut::new();
+        for _ in 0..requests {
+            if let Err(e) = self.replies(&mut buf, None).await {
+                if matches!(e, ExecError::Io(_)) {
+                    return Err(e);
+                }
+                failed.get_or_insert(e);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
     async fn run(
         &mut self,
         sql: &str,
-        mut rows: Option<&mut Vec<Vec<Option<String>>>>,
+        rows: Option<&mut Vec<Vec<Option<String>>>>,
     ) -> Result<Vec<(String, String)>, ExecError> {
         let mut out = BytesMut::new();
         messages::query(&mut out, sql);
         self.stream.write_all(&out).await?;
-        let mut buf = BytesMut::new();
+        self.replies(&mut BytesMut::new(), rows).await
+    }
+
+    /// Reads the replies to one request, through its ReadyForQuery.
+    async fn replies(
+        &mut self,
+        buf: &mut BytesMut,
+        mut rows: Option<&mut Vec<Vec<Option<String>>>>,
+    ) -> Result<Vec<(String, String)>, ExecError> {
         let mut failed = None;
         let mut changed = Vec::new();
         loop {
-            let (tag, body) = read_message(&mut self.stream, &mut buf, 1 << 20).await?;
+            let (tag, body) = read_message(&mut self.stream, buf, 1 << 20).await?;
             match tag {
                 b'E' => {
                     let (code, message) = error_code_and_message(&body);

@@ -7,9 +7,15 @@ use crate::notify::owners::tick;
 use crate::notify::MARKER_CHANNEL;
 use crate::pool::{Lease, TenantPool};
 use crate::protocol::sqlstate;
-use crate::sql::literal;
+use crate::protocol::{extended, messages};
 use crate::tenant::TenantContext;
+use bytes::BytesMut;
 use std::sync::Arc;
+
+/// A shared link's owner marker (see `notify::owners`); its commit need not
+/// wait for the WAL flush (a marker lost in a crash marks nothing).
+const MARKER_SQL: &str =
+    "SELECT pg_catalog.set_config('synchronous_commit', 'off', true), pg_catalog.pg_notify($1, $2)";
 
 /// Borrows a link for the client's next transaction. A shared link last used
 /// by another tenant is wiped first (statements, settings, cursors, LISTEN,
@@ -53,25 +59,29 @@ pub async fn checkout(
         }
     }
     let marker = proxy.notify.marker_key().marker(pid, sent, &ctx.owner);
-    let notify = format!(
-        "SELECT pg_catalog.pg_notify({}, {})",
-        literal(MARKER_CHANNEL),
-        literal(&marker)
-    );
+    // Pipelined: the wipe, then the marker as bound parameters (never in
+    // query text, where pg_stat_activity would show it to the tier's role).
+    let mut out = BytesMut::new();
+    if previous {
+        messages::query(&mut out, "DISCARD ALL");
+    }
+    extended::parse_query(&mut out, b"", MARKER_SQL);
+    extended::bind_text(&mut out, &[MARKER_CHANNEL.as_bytes(), marker.as_bytes()]);
+    extended::execute(&mut out);
+    extended::sync(&mut out);
+    let requests = if previous { 2 } else { 1 };
     let limit = proxy.pools.settings().server_connect_timeout;
-    let switched = tokio::time::timeout(limit, async {
-        if previous {
-            conn.discard_all().await?;
-        }
-        conn.execute(&notify).await
-    })
-    .await;
+    let switched = tokio::time::timeout(limit, conn.run_pipelined(&out, requests)).await;
     if !matches!(switched, Ok(Ok(_))) {
         tracing::warn!(tenant = %ctx.owner, result = ?switched, "could not reset a shared server connection; closed it");
         return Err(ClientError::new(
             sqlstate::CONNECTION_FAILURE,
             "pgtenant could not reset a shared server connection; try again",
         ));
+    }
+    if previous {
+        conn.state.discarded();
+        conn.state.poisoned = false;
     }
     if let Some(reg) = &conn.state.owner {
         owners.confirm(reg, tick());

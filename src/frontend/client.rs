@@ -172,6 +172,9 @@ impl Listen {
         let Some(setup) = &self.setup else {
             return true;
         };
+        if self.listener.is_none() && want.is_empty() {
+            return true;
+        }
         let listener = self.listener.get_or_insert_with(|| {
             Listener::new(
                 setup.hubs.clone(),
@@ -180,7 +183,9 @@ impl Listen {
                 client,
             )
         });
-        let waits = listener.follow(want);
+        let Some(waits) = listener.follow(want) else {
+            return false;
+        };
         let all = futures_util::future::join_all(waits);
         match tokio::time::timeout(setup.timeout, all).await {
             Ok(done) => done.into_iter().all(|d| d == Ok(true)),
@@ -201,7 +206,7 @@ impl Listen {
     /// while it listens (call only while [`Listen::waiting`]).
     pub async fn next(&mut self) -> Option<Note> {
         match self.listener.as_mut() {
-            Some(l) => l.notes.recv().await,
+            Some(l) => l.next().await,
             None => std::future::pending().await,
         }
     }

@@ -230,6 +230,12 @@ fn pooling_refusal(
 /// client's protocol-level statements so): a client may not take or drop them.
 fn reserved_name(stmt: &SessionStatement) -> Option<String> {
     match stmt {
+        SessionStatement::Listen { channel }
+        | SessionStatement::Unlisten {
+            channel: Some(channel),
+        } if channel == crate::notify::MARKER_CHANNEL => {
+            Some(format!("channel \"{channel}\" is reserved by pgtenant"))
+        }
         SessionStatement::Prepare { name: Some(n) }
         | SessionStatement::Execute { name: Some(n) }
         | SessionStatement::Deallocate { name: Some(n) } => reserved(n),

@@ -4,7 +4,7 @@
 //! through a small side buffer; large messages (COPY data, big rows) stream
 //! through without being held whole.
 
-use super::client::Client;
+use super::client::{Client, Listen};
 use super::policy::reported;
 use super::rewrite::{self, Ctx};
 use super::tracker::Answered;
@@ -249,7 +249,16 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
             // Links never listen for clients (the hub does, per tenant): a
             // notification here is one no client may get (e.g. from a LISTEN
             // run out of sight, or between a LISTEN and pgtenant's UNLISTEN).
-            be::NOTIFICATION_RESPONSE => true,
+            be::NOTIFICATION_RESPONSE => {
+                if !cx.t.ours_pending() {
+                    // Not between a client's LISTEN and pgtenant's UNLISTEN:
+                    // the link listens out of sight (dynamic SQL). Closed
+                    // rather than pooled, so it never stalls the server's
+                    // notification queue unread.
+                    cx.link.poisoned = true;
+                }
+                true
+            }
             be::READY_FOR_QUERY => {
                 let status = body.first().copied().unwrap_or(b'I');
                 if let Some(answered) = cx.t.ready_for_query(status) {
@@ -317,10 +326,8 @@ fn on_answered(client: &mut super::client::ClientState, link: &mut LinkState, a:
         link.poisoned = true;
     }
     follow_sql_statements(client, link, &a);
-    if a.ops
-        .iter()
-        .any(|op| matches!(op, SessionOp::Listen(_) | SessionOp::Unlisten(_)))
-    {
+    // Listening changes at commit (a rollback may also undo one).
+    if a.after == b'I' && std::mem::take(&mut client.settings.listening_changed) {
         client.follow_listens = true;
     }
     if a.after == b'I'
@@ -470,28 +477,8 @@ where
             step = down_step => match step {
                 Step::Read(Ok(0)) => return RelayEnd::ServerClosed,
                 Step::Read(Ok(_)) => {
-                    if let Err(e) = scan_server(down, cx) {
-                        return RelayEnd::ServerProtocol(e);
-                    }
-                    // Nothing the server answers after a failed prelude may
-                    // reach the client: it ran without its session state
-                    // (or tenant context).
-                    if cx.t.prelude_failed {
-                        return RelayEnd::ContextFailed;
-                    }
-                    // A LISTEN is done once the hub listens: the client's
-                    // ReadyForQuery (scanned, not yet written) waits for it.
-                    if cx.client.follow_listens {
-                        cx.client.follow_listens = false;
-                        let id = cx.client.id();
-                        if !listen.follow(&cx.client.settings.listening, id).await {
-                            return RelayEnd::ListenFailed;
-                        }
-                    }
-                    if cx.client.notify_barrier {
-                        cx.client.notify_barrier = false;
-                        let notes = listen.barrier().await;
-                        before_ready_for_query(down, &notes);
+                    if let Some(end) = on_server_bytes(down, cx, listen).await {
+                        return end;
                     }
                     if release_when_idle
                         && cx.t.idle()
@@ -526,6 +513,43 @@ where
                 None => return RelayEnd::ListenFailed,
             },
         }
+    }
+}
+
+/// Scans what the server sent and does what it calls for before any of it
+/// reaches the client. `Some` ends the relay.
+async fn on_server_bytes(
+    down: &mut Downstream,
+    cx: &mut Ctx<'_>,
+    listen: &mut Listen,
+) -> Option<RelayEnd> {
+    loop {
+        if let Err(e) = scan_server(down, cx) {
+            return Some(RelayEnd::ServerProtocol(e));
+        }
+        // Nothing the server answers after a failed prelude may reach the
+        // client: it ran without its session state (or tenant context).
+        if cx.t.prelude_failed {
+            return Some(RelayEnd::ContextFailed);
+        }
+        // A LISTEN is done once the hub listens: the client's ReadyForQuery
+        // (scanned, not yet written) waits for it.
+        if cx.client.follow_listens {
+            cx.client.follow_listens = false;
+            let id = cx.client.id();
+            if !listen.follow(&cx.client.settings.listening, id).await {
+                return Some(RelayEnd::ListenFailed);
+            }
+        }
+        if !cx.client.notify_barrier {
+            return None;
+        }
+        // The scan stopped right after the ReadyForQuery of a request that
+        // notified: the client's own notifications go before it; then the
+        // scan goes on.
+        cx.client.notify_barrier = false;
+        let notes = listen.barrier().await;
+        before_ready_for_query(down, &notes);
     }
 }
 

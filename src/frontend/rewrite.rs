@@ -13,7 +13,7 @@ use crate::backend::{LinkState, Overrides, Settings};
 use crate::prepared::Statement;
 use crate::protocol::extended::{self, split_name};
 use crate::protocol::tag::frontend as fe;
-use crate::sql::{literal, Effects, Restore};
+use crate::sql::{literal, Effects, Restore, SessionOp};
 use crate::tenant::{quote_ident, TenantContext};
 use bytes::BytesMut;
 use std::fmt::Write as _;
@@ -361,7 +361,11 @@ fn over_limits(cx: &Ctx<'_>, fx: &Effects) -> Option<String> {
 /// Records what a statement does to the session, as it is sent (Query) or
 /// executed (Execute): followed when the server answers it.
 fn apply_effects(cx: &mut Ctx<'_>, fx: &Effects) {
-    if !fx.ops.is_empty() || fx.forget_statements {
+    // A NOTIFY matters only to a client that listens (its own notifications
+    // before its ReadyForQuery): producers pay nothing for it.
+    let only_notified = fx.ops.iter().all(|op| *op == SessionOp::Notified);
+    let follow = !fx.ops.is_empty() && (!only_notified || !cx.client.settings.listening.is_empty());
+    if follow || fx.forget_statements {
         cx.t.add_changes(&fx.ops, fx.forget_statements, false);
     }
     if fx.forget_statements {

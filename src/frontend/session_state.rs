@@ -46,6 +46,8 @@ pub struct ClientSettings {
     pub startup: Overrides,
     pub current: Overrides,
     pub listening: Listening,
+    /// `listening` changed since pgtenant last made its hub follow it.
+    pub listening_changed: bool,
     txn: Txn,
 }
 
@@ -55,6 +57,7 @@ impl ClientSettings {
             current: startup.clone(),
             startup,
             listening: Listening::new(),
+            listening_changed: false,
             txn: Txn::default(),
         }
     }
@@ -138,7 +141,10 @@ impl ClientSettings {
 
     fn restore(&mut self, to: &Snapshot) {
         self.current = to.settings.clone();
-        self.listening = to.listening.clone();
+        if self.listening != to.listening {
+            self.listening = to.listening.clone();
+            self.listening_changed = true;
+        }
     }
 
     fn changing(&mut self) {
@@ -209,14 +215,15 @@ impl ClientSettings {
             }
             SessionOp::Listen(channel) => {
                 self.changing();
-                self.listening.insert(channel.clone());
+                self.listening_changed |= self.listening.insert(channel.clone());
             }
             SessionOp::Unlisten(Some(channel)) => {
                 self.changing();
-                self.listening.remove(channel);
+                self.listening_changed |= self.listening.remove(channel);
             }
             SessionOp::Unlisten(None) => {
                 self.changing();
+                self.listening_changed |= !self.listening.is_empty();
                 self.listening.clear();
             }
             // Prepared statements are not settings (and not transactional).

@@ -18,7 +18,8 @@ use tokio_postgres::AsyncMessage;
 
 /// Notifications one client may have waiting before it is closed (it reads
 /// none, e.g. a connection left open in a transaction forever).
-pub const MAX_PENDING: usize = 10_000;
+/// (At most 8 kB each: 8 MB for a client that reads none.)
+pub const MAX_PENDING: usize = 1024;
 
 /// A hub's identity: what it connects to, and as whom.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -222,8 +223,14 @@ impl Hubs {
     ) {
         let sender = n.process_id();
         if n.channel() == MARKER_CHANNEL {
-            match self.key.verify(sender, n.payload()) {
-                Some((seq, owner)) if seen.get(&sender).is_none_or(|(s, _)| seq > *s) => {
+            // Genuine (signed, from its own pid) and newer than any marker
+            // of that pid already in force: a replayed old one is ignored.
+            let floor = match seen.get(&sender) {
+                Some((s, _)) => Some(s + 1),
+                None => self.owners.marker_floor(server, sender, hub.lo, hub.hi),
+            };
+            match (self.key.verify(sender, n.payload()), floor) {
+                (Some((seq, owner)), Some(floor)) if seq >= floor => {
                     seen.insert(sender, (seq, owner));
                 }
                 _ => tracing::debug!(pid = sender, "ignored an owner marker that does not verify"),
@@ -233,8 +240,17 @@ impl Hubs {
         let Some(listeners) = subs.get_mut(n.channel()) else {
             return;
         };
-        let (owner, shown_pid) = match seen.get(&sender) {
-            Some((_, owner)) => (owner.clone(), self.owners.client_pid(server, sender)),
+        // A link serving one tenant for life is that tenant's, whatever
+        // markers its pid's earlier holder left.
+        let known = self
+            .owners
+            .fixed_owner(server, sender)
+            .or_else(|| seen.get(&sender).map(|(_, o)| o.clone()));
+        let (owner, shown_pid) = match known {
+            Some(owner) => {
+                let pid = self.owners.client_pid(server, sender, &owner);
+                (owner, pid)
+            }
             None => match self
                 .owners
                 .owner_since_start(server, sender, hub.lo, hub.hi)
@@ -335,7 +351,12 @@ impl Hub {
                 to,
                 done,
             } => {
-                if !subs.contains_key(&channel) && channel != MARKER_CHANNEL {
+                if channel == MARKER_CHANNEL {
+                    // Reserved (refused by policy): never a client's channel.
+                    let _ = done.send(false);
+                    return true;
+                }
+                if !subs.contains_key(&channel) {
                     if let Err(e) = self
                         .client
                         .batch_execute(&format!("LISTEN {}", quote(&channel)))
@@ -441,7 +462,11 @@ impl Listener {
 
     /// Brings the hub in line with the channels the client now listens on;
     /// returns what to await before the client learns its LISTEN is done.
-    pub fn follow(&mut self, want: &BTreeSet<String>) -> Vec<oneshot::Receiver<bool>> {
+    /// `None`: the hub had dropped this client (its notifications are lost).
+    pub fn follow(&mut self, want: &BTreeSet<String>) -> Option<Vec<oneshot::Receiver<bool>>> {
+        if self.listening() && self.to.upgrade().is_none() {
+            return None;
+        }
         let mut waits = Vec::new();
         let gone: Vec<String> = self.subscribed.difference(want).cloned().collect();
         if !gone.is_empty() && want.is_empty() {
@@ -468,7 +493,28 @@ impl Listener {
             waits.push(wait);
         }
         self.subscribed = want.clone();
-        waits
+        Some(waits)
+    }
+
+    /// The next notification for a channel the client still listens on
+    /// (one queued before an UNLISTEN is not delivered, as in PostgreSQL).
+    pub async fn next(&mut self) -> Option<Note> {
+        loop {
+            let note = self.notes.recv().await?;
+            if self.wants(&note) {
+                return Some(note);
+            }
+        }
+    }
+
+    fn wants(&self, note: &[u8]) -> bool {
+        // 'A', length, pid, then the channel up to its NUL.
+        let channel = note.get(9..).unwrap_or_default();
+        let end = channel
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(channel.len());
+        std::str::from_utf8(&channel[..end]).is_ok_and(|c| self.subscribed.contains(c))
     }
 
     /// Waits until the hub handed out every notification committed before
@@ -480,7 +526,9 @@ impl Listener {
         let _ = tokio::time::timeout(timeout, wait).await;
         let mut notes = Vec::new();
         while let Ok(n) = self.notes.try_recv() {
-            notes.push(n);
+            if self.wants(&n) {
+                notes.push(n);
+            }
         }
         notes
     }

@@ -33,9 +33,17 @@ use std::sync::{Arc, Mutex};
 pub const MARKER_CHANNEL: &str = "pgtenant_owner";
 
 /// Orders owner changes against hub starts (process-wide, only increases).
-static CLOCK: AtomicU64 = AtomicU64::new(1);
+/// Starts at the wall clock in nanoseconds, so a restarted pgtenant's marker
+/// sequence numbers exceed the ones it sent before.
+static CLOCK: AtomicU64 = AtomicU64::new(0);
 
 pub fn tick() -> u64 {
+    if CLOCK.load(Ordering::Relaxed) == 0 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let _ = CLOCK.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+    }
     CLOCK.fetch_add(1, Ordering::SeqCst)
 }
 
@@ -135,11 +143,30 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut all = self.owners.lock();
         if let Some(m) = all.get_mut(&self.server) {
-            m.remove(&self.pid);
+            // Only its own entry (a newer link may have the pid by now).
+            if m.get(&self.pid)
+                .is_some_and(|e| Arc::ptr_eq(&e.client_pid, &self.client_pid))
+            {
+                m.remove(&self.pid);
+            }
             if m.is_empty() {
                 all.remove(&self.server);
             }
         }
+    }
+}
+
+/// The ownership of a link in force when a hub started listening (ticks
+/// `lo..hi`), if certain.
+fn at_start(e: &Entry, lo: u64, hi: u64) -> Option<&Ownership> {
+    if e.fixed || e.now.confirmed < lo {
+        Some(&e.now)
+    } else if e.now.sent > hi {
+        // Its marker comes after the hub started (and after anything of the
+        // previous owner's the hub received): the one before was in force.
+        e.before.as_ref().filter(|b| b.confirmed < lo)
+    } else {
+        None
     }
 }
 
@@ -241,25 +268,45 @@ impl Owners {
     ) -> Option<(Arc<str>, i32)> {
         let all = self.lock();
         let e = all.get(server)?.get(&pid)?;
-        let client_pid = e.client_pid.load(Ordering::Relaxed);
-        let owner = if e.fixed || e.now.confirmed < lo {
-            e.now.owner.clone()
-        } else if e.now.sent > hi {
-            // Its marker comes after the hub started (and after this
-            // notification): the one before was in force.
-            let before = e.before.as_ref().filter(|b| b.confirmed < lo)?;
-            before.owner.clone()
+        let owner = at_start(e, lo, hi)?.owner.clone();
+        let client_pid = if owner == e.now.owner {
+            e.client_pid.load(Ordering::Relaxed)
         } else {
-            return None;
+            pid
         };
         Some((owner, client_pid))
     }
 
-    /// The pid to show for a notification from `pid` (its current client).
-    pub fn client_pid(&self, server: &ServerKey, pid: i32) -> i32 {
+    /// The lowest marker sequence a hub listening since `lo..hi` may accept
+    /// from `pid` as its first: anything up to the marker of the owner in
+    /// force when the hub started is a replay (it committed before). `None`:
+    /// no marker from `pid` is genuine (it serves one tenant for life).
+    pub fn marker_floor(&self, server: &ServerKey, pid: i32, lo: u64, hi: u64) -> Option<u64> {
+        let all = self.lock();
+        match all.get(server).and_then(|m| m.get(&pid)) {
+            Some(e) if e.fixed => None,
+            Some(e) => Some(at_start(e, lo, hi).map_or(0, |o| o.sent + 1)),
+            None => Some(0),
+        }
+    }
+
+    /// The tenant of a link that serves one tenant for life.
+    pub fn fixed_owner(&self, server: &ServerKey, pid: i32) -> Option<Arc<str>> {
         let all = self.lock();
         all.get(server)
             .and_then(|m| m.get(&pid))
+            .filter(|e| e.fixed)
+            .map(|e| e.now.owner.clone())
+    }
+
+    /// The pid to show for a notification of `owner` from `pid`: the
+    /// pgtenant pid of the link's client while the link still serves that
+    /// tenant, else the server's pid (never another tenant's client).
+    pub fn client_pid(&self, server: &ServerKey, pid: i32, owner: &str) -> i32 {
+        let all = self.lock();
+        all.get(server)
+            .and_then(|m| m.get(&pid))
+            .filter(|e| &*e.now.owner == owner)
             .map_or(pid, |e| e.client_pid.load(Ordering::Relaxed))
     }
 }
@@ -291,6 +338,8 @@ mod tests {
         let fixed = owners.register_fixed(server(), 1, "acme".into());
         let shared = owners.register_switch(server(), 2, "a".into(), 10);
         owners.confirm(&shared, 11);
+        // Markers up to a's (sent before the hub started) are replays.
+        assert_eq!(owners.marker_floor(&server(), 2, 20, 21), Some(11));
         // Hub listening since ticks 20..21.
         let at = |pid| {
             owners
@@ -311,6 +360,8 @@ mod tests {
         owners.confirm(&shared, 22);
         assert_eq!(at(2), None);
         assert_eq!(at(3), None, "unknown sender");
+        assert_eq!(owners.marker_floor(&server(), 1, 20, 21), None, "fixed");
+        assert_eq!(owners.marker_floor(&server(), 3, 20, 21), Some(0));
         drop(fixed);
         assert_eq!(at(1), None);
     }

@@ -157,7 +157,9 @@ fn lex(sql: &str) -> (Vec<Vec<Token>>, Vec<usize>) {
                 }
                 push(
                     &mut out,
-                    Token::Word(String::from_utf8_lossy(&b[start..i]).to_lowercase()),
+                    // PostgreSQL folds only ASCII letters of unquoted names
+                    // (UTF-8): `Ärger` stays `Ärger`.
+                    Token::Word(String::from_utf8_lossy(&b[start..i]).to_ascii_lowercase()),
                 );
             }
             _ => {
