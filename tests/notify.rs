@@ -284,6 +284,38 @@ async fn listen_is_transactional_and_delivered_between_transactions() {
         .expect("delivered")
         .expect("open");
     assert_eq!((n.channel(), n.payload()), ("other", "y"));
+    // An UNLISTEN rolled back in a later request: still listening.
+    c.batch_execute("BEGIN").await.expect("begin");
+    c.batch_execute("UNLISTEN other").await.expect("unlisten");
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    sender
+        .batch_execute("NOTIFY other, 'still'")
+        .await
+        .expect("notify");
+    let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("delivered after the rolled-back UNLISTEN")
+        .expect("open");
+    assert_eq!(n.payload(), "still");
+    // Pipelined: its own NOTIFY, then more queries in flight behind it.
+    let pipelined = async {
+        tokio::join!(
+            c.simple_query("NOTIFY other, 'mine'"),
+            c.simple_query("SELECT 1"),
+            c.simple_query("SELECT 2"),
+        )
+    };
+    let (a, b, d) = tokio::time::timeout(Duration::from_secs(10), pipelined)
+        .await
+        .expect("pipelined replies all arrive");
+    a.expect("notify");
+    b.expect("pipelined 1");
+    d.expect("pipelined 2");
+    let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("its own notification")
+        .expect("open");
+    assert_eq!(n.payload(), "mine");
     // The cap on channels per client.
     let many: String = (0..100).map(|i| format!("LISTEN ch{i};")).collect();
     let err = c

@@ -122,7 +122,12 @@ struct Entry {
     /// The pgtenant pid of the client using the link (or last using it),
     /// shown as the sender of its notifications.
     client_pid: Arc<AtomicI32>,
+    /// The link was closed: kept a while for its notifications in flight.
+    closed: Option<std::time::Instant>,
 }
+
+/// How long a closed link's entry stays for its notifications in flight.
+const CLOSED_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// pid -> owner, per server.
 #[derive(Debug, Default)]
@@ -143,14 +148,14 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut all = self.owners.lock();
         if let Some(m) = all.get_mut(&self.server) {
-            // Only its own entry (a newer link may have the pid by now).
-            if m.get(&self.pid)
-                .is_some_and(|e| Arc::ptr_eq(&e.client_pid, &self.client_pid))
+            // Only its own entry (a newer link may have the pid by now),
+            // kept a while: its last notifications may still be on their
+            // way to a hub.
+            if let Some(e) = m
+                .get_mut(&self.pid)
+                .filter(|e| Arc::ptr_eq(&e.client_pid, &self.client_pid))
             {
-                m.remove(&self.pid);
-            }
-            if m.is_empty() {
-                all.remove(&self.server);
+                e.closed = Some(std::time::Instant::now());
             }
         }
     }
@@ -214,6 +219,7 @@ impl Owners {
         };
         let mut all = self.lock();
         let m = all.entry(server.clone()).or_default();
+        m.retain(|_, e| e.closed.is_none_or(|t| t.elapsed() < CLOSED_GRACE));
         let before = m.remove(&pid).map(|e| e.now);
         m.insert(
             pid,
@@ -222,6 +228,7 @@ impl Owners {
                 now,
                 before,
                 client_pid: client_pid.clone(),
+                closed: None,
             },
         );
         Registration {
@@ -360,9 +367,16 @@ mod tests {
         owners.confirm(&shared, 22);
         assert_eq!(at(2), None);
         assert_eq!(at(3), None, "unknown sender");
+        // A closed link's notifications in flight keep their tenant.
+        drop(fixed);
+        assert_eq!(at(1).as_deref(), Some("acme"));
+        let fixed = owners.register_fixed(server(), 1, "acme".into());
         assert_eq!(owners.marker_floor(&server(), 1, 20, 21), None, "fixed");
         assert_eq!(owners.marker_floor(&server(), 3, 20, 21), Some(0));
+        // The pid taken by a newer link: the newer one's.
+        let newer = owners.register_fixed(server(), 1, "initech".into());
         drop(fixed);
-        assert_eq!(at(1), None);
+        assert_eq!(at(1).as_deref(), Some("initech"));
+        drop(newer);
     }
 }
