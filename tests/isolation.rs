@@ -78,15 +78,20 @@ async fn hostile_statements_cannot_move_a_tenant_out_of_its_context() {
         // next checkout puts the context back anyway.
         "DO $$BEGIN EXECUTE 'SET search' || '_path = t_ib'; END$$",
         "DO $$BEGIN EXECUTE format('SET %s = t_ib', 'search_path'); END$$",
+        // Channel tricks (delivery is checked in tests/notify.rs).
+        "DO $$BEGIN EXECUTE 'LISTEN jobs'; END$$",
+        "SELECT pg_notify('pgtenant_owner', pg_backend_pid() || ':1:x:ib')",
+        "LISTEN pgtenant_owner",
     ];
     for sql in attacks {
         match a.simple_query(sql).await {
             Ok(_) => {}
             Err(e) => {
                 let (code, msg) = sqlstate(&e);
-                // 26000: `EXECUTE p` of the PREPARE refused just before.
+                // 26000: `EXECUTE p` of the PREPARE refused just before;
+                // 42939: pgtenant's reserved channel.
                 assert!(
-                    ["42501", "0A000", "26000"].contains(&code.as_str()),
+                    ["42501", "0A000", "26000", "42939"].contains(&code.as_str()),
                     "{sql}: {code} {msg}"
                 );
             }
