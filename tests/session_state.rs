@@ -616,10 +616,18 @@ async fn session_mode_clients_are_told_their_real_backend_pid() {
         .expect_err("cancelled");
     assert_eq!(sqlstate(&err).0, "57014");
     cancel.await.expect("task").expect("cancel sent");
-    // A session-mode client idle in its session is not drained by shutdown
-    // (it holds its link until it leaves): leave first.
-    drop(a);
+    // Shutdown lets a session-mode client idle in its session go (57P01),
+    // rather than waiting for it to leave.
+    let started = std::time::Instant::now();
     proxy.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown drained the idle session-mode client"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || async { a.is_closed() }).await,
+        "the client was closed"
+    );
 }
 
 /// What pgtenant can't follow is refused or ends the session, never

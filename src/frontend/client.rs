@@ -220,6 +220,9 @@ pub struct Client {
     pub t: TxnTracker,
     pub state: ClientState,
     pub listen: Listen,
+    /// pgtenant is shutting down: a client idle on a held link (session
+    /// mode, pinned) is told so and let go. `None` in tests.
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Client {
@@ -230,6 +233,17 @@ impl Client {
             t: TxnTracker::default(),
             state,
             listen: Listen::default(),
+            shutdown: None,
         }
+    }
+}
+
+/// Resolves once `shutdown` says pgtenant is shutting down (never without one).
+pub async fn shutting_down(shutdown: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match shutdown {
+        Some(rx) => {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+        None => std::future::pending().await,
     }
 }

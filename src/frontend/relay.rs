@@ -4,7 +4,7 @@
 //! through a small side buffer; large messages (COPY data, big rows) stream
 //! through without being held whole.
 
-use super::client::{Client, Listen};
+use super::client::{shutting_down, Client, Listen};
 use super::policy::reported;
 use super::rewrite::{self, Ctx};
 use super::tracker::Answered;
@@ -406,6 +406,8 @@ pub enum RelayEnd {
     /// listening or was lost (or the client let too many notifications pile
     /// up): it can't get its notifications any more.
     ListenFailed,
+    /// pgtenant is shutting down and the client was between transactions.
+    Shutdown,
 }
 
 enum Step {
@@ -433,6 +435,7 @@ where
         t,
         state,
         listen,
+        shutdown,
     } = client;
     t.reset();
     let release_when_idle = state.transaction_mode;
@@ -451,12 +454,12 @@ where
             return RelayEnd::Terminate;
         }
         let up_has_output = !up.output().is_empty();
-        // Notifications go out between transactions, never inside a reply.
-        let deliver = listen.waiting()
-            && cx.t.idle()
-            && down.buf.is_empty()
-            && down.scanner.at_boundary()
-            && !up_has_output;
+        // Between transactions with nothing in flight: notifications go
+        // out, and a shutdown lets the client go (session mode, pinned).
+        let between =
+            cx.t.idle() && down.buf.is_empty() && down.scanner.at_boundary() && !up_has_output;
+        let deliver = between && listen.waiting();
+        let watch_shutdown = between && !terminating && shutdown.is_some();
         let up_step = async {
             if up_has_output {
                 Step::Wrote(server_w.write(up.output()).await)
@@ -505,6 +508,7 @@ where
                 Step::Wrote(Ok(n)) => up.wrote(n),
                 Step::Wrote(Err(e)) => return RelayEnd::ServerIo(e),
             },
+            _ = shutting_down(shutdown), if watch_shutdown => return RelayEnd::Shutdown,
             note = listen.next(), if deliver => match note {
                 Some(note) => {
                     down.buf.extend_from_slice(&note);

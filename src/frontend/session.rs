@@ -137,6 +137,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         timeout: proxy.pools.settings().server_connect_timeout,
     });
     let mut shutdown = proxy.shutdown_signal();
+    client.shutdown = Some(proxy.shutdown_signal());
     let (mut cr, mut cw) = stream.split();
     let mut seen_generation = proxy.tenants.generation();
     let reset_timeout = proxy.pools.settings().server_connect_timeout;
@@ -272,6 +273,12 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                 );
                 send_error(&mut cw, &e, Severity::Fatal).await;
                 return;
+            }
+            RelayEnd::Shutdown => {
+                let _ = flush(&mut cw, &mut client.down).await;
+                let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
+                send_error(&mut cw, &e, Severity::Fatal).await;
+                return give_back(Some(lease), reset_timeout);
             }
             RelayEnd::ListenFailed => {
                 let _ = flush(&mut cw, &mut client.down).await;
