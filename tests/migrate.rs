@@ -108,7 +108,7 @@ async fn ledger(database: &str, schema: &str) -> Vec<String> {
     let db = direct(database).await;
     let has = column(
         &db,
-        &format!("SELECT 1 FROM pg_tables WHERE schemaname = '{schema}' AND tablename = 'schema_migrations'"),
+        &format!("SELECT 1 FROM pg_tables WHERE schemaname = '{schema}' AND tablename = 'pgtenant_migrations'"),
     )
     .await;
     if has.is_empty() {
@@ -116,7 +116,7 @@ async fn ledger(database: &str, schema: &str) -> Vec<String> {
     }
     column(
         &db,
-        &format!("SELECT version FROM \"{schema}\".schema_migrations ORDER BY version"),
+        &format!("SELECT version FROM \"{schema}\".pgtenant_migrations ORDER BY version"),
     )
     .await
 }
@@ -549,7 +549,7 @@ async fn tenant_code_in_its_own_schema_never_runs_as_the_admin() {
         "SET ROLE t_ihost;
          CREATE FUNCTION t_ihost.grab() RETURNS trigger LANGUAGE plpgsql AS
              $$BEGIN EXECUTE 'ALTER ROLE t_ihost SUPERUSER'; RETURN NEW; END$$;
-         CREATE TRIGGER grab BEFORE INSERT ON t_ihost.schema_migrations
+         CREATE TRIGGER grab BEFORE INSERT ON t_ihost.pgtenant_migrations
              FOR EACH ROW EXECUTE FUNCTION t_ihost.grab();",
     )
     .await;
@@ -592,4 +592,56 @@ async fn an_invalid_index_is_never_recorded_as_applied() {
         second.table()
     );
     assert_eq!(ledger("mgj_app", "t_jdup").await, versions(1));
+}
+
+/// pgtenant's ledger has a name no framework uses; one it kept under the
+/// old name (`schema_migrations`, Rails' table) is renamed once, under two
+/// racing runners, with no version lost; a framework's `schema_migrations`
+/// is never touched and lives beside pgtenant's ledger.
+#[tokio::test]
+async fn the_ledger_is_renamed_once_and_a_frameworks_table_is_left_alone() {
+    let fx = Fx::new("mgl", "concurrency = 2\nper_database = 2").await;
+    fx.write("001_a.sql", "CREATE TABLE a (x int);");
+    fx.write("002_b.sql", "CREATE TABLE b (x int);");
+    fx.create("lold", TenantMode::Schema).await;
+    fx.create("lrails", TenantMode::Schema).await;
+    assert_eq!(ledger("mgl_app", "t_lold").await, versions(2));
+    // As an older pgtenant left it; and Rails' own table in the other tenant.
+    admin_sql(
+        "mgl_app",
+        "ALTER TABLE t_lold.pgtenant_migrations RENAME TO schema_migrations;
+         CREATE TABLE t_lrails.schema_migrations (version varchar PRIMARY KEY);
+         INSERT INTO t_lrails.schema_migrations VALUES ('20240101000000');",
+    )
+    .await;
+    fx.write("003_c.sql", "CREATE TABLE c (x int);");
+    let (a, b) = tokio::join!(fx.run(), fx.run());
+    assert_eq!(
+        a.exit_code() + b.exit_code(),
+        0,
+        "{}\n{}",
+        a.table(),
+        b.table()
+    );
+    assert_eq!(
+        ledger("mgl_app", "t_lold").await,
+        versions(3),
+        "no version lost"
+    );
+    assert_eq!(ledger("mgl_app", "t_lrails").await, versions(3));
+    let db = direct("mgl_app").await;
+    assert_eq!(
+        column(
+            &db,
+            "SELECT schemaname || '.' || tablename FROM pg_tables
+              WHERE tablename = 'schema_migrations' ORDER BY 1"
+        )
+        .await,
+        vec!["t_lrails.schema_migrations"],
+        "pgtenant's old ledger renamed, Rails' kept"
+    );
+    assert_eq!(
+        column(&db, "SELECT version FROM t_lrails.schema_migrations").await,
+        vec!["20240101000000"]
+    );
 }

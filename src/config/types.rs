@@ -303,6 +303,10 @@ pub struct MigrationsConfig {
     /// How long to keep trying a target another runner is migrating.
     #[serde(deserialize_with = "super::duration::deserialize")]
     pub busy_wait: Duration,
+    /// pgtenant's ledger table inside each target (schema-qualified). Not
+    /// `schema_migrations`: Rails, Ecto, golang-migrate and dbmate keep
+    /// their own versions there.
+    pub ledger_table: String,
 }
 
 impl Default for MigrationsConfig {
@@ -315,6 +319,7 @@ impl Default for MigrationsConfig {
             lock_timeout: Duration::from_secs(2),
             lock_retries: 30,
             busy_wait: Duration::from_secs(60),
+            ledger_table: crate::migrate::ledger::DEFAULT_TABLE.into(),
         }
     }
 }

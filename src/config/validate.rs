@@ -97,6 +97,11 @@ pub fn problems(cfg: &Config) -> Vec<String> {
     if m.concurrency == 0 || m.per_database == 0 {
         out.push("migrations.concurrency and migrations.per_database must be at least 1".into());
     }
+    if m.ledger_table.is_empty() || m.ledger_table.len() > 63 {
+        out.push("migrations.ledger_table must be a table name of 1 to 63 bytes".into());
+    } else if m.ledger_table == "schema_migrations" {
+        out.push("migrations.ledger_table must not be schema_migrations: Rails, Ecto, golang-migrate and dbmate keep their own versions there".into());
+    }
     if m.lock_timeout < std::time::Duration::from_millis(1) {
         out.push("migrations.lock_timeout must be at least 1ms (0 would let a migration queue in front of tenant traffic without limit)".into());
     }

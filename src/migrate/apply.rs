@@ -23,6 +23,8 @@ pub struct ApplySettings {
     pub lock_retries: u32,
     /// How long to keep trying for a target another runner holds.
     pub busy_wait: Duration,
+    /// The ledger table's name in each target.
+    pub ledger: String,
 }
 
 impl ApplySettings {
@@ -31,6 +33,7 @@ impl ApplySettings {
             lock_timeout: cfg.migrations.lock_timeout,
             lock_retries: cfg.migrations.lock_retries,
             busy_wait: cfg.migrations.busy_wait,
+            ledger: cfg.migrations.ledger_table.clone(),
         }
     }
 }
@@ -193,7 +196,7 @@ async fn as_target(
                 tokio::time::sleep(backoff(attempt)).await;
             }
             Ok(_) => {
-                let at = ledger::read(db, &t.schema)
+                let at = ledger::read(db, &t.schema, &s.ledger)
                     .await
                     .ok()
                     .and_then(|a| version_of(&a));
@@ -221,11 +224,18 @@ async fn locked(
     gate: &RwLock<()>,
 ) -> Outcome {
     let setup = |e: tokio_postgres::Error| failed_step("(ledger)", &e);
-    // Re-read under the lock: another runner may have applied some already.
-    if let Err(e) = db.batch_execute(&ledger::ledger_ddl(&t.schema)).await {
+    // Under the lock: a ledger pgtenant kept under its old name is renamed
+    // (once), then re-read: another runner may have applied some already.
+    if let Err(e) = ledger::adopt_old_name(db, &t.schema, &s.ledger).await {
         return setup(e);
     }
-    let applied = match ledger::read(db, &t.schema).await {
+    if let Err(e) = db
+        .batch_execute(&ledger::ledger_ddl(&t.schema, &s.ledger))
+        .await
+    {
+        return setup(e);
+    }
+    let applied = match ledger::read(db, &t.schema, &s.ledger).await {
         Ok(a) => a,
         Err(e) => return setup(e),
     };
@@ -287,12 +297,13 @@ fn context_sql(t: &Target, lock_timeout: Duration, scope: &str) -> String {
 
 /// Writes `f`'s ledger row, with search_path pinned to pg_catalog so no
 /// operator or function of the target's schema can stand in for a built-in.
-fn ledger_insert(t: &Target, f: &MigrationFile, duration_ms: &str) -> String {
+fn ledger_insert(t: &Target, f: &MigrationFile, duration_ms: &str, ledger: &str) -> String {
     format!(
         "SET LOCAL search_path = pg_catalog, pg_temp;
-         INSERT INTO {schema}.schema_migrations(version, name, checksum, duration_ms)
+         INSERT INTO {schema}.{ledger}(version, name, checksum, duration_ms)
          VALUES ({version}, {name}, '{checksum}', {duration_ms});",
         schema = quote_ident(&t.schema),
+        ledger = quote_ident(ledger),
         version = f.version,
         name = crate::sql::literal(&f.name),
         checksum = f.checksum,
@@ -315,7 +326,8 @@ async fn apply_in_transaction(
         insert = ledger_insert(
             t,
             f,
-            "round(date_part('epoch', clock_timestamp() - statement_timestamp()) * 1000)::bigint"
+            "round(date_part('epoch', clock_timestamp() - statement_timestamp()) * 1000)::bigint",
+            &s.ledger,
         ),
     );
     let r = db.batch_execute(&script).await;
@@ -381,8 +393,11 @@ async fn apply_outside_transaction(
         }
         db.batch_execute(NO_INVALID_INDEX).await?;
         let ms = started.elapsed().as_millis().to_string();
-        db.batch_execute(&format!("BEGIN; {} COMMIT;", ledger_insert(t, f, &ms)))
-            .await
+        db.batch_execute(&format!(
+            "BEGIN; {} COMMIT;",
+            ledger_insert(t, f, &ms, &s.ledger)
+        ))
+        .await
     };
     let r = work.await;
     let _ = db.batch_execute("ROLLBACK").await;

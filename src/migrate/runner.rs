@@ -194,7 +194,7 @@ pub async fn run_targets(
             // Closed after planning: with many databases, planning must not
             // hold a connection to each until the workers get there.
             match db.client(&opened).await {
-                Ok(c) => ledger::read_many(&c, &servable)
+                Ok(c) => ledger::read_many(&c, &servable, &cfg.migrations.ledger_table)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

@@ -126,11 +126,12 @@ pub async fn prepare(
             "BEGIN; {lock}
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r};
              GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r};
-             REVOKE ALL ON {s}.schema_migrations FROM {r};
+             REVOKE ALL ON {s}.{ledger} FROM {r};
              ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r};
              ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE, SELECT ON SEQUENCES TO {r};
              COMMIT;",
-            lock = super::PROVISION_LOCK
+            lock = super::PROVISION_LOCK,
+            ledger = quote_ident(&cfg.migrations.ledger_table),
         ))
         .await
         .map_err(failed("(shared grants)"))?;
@@ -138,9 +139,9 @@ pub async fn prepare(
             .query(
                 "SELECT c.relname FROM pg_class c
                   WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1) AND c.relkind IN ('r', 'p')
-                    AND NOT c.relrowsecurity AND c.relname <> 'schema_migrations'
+                    AND NOT c.relrowsecurity AND c.relname <> $2
                   ORDER BY 1",
-                &[&schema],
+                &[&schema, &cfg.migrations.ledger_table],
             )
             .await
             .map_err(failed("(row-level security check)"))?
