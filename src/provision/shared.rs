@@ -63,9 +63,12 @@ pub async fn prepare(
         )
         .await
         .map_err(failed("(context key)"))?;
-        // Privileges a shared backend must not carry between tenants:
-        // temporary tables (they would shadow the shared tables for the next
-        // tenant), objects in the shared schema, other sessions' query text.
+        // Privileges a shared backend must not carry between tenants: objects
+        // in the shared schema, other sessions' query text. Temporary tables
+        // are allowed (the staging pattern for bulk loads, as COPY FROM is
+        // refused on RLS tables): one pins its link to its client until
+        // dropped, and a link is wiped (DISCARD ALL) before it serves another
+        // tenant, so none ever shadows a shared table for another client.
         db.batch_execute(&format!(
             "DO $do$BEGIN
                  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SHARED_ROLE}') THEN
@@ -75,7 +78,7 @@ pub async fn prepare(
              ALTER ROLE {r} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{password}';
              GRANT CONNECT ON DATABASE {d} TO {r};
              REVOKE TEMPORARY ON DATABASE {d} FROM PUBLIC;
-             GRANT TEMPORARY ON DATABASE {d} TO {svc}, {admin};
+             GRANT TEMPORARY ON DATABASE {d} TO {svc}, {admin}, {r};
              REVOKE CREATE ON SCHEMA {s} FROM PUBLIC;
              GRANT USAGE ON SCHEMA {s} TO {r};
              ALTER ROLE {r} RESET ALL;
