@@ -339,10 +339,8 @@ fn effects_of(stmt: &SessionStatement, text: &str, fx: &mut Effects) {
             fx.ops.push(SessionOp::Listen(channel.clone()));
             fx.listens = true;
         }
-        SessionStatement::Unlisten { channel } => {
-            fx.ops.push(SessionOp::Unlisten(channel.clone()));
-            fx.listens = true;
-        }
+        // (No UNLISTEN on the link after it: it listens on nothing anyway.)
+        SessionStatement::Unlisten { channel } => fx.ops.push(SessionOp::Unlisten(channel.clone())),
         SessionStatement::Notify => fx.ops.push(SessionOp::Notified),
         SessionStatement::Do => fx.untracked = true,
         SessionStatement::DeclareHold => fx.may_pin = true,
@@ -551,7 +549,7 @@ mod tests {
             vec![SessionOp::Unlisten(None), SessionOp::ResetAll]
         );
         assert_eq!(asyncpg.restore, Restore::All);
-        assert!(asyncpg.listens);
+        assert!(!asyncpg.listens, "no UNLISTEN * behind an UNLISTEN");
         let listen = effects("LISTEN jobs; NOTIFY jobs, 'x'; UNLISTEN \"Other\"");
         assert_eq!(
             listen.ops,

@@ -99,8 +99,8 @@ pub struct Effects {
     /// SQL-level prepared statements it names (PREPARE, EXECUTE, DEALLOCATE):
     /// the link must hold exactly the client's own before it runs.
     pub sql_names: Vec<String>,
-    /// LISTEN / UNLISTEN: pgtenant listens for the client (see `notify`), so
-    /// the server link must not: `UNLISTEN *` follows right behind.
+    /// LISTEN: pgtenant listens for the client (see `notify`), so the server
+    /// link must not: `UNLISTEN *` follows right behind.
     pub listens: bool,
 }
 
