@@ -23,8 +23,15 @@ fn config() -> Config {
     catalog_config(&config_text())
 }
 
+/// The shared role is one cluster-wide row: a test that changes its password
+/// behind pgtenant's back must not race a `tenant create` that sets it
+/// ("tuple concurrently updated", a test artefact: PostgreSQL serialises
+/// neither).
+static SHARED_ROLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Provisions a tenant as `tenant create` does; returns its id.
 async fn create(cfg: &Config, key: &str, mode: TenantMode, tier: &str) -> String {
+    let _role = SHARED_ROLE.lock().await;
     provision_tenant(cfg, key, mode, tier).await
 }
 
@@ -453,12 +460,13 @@ async fn function_calls_are_refused_on_shared_links() {
 /// refused, so the tier keeps working.
 #[tokio::test]
 async fn a_shared_password_changed_by_a_tenant_is_repaired() {
-    cluster()
-        .set_hba("host all pgtenant_shared 127.0.0.1/32 scram-sha-256")
-        .expect("require passwords for the shared role");
     let cfg = config();
     create(&cfg, "pwa", TenantMode::Shared, "free").await;
     create(&cfg, "pwb", TenantMode::Shared, "free").await;
+    let _role = SHARED_ROLE.lock().await;
+    cluster()
+        .set_hba("host all pgtenant_shared 127.0.0.1/32 scram-sha-256")
+        .expect("require passwords for the shared role");
     let first = start_proxy(&config_text()).await;
     let a = connect(&first, "user=app.pwa dbname=sh_app")
         .await

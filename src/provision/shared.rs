@@ -251,10 +251,13 @@ pub async fn repair_shared_login(
     let password =
         roles::derived_password(cfg, SHARED_ROLE).ok_or(ProvisionError::SharedNeedsSecret)?;
     let db = connect(&admin_config(cfg, server, database)?).await?;
+    // Under the provisioning lock: two ALTER ROLEs of the same role at once
+    // fail with "tuple concurrently updated" (a create readying the database,
+    // another replica repairing).
     db.batch_execute(&format!(
-        "ALTER ROLE {} PASSWORD '{password}'; ALTER ROLE {} RESET ALL;",
-        quote_ident(SHARED_ROLE),
-        quote_ident(SHARED_ROLE)
+        "BEGIN; {lock} ALTER ROLE {r} PASSWORD '{password}'; ALTER ROLE {r} RESET ALL; COMMIT;",
+        lock = super::PROVISION_LOCK,
+        r = quote_ident(SHARED_ROLE),
     ))
     .await
     .map_err(super::setup_error("(repair shared login)"))
