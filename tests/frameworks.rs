@@ -1,0 +1,120 @@
+//! Frameworks with their default settings through pgtenant in transaction
+//! mode (issue 10's matrix), each against a schema and a database tenant
+//! over a quota of 3, their migrations run through the tenant's own route
+//! (such tenants own their schema):
+//! - Django 5.2 (psycopg 3): `migrate`, ORM CRUD, `transaction.atomic`,
+//!   `.iterator()` (a WITH HOLD cursor fetched across transactions) while 20
+//!   threads run;
+//! - SQLAlchemy 2 on psycopg 3 and on asyncpg, Alembic upgrade / downgrade /
+//!   upgrade, ORM CRUD, 20 threads and 20 tasks over the default pools.
+//! scripts/test.sh installs them in .venv; a missing venv fails the test.
+
+mod common;
+
+use common::*;
+use pgtenant::config::TenantMode;
+use std::path::Path;
+
+fn config_text() -> String {
+    catalog_config_text("dj_app", "dj_platform", "[tiers.t]\npool_size = 3")
+}
+
+/// Runs `tests/drivers/<script>` against the tenant's route; its last line.
+async fn run_python(script: &str, port: u16, tenant: &str, database: &str) -> String {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "Python venv with the frameworks missing at {}: run ./scripts/test.sh, which installs it",
+        python.display()
+    );
+    let out = tokio::process::Command::new(python)
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/drivers")
+                .join(script),
+        )
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", format!("app.{tenant}"))
+        .env("PGDATABASE", database)
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} on {tenant} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().last().expect("a JSON line").to_owned()
+}
+
+#[tokio::test]
+async fn django_with_defaults_on_schema_and_database_tenants() {
+    let text = config_text();
+    let cfg = catalog_config(&text);
+    provision_tenant(&cfg, "djschema", TenantMode::Schema, "t").await;
+    provision_tenant(&cfg, "djdb", TenantMode::Database, "t").await;
+    let proxy = start_proxy(&text).await;
+    let want = format!(
+        r#"{{"iterated": 3000, "sum": {}, "errors": []}}"#,
+        (0..3000).sum::<i64>()
+    );
+    for (tenant, database) in [("djschema", "dj_app"), ("djdb", "dj_app")] {
+        assert_eq!(
+            run_python("django_app.py", proxy.addr.port(), tenant, database).await,
+            want,
+            "{tenant}"
+        );
+        // Twice: a second `migrate` finds everything applied.
+        assert_eq!(
+            run_python("django_app.py", proxy.addr.port(), tenant, database).await,
+            want,
+            "{tenant} again"
+        );
+    }
+    // Django's tables went to the schema tenant's own schema.
+    let db = direct("dj_app").await;
+    assert_eq!(
+        column(
+            &db,
+            "SELECT schemaname FROM pg_tables WHERE tablename = 'django_shop_item' ORDER BY 1"
+        )
+        .await,
+        vec!["t_djschema"]
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn sqlalchemy_and_alembic_with_defaults_on_schema_and_database_tenants() {
+    let text = config_text();
+    let cfg = catalog_config(&text);
+    provision_tenant(&cfg, "saschema", TenantMode::Schema, "t").await;
+    provision_tenant(&cfg, "sadb", TenantMode::Database, "t").await;
+    let proxy = start_proxy(&text).await;
+    let want = format!(
+        r#"{{"psycopg": {}, "asyncpg": {}, "errors": []}}"#,
+        (0..100).sum::<i64>(),
+        (0..100).sum::<i64>()
+    );
+    for tenant in ["saschema", "sadb"] {
+        assert_eq!(
+            run_python("sqlalchemy_app.py", proxy.addr.port(), tenant, "dj_app").await,
+            want,
+            "{tenant}"
+        );
+    }
+    let db = direct("dj_app").await;
+    assert_eq!(
+        column(
+            &db,
+            "SELECT schemaname || ':' || version_num FROM pg_tables t
+               JOIN t_saschema.alembic_version v ON true
+              WHERE tablename = 'alembic_version' ORDER BY 1"
+        )
+        .await,
+        vec!["t_saschema:0002"]
+    );
+    proxy.shutdown().await;
+}
