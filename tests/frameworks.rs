@@ -7,6 +7,7 @@
 //!   threads run;
 //! - SQLAlchemy 2 on psycopg 3 and on asyncpg, Alembic upgrade / downgrade /
 //!   upgrade, ORM CRUD, 20 threads and 20 tasks over the default pools.
+//!
 //! scripts/test.sh installs them in .venv; a missing venv fails the test.
 
 mod common;
