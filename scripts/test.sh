@@ -19,7 +19,8 @@ command -v psql >/dev/null || need_install+=(postgresql-client)
 command -v pgbench >/dev/null || need_install+=(postgresql-client)
 command -v runuser >/dev/null || need_install+=(util-linux)
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then need_install+=(postgresql); fi
-# The driver matrix (tests/drivers.rs): psycopg 3 in a venv, node-postgres via npm.
+# The driver and framework matrix (tests/drivers.rs, tests/frameworks.rs): psycopg 3,
+# asyncpg, Django, SQLAlchemy and Alembic in a venv; node-postgres and TypeORM via npm.
 command -v python3 >/dev/null || need_install+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_install+=(python3-venv)
 command -v node >/dev/null || need_install+=(nodejs)

@@ -6,7 +6,9 @@
 //!   `.iterator()` (a WITH HOLD cursor fetched across transactions) while 20
 //!   threads run;
 //! - SQLAlchemy 2 on psycopg 3 and on asyncpg, Alembic upgrade / downgrade /
-//!   upgrade, ORM CRUD, 20 threads and 20 tasks over the default pools.
+//!   upgrade, ORM CRUD, 20 threads and 20 tasks over the default pools;
+//! - TypeORM (pg): runMigrations / undoLastMigration / runMigrations, entity
+//!   CRUD, a rolled-back transaction, 20 concurrent workers.
 //!
 //! scripts/test.sh installs them in .venv; a missing venv fails the test.
 
@@ -28,7 +30,28 @@ async fn run_python(script: &str, port: u16, tenant: &str, database: &str) -> St
         "Python venv with the frameworks missing at {}: run ./scripts/test.sh, which installs it",
         python.display()
     );
-    let out = tokio::process::Command::new(python)
+    run_script(python.as_os_str(), script, port, tenant, database).await
+}
+
+/// Runs `tests/drivers/<script>` with node (TypeORM from tests/drivers/node_modules).
+async fn run_node(script: &str, port: u16, tenant: &str, database: &str) -> String {
+    let typeorm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers/node_modules/typeorm");
+    assert!(
+        typeorm.exists(),
+        "TypeORM missing at {}: run ./scripts/test.sh, which installs it",
+        typeorm.display()
+    );
+    run_script("node".as_ref(), script, port, tenant, database).await
+}
+
+async fn run_script(
+    program: &std::ffi::OsStr,
+    script: &str,
+    port: u16,
+    tenant: &str,
+    database: &str,
+) -> String {
+    let out = tokio::process::Command::new(program)
         .arg(
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/drivers")
@@ -40,7 +63,7 @@ async fn run_python(script: &str, port: u16, tenant: &str, database: &str) -> St
         .env("PGDATABASE", database)
         .output()
         .await
-        .expect("run python");
+        .expect("run the framework's script");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -117,5 +140,26 @@ async fn sqlalchemy_and_alembic_with_defaults_on_schema_and_database_tenants() {
         .await,
         vec!["t_saschema:0002"]
     );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn typeorm_with_defaults_on_schema_and_database_tenants() {
+    let text = config_text();
+    let cfg = catalog_config(&text);
+    provision_tenant(&cfg, "toschema", TenantMode::Schema, "t").await;
+    provision_tenant(&cfg, "todb", TenantMode::Database, "t").await;
+    let proxy = start_proxy(&text).await;
+    let want = format!(
+        r#"{{"sum":{},"migrations":["CreateItems1700000000000","IndexItems1700000000001"],"errors":[]}}"#,
+        (0..100).sum::<i64>()
+    );
+    for tenant in ["toschema", "todb"] {
+        assert_eq!(
+            run_node("typeorm_app.js", proxy.addr.port(), tenant, "dj_app").await,
+            want,
+            "{tenant}"
+        );
+    }
     proxy.shutdown().await;
 }
