@@ -8,7 +8,8 @@
 //! - SQLAlchemy 2 on psycopg 3 and on asyncpg, Alembic upgrade / downgrade /
 //!   upgrade, ORM CRUD, 20 threads and 20 tasks over the default pools;
 //! - TypeORM (pg): runMigrations / undoLastMigration / runMigrations, entity
-//!   CRUD, a rolled-back transaction, 20 concurrent workers.
+//!   CRUD, a rolled-back transaction, 20 concurrent workers;
+//! - sqlx: its Migrator on a folder, query / query_as, a transaction, 20 tasks.
 //!
 //! scripts/test.sh installs them in .venv; a missing venv fails the test.
 
@@ -158,6 +159,98 @@ async fn typeorm_with_defaults_on_schema_and_database_tenants() {
         assert_eq!(
             run_node("typeorm_app.js", proxy.addr.port(), tenant, "dj_app").await,
             want,
+            "{tenant}"
+        );
+    }
+    proxy.shutdown().await;
+}
+
+/// sqlx with its defaults (named prepared statements cached per connection,
+/// a pool of 10): `sqlx::migrate::Migrator` on a folder, `query` /
+/// `query_as`, a rolled-back transaction, 20 tasks.
+async fn sqlx_scenario(port: u16, tenant: &str) -> (i64, Vec<i64>) {
+    use sqlx::postgres::PgPoolOptions;
+    let url = format!("postgres://app.{tenant}@127.0.0.1:{port}/dj_app");
+    let pool = PgPoolOptions::new()
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{tenant}: connect: {e}"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers/sqlx_migrations");
+    let migrator = sqlx::migrate::Migrator::new(dir).await.expect("migrations");
+    migrator.run(&pool).await.expect("migrate");
+    migrator
+        .run(&pool)
+        .await
+        .expect("migrate again: nothing to do");
+    sqlx::query("DELETE FROM sx_items")
+        .execute(&pool)
+        .await
+        .expect("clear");
+    for i in 0..100i32 {
+        sqlx::query("INSERT INTO sx_items (name, qty) VALUES ($1, $2)")
+            .bind(format!("row-{i}"))
+            .bind(i)
+            .execute(&pool)
+            .await
+            .expect("insert");
+    }
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("INSERT INTO sx_items (name) VALUES ('rolled back')")
+        .execute(&mut *tx)
+        .await
+        .expect("insert in tx");
+    tx.rollback().await.expect("rollback");
+    let tasks: Vec<_> = (0..20i32)
+        .map(|n| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    let mut tx = pool.begin().await.expect("begin");
+                    let (id,): (i64,) = sqlx::query_as(
+                        "INSERT INTO sx_items (name, qty) VALUES ($1, $2) RETURNING id",
+                    )
+                    .bind(format!("w{n}"))
+                    .bind(n)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .expect("insert");
+                    sqlx::query("DELETE FROM sx_items WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .expect("delete");
+                    tx.commit().await.expect("commit");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let (sum,): (i64,) = sqlx::query_as("SELECT sum(qty)::bigint FROM sx_items")
+        .fetch_one(&pool)
+        .await
+        .expect("sum");
+    let versions: Vec<(i64,)> =
+        sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .expect("sqlx ledger");
+    pool.close().await;
+    (sum, versions.into_iter().map(|v| v.0).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_with_defaults_on_schema_and_database_tenants() {
+    let text = config_text();
+    let cfg = catalog_config(&text);
+    provision_tenant(&cfg, "sxschema", TenantMode::Schema, "t").await;
+    provision_tenant(&cfg, "sxdb", TenantMode::Database, "t").await;
+    let proxy = start_proxy(&text).await;
+    for tenant in ["sxschema", "sxdb"] {
+        assert_eq!(
+            sqlx_scenario(proxy.addr.port(), tenant).await,
+            ((0..100).sum::<i64>(), vec![1, 2]),
             "{tenant}"
         );
     }

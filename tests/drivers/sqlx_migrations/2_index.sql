@@ -1,0 +1,1 @@
+CREATE INDEX sx_items_name ON sx_items (name);
