@@ -20,11 +20,14 @@ command -v pgbench >/dev/null || need_install+=(postgresql-client)
 command -v runuser >/dev/null || need_install+=(util-linux)
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then need_install+=(postgresql); fi
 # The driver and framework matrix (tests/drivers.rs, tests/frameworks.rs): psycopg 3,
-# asyncpg, Django, SQLAlchemy and Alembic in a venv; node-postgres and TypeORM via npm.
+# asyncpg, Django, SQLAlchemy and Alembic in a venv; node-postgres and TypeORM via npm;
+# sqlx as a dev-dependency.
 command -v python3 >/dev/null || need_install+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_install+=(python3-venv)
 command -v node >/dev/null || need_install+=(nodejs)
 command -v npm >/dev/null || need_install+=(npm)
+# Rails' ActiveRecord and its pg driver, from Debian.
+ruby -e 'require "active_record"; require "pg"' 2>/dev/null || need_install+=(ruby-activerecord ruby-pg)
 if [ ${#need_install[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_install[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

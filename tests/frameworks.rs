@@ -9,7 +9,9 @@
 //!   upgrade, ORM CRUD, 20 threads and 20 tasks over the default pools;
 //! - TypeORM (pg): runMigrations / undoLastMigration / runMigrations, entity
 //!   CRUD, a rolled-back transaction, 20 concurrent workers;
-//! - sqlx: its Migrator on a folder, query / query_as, a transaction, 20 tasks.
+//! - sqlx: its Migrator on a folder, query / query_as, a transaction, 20 tasks;
+//! - Rails ActiveRecord: migrations with its advisory lock, model CRUD,
+//!   `transaction do`, 20 threads.
 //!
 //! scripts/test.sh installs them in .venv; a missing venv fails the test.
 
@@ -254,5 +256,42 @@ async fn sqlx_with_defaults_on_schema_and_database_tenants() {
             "{tenant}"
         );
     }
+    proxy.shutdown().await;
+}
+
+/// Runs `tests/drivers/<script>` with ruby (ActiveRecord from Debian).
+async fn run_ruby(script: &str, port: u16, tenant: &str, database: &str) -> String {
+    run_script("ruby".as_ref(), script, port, tenant, database).await
+}
+
+#[tokio::test]
+async fn rails_activerecord_with_defaults_on_schema_and_database_tenants() {
+    let text = config_text();
+    let cfg = catalog_config(&text);
+    provision_tenant(&cfg, "arschema", TenantMode::Schema, "t").await;
+    provision_tenant(&cfg, "ardb", TenantMode::Database, "t").await;
+    let proxy = start_proxy(&text).await;
+    let want = format!(
+        r#"{{"sum":{},"versions":["20240101000000","20240102000000"],"errors":[]}}"#,
+        (0..100).sum::<i64>()
+    );
+    for tenant in ["arschema", "ardb"] {
+        assert_eq!(
+            run_ruby("rails_app.rb", proxy.addr.port(), tenant, "dj_app").await,
+            want,
+            "{tenant}"
+        );
+    }
+    // Rails' schema_migrations and pgtenant's ledger side by side.
+    let db = direct("dj_app").await;
+    assert_eq!(
+        column(
+            &db,
+            "SELECT tablename FROM pg_tables WHERE schemaname = 't_arschema'
+                AND tablename IN ('schema_migrations', 'pgtenant_migrations') ORDER BY 1"
+        )
+        .await,
+        vec!["pgtenant_migrations", "schema_migrations"]
+    );
     proxy.shutdown().await;
 }
