@@ -25,6 +25,16 @@ fn config_text() -> String {
     catalog_config_text("dj_app", "dj_platform", "[tiers.t]\npool_size = 3")
 }
 
+/// Provisions `<prefix>schema` (a schema tenant) and `<prefix>db` (a
+/// database tenant), then starts pgtenant.
+async fn schema_and_database_tenants(prefix: &str) -> pgtenant::app::Running {
+    let text = config_text();
+    let cfg = catalog_config(&text);
+    provision_tenant(&cfg, &format!("{prefix}schema"), TenantMode::Schema, "t").await;
+    provision_tenant(&cfg, &format!("{prefix}db"), TenantMode::Database, "t").await;
+    start_proxy(&text).await
+}
+
 /// Runs `tests/drivers/<script>` against the tenant's route; its last line.
 async fn run_python(script: &str, port: u16, tenant: &str, database: &str) -> String {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
@@ -78,11 +88,7 @@ async fn run_script(
 
 #[tokio::test]
 async fn django_with_defaults_on_schema_and_database_tenants() {
-    let text = config_text();
-    let cfg = catalog_config(&text);
-    provision_tenant(&cfg, "djschema", TenantMode::Schema, "t").await;
-    provision_tenant(&cfg, "djdb", TenantMode::Database, "t").await;
-    let proxy = start_proxy(&text).await;
+    let proxy = schema_and_database_tenants("dj").await;
     let want = format!(
         r#"{{"iterated": 3000, "sum": {}, "errors": []}}"#,
         (0..3000).sum::<i64>()
@@ -115,11 +121,7 @@ async fn django_with_defaults_on_schema_and_database_tenants() {
 
 #[tokio::test]
 async fn sqlalchemy_and_alembic_with_defaults_on_schema_and_database_tenants() {
-    let text = config_text();
-    let cfg = catalog_config(&text);
-    provision_tenant(&cfg, "saschema", TenantMode::Schema, "t").await;
-    provision_tenant(&cfg, "sadb", TenantMode::Database, "t").await;
-    let proxy = start_proxy(&text).await;
+    let proxy = schema_and_database_tenants("sa").await;
     let want = format!(
         r#"{{"psycopg": {}, "asyncpg": {}, "errors": []}}"#,
         (0..100).sum::<i64>(),
@@ -148,11 +150,7 @@ async fn sqlalchemy_and_alembic_with_defaults_on_schema_and_database_tenants() {
 
 #[tokio::test]
 async fn typeorm_with_defaults_on_schema_and_database_tenants() {
-    let text = config_text();
-    let cfg = catalog_config(&text);
-    provision_tenant(&cfg, "toschema", TenantMode::Schema, "t").await;
-    provision_tenant(&cfg, "todb", TenantMode::Database, "t").await;
-    let proxy = start_proxy(&text).await;
+    let proxy = schema_and_database_tenants("to").await;
     let want = format!(
         r#"{{"sum":{},"migrations":["CreateItems1700000000000","IndexItems1700000000001"],"errors":[]}}"#,
         (0..100).sum::<i64>()
@@ -244,11 +242,7 @@ async fn sqlx_scenario(port: u16, tenant: &str) -> (i64, Vec<i64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlx_with_defaults_on_schema_and_database_tenants() {
-    let text = config_text();
-    let cfg = catalog_config(&text);
-    provision_tenant(&cfg, "sxschema", TenantMode::Schema, "t").await;
-    provision_tenant(&cfg, "sxdb", TenantMode::Database, "t").await;
-    let proxy = start_proxy(&text).await;
+    let proxy = schema_and_database_tenants("sx").await;
     for tenant in ["sxschema", "sxdb"] {
         assert_eq!(
             sqlx_scenario(proxy.addr.port(), tenant).await,
@@ -266,11 +260,7 @@ async fn run_ruby(script: &str, port: u16, tenant: &str, database: &str) -> Stri
 
 #[tokio::test]
 async fn rails_activerecord_with_defaults_on_schema_and_database_tenants() {
-    let text = config_text();
-    let cfg = catalog_config(&text);
-    provision_tenant(&cfg, "arschema", TenantMode::Schema, "t").await;
-    provision_tenant(&cfg, "ardb", TenantMode::Database, "t").await;
-    let proxy = start_proxy(&text).await;
+    let proxy = schema_and_database_tenants("ar").await;
     let want = format!(
         r#"{{"sum":{},"versions":["20240101000000","20240102000000"],"errors":[]}}"#,
         (0..100).sum::<i64>()

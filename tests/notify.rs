@@ -50,6 +50,14 @@ async fn listener(
     (client, rx)
 }
 
+/// The next notification (within 10 s; `what` names it in the failure).
+async fn next_note(rx: &mut mpsc::UnboundedReceiver<Notification>, what: &str) -> Notification {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("not {what}"))
+        .expect("connection open")
+}
+
 /// Receives notifications until one with payload `end` (inclusive).
 async fn until_end(rx: &mut mpsc::UnboundedReceiver<Notification>, who: &str) -> Vec<Notification> {
     let mut got = Vec::new();
@@ -246,10 +254,7 @@ async fn listen_is_transactional_and_delivered_between_transactions() {
         .batch_execute("NOTIFY rolled, 'no'; NOTIFY kept, 'yes'")
         .await
         .expect("notify");
-    let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("delivered")
-        .expect("open");
+    let n = next_note(&mut rx, "delivered").await;
     assert_eq!((n.channel(), n.payload()), ("kept", "yes"));
     // Inside a transaction: held until it ends.
     c.batch_execute("BEGIN").await.expect("begin");
@@ -264,10 +269,7 @@ async fn listen_is_transactional_and_delivered_between_transactions() {
         "nothing inside a transaction"
     );
     c.batch_execute("COMMIT").await.expect("commit");
-    let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("delivered after COMMIT")
-        .expect("open");
+    let n = next_note(&mut rx, "delivered after COMMIT").await;
     assert_eq!(n.payload(), "later");
     c.batch_execute("UNLISTEN kept").await.expect("unlisten");
     sender
@@ -279,10 +281,7 @@ async fn listen_is_transactional_and_delivered_between_transactions() {
         .batch_execute("NOTIFY kept, 'gone'; NOTIFY other, 'y'")
         .await
         .expect("notify");
-    let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("delivered")
-        .expect("open");
+    let n = next_note(&mut rx, "delivered").await;
     assert_eq!((n.channel(), n.payload()), ("other", "y"));
     // An UNLISTEN rolled back in a later request: still listening.
     c.batch_execute("BEGIN").await.expect("begin");
@@ -292,10 +291,7 @@ async fn listen_is_transactional_and_delivered_between_transactions() {
         .batch_execute("NOTIFY other, 'still'")
         .await
         .expect("notify");
-    let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("delivered after the rolled-back UNLISTEN")
-        .expect("open");
+    let n = next_note(&mut rx, "delivered after the rolled-back UNLISTEN").await;
     assert_eq!(n.payload(), "still");
     // Pipelined: its own NOTIFY, then more queries in flight behind it.
     let pipelined = async {
@@ -311,10 +307,7 @@ async fn listen_is_transactional_and_delivered_between_transactions() {
     a.expect("notify");
     b.expect("pipelined 1");
     d.expect("pipelined 2");
-    let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("its own notification")
-        .expect("open");
+    let n = next_note(&mut rx, "its own notification").await;
     assert_eq!(n.payload(), "mine");
     // The cap on channels per client.
     let many: String = (0..100).map(|i| format!("LISTEN ch{i};")).collect();

@@ -7,7 +7,7 @@
 
 use super::owners::{tick, MarkerKey, Owners, ServerKey, MARKER_CHANNEL};
 use crate::protocol::messages;
-use crate::tenant::Target;
+use crate::tenant::{quote_ident, Target};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use std::collections::{BTreeSet, HashMap};
@@ -55,9 +55,16 @@ struct Sub {
     to: mpsc::Sender<Note>,
 }
 
+/// A running hub, as the map knows it (printed by its id only).
 struct HubRef {
     id: u64,
     cmds: mpsc::UnboundedSender<Cmd>,
+}
+
+impl std::fmt::Debug for HubRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hub#{}", self.id)
+    }
 }
 
 /// Every hub of this process.
@@ -66,16 +73,7 @@ pub struct Hubs {
     owners: Arc<Owners>,
     key: MarkerKey,
     connect_timeout: Duration,
-    hubs: Mutex<HashMap<HubKey, HubRefDebug>>,
-}
-
-/// `HubRef` behind a Debug impl (the map is printed with the proxy).
-struct HubRefDebug(HubRef);
-
-impl std::fmt::Debug for HubRefDebug {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hub#{}", self.0.id)
-    }
+    hubs: Mutex<HashMap<HubKey, HubRef>>,
 }
 
 impl Hubs {
@@ -96,7 +94,7 @@ impl Hubs {
         &self.key
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<HubKey, HubRefDebug>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<HubKey, HubRef>> {
         self.hubs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -110,7 +108,7 @@ impl Hubs {
         };
         let mut map = self.map();
         let cmd = match map.get(&key) {
-            Some(h) => match h.0.cmds.send(cmd) {
+            Some(h) => match h.cmds.send(cmd) {
                 Ok(()) => return,
                 // It just ended: start another.
                 Err(mpsc::error::SendError(cmd)) => cmd,
@@ -124,7 +122,7 @@ impl Hubs {
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(cmd);
-        map.insert(key.clone(), HubRefDebug(HubRef { id, cmds: tx }));
+        map.insert(key.clone(), HubRef { id, cmds: tx });
         drop(map);
         let hubs = self.clone();
         let target = target.clone();
@@ -195,7 +193,7 @@ impl Hubs {
                         }
                     }
                     Err(_) => {
-                        if map.get(&key).is_some_and(|h| h.0.id == id) {
+                        if map.get(&key).is_some_and(|h| h.id == id) {
                             map.remove(&key);
                         }
                         return;
@@ -208,7 +206,7 @@ impl Hubs {
 
     fn retire(&self, id: u64, key: &HubKey) {
         let mut map = self.map();
-        if map.get(key).is_some_and(|h| h.0.id == id) {
+        if map.get(key).is_some_and(|h| h.id == id) {
             map.remove(key);
         }
     }
@@ -329,7 +327,7 @@ impl Hub {
         });
         let lo = tick();
         client
-            .batch_execute(&format!("LISTEN {}", quote(MARKER_CHANNEL)))
+            .batch_execute(&format!("LISTEN {}", quote_ident(MARKER_CHANNEL)))
             .await
             .map_err(|e| e.to_string())?;
         let hi = tick();
@@ -359,7 +357,7 @@ impl Hub {
                 if !subs.contains_key(&channel) {
                     if let Err(e) = self
                         .client
-                        .batch_execute(&format!("LISTEN {}", quote(&channel)))
+                        .batch_execute(&format!("LISTEN {}", quote_ident(&channel)))
                         .await
                     {
                         tracing::warn!(error = %e, "the LISTEN connection failed");
@@ -389,7 +387,7 @@ impl Hub {
                     subs.remove(&name);
                     if let Err(e) = self
                         .client
-                        .batch_execute(&format!("UNLISTEN {}", quote(&name)))
+                        .batch_execute(&format!("UNLISTEN {}", quote_ident(&name)))
                         .await
                     {
                         tracing::warn!(error = %e, "the LISTEN connection failed");
@@ -400,10 +398,6 @@ impl Hub {
         }
         true
     }
-}
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn notification(pid: i32, channel: &str, payload: &str) -> Note {
