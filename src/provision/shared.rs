@@ -19,8 +19,30 @@ use crate::tenant::{quote_ident, roles};
 pub const SHARED_ROLE: &str = "pgtenant_shared";
 
 /// Installs everything shared tenants of `database` need; returns the role
-/// they log in as.
+/// they log in as. The shared role is one cluster-wide row that the
+/// provisioning lock (per database) does not cover: two databases readied at
+/// once may collide on it ("tuple concurrently updated"); the step is
+/// idempotent, so it is run again.
 pub async fn prepare(
+    cfg: &Config,
+    server: &str,
+    database: &str,
+    schema: &str,
+    files: &[MigrationFile],
+) -> Result<String, ProvisionError> {
+    let mut attempt = 0;
+    loop {
+        match prepare_once(cfg, server, database, schema, files).await {
+            Err(e) if attempt < 5 && e.to_string().contains("tuple concurrently updated") => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn prepare_once(
     cfg: &Config,
     server: &str,
     database: &str,
