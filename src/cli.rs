@@ -39,7 +39,10 @@ pub enum Command {
     #[command(subcommand)]
     Tenant(TenantCommand),
     /// Apply pending migrations to every trial/active tenant (exit 0 all ok,
-    /// 1 some failed or drifted, 2 could not run).
+    /// 1 some failed or drifted, 2 could not run). With `--each -- COMMAND
+    /// ARGS...`, run the app's own migration command once per target instead,
+    /// with DATABASE_URL (and PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE)
+    /// on a one-time route with the target owner's rights.
     Migrate {
         /// Only this tenant (a shared tenant: its shared schema).
         #[arg(long)]
@@ -47,6 +50,18 @@ pub enum Command {
         /// Print the plan; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Run COMMAND (after `--`) once per target instead of the SQL files.
+        #[arg(long, requires = "command")]
+        each: bool,
+        /// Targets migrated at once (default: [migrations] concurrency).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        concurrency: Option<u16>,
+        /// With --each: show every target's command output, not only failed ones'.
+        #[arg(long, short)]
+        verbose: bool,
+        /// The app's migration command and its arguments (with --each).
+        #[arg(last = true, requires = "each")]
+        command: Vec<std::ffi::OsString>,
     },
 }
 
@@ -126,13 +141,28 @@ fn load(path: &std::path::Path) -> Result<crate::config::Config, String> {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    if let Command::Migrate { tenant, dry_run } = &cli.command {
-        let code = load(&cli.config).and_then(|cfg| {
+    if let Command::Migrate {
+        tenant,
+        dry_run,
+        each,
+        concurrency,
+        verbose,
+        command,
+    } = &cli.command
+    {
+        let code = load(&cli.config).and_then(|mut cfg| {
+            if let Some(n) = concurrency {
+                cfg.migrations.concurrency = usize::from(*n);
+            }
             let rt = runtime(0).map_err(|e| e.to_string())?;
             Ok(rt.block_on(crate::migrate::migrate_command(
                 &cfg,
-                tenant.clone(),
-                *dry_run,
+                crate::migrate::MigrateCommand {
+                    tenant: tenant.clone(),
+                    dry_run: *dry_run,
+                    each: each.then(|| command.clone()),
+                    verbose: *verbose,
+                },
             )))
         });
         return match code {

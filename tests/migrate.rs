@@ -4,104 +4,11 @@
 
 mod common;
 
+use common::migrate_fx::Fx;
 use common::*;
-use pgtenant::config::{Config, TenantMode, TenantStatus};
+use pgtenant::config::{TenantMode, TenantStatus};
 use pgtenant::migrate::{self, Report, RunOptions, State};
-use pgtenant::provision::{self, CreateRequest};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// A test's own server database, catalog database and migrations folder.
-struct Fx {
-    cfg: Config,
-    path: PathBuf,
-    dir: PathBuf,
-}
-
-impl Fx {
-    async fn new(name: &str, extra: &str) -> Fx {
-        let base = std::env::temp_dir().join(format!("pgtenant-mg-{name}-{}", std::process::id()));
-        let dir = base.join("migrations");
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&dir).expect("migrations dir");
-        tenant_fixture(&format!("{name}_app"), &[]).await;
-        tenant_fixture(&format!("{name}_platform"), &[]).await;
-        let text = format!(
-            r#"
-[auth]
-method = "trust"
-users = [{{ name = "app" }}]
-
-[servers.main]
-port = {port}
-database = "{name}_app"
-user = "postgres"
-
-[catalog]
-server = "main"
-database = "{name}_platform"
-role_secret = "test-only-secret"
-
-[migrations]
-dir = "{dir}"
-{extra}
-"#,
-            port = pg_port(),
-            dir = dir.display()
-        );
-        let path = base.join("pgtenant.toml");
-        std::fs::write(&path, &text).expect("config");
-        let cfg = pgtenant::config::parse_str(&text, "test").expect("valid config");
-        Fx { cfg, path, dir }
-    }
-
-    fn write(&self, file: &str, sql: &str) {
-        std::fs::write(self.dir.join(file), sql).expect("write migration");
-    }
-
-    async fn create(&self, key: &str, mode: TenantMode) {
-        provision::create(
-            &self.cfg,
-            &CreateRequest {
-                key: key.into(),
-                mode,
-                tier: "default".into(),
-                server: None,
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("create {key}: {e}"));
-    }
-
-    async fn status(&self, key: &str, s: TenantStatus) {
-        provision::set_status(&self.cfg, key, s)
-            .await
-            .expect("status");
-    }
-
-    async fn run(&self) -> Report {
-        migrate::run(&self.cfg, &RunOptions::default())
-            .await
-            .expect("run")
-    }
-
-    /// Runs `pgtenant migrate` with `args`; (exit code, stdout).
-    async fn cli(&self, args: &[&str]) -> (i32, String) {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgtenant"))
-            .arg("migrate")
-            .arg("--config")
-            .arg(&self.path)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .await
-            .expect("run pgtenant migrate");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    }
-}
 
 /// Versions in a target's ledger ("" when it has none).
 async fn ledger(database: &str, schema: &str) -> Vec<String> {

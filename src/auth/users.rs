@@ -47,6 +47,20 @@ impl UserDb {
         Self { users }
     }
 
+    /// One user with a SCRAM password (the one-time owner routes of
+    /// `migrate --each`).
+    pub fn one(name: &str, password: &str) -> Self {
+        let cred = Credential {
+            plain: None,
+            scram: ScramVerifier::parse(&postgres_protocol::password::scram_sha_256(
+                password.as_bytes(),
+            )),
+        };
+        Self {
+            users: HashMap::from([(name.to_owned(), cred)]),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Credential> {
         self.users.get(name)
     }

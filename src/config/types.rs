@@ -307,6 +307,11 @@ pub struct MigrationsConfig {
     /// `schema_migrations`: Rails, Ecto, golang-migrate and dbmate keep
     /// their own versions there.
     pub ledger_table: String,
+    /// The app's own migration command (program and arguments, no shell),
+    /// run by `tenant create` for the new tenant through a one-time owner
+    /// route, as `migrate --each -- COMMAND` does for every target. Empty:
+    /// none.
+    pub each_command: Vec<String>,
 }
 
 impl Default for MigrationsConfig {
@@ -320,6 +325,7 @@ impl Default for MigrationsConfig {
             lock_retries: 30,
             busy_wait: Duration::from_secs(60),
             ledger_table: crate::migrate::ledger::DEFAULT_TABLE.into(),
+            each_command: Vec::new(),
         }
     }
 }

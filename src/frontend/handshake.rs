@@ -65,7 +65,9 @@ pub async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, e: &ClientError) 
     let _ = stream.shutdown().await;
 }
 
-async fn read_first_packet<S: AsyncRead + Unpin>(stream: &mut S) -> Result<FirstPacket, Refusal> {
+pub(super) async fn read_first_packet<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<FirstPacket, Refusal> {
     let mut len = [0u8; 4];
     stream
         .read_exact(&mut len)

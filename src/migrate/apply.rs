@@ -180,40 +180,59 @@ async fn as_target(
         }
     }
     let lock = t.lock_name();
+    match lock_target(db, &lock, s.busy_wait).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let at = ledger::read(db, &t.schema, &s.ledger)
+                .await
+                .ok()
+                .and_then(|a| version_of(&a));
+            return Outcome::Busy { at };
+        }
+        Err(e) => return failed_step("(advisory lock)", &e),
+    }
+    let outcome = locked(db, t, files, s, gate).await;
+    let _ = db.batch_execute("ROLLBACK").await;
+    unlock_target(db, &lock).await;
+    outcome
+}
+
+/// Takes a target's advisory lock on this session (try-lock, retried with
+/// jittered back-off for up to `busy_wait`); false when another runner held
+/// it throughout. Every runner (SQL files, `--each`, `tenant create`, other
+/// replicas) takes this one lock per target.
+pub(super) async fn lock_target(
+    db: &Client,
+    lock: &str,
+    busy_wait: Duration,
+) -> Result<bool, tokio_postgres::Error> {
     let started = Instant::now();
     let mut attempt = 0;
     loop {
-        match db
+        let row = db
             .query_one(
                 "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('pgtenant-migrate'), pg_catalog.hashtext($1))",
                 &[&lock],
             )
-            .await
-        {
-            Ok(row) if row.get::<_, bool>(0) => break,
-            Ok(_) if started.elapsed() < s.busy_wait => {
-                attempt += 1;
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            Ok(_) => {
-                let at = ledger::read(db, &t.schema, &s.ledger)
-                    .await
-                    .ok()
-                    .and_then(|a| version_of(&a));
-                return Outcome::Busy { at };
-            }
-            Err(e) => return failed_step("(advisory lock)", &e),
+            .await?;
+        if row.get::<_, bool>(0) {
+            return Ok(true);
         }
+        if started.elapsed() >= busy_wait {
+            return Ok(false);
+        }
+        attempt += 1;
+        tokio::time::sleep(backoff(attempt)).await;
     }
-    let outcome = locked(db, t, files, s, gate).await;
-    let _ = db.batch_execute("ROLLBACK").await;
+}
+
+pub(super) async fn unlock_target(db: &Client, lock: &str) {
     let _ = db
         .execute(
             "SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('pgtenant-migrate'), pg_catalog.hashtext($1))",
             &[&lock],
         )
         .await;
-    outcome
 }
 
 async fn locked(

@@ -7,6 +7,7 @@
 
 mod apply;
 mod console;
+mod each;
 mod files;
 pub mod ledger;
 mod report;
@@ -14,7 +15,8 @@ mod runner;
 mod target;
 
 pub use apply::{apply_target, ApplySettings, Failure, Outcome};
-pub use console::migrate_command;
+pub use console::{migrate_command, MigrateCommand};
+pub use each::{each_for_new_tenant, run_each, EachOptions};
 pub use files::{migration_files, MigrationFile};
 pub use report::{Report, State, StatusBoard, TargetReport, TenantMigration};
 pub use runner::{database_gate, run, run_targets, MigrateError, Progress, RunOptions};

@@ -43,6 +43,8 @@ pub struct TargetReport {
     pub applied: Vec<u32>,
     pub state: State,
     pub error: Option<String>,
+    /// `migrate --each`: the command's last lines of output.
+    pub output: Vec<String>,
 }
 
 impl TargetReport {
@@ -55,6 +57,7 @@ impl TargetReport {
             applied: Vec::new(),
             state: State::Pending,
             error: None,
+            output: Vec::new(),
         }
     }
 

@@ -29,6 +29,8 @@ pub enum MigrateError {
     Catalog(#[from] CatalogError),
     #[error("no tenant {0:?}")]
     UnknownTenant(String),
+    #[error("cannot open the migration routes on 127.0.0.1: {0}")]
+    Route(std::io::Error),
 }
 
 /// Called as each target finishes (the CLI's progress display).
@@ -48,7 +50,7 @@ pub struct RunOptions {
 /// The catalog's tenant rows (none without a catalog). A dry run only reads:
 /// it doesn't create or upgrade the catalog either (no catalog table yet
 /// means no catalog tenants).
-async fn catalog_rows(
+pub(super) async fn catalog_rows(
     cfg: &Config,
     dry_run: bool,
 ) -> Result<Vec<crate::config::TenantConfig>, MigrateError> {

@@ -35,6 +35,8 @@ pub enum ProvisionError {
     Migration { file: String, message: String },
     #[error("reading migrations: {0}")]
     Io(#[from] std::io::Error),
+    #[error("[migrations] each_command failed for tenant {key:?} (the tenant was not created): {message}")]
+    EachCommand { key: String, message: String },
     #[error("refusing to drop tenant {0:?} without --yes")]
     NotConfirmed(String),
 }
@@ -108,6 +110,7 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
         // kept, whatever happens to this tenant's row.
         let schema = schema.unwrap_or_default();
         spec.role = Some(shared::prepare(cfg, &server_name, &database, &schema, &files).await?);
+        each_command(cfg, &spec).await?;
         spec.id = Some(catalog::insert(&cat, &spec).await?);
         return Ok(spec);
     }
@@ -149,6 +152,7 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                 .map_err(setup_error("(schema setup)"))?;
                 made_schema.store(true, std::sync::atomic::Ordering::Relaxed);
                 migrate_new(cfg, &db, &spec, &files).await?;
+                each_command(cfg, &spec).await?;
                 spec.id = Some(catalog::insert(&cat, &spec).await?);
                 Ok::<(), ProvisionError>(())
             };
@@ -226,6 +230,7 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
                 }
                 let db = connect(&admin_config(cfg, &server_name, &database)?).await?;
                 migrate_new(cfg, &db, &spec, &files).await?;
+                each_command(cfg, &spec).await?;
                 spec.id = Some(catalog::insert(&cat, &spec).await?);
                 Ok::<(), ProvisionError>(())
             };
@@ -297,6 +302,18 @@ async fn migrate_new(
     let target =
         Target::of(cfg, spec).ok_or_else(|| ProvisionError::UnknownServer(spec.server.clone()))?;
     migrate_target(cfg, db, &target, files).await
+}
+
+/// The app's own migrations (`[migrations] each_command`) for the new
+/// tenant, after pgtenant's and before its catalog row: it accepts
+/// connections only once they succeeded.
+async fn each_command(cfg: &Config, spec: &TenantConfig) -> Result<(), ProvisionError> {
+    crate::migrate::each_for_new_tenant(cfg, spec)
+        .await
+        .map_err(|message| ProvisionError::EachCommand {
+            key: spec.key.clone(),
+            message,
+        })
 }
 
 pub(crate) async fn migrate_target(

@@ -246,4 +246,5 @@ pub async fn provision_tenant(
     spec.id.expect("catalog id")
 }
 
+pub mod migrate_fx;
 pub mod raw;
