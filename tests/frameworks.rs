@@ -1,79 +1,189 @@
 //! Frameworks with their default settings through pgtenant in transaction
-//! mode (issue 10's matrix), each against a schema and a database tenant
-//! over a quota of 3, their migrations run through the tenant's own route
-//! (such tenants own their schema):
-//! - Django 5.2 (psycopg 3): `migrate`, ORM CRUD, `transaction.atomic`,
+//! mode (issue 10's matrix), each on a schema, a database and a shared
+//! tenant over a quota of 3. Each framework's own migrations run through
+//! `pgtenant migrate --each` (twice), on the one-time route with the
+//! target owner's rights; the shared schema's tables get a `tenant_id` and
+//! row-level security in their migration when `pgtenant.target_mode` is
+//! `shared`, and a second shared tenant sees none of the first one's rows.
+//! - Django 5.2 (psycopg 3): `migrate`; ORM CRUD, `transaction.atomic`,
 //!   `.iterator()` (a WITH HOLD cursor fetched across transactions) while 20
 //!   threads run;
-//! - SQLAlchemy 2 on psycopg 3 and on asyncpg, Alembic upgrade / downgrade /
-//!   upgrade, ORM CRUD, 20 threads and 20 tasks over the default pools;
-//! - TypeORM (pg): runMigrations / undoLastMigration / runMigrations, entity
+//! - SQLAlchemy 2 on psycopg 3 and on asyncpg: Alembic upgrade / downgrade /
+//!   upgrade; ORM CRUD, 20 threads and 20 tasks over the default pools;
+//! - TypeORM (pg): runMigrations / undoLastMigration / runMigrations; entity
 //!   CRUD, a rolled-back transaction, 20 concurrent workers;
-//! - sqlx: its Migrator on a folder, query / query_as, a transaction, 20 tasks;
-//! - Rails ActiveRecord: migrations with its advisory lock, model CRUD,
+//! - sqlx: its Migrator on a folder (`examples/sqlx_migrate.rs`); query /
+//!   query_as, a transaction, 20 tasks;
+//! - Rails ActiveRecord: migrations with its advisory lock; model CRUD,
 //!   `transaction do`, 20 threads.
 //!
-//! scripts/test.sh installs them in .venv; a missing venv fails the test.
+//! scripts/test.sh installs them; a missing one fails the test.
 
 mod common;
 
 use common::*;
 use pgtenant::config::TenantMode;
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 
-fn config_text() -> String {
-    catalog_config_text("dj_app", "dj_platform", "[tiers.t]\npool_size = 3")
+/// One framework's tenants in its own database `<p>_app`: `<p>schema`,
+/// `<p>db`, `<p>sh1` (on the shared schema the framework migrates) and
+/// `<p>sh2` (a second shared tenant, which must see none of sh1's rows),
+/// served by pgtenant, with the config file `pgtenant migrate` reads.
+struct Matrix {
+    prefix: String,
+    app_db: String,
+    config: PathBuf,
+    proxy: pgtenant::app::Running,
 }
 
-/// Provisions `<prefix>schema` (a schema tenant) and `<prefix>db` (a
-/// database tenant), then starts pgtenant.
-async fn schema_and_database_tenants(prefix: &str) -> pgtenant::app::Running {
-    let text = config_text();
-    let cfg = catalog_config(&text);
-    provision_tenant(&cfg, &format!("{prefix}schema"), TenantMode::Schema, "t").await;
-    provision_tenant(&cfg, &format!("{prefix}db"), TenantMode::Database, "t").await;
-    start_proxy(&text).await
+impl Matrix {
+    async fn new(prefix: &str) -> Matrix {
+        let app_db = format!("{prefix}_app");
+        let text = catalog_config_text(&app_db, "fw_platform", "[tiers.t]\npool_size = 3")
+            .replace("{PG_PORT}", &pg_port().to_string());
+        let config =
+            std::env::temp_dir().join(format!("pgtenant-fw-{prefix}-{}.toml", std::process::id()));
+        std::fs::write(&config, &text).expect("write the config");
+        let cfg = catalog_config(&text);
+        for (suffix, mode) in [
+            ("schema", TenantMode::Schema),
+            ("db", TenantMode::Database),
+            ("sh1", TenantMode::Shared),
+            ("sh2", TenantMode::Shared),
+        ] {
+            provision_tenant(&cfg, &format!("{prefix}{suffix}"), mode, "t").await;
+        }
+        Matrix {
+            prefix: prefix.to_owned(),
+            proxy: start_proxy(&text).await,
+            app_db,
+            config,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.proxy.addr.port()
+    }
+
+    /// The tenants each scenario runs as: schema, database, shared.
+    fn legs(&self) -> [String; 3] {
+        ["schema", "db", "sh1"].map(|s| format!("{}{s}", self.prefix))
+    }
+
+    /// `pgtenant migrate --each --tenant T --verbose -- PROGRAM ARGS` (which
+    /// must succeed); the command's output for that target.
+    async fn each(&self, tenant: &str, program: &OsStr, args: &[&OsStr]) -> Vec<String> {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgtenant"))
+            .arg("migrate")
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--each", "--verbose", "--tenant", tenant, "--"])
+            .arg(program)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("run pgtenant migrate --each");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "migrate --each on {tenant}:\n{stdout}{stderr}"
+        );
+        let label = if tenant.ends_with("sh1") {
+            format!("shared:{}.public", self.app_db)
+        } else {
+            tenant.to_owned()
+        };
+        let prefix = format!("{label} | ");
+        stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Migrates every leg with `--each`, twice (the second finds nothing to
+    /// do); each run's output must be `want`.
+    async fn migrate_each(&self, program: &OsStr, args: &[&OsStr], want: &str) {
+        for tenant in self.legs() {
+            for run in ["first", "second"] {
+                assert_eq!(
+                    self.each(&tenant, program, args).await,
+                    vec![want.to_owned()],
+                    "{tenant}, {run} run"
+                );
+            }
+        }
+    }
+
+    /// sh1 left `rows` rows in the shared `table`; sh2 sees none of them.
+    async fn shared_rows_stay_with_their_tenant(&self, table: &str, rows: i64) {
+        let count = format!("SELECT count(*)::text FROM {table}");
+        for (tenant, want) in [("sh1", rows.to_string()), ("sh2", "0".to_owned())] {
+            let c = connect(
+                &self.proxy,
+                &format!("user=app.{}{tenant} dbname={}", self.prefix, self.app_db),
+            )
+            .await
+            .expect("connect");
+            assert_eq!(scalar(&c, &count).await, want, "{tenant} in {table}");
+        }
+        assert_eq!(
+            scalar(
+                &direct(&self.app_db).await,
+                &format!(
+                    "SELECT count(*) || ' rows of ' || count(DISTINCT tenant_id) || ' tenant(s)' FROM public.{table}"
+                )
+            )
+            .await,
+            format!("{rows} rows of 1 tenant(s)")
+        );
+    }
 }
 
-/// Runs `tests/drivers/<script>` against the tenant's route; its last line.
-async fn run_python(script: &str, port: u16, tenant: &str, database: &str) -> String {
+/// `tests/drivers/<script>`.
+fn driver(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/drivers")
+        .join(script)
+}
+
+/// The venv's Python with the frameworks.
+fn python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     assert!(
         python.exists(),
         "Python venv with the frameworks missing at {}: run ./scripts/test.sh, which installs it",
         python.display()
     );
-    run_script(python.as_os_str(), script, port, tenant, database).await
+    python
 }
 
-/// Runs `tests/drivers/<script>` with node (TypeORM from tests/drivers/node_modules).
-async fn run_node(script: &str, port: u16, tenant: &str, database: &str) -> String {
+/// Asserts TypeORM is installed (tests/drivers/node_modules).
+fn node() -> &'static OsStr {
     let typeorm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers/node_modules/typeorm");
     assert!(
         typeorm.exists(),
         "TypeORM missing at {}: run ./scripts/test.sh, which installs it",
         typeorm.display()
     );
-    run_script("node".as_ref(), script, port, tenant, database).await
+    "node".as_ref()
 }
 
-async fn run_script(
-    program: &std::ffi::OsStr,
-    script: &str,
-    port: u16,
-    tenant: &str,
-    database: &str,
-) -> String {
+/// Runs `tests/drivers/<script>` with `program` as `app.<tenant>` through
+/// pgtenant; its last line of output.
+async fn run_script(program: &OsStr, script: &str, m: &Matrix, tenant: &str) -> String {
     let out = tokio::process::Command::new(program)
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/drivers")
-                .join(script),
-        )
+        .arg(driver(script))
         .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", port.to_string())
+        .env("PGPORT", m.port().to_string())
         .env("PGUSER", format!("app.{tenant}"))
-        .env("PGDATABASE", database)
+        .env("PGDATABASE", &m.app_db)
         .output()
         .await
         .expect("run the framework's script");
@@ -87,101 +197,110 @@ async fn run_script(
 }
 
 #[tokio::test]
-async fn django_with_defaults_on_schema_and_database_tenants() {
-    let proxy = schema_and_database_tenants("dj").await;
+async fn django_with_defaults_on_schema_database_and_shared_tenants() {
+    let m = Matrix::new("dj").await;
+    let script = driver("django_app.py");
+    m.migrate_each(
+        python().as_os_str(),
+        &[script.as_os_str(), "migrate".as_ref()],
+        r#"{"migrated": ["0001_initial"]}"#,
+    )
+    .await;
     let want = format!(
         r#"{{"iterated": 3000, "sum": {}, "errors": []}}"#,
         (0..3000).sum::<i64>()
     );
-    for (tenant, database) in [("djschema", "dj_app"), ("djdb", "dj_app")] {
+    for tenant in m.legs() {
         assert_eq!(
-            run_python("django_app.py", proxy.addr.port(), tenant, database).await,
+            run_script(python().as_os_str(), "django_app.py", &m, &tenant).await,
             want,
             "{tenant}"
         );
-        // Twice: a second `migrate` finds everything applied.
-        assert_eq!(
-            run_python("django_app.py", proxy.addr.port(), tenant, database).await,
-            want,
-            "{tenant} again"
-        );
     }
-    // Django's tables went to the schema tenant's own schema.
-    let db = direct("dj_app").await;
+    // Django's tables went to the schema tenant's own schema and the shared one.
     assert_eq!(
         column(
-            &db,
+            &direct(&m.app_db).await,
             "SELECT schemaname FROM pg_tables WHERE tablename = 'django_shop_item' ORDER BY 1"
         )
         .await,
-        vec!["t_djschema"]
+        vec!["public", "t_djschema"]
     );
-    proxy.shutdown().await;
+    m.shared_rows_stay_with_their_tenant("django_shop_item", 3000)
+        .await;
+    m.proxy.shutdown().await;
 }
 
 #[tokio::test]
-async fn sqlalchemy_and_alembic_with_defaults_on_schema_and_database_tenants() {
-    let proxy = schema_and_database_tenants("sa").await;
+async fn sqlalchemy_and_alembic_with_defaults_on_schema_database_and_shared_tenants() {
+    let m = Matrix::new("sa").await;
+    let script = driver("sqlalchemy_app.py");
+    m.migrate_each(
+        python().as_os_str(),
+        &[script.as_os_str(), "migrate".as_ref()],
+        r#"{"alembic": "0002"}"#,
+    )
+    .await;
     let want = format!(
         r#"{{"psycopg": {}, "asyncpg": {}, "errors": []}}"#,
         (0..100).sum::<i64>(),
         (0..100).sum::<i64>()
     );
-    for tenant in ["saschema", "sadb"] {
+    for tenant in m.legs() {
         assert_eq!(
-            run_python("sqlalchemy_app.py", proxy.addr.port(), tenant, "dj_app").await,
+            run_script(python().as_os_str(), "sqlalchemy_app.py", &m, &tenant).await,
             want,
             "{tenant}"
         );
     }
-    let db = direct("dj_app").await;
     assert_eq!(
         column(
-            &db,
-            "SELECT schemaname || ':' || version_num FROM pg_tables t
-               JOIN t_saschema.alembic_version v ON true
-              WHERE tablename = 'alembic_version' ORDER BY 1"
+            &direct(&m.app_db).await,
+            "SELECT schemaname FROM pg_tables WHERE tablename = 'alembic_version' ORDER BY 1"
         )
         .await,
-        vec!["t_saschema:0002"]
+        vec!["public", "t_saschema"]
     );
-    proxy.shutdown().await;
+    m.shared_rows_stay_with_their_tenant("sa_items", 100).await;
+    m.proxy.shutdown().await;
 }
 
 #[tokio::test]
-async fn typeorm_with_defaults_on_schema_and_database_tenants() {
-    let proxy = schema_and_database_tenants("to").await;
-    let want = format!(
-        r#"{{"sum":{},"migrations":["CreateItems1700000000000","IndexItems1700000000001"],"errors":[]}}"#,
-        (0..100).sum::<i64>()
-    );
-    for tenant in ["toschema", "todb"] {
+async fn typeorm_with_defaults_on_schema_database_and_shared_tenants() {
+    let m = Matrix::new("to").await;
+    let script = driver("typeorm_app.js");
+    m.migrate_each(
+        node(),
+        &[script.as_os_str(), "migrate".as_ref()],
+        r#"{"migrated":["CreateItems1700000000000","IndexItems1700000000001"]}"#,
+    )
+    .await;
+    let want = format!(r#"{{"sum":{},"errors":[]}}"#, (0..100).sum::<i64>());
+    for tenant in m.legs() {
         assert_eq!(
-            run_node("typeorm_app.js", proxy.addr.port(), tenant, "dj_app").await,
+            run_script(node(), "typeorm_app.js", &m, &tenant).await,
             want,
             "{tenant}"
         );
     }
-    proxy.shutdown().await;
+    m.shared_rows_stay_with_their_tenant("to_items", 100).await;
+    m.proxy.shutdown().await;
 }
 
 /// sqlx with its defaults (named prepared statements cached per connection,
-/// a pool of 10): `sqlx::migrate::Migrator` on a folder, `query` /
-/// `query_as`, a rolled-back transaction, 20 tasks.
-async fn sqlx_scenario(port: u16, tenant: &str) -> (i64, Vec<i64>) {
+/// a pool of 10): `query` / `query_as`, a rolled-back transaction, 20 tasks;
+/// the sum of `qty`.
+async fn sqlx_scenario(m: &Matrix, tenant: &str) -> i64 {
     use sqlx::postgres::PgPoolOptions;
-    let url = format!("postgres://app.{tenant}@127.0.0.1:{port}/dj_app");
+    let url = format!(
+        "postgres://app.{tenant}@127.0.0.1:{}/{}",
+        m.port(),
+        m.app_db
+    );
     let pool = PgPoolOptions::new()
         .connect(&url)
         .await
         .unwrap_or_else(|e| panic!("{tenant}: connect: {e}"));
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers/sqlx_migrations");
-    let migrator = sqlx::migrate::Migrator::new(dir).await.expect("migrations");
-    migrator.run(&pool).await.expect("migrate");
-    migrator
-        .run(&pool)
-        .await
-        .expect("migrate again: nothing to do");
     sqlx::query("DELETE FROM sx_items")
         .execute(&pool)
         .await
@@ -231,57 +350,70 @@ async fn sqlx_scenario(port: u16, tenant: &str) -> (i64, Vec<i64>) {
         .fetch_one(&pool)
         .await
         .expect("sum");
-    let versions: Vec<(i64,)> =
-        sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&pool)
-            .await
-            .expect("sqlx ledger");
     pool.close().await;
-    (sum, versions.into_iter().map(|v| v.0).collect())
+    sum
+}
+
+/// `examples/sqlx_migrate.rs`, which `cargo test` builds beside this binary.
+fn sqlx_migrate() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("examples/sqlx_migrate");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo test builds it (examples/sqlx_migrate.rs)",
+        bin.display()
+    );
+    bin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlx_with_defaults_on_schema_and_database_tenants() {
-    let proxy = schema_and_database_tenants("sx").await;
-    for tenant in ["sxschema", "sxdb"] {
+async fn sqlx_with_defaults_on_schema_database_and_shared_tenants() {
+    let m = Matrix::new("sx").await;
+    m.migrate_each(sqlx_migrate().as_os_str(), &[], r#"{"migrated":[1,2]}"#)
+        .await;
+    for tenant in m.legs() {
         assert_eq!(
-            sqlx_scenario(proxy.addr.port(), tenant).await,
-            ((0..100).sum::<i64>(), vec![1, 2]),
+            sqlx_scenario(&m, &tenant).await,
+            (0..100).sum::<i64>(),
             "{tenant}"
         );
     }
-    proxy.shutdown().await;
-}
-
-/// Runs `tests/drivers/<script>` with ruby (ActiveRecord from Debian).
-async fn run_ruby(script: &str, port: u16, tenant: &str, database: &str) -> String {
-    run_script("ruby".as_ref(), script, port, tenant, database).await
+    m.shared_rows_stay_with_their_tenant("sx_items", 100).await;
+    m.proxy.shutdown().await;
 }
 
 #[tokio::test]
-async fn rails_activerecord_with_defaults_on_schema_and_database_tenants() {
-    let proxy = schema_and_database_tenants("ar").await;
-    let want = format!(
-        r#"{{"sum":{},"versions":["20240101000000","20240102000000"],"errors":[]}}"#,
-        (0..100).sum::<i64>()
-    );
-    for tenant in ["arschema", "ardb"] {
+async fn rails_activerecord_with_defaults_on_schema_database_and_shared_tenants() {
+    let m = Matrix::new("ar").await;
+    let script = driver("rails_app.rb");
+    m.migrate_each(
+        "ruby".as_ref(),
+        &[script.as_os_str(), "migrate".as_ref()],
+        r#"{"migrated":["20240101000000","20240102000000"]}"#,
+    )
+    .await;
+    let want = format!(r#"{{"sum":{},"errors":[]}}"#, (0..100).sum::<i64>());
+    for tenant in m.legs() {
         assert_eq!(
-            run_ruby("rails_app.rb", proxy.addr.port(), tenant, "dj_app").await,
+            run_script("ruby".as_ref(), "rails_app.rb", &m, &tenant).await,
             want,
             "{tenant}"
         );
     }
     // Rails' schema_migrations and pgtenant's ledger side by side.
-    let db = direct("dj_app").await;
     assert_eq!(
         column(
-            &db,
+            &direct(&m.app_db).await,
             "SELECT tablename FROM pg_tables WHERE schemaname = 't_arschema'
                 AND tablename IN ('schema_migrations', 'pgtenant_migrations') ORDER BY 1"
         )
         .await,
         vec!["pgtenant_migrations", "schema_migrations"]
     );
-    proxy.shutdown().await;
+    m.shared_rows_stay_with_their_tenant("ar_items", 100).await;
+    m.proxy.shutdown().await;
 }

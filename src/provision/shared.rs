@@ -33,13 +33,22 @@ pub async fn prepare(
     let mut attempt = 0;
     loop {
         match prepare_once(cfg, server, database, schema, files).await {
-            Err(e) if attempt < 5 && e.to_string().contains("tuple concurrently updated") => {
+            Err(e) if attempt < 5 && collided(&e) => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
             }
             other => return other,
         }
     }
+}
+
+/// Two databases readied at once collided on a cluster-wide catalog row:
+/// the shared role's (a concurrent CREATE ROLE or ALTER ROLE).
+fn collided(e: &ProvisionError) -> bool {
+    let m = e.to_string();
+    m.contains("tuple concurrently updated")
+        || m.contains("pg_authid_rolname_index")
+        || m.contains(&format!("role \"{SHARED_ROLE}\" already exists"))
 }
 
 async fn prepare_once(

@@ -1,9 +1,13 @@
 """Django with its defaults (psycopg 3, server-side cursors for .iterator(),
-persistent-less connections per thread) through pgtenant in transaction mode:
-`migrate`, ORM CRUD, transaction.atomic, `.iterator()` outside a transaction
-while 20 other threads run, then close. Prints one JSON line of results.
+persistent-less connections per thread) through pgtenant in transaction mode.
 
-Env: PGHOST, PGPORT, PGUSER, PGDATABASE (the tenant's route)."""
+`django_app.py migrate` (run by `pgtenant migrate --each`): `manage.py
+migrate`, then prints the applied migrations of the app as one JSON line.
+`django_app.py`: ORM CRUD, transaction.atomic, `.iterator()` outside a
+transaction while 20 other threads run, then close; prints one JSON line.
+
+Env: PGHOST, PGPORT, PGUSER, PGDATABASE (and PGPASSWORD on a migrate --each
+route)."""
 
 import json
 import os
@@ -35,7 +39,13 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402
 from django_shop.models import Item  # noqa: E402
 
-call_command("migrate", verbosity=0)
+if sys.argv[1:] == ["migrate"]:
+    from django.db.migrations.recorder import MigrationRecorder  # noqa: E402
+
+    call_command("migrate", verbosity=0)
+    applied = MigrationRecorder.Migration.objects.filter(app="django_shop").order_by("name")
+    print(json.dumps({"migrated": [m.name for m in applied]}))
+    sys.exit(0)
 
 # CRUD, and a transaction that rolls back.
 Item.objects.all().delete()

@@ -1,9 +1,12 @@
 # Rails ActiveRecord with its defaults (prepared statements on, advisory
-# locks on for migrations) through pgtenant in transaction mode:
-# establish_connection, migrations from a folder (with Rails' migration
-# advisory lock), model CRUD, `transaction do` with a rollback, 20 threads.
-# Prints one JSON line of results.
-# Env: PGHOST, PGPORT, PGUSER, PGDATABASE (the tenant's route).
+# locks on for migrations) through pgtenant in transaction mode.
+# `rails_app.rb migrate` (run by `pgtenant migrate --each`): migrations from a
+# folder with Rails' migration advisory lock, twice; prints the versions as
+# one JSON line.
+# `rails_app.rb`: model CRUD, `transaction do` with a rollback, 20 threads;
+# prints one JSON line of results.
+# Env: PGHOST, PGPORT, PGUSER, PGDATABASE (and PGPASSWORD on a migrate --each
+# route, which libpq reads).
 require "active_record"
 require "json"
 
@@ -15,11 +18,17 @@ ActiveRecord::Base.establish_connection(
   database: ENV.fetch("PGDATABASE"),
   pool: 25
 )
-ActiveRecord::Migration.verbose = false
-paths = [File.join(__dir__, "rails_migrate")]
-context = ActiveRecord::MigrationContext.new(paths, ActiveRecord::SchemaMigration)
-context.migrate
-context.migrate # nothing to do
+if ARGV == ["migrate"]
+  ActiveRecord::Migration.verbose = false
+  paths = [File.join(__dir__, "rails_migrate")]
+  context = ActiveRecord::MigrationContext.new(paths, ActiveRecord::SchemaMigration)
+  context.migrate
+  context.migrate # nothing to do
+  versions = ActiveRecord::Base.connection.select_values("SELECT version FROM schema_migrations ORDER BY version")
+  ActiveRecord::Base.connection_pool.disconnect!
+  puts JSON.generate({ migrated: versions })
+  exit 0
+end
 
 class ArItem < ActiveRecord::Base
 end
@@ -54,8 +63,7 @@ threads = 20.times.map do |n|
 end
 threads.each(&:join)
 sum = ArItem.sum(:qty)
-versions = ActiveRecord::Base.connection.select_values("SELECT version FROM schema_migrations ORDER BY version")
 ActiveRecord::Base.connection_pool.disconnect!
 errs = []
 errs << errors.pop until errors.empty?
-puts JSON.generate({ sum: sum, versions: versions, errors: errs })
+puts JSON.generate({ sum: sum, errors: errs })

@@ -1,14 +1,19 @@
 """SQLAlchemy 2 with its defaults, on psycopg 3 and on asyncpg, through
-pgtenant in transaction mode; Alembic for the migrations (upgrade, downgrade
-one step, upgrade again). ORM CRUD in a Session, a rolled-back transaction,
-20 threads (psycopg) and 20 tasks (asyncpg) over the engines' default pools.
-Prints one JSON line of results.
+pgtenant in transaction mode.
 
-Env: PGHOST, PGPORT, PGUSER, PGDATABASE (the tenant's route)."""
+`sqlalchemy_app.py migrate` (run by `pgtenant migrate --each`): Alembic
+upgrade, downgrade one step, upgrade again; prints the version as one JSON
+line. `sqlalchemy_app.py`: ORM CRUD in a Session, a rolled-back transaction,
+20 threads (psycopg) and 20 tasks (asyncpg) over the engines' default pools;
+prints one JSON line of results.
+
+Env: PGHOST, PGPORT, PGUSER, PGDATABASE (and PGPASSWORD on a migrate --each
+route, which libpq reads)."""
 
 import asyncio
 import json
 import os
+import sys
 import threading
 
 from alembic import command
@@ -40,7 +45,12 @@ def alembic(*steps):
         getattr(command, step)(cfg, target)
 
 
-alembic(("upgrade", "head"), ("downgrade", "-1"), ("upgrade", "head"))
+if sys.argv[1:] == ["migrate"]:
+    alembic(("upgrade", "head"), ("downgrade", "-1"), ("upgrade", "head"))
+    with create_engine(f"postgresql+psycopg://{ADDR}").connect() as c:
+        version = c.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    print(json.dumps({"alembic": version}))
+    sys.exit(0)
 
 engine = create_engine(f"postgresql+psycopg://{ADDR}")
 with Session(engine) as s:

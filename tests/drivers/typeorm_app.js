@@ -1,8 +1,12 @@
 // TypeORM with its defaults (the pg driver, its pool of 10) through pgtenant
-// in transaction mode: migrations with runMigrations() / undoLastMigration()
-// (the seed's migration:run / migration:revert), entity CRUD, a rolled-back
-// transaction, 20 concurrent workers. Prints one JSON line of results.
-// Env: PGHOST, PGPORT, PGUSER, PGDATABASE (the tenant's route).
+// in transaction mode.
+// `typeorm_app.js migrate` (run by `pgtenant migrate --each`): runMigrations()
+// / undoLastMigration() / runMigrations() (the seed's migration:run /
+// migration:revert); prints the applied migrations as one JSON line.
+// `typeorm_app.js`: entity CRUD, a rolled-back transaction, 20 concurrent
+// workers; prints one JSON line of results.
+// Env: PGHOST, PGPORT, PGUSER, PGDATABASE (and PGPASSWORD on a migrate --each
+// route, which pg reads).
 require("reflect-metadata");
 const { DataSource, EntitySchema } = require("typeorm");
 
@@ -16,10 +20,26 @@ const Item = new EntitySchema({
   },
 });
 
+// In the shared schema (pgtenant.target_mode = 'shared', as on a migrate --each
+// route), rows carry the tenant's id and row-level security isolates them.
+const SHARED_RLS = `
+DO $$
+BEGIN
+    IF current_setting('pgtenant.target_mode', true) = 'shared' THEN
+        ALTER TABLE to_items ADD COLUMN tenant_id uuid NOT NULL DEFAULT pgtenant.current_tenant();
+        ALTER TABLE to_items ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY tenant_rows ON to_items
+            USING (tenant_id = (SELECT pgtenant.current_tenant()))
+            WITH CHECK (tenant_id = (SELECT pgtenant.current_tenant()));
+    END IF;
+END
+$$`;
+
 class CreateItems1700000000000 {
   name = "CreateItems1700000000000";
   async up(q) {
     await q.query("CREATE TABLE to_items (id serial PRIMARY KEY, name text NOT NULL, qty int NOT NULL DEFAULT 0)");
+    await q.query(SHARED_RLS);
   }
   async down(q) {
     await q.query("DROP TABLE to_items");
@@ -48,11 +68,19 @@ async function main() {
     logging: false,
   });
   await ds.initialize();
-  await ds.runMigrations();
-  await ds.undoLastMigration();
-  await ds.runMigrations();
+  if (process.argv[2] === "migrate") {
+    await ds.runMigrations();
+    await ds.undoLastMigration();
+    await ds.runMigrations();
+    const migrated = (await ds.query("SELECT name FROM migrations ORDER BY id")).map((r) => r.name);
+    await ds.destroy();
+    console.log(JSON.stringify({ migrated }));
+    return;
+  }
   const repo = ds.getRepository("Item");
-  await repo.clear();
+  // DELETE, not repo.clear(): TRUNCATE ignores row-level security, and
+  // shared tenants are not granted it.
+  await repo.createQueryBuilder().delete().execute();
   for (let i = 0; i < 100; i++) await repo.save({ name: `row-${i}`, qty: i });
   const first = await repo.findOneBy({ name: "row-1" });
   await repo.update({ id: first.id }, { qty: 1 });
@@ -83,9 +111,8 @@ async function main() {
     }),
   );
   const sum = Number((await ds.query("SELECT sum(qty) AS s FROM to_items"))[0].s);
-  const migrations = (await ds.query("SELECT name FROM migrations ORDER BY id")).map((r) => r.name);
   await ds.destroy();
-  console.log(JSON.stringify({ sum, migrations, errors }));
+  console.log(JSON.stringify({ sum, errors }));
 }
 
 main().catch((e) => {
