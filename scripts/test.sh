@@ -21,13 +21,21 @@ command -v runuser >/dev/null || need_install+=(util-linux)
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then need_install+=(postgresql); fi
 # The driver and framework matrix (tests/drivers.rs, tests/frameworks.rs): psycopg 3,
 # asyncpg, Django, SQLAlchemy and Alembic in a venv; node-postgres and TypeORM via npm;
-# sqlx as a dev-dependency.
+# sqlx as a dev-dependency (examples/sqlx_migrate.rs).
 command -v python3 >/dev/null || need_install+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_install+=(python3-venv)
 command -v node >/dev/null || need_install+=(nodejs)
 command -v npm >/dev/null || need_install+=(npm)
 # Rails' ActiveRecord and its pg driver, from Debian.
 ruby -e 'require "active_record"; require "pg"' 2>/dev/null || need_install+=(ruby-activerecord ruby-pg)
+# pgjdbc and HikariCP (with slf4j-nop so it logs nothing), run by a JDK's
+# single-file source launcher; Go with pgx v4, built offline in GOPATH mode.
+command -v java >/dev/null || need_install+=(default-jdk-headless)
+for jar in postgresql:libpostgresql-jdbc-java HikariCP:libhikaricp-java slf4j-nop:libslf4j-java; do
+  [ -e "/usr/share/java/${jar%%:*}.jar" ] || need_install+=("${jar#*:}")
+done
+command -v go >/dev/null || need_install+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/jackc/pgx/v4 ] || need_install+=(golang-github-jackc-pgx-v4-dev)
 if [ ${#need_install[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_install[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

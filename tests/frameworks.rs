@@ -10,12 +10,20 @@
 //!   threads run;
 //! - SQLAlchemy 2 on psycopg 3 and on asyncpg: Alembic upgrade / downgrade /
 //!   upgrade; ORM CRUD, 20 threads and 20 tasks over the default pools;
+//! - asyncpg: its own versioned migrations; CRUD, a rolled-back transaction,
+//!   20 workers over its Pool (statement cache and reset on release);
 //! - TypeORM (pg): runMigrations / undoLastMigration / runMigrations; entity
 //!   CRUD, a rolled-back transaction, 20 concurrent workers;
 //! - sqlx: its Migrator on a folder (`examples/sqlx_migrate.rs`); query /
 //!   query_as, a transaction, 20 tasks;
 //! - Rails ActiveRecord: migrations with its advisory lock; model CRUD,
-//!   `transaction do`, 20 threads.
+//!   `transaction do`, 20 threads;
+//! - pgjdbc + HikariCP: Flyway-style versioned migrations; a
+//!   PreparedStatement run 100 times (server-prepared from the fifth), a
+//!   batch insert, SERIALIZABLE with a rollback, 20 threads;
+//! - Go pgx v4: versioned migrations; pgxpool, CopyFrom (through a temp
+//!   staging table on the shared tenant, where COPY FROM meets RLS), a
+//!   rolled-back transaction, 20 goroutines.
 //!
 //! scripts/test.sh installs them; a missing one fails the test.
 
@@ -178,19 +186,26 @@ fn node() -> &'static OsStr {
 /// Runs `tests/drivers/<script>` with `program` as `app.<tenant>` through
 /// pgtenant; its last line of output.
 async fn run_script(program: &OsStr, script: &str, m: &Matrix, tenant: &str) -> String {
+    run_app(program, &[driver(script).as_os_str()], m, tenant).await
+}
+
+/// Runs `program args` as `app.<tenant>` through pgtenant (PGHOST, PGPORT,
+/// PGUSER, PGDATABASE); its last line of output.
+async fn run_app(program: &OsStr, args: &[&OsStr], m: &Matrix, tenant: &str) -> String {
     let out = tokio::process::Command::new(program)
-        .arg(driver(script))
+        .args(args)
         .env("PGHOST", "127.0.0.1")
         .env("PGPORT", m.port().to_string())
         .env("PGUSER", format!("app.{tenant}"))
         .env("PGDATABASE", &m.app_db)
         .output()
         .await
-        .expect("run the framework's script");
+        .expect("run the framework's app");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{script} on {tenant} failed:\n{stdout}{}",
+        "{} {args:?} on {tenant} failed:\n{stdout}{}",
+        program.to_string_lossy(),
         String::from_utf8_lossy(&out.stderr)
     );
     stdout.lines().last().expect("a JSON line").to_owned()
@@ -262,6 +277,28 @@ async fn sqlalchemy_and_alembic_with_defaults_on_schema_database_and_shared_tena
         vec!["public", "t_saschema"]
     );
     m.shared_rows_stay_with_their_tenant("sa_items", 100).await;
+    m.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn asyncpg_with_defaults_on_schema_database_and_shared_tenants() {
+    let m = Matrix::new("ap").await;
+    let script = driver("asyncpg_app.py");
+    m.migrate_each(
+        python().as_os_str(),
+        &[script.as_os_str(), "migrate".as_ref()],
+        r#"{"migrated": [1, 2]}"#,
+    )
+    .await;
+    let want = format!(r#"{{"sum": {}, "errors": []}}"#, (0..100).sum::<i64>());
+    for tenant in m.legs() {
+        assert_eq!(
+            run_script(python().as_os_str(), "asyncpg_app.py", &m, &tenant).await,
+            want,
+            "{tenant}"
+        );
+    }
+    m.shared_rows_stay_with_their_tenant("ap_items", 100).await;
     m.proxy.shutdown().await;
 }
 
@@ -415,5 +452,107 @@ async fn rails_activerecord_with_defaults_on_schema_database_and_shared_tenants(
         vec!["pgtenant_migrations", "schema_migrations"]
     );
     m.shared_rows_stay_with_their_tenant("ar_items", 100).await;
+    m.proxy.shutdown().await;
+}
+
+/// pgjdbc and HikariCP from Debian (scripts/test.sh installs them), with
+/// slf4j-nop so HikariCP logs nothing.
+fn jdbc_classpath() -> String {
+    let jars = [
+        "postgresql.jar",
+        "HikariCP.jar",
+        "slf4j-api.jar",
+        "slf4j-nop.jar",
+    ]
+    .map(|j| Path::new("/usr/share/java").join(j));
+    for j in &jars {
+        assert!(
+            j.exists(),
+            "{} missing: run ./scripts/test.sh, which installs libpostgresql-jdbc-java, libhikaricp-java and libslf4j-java",
+            j.display()
+        );
+    }
+    jars.map(|j| j.display().to_string()).join(":")
+}
+
+#[tokio::test]
+async fn pgjdbc_and_hikaricp_with_defaults_on_schema_database_and_shared_tenants() {
+    let m = Matrix::new("jd").await;
+    let cp = jdbc_classpath();
+    let app = driver("JdbcApp.java");
+    let args: [&OsStr; 3] = ["-cp".as_ref(), cp.as_ref(), app.as_os_str()];
+    let mut migrate = args.to_vec();
+    migrate.push("migrate".as_ref());
+    m.migrate_each("java".as_ref(), &migrate, r#"{"migrated":[1,2]}"#)
+        .await;
+    let want = format!(
+        r#"{{"sum":{},"isolation":"serializable","errors":[]}}"#,
+        (0..100).sum::<i64>()
+    );
+    for tenant in m.legs() {
+        assert_eq!(
+            run_app("java".as_ref(), &args, &m, &tenant).await,
+            want,
+            "{tenant}"
+        );
+    }
+    m.shared_rows_stay_with_their_tenant("jd_items", 100).await;
+    m.proxy.shutdown().await;
+}
+
+/// `tests/drivers/pgx_app.go` built with Debian's Go and pgx v4 (GOPATH
+/// mode, offline), once per test binary.
+async fn pgx_app() -> PathBuf {
+    static BUILT: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+    BUILT
+        .get_or_init(|| async {
+            let gopath = Path::new("/usr/share/gocode/src/github.com/jackc/pgx/v4");
+            assert!(
+                gopath.exists(),
+                "pgx v4 missing at {}: run ./scripts/test.sh, which installs golang-go and golang-github-jackc-pgx-v4-dev",
+                gopath.display()
+            );
+            let bin = std::env::temp_dir().join(format!("pgtenant-pgx-app-{}", std::process::id()));
+            let out = tokio::process::Command::new("go")
+                .args(["build", "-o"])
+                .arg(&bin)
+                .arg(driver("pgx_app.go"))
+                .env("GO111MODULE", "off")
+                .env("GOPATH", "/usr/share/gocode")
+                .output()
+                .await
+                .expect("run go build (golang-go)");
+            assert!(
+                out.status.success(),
+                "go build pgx_app.go: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            bin
+        })
+        .await
+        .clone()
+}
+
+#[tokio::test]
+async fn go_pgx_with_defaults_on_schema_database_and_shared_tenants() {
+    let m = Matrix::new("gx").await;
+    let app = pgx_app().await;
+    m.migrate_each(
+        app.as_os_str(),
+        &["migrate".as_ref()],
+        r#"{"migrated":[1,2]}"#,
+    )
+    .await;
+    for (tenant, copy) in m.legs().into_iter().zip(["direct", "direct", "staging"]) {
+        assert_eq!(
+            run_app(app.as_os_str(), &[], &m, &tenant).await,
+            format!(
+                r#"{{"copy":"{copy}","errors":[],"sum":{}}}"#,
+                (0..100).sum::<i64>()
+            ),
+            "{tenant}"
+        );
+    }
+    m.shared_rows_stay_with_their_tenant("gx_items", 100).await;
     m.proxy.shutdown().await;
 }
