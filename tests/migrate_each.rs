@@ -162,18 +162,42 @@ if [ "$PGTENANT_TENANT" = eb2 ]; then echo "boom for eb2" >&2; exit 3; fi"#,
         .await,
         vec!["t_eb1", "t_eb2", "t_eb3"]
     );
-    // After the run the port itself is closed.
-    let url = std::fs::read_to_string(urls.join("eb1.url")).expect("eb1's url");
-    let port: u16 = url
-        .trim()
-        .rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("a port in the url");
-    let err = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect_err("the route's port is closed after the run");
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+#[tokio::test]
+async fn output_of_any_shape_is_kept_and_what_the_command_leaves_running_is_stopped() {
+    let fx = Fx::new("ef", "").await;
+    fx.create("ef1", TenantMode::Schema).await;
+    // Bytes that are not UTF-8, lines ended by \r (a progress bar), and a
+    // background process holding the output pipe after the command exits.
+    let script = r#"printf 'bad \377 byte\nprogress 1\rprogress 2'; (sleep 61.25 &); exit 4"#;
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = fx.cli_full(&["--each", "--", "sh", "-c", script]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the run waited for the background process"
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert_eq!(rows(&stdout), vec![row("ef1", "failed")], "{stdout}");
+    assert!(stdout.contains("exit status 4: progress 2"), "{stdout}");
+    assert_eq!(
+        output_lines(&stderr),
+        vec![
+            "ef1 | bad \u{FFFD} byte",
+            "ef1 | progress 1",
+            "ef1 | progress 2"
+        ],
+        "{stderr}"
+    );
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 61.25"])
+        .output()
+        .expect("pgrep");
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout),
+        "",
+        "the command's background process was stopped with it"
+    );
 }
 
 #[tokio::test]
@@ -195,7 +219,9 @@ async fn each_waits_for_the_targets_migration_lock() {
     assert_eq!(code, 0, "{stdout}");
     assert_eq!(rows(&stdout), vec![row("ec1", "skipped")], "{stdout}");
     assert!(
-        stdout.contains("another runner held it throughout"),
+        stdout.contains(
+            "another runner held the migration lock of ec_app/t_ec1 for all of busy_wait (300ms)"
+        ),
         "{stdout}"
     );
     assert!(
@@ -313,15 +339,18 @@ fn toml_string(s: &str) -> String {
 }
 
 /// The route alone: a session as the route's login, a CancelRequest sent to
-/// the route reaching the server, wrong credentials and databases refused,
-/// and open sessions closed (57P01) when the grant goes.
+/// the route reaching the server, wrong credentials and databases refused;
+/// revoking cancels what its sessions run and closes them (57P01), a
+/// session half logged in at that moment never gets in, and the port closes
+/// with the routes.
 #[tokio::test]
 async fn a_route_serves_cancels_refuses_and_closes_its_sessions() {
     tenant_fixture("ee_app", &[]).await;
-    let routes = pgtenant::frontend::OwnerRoutes::start(Duration::from_secs(5))
-        .await
-        .expect("routes");
-    let grant = routes.grant(pgtenant::tenant::Target {
+    let routes =
+        pgtenant::frontend::OwnerRoutes::start(Duration::from_secs(5), Duration::from_secs(5))
+            .await
+            .expect("routes");
+    let server = pgtenant::tenant::Target {
         server: "main".into(),
         host: "127.0.0.1".into(),
         port: pg_port(),
@@ -329,7 +358,8 @@ async fn a_route_serves_cancels_refuses_and_closes_its_sessions() {
         user: "postgres".into(),
         password: None,
         settings: Vec::new(),
-    });
+    };
+    let grant = routes.grant(server.clone());
     let (client, conn) = tokio_postgres::connect(&grant.url(), tokio_postgres::NoTls)
         .await
         .expect("connect on the route");
@@ -338,18 +368,22 @@ async fn a_route_serves_cancels_refuses_and_closes_its_sessions() {
         scalar(&client, "SELECT current_user || '@' || current_database()").await,
         "postgres@ee_app"
     );
+    let pid = scalar(&client, "SELECT pg_backend_pid()::text").await;
+    let busy = |sql: &'static str| async move {
+        scalar(
+            &direct("ee_app").await,
+            &format!("SELECT count(*)::text FROM pg_stat_activity WHERE query = '{sql}'"),
+        )
+        .await
+            == "1"
+    };
     let token = client.cancel_token();
     let sleeper = tokio::spawn(async move {
         let r = client.simple_query("SELECT pg_sleep(30)").await;
         (client, r)
     });
     let cancelled = wait_until(Duration::from_secs(5), || async {
-        let busy = scalar(
-            &direct("ee_app").await,
-            "SELECT count(*)::text FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'",
-        )
-        .await;
-        busy == "1" && token.cancel_query(tokio_postgres::NoTls).await.is_ok()
+        busy("SELECT pg_sleep(30)").await && token.cancel_query(tokio_postgres::NoTls).await.is_ok()
     })
     .await;
     assert!(cancelled, "the sleep started and a cancel was sent");
@@ -384,14 +418,62 @@ async fn a_route_serves_cancels_refuses_and_closes_its_sessions() {
             .unwrap_or_else(|| panic!("{conninfo} is refused"));
         assert_eq!(sqlstate(&e).0, code, "{conninfo}: {e}");
     }
-    drop(grant);
-    let ended = tokio::time::timeout(Duration::from_secs(5), conn)
+    // Revoking while a statement runs: cancelled, closed, its backend gone.
+    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(31)").await });
+    assert!(
+        wait_until(Duration::from_secs(5), || busy("SELECT pg_sleep(31)")).await,
+        "the second sleep started"
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(grant.revoke().await, vec![pid.parse::<i32>().expect("pid")]);
+    let r = sleeper.await.expect("sleeper");
+    let e = r.expect_err("closed by the route");
+    assert_eq!(sqlstate(&e).0, "57P01", "{e:?}");
+    tokio::time::timeout(Duration::from_secs(5), conn)
         .await
         .expect("the session is closed when its grant goes")
-        .expect("connection task");
-    assert_eq!(
-        sqlstate(&ended.expect_err("closed by the route")).0,
-        "57P01"
+        .expect("connection task")
+        .expect_err("the connection ended with the route's FATAL");
+    let gone = wait_until(Duration::from_secs(5), || async {
+        scalar(
+            &direct("ee_app").await,
+            &format!("SELECT count(*)::text FROM pg_stat_activity WHERE pid = {pid}"),
+        )
+        .await
+            == "0"
+    })
+    .await;
+    assert!(gone, "the backend left");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the statement was cancelled, not waited for"
     );
-    assert!(client.is_closed());
+    // A client half logged in when its grant is revoked never gets in.
+    let grant = routes.grant(server);
+    let (addr, user, password) = (
+        std::net::SocketAddr::from(([127, 0, 0, 1], grant.port())),
+        grant.user().to_owned(),
+        grant.password().to_owned(),
+    );
+    let refused = common::raw::RawConn::connect_hooked(
+        addr,
+        &[("user", &user), ("database", "ee_app")],
+        &password,
+        async move {
+            assert_eq!(grant.revoke().await, Vec::<i32>::new());
+        },
+    )
+    .await
+    .err()
+    .expect("refused after the revocation");
+    assert_eq!(refused.0, "57P01", "{refused:?}");
+    // The port closes with the routes.
+    drop(routes);
+    let closed = wait_until(Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+    .await;
+    assert!(closed, "the port is closed once the routes are dropped");
 }

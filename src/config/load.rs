@@ -57,6 +57,27 @@ pub fn secret(inline: &Option<String>, env: &Option<String>) -> Result<Option<St
     }
 }
 
+/// The environment variables the config reads secrets from (every
+/// `*_env` key): kept from the commands pgtenant runs for others.
+pub fn secret_env_names(cfg: &super::Config) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for s in cfg.servers.values() {
+        names.extend(s.password_env.iter().chain(&s.admin_password_env).cloned());
+    }
+    for u in &cfg.auth.users {
+        names.extend(u.password_env.iter().cloned());
+    }
+    if let Some(c) = &cfg.catalog {
+        names.extend(c.role_secret_env.iter().cloned());
+    }
+    for t in &cfg.tenants {
+        names.extend(t.role_password_env.iter().cloned());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

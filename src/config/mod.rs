@@ -7,6 +7,6 @@ mod load;
 mod types;
 mod validate;
 
-pub use load::{load_file, parse_str, secret, ConfigError};
+pub use load::{load_file, parse_str, secret, secret_env_names, ConfigError};
 pub use types::*;
 pub use validate::{valid_tenant_key, warnings};

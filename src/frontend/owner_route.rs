@@ -45,12 +45,42 @@ struct Shared {
     /// the BackendKeyData the client was given) reaches the right server.
     backends: Mutex<Backends>,
     connect_timeout: Duration,
+    login_timeout: Duration,
 }
 
 struct Route {
     users: UserDb,
     server: Target,
-    revoked: watch::Sender<bool>,
+    /// Whether the grant is revoked, and the backends of its sessions: one
+    /// lock, so a session logging in while the grant goes either is seen by
+    /// [`Grant::revoke`] or sees the revocation itself.
+    state: Mutex<RouteState>,
+    /// Wakes the sessions' relays at revocation.
+    closed: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct RouteState {
+    revoked: bool,
+    live: Vec<(i32, i32)>,
+}
+
+impl Route {
+    /// Records a session's backend; false once revoked (the session must end
+    /// without running anything).
+    fn enter(&self, key: (i32, i32)) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.revoked {
+            return false;
+        }
+        st.live.push(key);
+        true
+    }
+
+    fn leave(&self, key: (i32, i32)) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.live.retain(|k| *k != key);
+    }
 }
 
 /// One target's credential: valid until dropped.
@@ -115,26 +145,61 @@ impl Grant {
     }
 }
 
-impl Drop for Grant {
-    fn drop(&mut self) {
+impl Grant {
+    /// Ends the grant: no new session is let in, each live session's running
+    /// statement is cancelled and its connections closed. Returns the server
+    /// pids of those sessions, so the caller can wait for them to be gone
+    /// before anyone else may take the target.
+    pub async fn revoke(self) -> Vec<i32> {
+        let live = self.close();
+        for (pid, secret) in &live {
+            let _ = crate::backend::send_cancel(
+                &self.route.server.host,
+                self.route.server.port,
+                *pid,
+                *secret,
+            )
+            .await;
+        }
+        live.into_iter().map(|(pid, _)| pid).collect()
+    }
+
+    fn close(&self) -> Vec<(i32, i32)> {
         self.shared
             .routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.user);
-        let _ = self.route.revoked.send(true);
+        let live = {
+            let mut st = self.route.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.revoked = true;
+            st.live.clone()
+        };
+        self.route.closed.send_replace(true);
+        live
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
 impl OwnerRoutes {
-    /// Binds 127.0.0.1 on a free port and starts accepting.
-    pub async fn start(connect_timeout: Duration) -> std::io::Result<OwnerRoutes> {
+    /// Binds 127.0.0.1 on a free port and starts accepting. A client gets
+    /// `login_timeout` to log in; server logins get `connect_timeout`.
+    pub async fn start(
+        connect_timeout: Duration,
+        login_timeout: Duration,
+    ) -> std::io::Result<OwnerRoutes> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             routes: Mutex::default(),
             backends: Mutex::default(),
             connect_timeout,
+            login_timeout,
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(OwnerRoutes {
@@ -155,7 +220,8 @@ impl OwnerRoutes {
         let password = random_hex(24);
         let route = Arc::new(Route {
             users: UserDb::one(&user, &password),
-            revoked: watch::channel(false).0,
+            state: Mutex::default(),
+            closed: watch::channel(false).0,
             server,
         });
         self.shared
@@ -252,11 +318,67 @@ fn session_settings(params: &StartupParams, route: &[(String, String)]) -> Vec<(
 }
 
 async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
-    let params = match startup(&mut stream, &shared).await {
-        Ok(p) => p,
-        Err(Refusal::Error(e)) => return send_fatal(&mut stream, &e).await,
-        Err(Refusal::Cancel | Refusal::Closed) => return,
+    let login = tokio::time::timeout(shared.login_timeout, login(&mut stream, &shared)).await;
+    let (route, mut conn) = match login {
+        Ok(Ok(session)) => session,
+        Ok(Err(Refusal::Error(e))) => return send_fatal(&mut stream, &e).await,
+        Ok(Err(Refusal::Cancel | Refusal::Closed)) => return,
+        Err(_) => {
+            let e = ClientError::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "timeout while logging in (client_login_timeout)",
+            );
+            return send_fatal(&mut stream, &e).await;
+        }
     };
+    let key = (conn.state.pid, conn.secret);
+    if !route.enter(key) {
+        return send_fatal(&mut stream, &revoked_error()).await;
+    }
+    let mut out = BytesMut::new();
+    messages::auth_ok(&mut out);
+    for (k, v) in conn.params.iter() {
+        messages::parameter_status(&mut out, k, v);
+    }
+    messages::backend_key_data(&mut out, key.0, key.1);
+    messages::ready_for_query(&mut out, b'I');
+    shared
+        .backends
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, (route.server.host.clone(), route.server.port));
+    if stream.write_all(&out).await.is_ok() {
+        let mut closed = route.closed.subscribe();
+        tokio::select! {
+            biased;
+            _ = async { closed.wait_for(|c| *c).await.map(|_| ()) } => {
+                send_fatal(&mut stream, &revoked_error()).await;
+            }
+            _ = tokio::io::copy_bidirectional(&mut stream, &mut conn.stream) => {}
+        }
+    }
+    shared
+        .backends
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key);
+    route.leave(key);
+}
+
+fn revoked_error() -> ClientError {
+    ClientError::new(
+        sqlstate::ADMIN_SHUTDOWN,
+        "this target's migration command has finished: its route is closed",
+    )
+}
+
+/// Startup, the client's SCRAM exchange, and the server login; on success
+/// nothing has been sent after the last auth message.
+async fn login(
+    stream: &mut TcpStream,
+    shared: &Shared,
+) -> Result<(Arc<Route>, ServerConn), Refusal> {
+    let params = startup(stream, shared).await?;
     let user = params.get("user").unwrap_or_default().to_owned();
     let route = shared
         .routes
@@ -266,57 +388,49 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         .cloned();
     let Some(route) = route else {
         tracing::info!(%user, "owner route: unknown or expired credential");
-        let e = ClientError::new(
+        return Err(ClientError::new(
             sqlstate::INVALID_PASSWORD,
             format!("password authentication failed for user \"{user}\""),
         )
-        .hint("a route of pgtenant migrate --each is valid only while its target's command runs");
-        return send_fatal(&mut stream, &e).await;
+        .hint("a route of pgtenant migrate --each is valid only while its target's command runs")
+        .into());
     };
     if params.get("replication").is_some() {
-        let e = ClientError::new(
+        return Err(ClientError::new(
             sqlstate::FEATURE_NOT_SUPPORTED,
             "replication connections are not served on a migration route",
-        );
-        return send_fatal(&mut stream, &e).await;
+        )
+        .into());
     }
     let database = params.get("database").unwrap_or(&user);
     if database != route.server.database {
-        let e = ClientError::new(
+        return Err(ClientError::new(
             sqlstate::INVALID_CATALOG_NAME,
             format!(
                 "this migration route serves database \"{}\", not \"{database}\"",
                 route.server.database
             ),
-        );
-        return send_fatal(&mut stream, &e).await;
+        )
+        .into());
     }
     let mut out = BytesMut::new();
     let unsupported = params.protocol_options();
     if params.minor_version > 0 || !unsupported.is_empty() {
         messages::negotiate_protocol_version(&mut out, &unsupported);
-        if stream.write_all(&out).await.is_err() {
-            return;
-        }
+        stream.write_all(&out).await.map_err(|_| Refusal::Closed)?;
     }
-    if let Err(e) = authenticate_client(
-        &mut stream,
-        AuthMethod::ScramSha256,
-        &route.users,
-        &user,
-        &user,
-    )
-    .await
-    {
-        return send_fatal(&mut stream, &ClientError::from(&e)).await;
-    }
+    authenticate_client(stream, AuthMethod::ScramSha256, &route.users, &user, &user)
+        .await
+        .map_err(|e| ClientError::from(&e))?;
     let mut server = route.server.clone();
     server.settings = session_settings(&params, &route.server.settings);
     let app = params.get("application_name").unwrap_or_default();
-    let mut conn = match ServerConn::connect(&server, app, shared.connect_timeout, 0).await {
-        Ok(c) => c,
+    match ServerConn::connect(&server, app, shared.connect_timeout, 0).await {
+        Ok(c) => Ok((route, c)),
         Err(e) => {
             tracing::warn!(error = %e, "owner route: server login failed");
+            // The server's own SQLSTATE and message (ClientError codes are
+            // pgtenant's fixed set).
             out.clear();
             let (code, message) = match &e {
                 BackendError::Refused { code, message, .. } => (code.as_str(), message.clone()),
@@ -324,45 +438,9 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             };
             messages::error_response(&mut out, Severity::Fatal, code, &message, None);
             let _ = stream.write_all(&out).await;
-            return;
-        }
-    };
-    out.clear();
-    messages::auth_ok(&mut out);
-    for (k, v) in conn.params.iter() {
-        messages::parameter_status(&mut out, k, v);
-    }
-    let key = (conn.state.pid, conn.secret);
-    messages::backend_key_data(&mut out, key.0, key.1);
-    messages::ready_for_query(&mut out, b'I');
-    if stream.write_all(&out).await.is_err() {
-        return;
-    }
-    shared
-        .backends
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key, (server.host.clone(), server.port));
-    let mut revoked = route.revoked.subscribe();
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut stream, &mut conn.stream) => {}
-        _ = async { revoked.wait_for(|r| *r).await.map(|_| ()) } => {
-            out.clear();
-            messages::error_response(
-                &mut out,
-                Severity::Fatal,
-                sqlstate::ADMIN_SHUTDOWN,
-                "this target's migration command has finished: its route is closed",
-                None,
-            );
-            let _ = stream.write_all(&out).await;
+            Err(Refusal::Closed)
         }
     }
-    shared
-        .backends
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&key);
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@
 //! `PGTENANT_MODE` (`schema`, `database` or `shared`, as the GUC
 //! `pgtenant.target_mode` on the route's sessions), `PGTENANT_SCHEMA` and, for
 //! a dedicated target, `PGTENANT_TENANT`. Other `PG*` variables of the caller
-//! are removed so none can send the command elsewhere.
+//! and the config's secrets are removed. The command runs in its own process
+//! group, killed when it exits; its route is revoked (running statements
+//! cancelled) before the target's lock is released.
 
 use super::apply::{lock_target, unlock_target};
 use super::report::{Report, State, TargetReport};
@@ -27,7 +29,7 @@ use std::ffi::OsString;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Semaphore;
 
 /// Lines of a command's output kept per target (the last ones).
@@ -62,9 +64,12 @@ pub async fn run_each(cfg: &Config, opts: &EachOptions) -> Result<Report, Migrat
         f(all.len());
     }
     let routes = Arc::new(
-        OwnerRoutes::start(cfg.proxy.server_connect_timeout)
-            .await
-            .map_err(MigrateError::Route)?,
+        OwnerRoutes::start(
+            cfg.proxy.server_connect_timeout,
+            cfg.proxy.client_login_timeout,
+        )
+        .await
+        .map_err(MigrateError::Route)?,
     );
     let mut reports = Vec::with_capacity(all.len());
     let mut queue = VecDeque::new();
@@ -245,6 +250,9 @@ pub async fn each_target(
         Ok(l) => l,
         Err(e) => return EachDone::failed(e),
     };
+    if let Err(e) = check_login(&login, t).await {
+        return EachDone::failed(e);
+    }
     let admin = match admin_config(cfg, &t.server, &t.database) {
         Ok(pg) => match connect(&pg).await {
             Ok(c) => c,
@@ -252,30 +260,102 @@ pub async fn each_target(
         },
         Err(e) => return EachDone::failed(e.to_string()),
     };
+    // The lock lives on this session, idle while the command runs.
+    let _ = admin
+        .batch_execute(
+            "SELECT pg_catalog.set_config('idle_session_timeout', '0', false)
+               FROM pg_catalog.pg_settings WHERE name = 'idle_session_timeout'",
+        )
+        .await;
     let lock = t.lock_name();
     match lock_target(&admin, &lock, cfg.migrations.busy_wait).await {
         Ok(true) => {}
         Ok(false) => {
             return EachDone {
                 state: State::Skipped,
-                error: Some("another runner held it throughout".into()),
+                error: Some(format!(
+                    "another runner held the migration lock of {lock} for all of busy_wait ({:?})",
+                    cfg.migrations.busy_wait
+                )),
                 output: Vec::new(),
             }
         }
         Err(e) => return EachDone::failed(format!("(advisory lock): {e}")),
     }
     let grant = routes.grant(login);
-    let done = run_command(command, &grant, t).await;
-    // Revoked before the lock goes: nothing of this command runs on the
-    // target once another runner may take it.
-    drop(grant);
+    let mut done = run_command(cfg, command, &grant, t).await;
+    // The route goes before the lock: what its sessions still run is
+    // cancelled, and the lock waits until their backends are gone.
+    let pids = grant.revoke().await;
+    if !gone(&admin, &pids).await {
+        tracing::warn!(target = %t.label(), ?pids, "route sessions still on the server after 30 s");
+    }
+    if admin.is_closed() {
+        done.state = State::Failed;
+        done.error = Some(format!(
+            "the connection holding the migration lock of {lock} was lost while the command ran: another runner may have migrated it at the same time"
+        ));
+    }
     unlock_target(&admin, &lock).await;
     done
 }
 
-/// The command's environment: the route, the target, and no other `PG*`.
+/// Logs in once as the route's user before the command runs, so a missing
+/// password says what to configure instead of failing inside the app's tool.
+async fn check_login(login: &crate::tenant::Target, t: &Target) -> Result<(), String> {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&*login.host)
+        .port(login.port)
+        .user(&login.user)
+        .dbname(&login.database)
+        .application_name("pgtenant-migrate-each")
+        .connect_timeout(std::time::Duration::from_secs(10));
+    if let Some(p) = &login.password {
+        pg.password(p);
+    }
+    match connect(&pg).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "cannot log in as {} for {}: {e}{}",
+            login.user,
+            t.label(),
+            if t.role.is_some() {
+                " (its password comes from the tenant's role_password_env or [catalog] role_secret_env)"
+            } else {
+                " (the server's admin_user / admin_password_env)"
+            }
+        )),
+    }
+}
+
+/// Waits (up to 30 s) until none of `pids` is a server backend any more.
+async fn gone(admin: &tokio_postgres::Client, pids: &[i32]) -> bool {
+    if pids.is_empty() {
+        return true;
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = admin
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1)",
+                &[&pids],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0));
+        match left {
+            Ok(0) | Err(_) => return left.is_ok(),
+            Ok(_) if Instant::now() >= deadline => return false,
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// The command's environment: the route and the target. Every `PG*`
+/// variable of the caller (pgtenant's own included) and every secret the
+/// config reads is removed, so none sends the command elsewhere or hands it
+/// another tenant's credentials.
 fn command_env(grant: &Grant, t: &Target) -> Vec<(&'static str, String)> {
-    vec![
+    let mut env = vec![
         ("DATABASE_URL", grant.url()),
         ("PGHOST", grant.host()),
         ("PGPORT", grant.port().to_string()),
@@ -287,37 +367,68 @@ fn command_env(grant: &Grant, t: &Target) -> Vec<(&'static str, String)> {
         ("PGTENANT_TARGET", t.label()),
         ("PGTENANT_MODE", t.mode_name().to_owned()),
         ("PGTENANT_SCHEMA", t.schema.clone()),
-        (
-            "PGTENANT_TENANT",
-            match t.mode {
-                TenantMode::Shared => String::new(),
-                _ => t.tenants.first().cloned().unwrap_or_default(),
-            },
-        ),
-    ]
+    ];
+    if t.mode != TenantMode::Shared {
+        if let Some(k) = t.tenants.first() {
+            env.push(("PGTENANT_TENANT", k.clone()));
+        }
+    }
+    env
+}
+
+fn removed_env(cfg: &Config) -> Vec<OsString> {
+    let secrets = crate::config::secret_env_names(cfg);
+    std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            k.as_encoded_bytes().starts_with(b"PG")
+                || secrets.iter().any(|s| k.as_encoded_bytes() == s.as_bytes())
+        })
+        .collect()
 }
 
 type Lines = Arc<Mutex<VecDeque<String>>>;
 
-async fn collect<R: AsyncRead + Unpin>(from: R, into: Lines) {
-    let mut lines = BufReader::new(from).lines();
-    while let Ok(Some(mut line)) = lines.next_line().await {
-        if line.len() > LINE_CHARS {
-            let mut cut = LINE_CHARS;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-        }
+/// Keeps the last [`OUTPUT_LINES`] lines of `from` (each cut at
+/// [`LINE_CHARS`] bytes, `\r` ending a line like `\n`, bytes that are not
+/// UTF-8 replaced), and reads to the end whatever comes: a reader that
+/// stopped would break the command's pipe.
+async fn collect<R: AsyncRead + Unpin>(mut from: R, into: Lines) {
+    let mut buf = [0u8; 8192];
+    let mut line: Vec<u8> = Vec::new();
+    let keep = |line: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line).into_owned();
+        line.clear();
         let mut kept = into.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() == OUTPUT_LINES {
             kept.pop_front();
         }
-        kept.push_back(line);
+        kept.push_back(text);
+    };
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            match b {
+                b'\n' | b'\r' if !line.is_empty() => keep(&mut line),
+                b'\n' | b'\r' => {}
+                _ if line.len() < LINE_CHARS => line.push(b),
+                _ => {}
+            }
+        }
+    }
+    if !line.is_empty() {
+        keep(&mut line);
     }
 }
 
-async fn run_command(command: &[OsString], grant: &Grant, t: &Target) -> EachDone {
+/// How long output readers may outlive the command (a background process
+/// it left holding the pipe) before they are dropped.
+const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn run_command(cfg: &Config, command: &[OsString], grant: &Grant, t: &Target) -> EachDone {
     let Some((program, args)) = command.split_first() else {
         return EachDone::failed("no command given".into());
     };
@@ -327,11 +438,11 @@ async fn run_command(command: &[OsString], grant: &Grant, t: &Target) -> EachDon
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("PG") && !k.starts_with("PGTENANT_") {
-            cmd.env_remove(&*k);
-        }
+    // Its own process group: what it leaves running is stopped with it.
+    #[cfg(unix)]
+    cmd.process_group(0);
+    for k in removed_env(cfg) {
+        cmd.env_remove(k);
     }
     cmd.envs(command_env(grant, t));
     let mut child = match cmd.spawn() {
@@ -340,6 +451,7 @@ async fn run_command(command: &[OsString], grant: &Grant, t: &Target) -> EachDon
             return EachDone::failed(format!("cannot run {}: {e}", program.to_string_lossy()))
         }
     };
+    let group = child.id();
     let lines: Lines = Arc::default();
     let out = child
         .stdout
@@ -350,8 +462,18 @@ async fn run_command(command: &[OsString], grant: &Grant, t: &Target) -> EachDon
         .take()
         .map(|s| tokio::spawn(collect(s, lines.clone())));
     let status = child.wait().await;
+    #[cfg(unix)]
+    if let Some(pgid) = group.and_then(|g| i32::try_from(g).ok()) {
+        // SAFETY: killpg only sends a signal; the group is the command's own.
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
+    }
     for h in [out, err].into_iter().flatten() {
-        let _ = h.await;
+        let abort = h.abort_handle();
+        if tokio::time::timeout(DRAIN_AFTER_EXIT, h).await.is_err() {
+            abort.abort();
+        }
     }
     let output: Vec<String> = lines
         .lock()
@@ -397,9 +519,12 @@ pub async fn each_for_new_tenant(cfg: &Config, spec: &TenantConfig) -> Result<()
     }
     let t = Target::of(cfg, spec)
         .ok_or_else(|| format!("server {:?} is not defined in the config", spec.server))?;
-    let routes = OwnerRoutes::start(cfg.proxy.server_connect_timeout)
-        .await
-        .map_err(|e| format!("cannot open a migration route on 127.0.0.1: {e}"))?;
+    let routes = OwnerRoutes::start(
+        cfg.proxy.server_connect_timeout,
+        cfg.proxy.client_login_timeout,
+    )
+    .await
+    .map_err(|e| format!("cannot open a migration route on 127.0.0.1: {e}"))?;
     let done = each_target(cfg, &routes, &t, Some(spec), &command).await;
     match done.state {
         State::Ok => Ok(()),

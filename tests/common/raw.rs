@@ -52,6 +52,19 @@ impl RawConn {
         params: &[(&str, &str)],
         password: &str,
     ) -> Result<RawConn, (String, String)> {
+        Self::connect_hooked(addr, params, password, async {}).await
+    }
+
+    /// [`RawConn::connect`], running `on_sasl` when the SCRAM exchange is
+    /// requested and before answering it (something that happens while a
+    /// client is half logged in).
+    pub async fn connect_hooked(
+        addr: SocketAddr,
+        params: &[(&str, &str)],
+        password: &str,
+        on_sasl: impl std::future::Future<Output = ()>,
+    ) -> Result<RawConn, (String, String)> {
+        let mut on_sasl = Some(on_sasl);
         let io = |e: std::io::Error| (String::new(), e.to_string());
         let mut s = TcpStream::connect(addr).await.map_err(io)?;
         let mut b = BytesMut::new();
@@ -78,6 +91,9 @@ impl RawConn {
                     let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
                     match code {
                         10 => {
+                            if let Some(hook) = on_sasl.take() {
+                                hook.await;
+                            }
                             let c = ScramSha256::new(
                                 password.as_bytes(),
                                 ChannelBinding::unsupported(),
