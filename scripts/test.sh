@@ -35,6 +35,8 @@ for jar in postgresql:libpostgresql-jdbc-java HikariCP:libhikaricp-java slf4j-no
   [ -e "/usr/share/java/${jar%%:*}.jar" ] || need_install+=("${jar#*:}")
 done
 command -v go >/dev/null || need_install+=(golang-go)
+# promtool and prometheus for the metrics tests (tests/metrics.rs).
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need_install+=(prometheus)
 [ -d /usr/share/gocode/src/github.com/jackc/pgx/v4 ] || need_install+=(golang-github-jackc-pgx-v4-dev)
 if [ ${#need_install[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_install[*]}" >&2

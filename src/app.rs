@@ -34,16 +34,26 @@ pub struct Proxy {
     pub notify: Arc<crate::notify::Hubs>,
     /// Migration status and catch-up of reactivated tenants (`serve` only).
     pub sidecar: crate::sidecar::Sidecar,
+    /// Prometheus metrics (recorded even without a listener: a few atomics).
+    pub metrics: Arc<crate::metrics::Metrics>,
     shutdown: watch::Sender<bool>,
     client_slots: Arc<Semaphore>,
+    /// The catalog was read at least once (for `/readyz`).
+    pub catalog_loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Proxy {
     pub fn new(config: Config) -> Self {
         let tenants = TenantDirectory::new(Tenant::all_from_config(&config));
+        let metrics = Arc::new(crate::metrics::Metrics::new(&config.metrics));
+        let mut pools = PoolManager::new(&config);
+        if config.metrics.listen.is_some() {
+            pools = pools.with_timings(metrics.timings_factory());
+        }
         Self {
             users: UserDb::from_config(&config),
-            pools: PoolManager::new(&config),
+            pools,
+            metrics,
             cancels: CancelRegistry::default(),
             notify: Arc::new(crate::notify::Hubs::new(
                 Arc::default(),
@@ -55,6 +65,7 @@ impl Proxy {
             sidecar: crate::sidecar::Sidecar::default(),
             shutdown: watch::channel(false).0,
             client_slots: Arc::new(Semaphore::new(config.proxy.max_client_conn)),
+            catalog_loaded: Default::default(),
             tenants,
             config: Arc::new(config),
         }
@@ -85,6 +96,8 @@ pub async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
 pub struct Running {
     pub addr: SocketAddr,
     pub proxy: Arc<Proxy>,
+    /// Where `/metrics` is served (`[metrics] listen`).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Running {
@@ -116,8 +129,28 @@ impl Running {
         }
         tokio::spawn(accept_loop(listener, proxy.clone()));
         tokio::spawn(reaper(proxy.clone()));
+        let mut metrics_at = None;
+        if let Some(at) = proxy.config.metrics.listen.clone() {
+            let listener = TcpListener::bind(&at)
+                .await
+                .map_err(|source| AppError::Listen {
+                    addr: at.clone(),
+                    source,
+                })?;
+            let metrics_addr = listener.local_addr().ok();
+            tracing::info!(addr = ?metrics_addr, "metrics listening");
+            tokio::spawn(crate::metrics::serve_http(
+                listener,
+                crate::observe::routes(proxy.clone()),
+            ));
+            metrics_at = metrics_addr;
+        }
         tracing::info!(%addr, tenants = proxy.tenants.snapshot().len(), "pgtenant listening");
-        Ok(Running { addr, proxy })
+        Ok(Running {
+            addr,
+            proxy,
+            metrics_addr: metrics_at,
+        })
     }
 
     /// Graceful shutdown: stop accepting, close idle clients, let in-flight
@@ -152,6 +185,9 @@ async fn load_catalog_once(
     proxy
         .tenants
         .replace(crate::tenant::watcher::merge(&proxy.config, &rows));
+    proxy
+        .catalog_loaded
+        .store(true, std::sync::atomic::Ordering::Release);
     Ok(())
 }
 
@@ -160,9 +196,11 @@ async fn reaper(proxy: Arc<Proxy>) {
     let every = (proxy.config.proxy.server_idle_timeout / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);
+    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = tick.tick() => proxy.pools.reap(),
+            _ = upkeep.tick() => proxy.metrics.upkeep(),
             _ = wait_shutdown(&mut shutdown) => return,
         }
     }

@@ -128,10 +128,39 @@ pub struct UserConfig {
     pub password_env: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
+    /// `GET /metrics`, `/healthz`, `/readyz`; none: no metrics listener.
     pub listen: Option<String>,
+    /// Which tenants get series of their own (the rest are summed per tier
+    /// under `tenant="_other"`): all of them, the `top_tenants` busiest, or
+    /// none (`tier`).
+    pub tenant_labels: TenantLabels,
+    pub top_tenants: usize,
+    /// Latency histograms per tenant instead of per tier (one histogram per
+    /// tenant: only for few tenants).
+    pub per_tenant_histograms: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            tenant_labels: TenantLabels::Top,
+            top_tenants: 100,
+            per_tenant_histograms: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantLabels {
+    All,
+    #[default]
+    Top,
+    Tier,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -75,6 +75,8 @@ pub struct ClientState {
     /// may pin is sent (so the cap refuses that statement, not a later one).
     pub pin_slot: Option<Slot>,
     pub pins: Arc<Quota>,
+    /// Requests the statement guard refused (42501) since the last flush.
+    pub refusals: u64,
     /// SQL-level prepared statements: name -> (version, PREPARE text). The
     /// version tells a link's copy from another client's of the same name.
     pub sql_prepared: HashMap<String, (u64, Arc<str>)>,
@@ -125,6 +127,7 @@ impl ClientState {
             pin: None,
             pin_slot: None,
             pins,
+            refusals: 0,
             sql_prepared: HashMap::new(),
             limits,
             follow_listens: false,

@@ -28,6 +28,9 @@ pub async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
         };
         let _ = stream.set_nodelay(true);
         let Some(slot) = proxy.try_client_slot() else {
+            proxy
+                .metrics
+                .login_failed(crate::metrics::LoginFailure::TooManyClients);
             let e = ClientError::new(
                 sqlstate::TOO_MANY_CONNECTIONS,
                 "too many clients for pgtenant (max_client_conn)",

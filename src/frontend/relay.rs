@@ -25,6 +25,8 @@ pub struct Upstream {
     pub scanner: FrameScanner,
     pub out: BytesMut,
     scratch: BytesMut,
+    /// Bytes read from the client since the session last flushed its stats.
+    pub received: u64,
 }
 
 impl Upstream {
@@ -73,6 +75,8 @@ pub struct Downstream {
     pub buf: BytesMut,
     pub scanned: usize,
     pub scanner: FrameScanner,
+    /// Bytes written to the client since the session last flushed its stats.
+    pub sent: u64,
 }
 
 impl Downstream {
@@ -91,6 +95,7 @@ impl Downstream {
     fn wrote(&mut self, n: usize) {
         self.buf.advance(n);
         self.scanned -= n;
+        self.sent += n as u64;
     }
 }
 
@@ -499,10 +504,13 @@ where
             },
             step = up_step, if up_enabled => match step {
                 Step::Read(Ok(0)) => return RelayEnd::ClientClosed,
-                Step::Read(Ok(_)) => match scan_client(up, cx) {
-                    Ok(stop) => terminating = stop,
-                    Err(e) => return RelayEnd::ClientProtocol(e),
-                },
+                Step::Read(Ok(n)) => {
+                    up.received += n as u64;
+                    match scan_client(up, cx) {
+                        Ok(stop) => terminating = stop,
+                        Err(e) => return RelayEnd::ClientProtocol(e),
+                    }
+                }
                 Step::Read(Err(e)) => return RelayEnd::ClientIo(e),
                 Step::Wrote(Ok(0)) => return RelayEnd::ServerClosed,
                 Step::Wrote(Ok(n)) => up.wrote(n),

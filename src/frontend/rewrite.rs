@@ -7,7 +7,9 @@
 //! DISCARD ALL (tenant context and startup values back).
 
 use super::client::ClientState;
-use super::policy::{hint, plan_query, reported, QueryPlan, Rules, REPORTED_PARAMS};
+use super::policy::{
+    hint, plan_query, reported, QueryPlan, Rules, INSUFFICIENT_PRIVILEGE, REPORTED_PARAMS,
+};
 use super::tracker::TxnTracker;
 use crate::backend::{LinkState, Overrides, Settings};
 use crate::prepared::Statement;
@@ -426,6 +428,9 @@ const PIN_HINT: &str = "release advisory locks and close held cursors sooner, us
 /// The statement text pgtenant sends instead of a client's, if any.
 fn replacement(cx: &mut Ctx<'_>, plan: &QueryPlan) -> Option<String> {
     if let Some((code, why)) = &plan.refuse {
+        if *code == INSUFFICIENT_PRIVILEGE {
+            cx.client.refusals += 1;
+        }
         return Some(raise_statement(code, why, hint(code)));
     }
     if let Some(why) = over_limits(cx, &plan.effects) {

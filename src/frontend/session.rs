@@ -9,7 +9,8 @@ use super::relay::{flush, relay, RelayEnd, Upstream};
 use crate::app::{wait_shutdown, Proxy};
 use crate::config::PoolMode;
 use crate::error::ClientError;
-use crate::pool::Lease;
+use crate::metrics::LoginFailure;
+use crate::pool::{ErrorKind, Lease};
 use crate::protocol::frame::{no_peek, Flow};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::sqlstate;
@@ -23,11 +24,20 @@ use tokio::net::TcpStream;
 pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>) {
     let mut key = proxy.cancels.register();
     let timeout = proxy.config.proxy.client_login_timeout;
+    let started = std::time::Instant::now();
+    let in_flight = proxy.metrics.login_started();
     let login = match tokio::time::timeout(timeout, login(&mut stream, &proxy, &mut key)).await {
         Ok(Ok(l)) => l,
-        Ok(Err(Refusal::Error(e))) => return send_fatal(&mut stream, &e).await,
-        Ok(Err(Refusal::Cancel | Refusal::Closed)) => return,
+        Ok(Err(Refusal::Error(e))) => {
+            proxy.metrics.login_failed(login_failure(e.code));
+            return send_fatal(&mut stream, &e).await;
+        }
+        Ok(Err(Refusal::Cancel)) => return,
+        Ok(Err(Refusal::Closed)) => {
+            return proxy.metrics.login_failed(LoginFailure::ClientGone);
+        }
         Err(_) => {
+            proxy.metrics.login_failed(LoginFailure::Timeout);
             let e = ClientError::new(
                 sqlstate::PROTOCOL_VIOLATION,
                 format!("login not completed within client_login_timeout ({timeout:?})"),
@@ -35,6 +45,8 @@ pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>) {
             return send_fatal(&mut stream, &e).await;
         }
     };
+    proxy.metrics.login_succeeded(started.elapsed());
+    drop(in_flight);
     run_session(stream, &proxy, &key, login).await;
 }
 
@@ -141,161 +153,230 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
     let (mut cr, mut cw) = stream.split();
     let mut seen_generation = proxy.tenants.generation();
     let reset_timeout = proxy.pools.settings().server_connect_timeout;
-    loop {
-        // Between transactions: no server link held (unless pinned).
-        if client.up.buf.is_empty() {
-            tokio::select! {
-                r = cr.read_buf(&mut client.up.buf) => match r {
-                    Ok(0) | Err(_) => return give_back(held, reset_timeout),
-                    Ok(_) => {}
-                },
-                note = client.listen.next(), if client.listen.waiting() => {
-                    let Some(note) = note else {
-                        send_error(&mut cw, &listen_lost(), Severity::Fatal).await;
-                        return give_back(held, reset_timeout);
-                    };
-                    if cw.write_all(&note).await.is_err() {
-                        return give_back(held, reset_timeout);
+    // Every way out of the loop passes the stats flush below.
+    async {
+        loop {
+            // Between transactions: no server link held (unless pinned).
+            if client.up.buf.is_empty() {
+                tokio::select! {
+                    r = cr.read_buf(&mut client.up.buf) => match r {
+                        Ok(0) | Err(_) => return give_back(held.take(), reset_timeout),
+                        Ok(n) => client.up.received += n as u64,
+                    },
+                    note = client.listen.next(), if client.listen.waiting() => {
+                        let Some(note) = note else {
+                            send_error(&mut cw, &listen_lost(), Severity::Fatal).await;
+                            return give_back(held.take(), reset_timeout);
+                        };
+                        if cw.write_all(&note).await.is_err() {
+                            return give_back(held.take(), reset_timeout);
+                        }
+                        continue;
                     }
-                    continue;
+                    _ = wait_shutdown(&mut shutdown) => {
+                        let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
+                        send_error(&mut cw, &e, Severity::Fatal).await;
+                        return give_back(held.take(), reset_timeout);
+                    }
                 }
-                _ = wait_shutdown(&mut shutdown) => {
-                    let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
+            }
+            if client.up.buf[0] == fe::TERMINATE {
+                return give_back(held.take(), reset_timeout);
+            }
+            // A catalog change may have suspended, cancelled or removed the tenant:
+            // its clients learn at their next transaction (one atomic load otherwise).
+            let generation = proxy.tenants.generation();
+            if generation != seen_generation {
+                seen_generation = generation;
+                if let Err(e) = still_allowed(proxy, &tenant.key) {
                     send_error(&mut cw, &e, Severity::Fatal).await;
-                    return give_back(held, reset_timeout);
+                    return give_back(held.take(), reset_timeout);
                 }
             }
-        }
-        if client.up.buf[0] == fe::TERMINATE {
-            return give_back(held, reset_timeout);
-        }
-        // A catalog change may have suspended, cancelled or removed the tenant:
-        // its clients learn at their next transaction (one atomic load otherwise).
-        let generation = proxy.tenants.generation();
-        if generation != seen_generation {
-            seen_generation = generation;
-            if let Err(e) = still_allowed(proxy, &tenant.key) {
-                send_error(&mut cw, &e, Severity::Fatal).await;
-                return give_back(held, reset_timeout);
-            }
-        }
-        let mut lease = match held.take() {
-            Some(l) => l,
-            None => match checkout(proxy, pool, client.state.context.as_ref()).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(tenant = %tenant.key, %user, error = %e.message, "checkout failed");
-                    if refuse_request(&mut cr, &mut cw, &mut client.up, &e)
-                        .await
-                        .is_err()
-                    {
-                        return;
+            let asked = std::time::Instant::now();
+            let mut lease = match held.take() {
+                Some(l) => l,
+                None => match checkout(proxy, pool, client.state.context.as_ref()).await {
+                    Ok(l) => {
+                        let waited = asked.elapsed();
+                        pool.timings.pool_wait.record(waited.as_secs_f64());
+                        pool.counters.wait_us.fetch_add(
+                            waited.as_micros() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        l
                     }
-                    continue;
-                }
-            },
-        };
-        let conn = lease.conn();
-        if let Some(owner) = &conn.state.owner {
-            // Shown as the sender of its notifications (see notify::owners).
-            owner
-                .client_pid
-                .store(key.pid, std::sync::atomic::Ordering::Relaxed);
-        }
-        key.set(Some(CancelTarget {
-            host: pool.target().host.clone(),
-            port: pool.target().port,
-            pid: conn.state.pid,
-            secret: conn.secret,
-        }));
-        let (mut sr, mut sw) = conn.stream.split();
-        let end = relay(
-            (&mut cr, &mut cw),
-            &mut client,
-            (&mut sr, &mut sw),
-            &mut conn.state,
-        )
-        .await;
-        key.set(None);
-        let link_clean = client.t.idle() && client.down.drained() && client.up.drained();
-        match end {
-            RelayEnd::Release => {
-                if client.state.check_pins || client.state.pinned() {
-                    match update_pin(&mut client.state, lease.conn(), reset_timeout).await {
-                        Ok(()) => {}
-                        Err(e) => {
-                            tracing::warn!(tenant = %tenant.key, error = %e, "could not check what pins a client to its server connection");
-                            let e = ClientError::new(
-                                sqlstate::CONNECTION_FAILURE,
-                                "server connection lost; pgtenant closed the client",
-                            );
-                            let _ = flush(&mut cw, &mut client.down).await;
-                            send_error(&mut cw, &e, Severity::Fatal).await;
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant.key, %user, error = %e.message, "checkout failed");
+                        pool.counters.error(checkout_error_kind(e.code), 1);
+                        if refuse_request(&mut cr, &mut cw, &mut client.up, &e)
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
+                        continue;
+                    }
+                },
+            };
+            let conn = lease.conn();
+            if let Some(owner) = &conn.state.owner {
+                // Shown as the sender of its notifications (see notify::owners).
+                owner
+                    .client_pid
+                    .store(key.pid, std::sync::atomic::Ordering::Relaxed);
+            }
+            key.set(Some(CancelTarget {
+                host: pool.target().host.clone(),
+                port: pool.target().port,
+                pid: conn.state.pid,
+                secret: conn.secret,
+            }));
+            let (mut sr, mut sw) = conn.stream.split();
+            let end = relay(
+                (&mut cr, &mut cw),
+                &mut client,
+                (&mut sr, &mut sw),
+                &mut conn.state,
+            )
+            .await;
+            key.set(None);
+            flush_stats(&mut client, pool);
+            // Transaction mode: one relay is one request-to-idle span.
+            if matches!(end, RelayEnd::Release) && transaction_mode {
+                let took = asked.elapsed();
+                pool.timings.transaction.record(took.as_secs_f64());
+                pool.counters
+                    .xact_us
+                    .fetch_add(took.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            match &end {
+                RelayEnd::ClientProtocol(_) => pool.counters.error(ErrorKind::Protocol, 1),
+                RelayEnd::ServerClosed
+                | RelayEnd::ServerIo(_)
+                | RelayEnd::ServerProtocol(_)
+                | RelayEnd::ContextFailed => pool.counters.error(ErrorKind::Server, 1),
+                _ => {}
+            }
+            let link_clean = client.t.idle() && client.down.drained() && client.up.drained();
+            match end {
+                RelayEnd::Release => {
+                    if client.state.check_pins || client.state.pinned() {
+                        match update_pin(&mut client.state, lease.conn(), reset_timeout).await {
+                            Ok(()) => {}
+                            Err(e) => {
+                                tracing::warn!(tenant = %tenant.key, error = %e, "could not check what pins a client to its server connection");
+                                let e = ClientError::new(
+                                    sqlstate::CONNECTION_FAILURE,
+                                    "server connection lost; pgtenant closed the client",
+                                );
+                                let _ = flush(&mut cw, &mut client.down).await;
+                                send_error(&mut cw, &e, Severity::Fatal).await;
+                                return;
+                            }
+                        }
+                    }
+                    if client.state.pinned() {
+                        held = Some(lease);
+                    } else {
+                        lease.release();
+                    }
+                    if flush(&mut cw, &mut client.down).await.is_err() {
+                        return give_back(held.take(), reset_timeout);
+                    }
+                    if *shutdown.borrow() {
+                        let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
+                        send_error(&mut cw, &e, Severity::Fatal).await;
+                        return give_back(held.take(), reset_timeout);
                     }
                 }
-                if client.state.pinned() {
-                    held = Some(lease);
-                } else {
-                    lease.release();
+                RelayEnd::Terminate | RelayEnd::ClientClosed | RelayEnd::ClientIo(_) => {
+                    if link_clean && (!transaction_mode || client.state.pinned()) {
+                        tokio::spawn(lease.reset_and_release(reset_timeout));
+                    }
+                    // Otherwise the lease drops here: a link left mid-transaction is
+                    // closed (the server rolls back), never handed to another client.
+                    return;
                 }
-                if flush(&mut cw, &mut client.down).await.is_err() {
-                    return give_back(held, reset_timeout);
+                RelayEnd::ClientProtocol(e) => {
+                    let e = ClientError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string());
+                    send_error(&mut cw, &e, Severity::Fatal).await;
+                    return;
                 }
-                if *shutdown.borrow() {
+                RelayEnd::ContextFailed => {
+                    tracing::error!(tenant = %tenant.key, "could not set the tenant context or session settings on a server connection");
+                    // Replies to its earlier requests first: a pipelining client
+                    // waits for their ReadyForQuery.
+                    let _ = flush(&mut cw, &mut client.down).await;
+                    let e = ClientError::new(
+                        sqlstate::CONNECTION_FAILURE,
+                        "pgtenant could not set the tenant context or this session's settings on a server connection; the connection was closed",
+                    );
+                    send_error(&mut cw, &e, Severity::Fatal).await;
+                    return;
+                }
+                RelayEnd::Shutdown => {
+                    let _ = flush(&mut cw, &mut client.down).await;
                     let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
                     send_error(&mut cw, &e, Severity::Fatal).await;
-                    return give_back(held, reset_timeout);
+                    return give_back(Some(lease), reset_timeout);
                 }
-            }
-            RelayEnd::Terminate | RelayEnd::ClientClosed | RelayEnd::ClientIo(_) => {
-                if link_clean && (!transaction_mode || client.state.pinned()) {
-                    tokio::spawn(lease.reset_and_release(reset_timeout));
+                RelayEnd::ListenFailed => {
+                    let _ = flush(&mut cw, &mut client.down).await;
+                    send_error(&mut cw, &listen_lost(), Severity::Fatal).await;
+                    return;
                 }
-                // Otherwise the lease drops here: a link left mid-transaction is
-                // closed (the server rolls back), never handed to another client.
-                return;
-            }
-            RelayEnd::ClientProtocol(e) => {
-                let e = ClientError::new(sqlstate::PROTOCOL_VIOLATION, e.to_string());
-                send_error(&mut cw, &e, Severity::Fatal).await;
-                return;
-            }
-            RelayEnd::ContextFailed => {
-                tracing::error!(tenant = %tenant.key, "could not set the tenant context or session settings on a server connection");
-                // Replies to its earlier requests first: a pipelining client
-                // waits for their ReadyForQuery.
-                let _ = flush(&mut cw, &mut client.down).await;
-                let e = ClientError::new(
-                    sqlstate::CONNECTION_FAILURE,
-                    "pgtenant could not set the tenant context or this session's settings on a server connection; the connection was closed",
-                );
-                send_error(&mut cw, &e, Severity::Fatal).await;
-                return;
-            }
-            RelayEnd::Shutdown => {
-                let _ = flush(&mut cw, &mut client.down).await;
-                let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
-                send_error(&mut cw, &e, Severity::Fatal).await;
-                return give_back(Some(lease), reset_timeout);
-            }
-            RelayEnd::ListenFailed => {
-                let _ = flush(&mut cw, &mut client.down).await;
-                send_error(&mut cw, &listen_lost(), Severity::Fatal).await;
-                return;
-            }
-            RelayEnd::ServerClosed | RelayEnd::ServerIo(_) | RelayEnd::ServerProtocol(_) => {
-                tracing::warn!(tenant = %tenant.key, end = ?end, "server link lost");
-                let _ = flush(&mut cw, &mut client.down).await;
-                let e = ClientError::new(
-                    sqlstate::CONNECTION_FAILURE,
-                    "server connection lost; pgtenant closed the client",
-                );
-                send_error(&mut cw, &e, Severity::Fatal).await;
-                return;
+                RelayEnd::ServerClosed | RelayEnd::ServerIo(_) | RelayEnd::ServerProtocol(_) => {
+                    tracing::warn!(tenant = %tenant.key, end = ?end, "server link lost");
+                    let _ = flush(&mut cw, &mut client.down).await;
+                    let e = ClientError::new(
+                        sqlstate::CONNECTION_FAILURE,
+                        "server connection lost; pgtenant closed the client",
+                    );
+                    send_error(&mut cw, &e, Severity::Fatal).await;
+                    return;
+                }
             }
         }
+    }
+    .await;
+    flush_stats(&mut client, pool);
+}
+
+/// The `pgtenant_logins_failed_total` reason of a refused login.
+fn login_failure(code: &str) -> LoginFailure {
+    match code {
+        sqlstate::INVALID_PASSWORD => LoginFailure::Auth,
+        sqlstate::INVALID_AUTHORIZATION
+        | sqlstate::INVALID_CATALOG_NAME
+        | sqlstate::CONNECTION_REJECTED
+        | sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE => LoginFailure::RefusedTenant,
+        sqlstate::TOO_MANY_CONNECTIONS => LoginFailure::TooManyClients,
+        _ => LoginFailure::Protocol,
+    }
+}
+
+/// The `pgtenant_errors_total` kind of a failed checkout.
+fn checkout_error_kind(code: &str) -> ErrorKind {
+    match code.get(..2) {
+        Some("53") => ErrorKind::Quota,
+        Some("08") => ErrorKind::Server,
+        _ => ErrorKind::Timeout,
+    }
+}
+
+/// Adds what the client did since the last flush to its tenant's counters:
+/// once per transaction (after each relay) and when the session ends.
+fn flush_stats(client: &mut Client, pool: &crate::pool::TenantPool) {
+    let stats = crate::pool::SessionStats {
+        transactions: std::mem::take(&mut client.t.transactions),
+        queries: std::mem::take(&mut client.t.queries),
+        bytes_received: std::mem::take(&mut client.up.received),
+        bytes_sent: std::mem::take(&mut client.down.sent),
+        isolation_refusals: std::mem::take(&mut client.state.refusals),
+    };
+    if !stats.is_empty() {
+        pool.counters.add(&stats);
     }
 }
 

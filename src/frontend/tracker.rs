@@ -77,6 +77,11 @@ pub struct TxnTracker {
     /// was an Execute (b'E') or a Query/FunctionCall.
     syncs_after_execute: u32,
     last_command: u8,
+    /// The client's requests answered (ReadyForQuery of its own, not
+    /// pgtenant's), and of those the ones that left the session idle: its
+    /// queries and transactions, taken by the session when it flushes.
+    pub queries: u64,
+    pub transactions: u64,
 }
 
 impl Default for TxnTracker {
@@ -96,6 +101,8 @@ impl Default for TxnTracker {
             copy_in: false,
             syncs_after_execute: 0,
             last_command: 0,
+            queries: 0,
+            transactions: 0,
         }
     }
 }
@@ -116,6 +123,8 @@ impl TxnTracker {
             changes,
             parses,
             closes,
+            queries: self.queries,
+            transactions: self.transactions,
             ..Self::default()
         };
     }
@@ -277,6 +286,9 @@ impl TxnTracker {
             .is_some_and(|o| o.epoch == self.recv_epoch)
         {
             self.ours.pop_front();
+        } else {
+            self.queries += 1;
+            self.transactions += u64::from(status == b'I');
         }
         let live = self.recv_epoch;
         while self.parses.front().is_some_and(|s| s.epoch < live) {

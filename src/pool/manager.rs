@@ -2,6 +2,7 @@
 //! deadline; periodic reaping.
 
 use super::budget::ServerBudget;
+use super::counters::{Metering, TenantCounters, TimingsFactory};
 use super::lease::Lease;
 use super::link_group::{Link, LinkGroup};
 use super::tenant_pool::TenantPool;
@@ -67,6 +68,11 @@ pub struct PoolManager {
     budgets: HashMap<String, Arc<ServerBudget>>,
     pools: DashMap<String, Arc<TenantPool>>,
     groups: DashMap<String, Arc<LinkGroup>>,
+    /// Every tenant's counters since start, surviving pool replacements.
+    counters: DashMap<String, Arc<TenantCounters>>,
+    /// Makes a new pool's latency histograms (the metrics registry's, or
+    /// no-ops): passed in, so the pool never calls up into metrics.
+    timings: TimingsFactory,
 }
 
 impl PoolManager {
@@ -93,7 +99,23 @@ impl PoolManager {
             budgets,
             pools: DashMap::new(),
             groups: DashMap::new(),
+            counters: DashMap::new(),
+            timings: TimingsFactory::default(),
         }
+    }
+
+    /// Where new pools get their latency histograms.
+    pub fn with_timings(mut self, timings: TimingsFactory) -> Self {
+        self.timings = timings;
+        self
+    }
+
+    /// Every tenant's counters, by key.
+    pub fn counters(&self) -> Vec<(String, Arc<TenantCounters>)> {
+        self.counters
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
     }
 
     pub fn settings(&self) -> &PoolSettings {
@@ -138,13 +160,12 @@ impl PoolManager {
             })
             .clone();
         let pool = Arc::new(TenantPool::new(
-            &tenant.key,
-            &tenant.tier,
-            tenant.pool_size,
-            tenant.max_client_conn,
-            tenant.max_pinned,
+            tenant,
             group,
-            tenant.context.as_ref().map(|c| c.owner.clone()),
+            Metering {
+                counters: self.counters.entry(tenant.key.clone()).or_default().clone(),
+                timings: self.timings.make(&tenant.key, &tenant.tier),
+            },
         ));
         // Two first logins at once: the first pool in wins.
         let pool = match self.pools.entry(tenant.key.clone()) {
@@ -188,15 +209,23 @@ impl PoolManager {
     pub async fn checkout(&self, pool: &Arc<TenantPool>) -> Result<Lease, PoolError> {
         let waited = self.settings.query_wait_timeout;
         let deadline = Instant::now() + waited;
-        let quota = tokio::time::timeout_at(deadline, pool.quota.acquire())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| PoolError::QuotaWait {
-                tenant: pool.key.clone(),
-                quota: pool.stats().quota,
-                waited,
-            })?;
+        let quota = match pool.quota.try_acquire() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                pool.waiting.fetch_add(1, Ordering::Relaxed);
+                let slot = tokio::time::timeout_at(deadline, pool.quota.acquire())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                pool.waiting.fetch_sub(1, Ordering::Relaxed);
+                slot
+            }
+        }
+        .ok_or_else(|| PoolError::QuotaWait {
+            tenant: pool.key.clone(),
+            quota: pool.stats().quota,
+            waited,
+        })?;
         let group = &pool.group;
         let budget = &group.budget;
         loop {

@@ -7,6 +7,7 @@
 //! of per-tenant pooling (and of sharing links between tenants later).
 
 mod budget;
+mod counters;
 mod lease;
 mod link_group;
 mod manager;
@@ -14,6 +15,7 @@ mod quota;
 mod tenant_pool;
 
 pub use budget::ServerBudget;
+pub use counters::{ErrorKind, Metering, SessionStats, TenantCounters, Timings, TimingsFactory};
 pub use lease::Lease;
 pub use link_group::LinkGroup;
 pub use manager::{PoolError, PoolManager, PoolSettings};

@@ -2,10 +2,11 @@
 //! limit, and the link group it draws from (its own, or one shared with other
 //! tenants under context isolation).
 
+use super::counters::{Metering, TenantCounters, Timings};
 use super::link_group::LinkGroup;
 use super::quota::Quota;
 use crate::backend::ServerParams;
-use crate::tenant::Target;
+use crate::tenant::{Target, Tenant};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +15,10 @@ pub struct PoolStats {
     pub active: usize,
     pub idle: usize,
     pub quota: usize,
+    /// Clients waiting for a place in the quota.
+    pub waiting: usize,
+    /// Clients connected.
+    pub clients: usize,
 }
 
 #[derive(Debug)]
@@ -31,18 +36,22 @@ pub struct TenantPool {
     canonical: Mutex<HashMap<(String, String), String>>,
     /// Context isolation: the tenant's key, to prefer links already in its context.
     pub prefer: Option<Arc<str>>,
+    /// What its clients did (read by the metrics module and the console);
+    /// kept by the manager across pool replacements.
+    pub counters: Arc<TenantCounters>,
+    /// Its tier's (or its own) latency histograms.
+    pub timings: Timings,
+    /// Clients waiting for a place in its quota now.
+    pub waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl TenantPool {
-    pub(super) fn new(
-        key: &str,
-        tier: &str,
-        quota: usize,
-        max_clients: usize,
-        max_pinned: usize,
-        group: Arc<LinkGroup>,
-        prefer: Option<Arc<str>>,
-    ) -> Self {
+    /// The pool of `tenant` (its limits, and its key as the preferred
+    /// context under context isolation), drawing from `group`.
+    pub(super) fn new(tenant: &Tenant, group: Arc<LinkGroup>, metering: Metering) -> Self {
+        let (key, tier, quota) = (&tenant.key, &tenant.tier, tenant.pool_size);
+        let (max_clients, max_pinned) = (tenant.max_client_conn, tenant.max_pinned);
+        let prefer = tenant.context.as_ref().map(|c| c.owner.clone());
         Self {
             key: key.to_owned(),
             tier: tier.to_owned(),
@@ -52,6 +61,9 @@ impl TenantPool {
             pins: Quota::new(max_pinned),
             canonical: Mutex::new(HashMap::new()),
             prefer,
+            counters: metering.counters,
+            timings: metering.timings,
+            waiting: Default::default(),
         }
     }
 
@@ -93,6 +105,8 @@ impl TenantPool {
             active: self.quota.in_use(),
             idle: self.group.idle_count(),
             quota: self.quota.size(),
+            waiting: self.waiting.load(std::sync::atomic::Ordering::Relaxed),
+            clients: self.client_slots.in_use(),
         }
     }
 }

@@ -58,6 +58,9 @@ async fn reload(
         crate::sidecar::hold_reactivated(proxy, &mut tenants);
         proxy.pools.apply_limits(&tenants);
         proxy.tenants.replace(tenants);
+        proxy
+            .catalog_loaded
+            .store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(catalog_tenants = rows.len(), "tenant catalog loaded");
         *last = Some(rows);
     }
