@@ -13,7 +13,9 @@
 # instructions the pooler retires per transaction (perf stat, if installed:
 # the least noisy figure on a shared machine).
 # Env: MODES ("simple extended prepared"), CLIENTS (8), DURATION (10 s),
-# ROUNDS (3), POOL_SIZE (20). Needs initdb/pg_ctl, pgbench, psql.
+# ROUNDS (3), POOL_SIZE (20); EXTRA_A / EXTRA_B: TOML appended to A's / B's
+# config (one binary with and without a setting, e.g.
+# EXTRA_B=$'[metrics]\nlisten = "127.0.0.1:0"'). Needs initdb/pg_ctl, pgbench, psql.
 set -euo pipefail
 A=${1:?binary A}; B=${2:?binary B}
 MODES=${MODES:-"simple extended prepared"}
@@ -62,7 +64,8 @@ database = "bench"
 tier = "bench"
 EOC
 }
-config $PORT_A >"$WORK/a.toml"; config $PORT_B >"$WORK/b.toml"
+{ config $PORT_A; printf '%s\n' "${EXTRA_A:-}"; } >"$WORK/a.toml"
+{ config $PORT_B; printf '%s\n' "${EXTRA_B:-}"; } >"$WORK/b.toml"
 RUST_LOG=warn "$A" serve --config "$WORK/a.toml" >"$WORK/a.log" 2>&1 & PID_A=$!; pids+=($PID_A)
 RUST_LOG=warn "$B" serve --config "$WORK/b.toml" >"$WORK/b.log" 2>&1 & PID_B=$!; pids+=($PID_B)
 for p in $PORT_A $PORT_B; do
