@@ -35,8 +35,10 @@ for jar in postgresql:libpostgresql-jdbc-java HikariCP:libhikaricp-java slf4j-no
   [ -e "/usr/share/java/${jar%%:*}.jar" ] || need_install+=("${jar#*:}")
 done
 command -v go >/dev/null || need_install+=(golang-go)
-# promtool and prometheus for the metrics tests (tests/metrics.rs).
+# promtool and prometheus for the metrics tests (tests/metrics.rs); Debian's
+# PgBouncer exporter reads the admin console in tests/console.rs.
 command -v promtool >/dev/null && command -v prometheus >/dev/null || need_install+=(prometheus)
+[ -x /usr/bin/prometheus-pgbouncer-exporter ] || need_install+=(prometheus-pgbouncer-exporter)
 [ -d /usr/share/gocode/src/github.com/jackc/pgx/v4 ] || need_install+=(golang-github-jackc-pgx-v4-dev)
 if [ ${#need_install[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_install[*]}" >&2

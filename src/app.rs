@@ -38,6 +38,8 @@ pub struct Proxy {
     pub metrics: Arc<crate::metrics::Metrics>,
     shutdown: watch::Sender<bool>,
     client_slots: Arc<Semaphore>,
+    /// When the proxy started (SHOW STATS averages).
+    pub started: std::time::Instant,
     /// The catalog was read at least once (for `/readyz`).
     pub catalog_loaded: std::sync::atomic::AtomicBool,
 }
@@ -66,6 +68,7 @@ impl Proxy {
             shutdown: watch::channel(false).0,
             client_slots: Arc::new(Semaphore::new(config.proxy.max_client_conn)),
             catalog_loaded: Default::default(),
+            started: std::time::Instant::now(),
             tenants,
             config: Arc::new(config),
         }

@@ -2,6 +2,7 @@
 //! connection's tenant, routes it to the tenant's schema or database, and pools
 //! server connections per tenant. See README.md for the module map.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;

@@ -6,7 +6,6 @@
 //! admin console and metrics.
 
 use crate::app::Proxy;
-use crate::config::TenantStatus;
 use crate::migrate::{self, MigrateError, Report, RunOptions, State, StatusBoard};
 use crate::tenant::Tenant;
 use std::collections::HashSet;
@@ -32,9 +31,7 @@ struct CatchUp {
     done: HashSet<String>,
 }
 
-fn servable(s: TenantStatus) -> bool {
-    matches!(s, TenantStatus::Active | TenantStatus::Trial)
-}
+use crate::tenant::servable;
 
 impl Sidecar {
     pub fn enable(&self) {

@@ -36,6 +36,14 @@ pub struct Login {
     pub lease: Option<Lease>,
 }
 
+/// How a login ended.
+pub enum LoggedIn {
+    /// A tenant's client.
+    Tenant(Box<Login>),
+    /// An admin on the console (database `pgtenant` or `pgbouncer`).
+    Console { user: String },
+}
+
 /// How a handshake ended without a session.
 pub enum Refusal {
     /// A cancel request was handled; close quietly.
@@ -114,8 +122,66 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     proxy: &Proxy,
     key: &mut CancelKey<'_>,
-) -> Result<Login, Refusal> {
+) -> Result<LoggedIn, Refusal> {
     let params = startup(stream, proxy).await?;
+    if params
+        .get("database")
+        .is_some_and(|d| crate::admin::CONSOLE_DATABASES.contains(&d))
+    {
+        return console_login(stream, proxy, key, &params).await;
+    }
+    tenant_login(stream, proxy, key, params)
+        .await
+        .map(|l| LoggedIn::Tenant(Box::new(l)))
+}
+
+/// The admin console's login: only `auth.admin_users`, always with a
+/// password (SCRAM-SHA-256, or md5 when that is the configured method: never
+/// trust), then a greeting of the console's own parameters.
+async fn console_login<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    proxy: &Proxy,
+    key: &CancelKey<'_>,
+    params: &StartupParams,
+) -> Result<LoggedIn, Refusal> {
+    let user = params.get("user").unwrap_or_default().to_owned();
+    if !proxy.config.auth.admin_users.contains(&user) {
+        tracing::info!(%user, "refused console login: not an admin user");
+        return Err(ClientError::new(
+            crate::protocol::sqlstate::INVALID_AUTHORIZATION,
+            format!("user \"{user}\" may not use the admin console"),
+        )
+        .hint("list the user in [auth] admin_users")
+        .into());
+    }
+    let method = match proxy.config.auth.method {
+        crate::config::AuthMethod::Md5 => crate::config::AuthMethod::Md5,
+        _ => crate::config::AuthMethod::ScramSha256,
+    };
+    authenticate_client(stream, method, &proxy.users, &user, &user)
+        .await
+        .map_err(|e| {
+            tracing::info!(error = %e, %user, "console authentication failed");
+            ClientError::from(&e)
+        })?;
+    let mut out = BytesMut::new();
+    messages::auth_ok(&mut out);
+    for (k, v) in crate::admin::greeting(proxy, params) {
+        messages::parameter_status(&mut out, &k, &v);
+    }
+    messages::backend_key_data(&mut out, key.pid, key.secret);
+    messages::ready_for_query(&mut out, b'I');
+    stream.write_all(&out).await.map_err(|_| Refusal::Closed)?;
+    tracing::info!(%user, "admin console login");
+    Ok(LoggedIn::Console { user })
+}
+
+async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    proxy: &Proxy,
+    key: &mut CancelKey<'_>,
+    params: StartupParams,
+) -> Result<Login, Refusal> {
     let resolution = resolve(
         &params,
         &proxy.config.proxy.username_separator,

@@ -4,7 +4,7 @@
 use super::cancel::{CancelKey, CancelTarget};
 use super::checkout::checkout;
 use super::client::{Client, ClientLimits, ClientState, PinReason};
-use super::handshake::{login, send_fatal, Login, Refusal};
+use super::handshake::{login, send_fatal, LoggedIn, Login, Refusal};
 use super::relay::{flush, relay, RelayEnd, Upstream};
 use crate::app::{wait_shutdown, Proxy};
 use crate::config::PoolMode;
@@ -27,7 +27,12 @@ pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>) {
     let started = std::time::Instant::now();
     let in_flight = proxy.metrics.login_started();
     let login = match tokio::time::timeout(timeout, login(&mut stream, &proxy, &mut key)).await {
-        Ok(Ok(l)) => l,
+        Ok(Ok(LoggedIn::Tenant(l))) => l,
+        Ok(Ok(LoggedIn::Console { user })) => {
+            proxy.metrics.login_succeeded(started.elapsed());
+            drop(in_flight);
+            return crate::admin::serve_console(stream, proxy.clone(), user).await;
+        }
         Ok(Err(Refusal::Error(e))) => {
             proxy.metrics.login_failed(login_failure(e.code));
             return send_fatal(&mut stream, &e).await;
@@ -47,7 +52,7 @@ pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>) {
     };
     proxy.metrics.login_succeeded(started.elapsed());
     drop(in_flight);
-    run_session(stream, &proxy, &key, login).await;
+    run_session(stream, &proxy, &key, *login).await;
 }
 
 async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, e: &ClientError, severity: Severity) -> bool {
@@ -150,6 +155,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
     });
     let mut shutdown = proxy.shutdown_signal();
     client.shutdown = Some(proxy.shutdown_signal());
+    let mut kills = pool.kills.subscribe();
     let (mut cr, mut cw) = stream.split();
     let mut seen_generation = proxy.tenants.generation();
     let reset_timeout = proxy.pools.settings().server_connect_timeout;
@@ -178,6 +184,10 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                         send_error(&mut cw, &e, Severity::Fatal).await;
                         return give_back(held.take(), reset_timeout);
                     }
+                    _ = kills.changed() => {
+                        send_error(&mut cw, &killed(), Severity::Fatal).await;
+                        return give_back(held.take(), reset_timeout);
+                    }
                 }
             }
             if client.up.buf[0] == fe::TERMINATE {
@@ -193,7 +203,15 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                     return give_back(held.take(), reset_timeout);
                 }
             }
+            if kills.has_changed().unwrap_or(false) {
+                send_error(&mut cw, &killed(), Severity::Fatal).await;
+                return give_back(held.take(), reset_timeout);
+            }
             let asked = std::time::Instant::now();
+            if held.is_none() {
+                // PAUSE: the new transaction waits here (two loads otherwise).
+                proxy.pools.wait_resumed(pool).await;
+            }
             let mut lease = match held.take() {
                 Some(l) => l,
                 None => match checkout(proxy, pool, client.state.context.as_ref()).await {
@@ -378,6 +396,14 @@ fn flush_stats(client: &mut Client, pool: &crate::pool::TenantPool) {
     if !stats.is_empty() {
         pool.counters.add(&stats);
     }
+}
+
+/// What a client of a tenant the admin KILLed is told.
+fn killed() -> ClientError {
+    ClientError::new(
+        sqlstate::ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command (KILL)",
+    )
 }
 
 /// A listening client whose notifications can't reach it any more.

@@ -3,7 +3,7 @@
 //! with the config file's tenants. Suspended and cancelled tenants are skipped
 //! (a shared schema is migrated while any of its tenants is trial or active).
 
-use crate::config::{Config, TenantConfig, TenantMode, TenantStatus};
+use crate::config::{Config, TenantConfig, TenantMode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -65,7 +65,7 @@ impl Target {
                 _ => t.role.clone(),
             },
             tenants: vec![t.key.clone()],
-            servable: matches!(t.status, TenantStatus::Active | TenantStatus::Trial),
+            servable: crate::tenant::servable(t.status),
         })
     }
 }

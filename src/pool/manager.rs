@@ -73,6 +73,11 @@ pub struct PoolManager {
     /// Makes a new pool's latency histograms (the metrics registry's, or
     /// no-ops): passed in, so the pool never calls up into metrics.
     timings: TimingsFactory,
+    /// PAUSE without a tenant: every new transaction waits.
+    paused_all: std::sync::atomic::AtomicBool,
+    /// Tenants paused by key (kept for pools made while paused).
+    paused: DashMap<String, ()>,
+    resumed: tokio::sync::Notify,
 }
 
 impl PoolManager {
@@ -101,6 +106,68 @@ impl PoolManager {
             groups: DashMap::new(),
             counters: DashMap::new(),
             timings: TimingsFactory::default(),
+            paused_all: Default::default(),
+            paused: DashMap::new(),
+            resumed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// PAUSE: the tenant's (or every tenant's) new transactions wait.
+    pub fn pause(&self, tenant: Option<&str>) {
+        match tenant {
+            Some(k) => {
+                self.paused.insert(k.to_owned(), ());
+                if let Some(p) = self.pools.get(k) {
+                    p.paused.store(true, Ordering::Release);
+                }
+            }
+            None => self.paused_all.store(true, Ordering::Release),
+        }
+    }
+
+    /// RESUME: wakes what PAUSE held.
+    pub fn resume(&self, tenant: Option<&str>) {
+        match tenant {
+            Some(k) => {
+                self.paused.remove(k);
+                if let Some(p) = self.pools.get(k) {
+                    p.paused.store(false, Ordering::Release);
+                }
+            }
+            None => {
+                self.paused_all.store(false, Ordering::Release);
+                self.paused.clear();
+                for p in self.pools.iter() {
+                    p.paused.store(false, Ordering::Release);
+                }
+            }
+        }
+        self.resumed.notify_waiters();
+    }
+
+    pub fn is_paused(&self, pool: &TenantPool) -> bool {
+        self.paused_all.load(Ordering::Acquire) || pool.paused.load(Ordering::Acquire)
+    }
+
+    pub fn is_tenant_paused(&self, key: &str) -> bool {
+        self.paused_all.load(Ordering::Acquire) || self.paused.contains_key(key)
+    }
+
+    /// Waits while the pool is paused (two loads when it is not).
+    pub async fn wait_resumed(&self, pool: &TenantPool) {
+        while self.is_paused(pool) {
+            let woke = self.resumed.notified();
+            if !self.is_paused(pool) {
+                return;
+            }
+            woke.await;
+        }
+    }
+
+    /// KILL: the tenant's clients are disconnected.
+    pub fn kill(&self, tenant: &str) {
+        for p in self.pools.iter().filter(|p| p.key == tenant) {
+            p.kills.send_modify(|n| *n += 1);
         }
     }
 
@@ -167,6 +234,9 @@ impl PoolManager {
                 timings: self.timings.make(&tenant.key, &tenant.tier),
             },
         ));
+        if self.paused.contains_key(&tenant.key) {
+            pool.paused.store(true, Ordering::Release);
+        }
         // Two first logins at once: the first pool in wins.
         let pool = match self.pools.entry(tenant.key.clone()) {
             dashmap::mapref::entry::Entry::Occupied(e)

@@ -43,6 +43,10 @@ pub struct TenantPool {
     pub timings: Timings,
     /// Clients waiting for a place in its quota now.
     pub waiting: std::sync::atomic::AtomicUsize,
+    /// PAUSE: its new transactions wait.
+    pub paused: std::sync::atomic::AtomicBool,
+    /// KILL: bumped to disconnect its clients.
+    pub kills: tokio::sync::watch::Sender<u64>,
 }
 
 impl TenantPool {
@@ -64,6 +68,8 @@ impl TenantPool {
             counters: metering.counters,
             timings: metering.timings,
             waiting: Default::default(),
+            paused: Default::default(),
+            kills: tokio::sync::watch::channel(0).0,
         }
     }
 

@@ -61,6 +61,82 @@ pub fn error_response(
     finish(buf, at);
 }
 
+/// A NoticeResponse with a detail (the console's SHOW HELP, `SET ignored`).
+pub fn notice(buf: &mut BytesMut, message: &str, detail: Option<&str>) {
+    let at = begin(buf, b'N');
+    for field in [b'S', b'V'] {
+        buf.put_u8(field);
+        put_cstr(buf, "NOTICE");
+    }
+    buf.put_u8(b'C');
+    put_cstr(buf, "00000");
+    buf.put_u8(b'M');
+    put_cstr(buf, message);
+    if let Some(d) = detail {
+        buf.put_u8(b'D');
+        put_cstr(buf, d);
+    }
+    buf.put_u8(0);
+    finish(buf, at);
+}
+
+/// A RowDescription of text-format columns: (name, type oid).
+pub fn row_description(buf: &mut BytesMut, columns: &[(&str, u32)]) {
+    let at = begin(buf, b'T');
+    buf.put_i16(columns.len() as i16);
+    for (name, oid) in columns {
+        put_cstr(buf, name);
+        buf.put_u32(0);
+        buf.put_i16(0);
+        buf.put_u32(*oid);
+        buf.put_i16(match oid {
+            20 => 8,
+            23 => 4,
+            _ => -1,
+        });
+        buf.put_i32(-1);
+        buf.put_i16(0);
+    }
+    finish(buf, at);
+}
+
+/// A DataRow of encoded values (None: NULL).
+pub fn data_row<T: AsRef<[u8]>>(buf: &mut BytesMut, values: &[Option<T>]) {
+    let at = begin(buf, b'D');
+    buf.put_i16(values.len() as i16);
+    for v in values {
+        match v {
+            Some(v) => {
+                let v = v.as_ref();
+                buf.put_i32(v.len() as i32);
+                buf.put_slice(v);
+            }
+            None => buf.put_i32(-1),
+        }
+    }
+    finish(buf, at);
+}
+
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    let at = begin(buf, b'C');
+    put_cstr(buf, tag);
+    finish(buf, at);
+}
+
+/// A message with no body (ParseComplete '1', BindComplete '2',
+/// CloseComplete '3', NoData 'n', EmptyQueryResponse 'I').
+pub fn empty(buf: &mut BytesMut, tag: u8) {
+    let at = begin(buf, tag);
+    finish(buf, at);
+}
+
+/// A ParameterDescription of no parameters.
+pub fn no_parameters(buf: &mut BytesMut) {
+    let at = begin(buf, b't');
+    buf.put_i16(0);
+    finish(buf, at);
+}
+
 pub fn auth_request(buf: &mut BytesMut, code: i32, data: &[u8]) {
     let at = begin(buf, b'R');
     buf.put_i32(code);

@@ -12,3 +12,12 @@ pub mod watcher;
 pub use directory::TenantDirectory;
 pub use model::{quote_ident, SignedId, Target, Tenant, TenantContext};
 pub use resolve::{resolve, Resolution, ResolveError, ResolvedBy};
+
+/// Whether a tenant of this status is served (trial or active): the one
+/// home of that rule.
+pub fn servable(s: crate::config::TenantStatus) -> bool {
+    matches!(
+        s,
+        crate::config::TenantStatus::Active | crate::config::TenantStatus::Trial
+    )
+}
