@@ -38,6 +38,13 @@ pub struct Proxy {
     pub metrics: Arc<crate::metrics::Metrics>,
     shutdown: watch::Sender<bool>,
     client_slots: Arc<Semaphore>,
+    /// The tiers and tenants as last (re)loaded: RELOAD and SIGHUP swap it;
+    /// catalog changes merge with it. Other sections apply at start only.
+    live: std::sync::RwLock<Arc<Config>>,
+    /// The config file, for RELOAD (`serve`).
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
+    /// The catalog's tenant rows as last loaded (merged again on RELOAD).
+    pub catalog_rows: std::sync::Mutex<Vec<crate::config::TenantConfig>>,
     /// When the proxy started (SHOW STATS averages).
     pub started: std::time::Instant,
     /// The catalog was read at least once (for `/readyz`).
@@ -69,9 +76,22 @@ impl Proxy {
             client_slots: Arc::new(Semaphore::new(config.proxy.max_client_conn)),
             catalog_loaded: Default::default(),
             started: std::time::Instant::now(),
+            live: std::sync::RwLock::new(Arc::new(config.clone())),
+            config_path: std::sync::OnceLock::new(),
+            catalog_rows: Default::default(),
             tenants,
             config: Arc::new(config),
         }
+    }
+
+    /// The tiers and tenants in force (see `live`).
+    pub fn live_config(&self) -> Arc<Config> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Starts shutting down (SHUTDOWN, signals): see [`Running::shutdown`].
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
     }
 
     /// Becomes true once shutdown starts.
@@ -188,6 +208,7 @@ async fn load_catalog_once(
     proxy
         .tenants
         .replace(crate::tenant::watcher::merge(&proxy.config, &rows));
+    *proxy.catalog_rows.lock().unwrap_or_else(|p| p.into_inner()) = rows;
     proxy
         .catalog_loaded
         .store(true, std::sync::atomic::Ordering::Release);
@@ -210,13 +231,94 @@ async fn reaper(proxy: Arc<Proxy>) {
 }
 
 /// `pgtenant serve`: runs until SIGINT/SIGTERM, then drains.
-pub async fn serve(config: Config) -> Result<(), AppError> {
+pub async fn serve(config: Config, path: std::path::PathBuf) -> Result<(), AppError> {
     let running = Running::start(config).await?;
+    let _ = running.proxy.config_path.set(path);
     crate::sidecar::start(running.proxy.clone());
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    running.shutdown().await;
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(running.proxy.clone()));
+    let mut console_shutdown = running.proxy.shutdown_signal();
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = wait_shutdown(&mut console_shutdown) => {}
+    }
+    tracing::info!("shutting down: in-flight transactions finish, idle clients are told 57P01 (a second signal exits at once)");
+    tokio::select! {
+        _ = running.shutdown() => {}
+        _ = wait_for_signal() => tracing::warn!("second signal: exiting without waiting for clients"),
+    }
     Ok(())
+}
+
+#[cfg(unix)]
+async fn reload_on_sighup(proxy: Arc<Proxy>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match reload(&proxy) {
+            Ok(notes) => tracing::info!(?notes, "config reloaded (SIGHUP)"),
+            Err(e) => tracing::error!(error = %e, "config reload failed; the old config stays"),
+        }
+    }
+}
+
+/// RELOAD / SIGHUP: reads the config file again. If it is invalid, nothing
+/// changes and the error says why. Otherwise its tiers and static tenants
+/// apply at once (merged with the catalog's tenants): pools whose limits
+/// changed are resized in place, other tenants' clients notice nothing.
+/// Returns notes on sections that changed but apply only at a restart.
+pub fn reload(proxy: &Proxy) -> Result<Vec<String>, String> {
+    let path = proxy
+        .config_path
+        .get()
+        .ok_or("no config file to reload (not started by `pgtenant serve`)")?;
+    let new = crate::config::load_file(path).map_err(|e| e.to_string())?;
+    let old = proxy.live_config();
+    let mut notes = Vec::new();
+    let restart = [
+        (
+            "[proxy]",
+            format!("{:?}", old.proxy) != format!("{:?}", new.proxy),
+        ),
+        (
+            "[auth]",
+            format!("{:?}", old.auth) != format!("{:?}", new.auth),
+        ),
+        (
+            "[servers]",
+            format!("{:?}", old.servers) != format!("{:?}", new.servers),
+        ),
+        (
+            "[metrics]",
+            format!("{:?}", old.metrics) != format!("{:?}", new.metrics),
+        ),
+        (
+            "[catalog]",
+            format!("{:?}", old.catalog) != format!("{:?}", new.catalog),
+        ),
+        (
+            "[migrations]",
+            format!("{:?}", old.migrations) != format!("{:?}", new.migrations),
+        ),
+    ];
+    for (section, changed) in restart {
+        if changed {
+            notes.push(format!("{section} changed: it applies at the next restart"));
+        }
+    }
+    let new = Arc::new(new);
+    let rows = proxy
+        .catalog_rows
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let tenants = crate::tenant::watcher::merge(&new, &rows);
+    proxy.pools.apply_limits(&tenants);
+    proxy.tenants.replace(tenants);
+    *proxy.live.write().unwrap_or_else(|p| p.into_inner()) = new;
+    Ok(notes)
 }
 
 async fn wait_for_signal() {

@@ -19,8 +19,17 @@ pub struct Cli {
         default_value = "config/pgtenant.toml"
     )]
     pub config: PathBuf,
+    /// Log lines as text or JSON (RUST_LOG sets the level; default info).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,13 +111,21 @@ pub enum TenantCommand {
     },
 }
 
-fn init_logging() {
+/// Logs go to stderr (stdout is for what a command prints). Notices and
+/// warnings PostgreSQL sends to pgtenant's own housekeeping SQL
+/// (tokio-postgres logs them at info) are debug-level for the user: a
+/// newcomer reads `NOTICE: schema "pgtenant" already exists` as a bug.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
 }
 
 /// `worker_threads = 0`: half the CPUs, at least one.
@@ -140,7 +157,7 @@ fn load(path: &std::path::Path) -> Result<crate::config::Config, String> {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     if let Command::Migrate {
         tenant,
         dry_run,
@@ -176,7 +193,7 @@ pub fn run() -> ExitCode {
     let result: Result<(), String> = match cli.command {
         Command::Serve => load(&cli.config).and_then(|cfg| {
             let rt = runtime(cfg.proxy.worker_threads).map_err(|e| e.to_string())?;
-            rt.block_on(crate::app::serve(cfg))
+            rt.block_on(crate::app::serve(cfg, cli.config.clone()))
                 .map_err(|e| e.to_string())
         }),
         Command::Check => load(&cli.config).map(|cfg| {

@@ -25,18 +25,28 @@ fn demo_prints_psql_lines_that_work() {
     let mut guard = Running(
         Command::new(env!("CARGO_BIN_EXE_pgtenant"))
             .args(["demo", "--port", "0"])
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start demo"),
     );
     let demo = &mut guard.0;
     let stdout = demo.stdout.take().expect("stdout");
+    let stderr = demo.stderr.take().expect("stderr");
+    let errors = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
     let mut lines = BufReader::new(stdout).lines();
     let mut psql_lines = Vec::new();
+    let mut first_screen = Vec::new();
     let started = Instant::now();
     for line in lines.by_ref() {
         let line = line.expect("line");
+        first_screen.push(line.clone());
         if line.trim_start().starts_with("psql ") {
             psql_lines.push(line.trim().to_owned());
         }
@@ -103,4 +113,16 @@ fn demo_prints_psql_lines_that_work() {
         assert!(Instant::now() < deadline, "demo did not stop on Ctrl-C");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A quiet first screen: nothing PostgreSQL said to pgtenant's own
+    // housekeeping (NOTICE, WARNING) at the default log level.
+    let errors = errors.join().expect("stderr reader");
+    let noisy: Vec<&String> = first_screen
+        .iter()
+        .chain(errors.iter())
+        .filter(|l| l.contains("NOTICE") || l.contains("WARNING"))
+        .collect();
+    assert!(
+        noisy.is_empty(),
+        "server notices on the demo's screen: {noisy:?}"
+    );
 }

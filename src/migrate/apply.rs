@@ -158,8 +158,9 @@ pub async fn apply_target(
     s: &ApplySettings,
     gate: &RwLock<()>,
 ) -> Outcome {
+    // No transaction is open here (each step ends its own, a failed one
+    // with ROLLBACK), so no stray ROLLBACK draws a server WARNING.
     let outcome = as_target(db, t, files, s, gate).await;
-    let _ = db.batch_execute("ROLLBACK").await;
     let _ = db.batch_execute("DISCARD ALL").await;
     outcome
 }
@@ -192,7 +193,9 @@ async fn as_target(
         Err(e) => return failed_step("(advisory lock)", &e),
     }
     let outcome = locked(db, t, files, s, gate).await;
-    let _ = db.batch_execute("ROLLBACK").await;
+    if matches!(outcome, Outcome::Failed { .. }) {
+        let _ = db.batch_execute("ROLLBACK").await;
+    }
     unlock_target(db, &lock).await;
     outcome
 }
@@ -419,7 +422,9 @@ async fn apply_outside_transaction(
         .await
     };
     let r = work.await;
-    let _ = db.batch_execute("ROLLBACK").await;
+    if r.is_err() {
+        let _ = db.batch_execute("ROLLBACK").await;
+    }
     let _ = db
         .batch_execute("RESET lock_timeout; RESET search_path; RESET pgtenant.target_mode")
         .await;

@@ -54,13 +54,14 @@ async fn reload(
 ) -> Result<(), CatalogError> {
     let rows = catalog::load(client).await?;
     if last.as_ref() != Some(&rows) {
-        let mut tenants = merge(&proxy.config, &rows);
+        let mut tenants = merge(&proxy.live_config(), &rows);
         crate::sidecar::hold_reactivated(proxy, &mut tenants);
         proxy.pools.apply_limits(&tenants);
         proxy.tenants.replace(tenants);
         proxy
             .catalog_loaded
             .store(true, std::sync::atomic::Ordering::Release);
+        *proxy.catalog_rows.lock().unwrap_or_else(|p| p.into_inner()) = rows.clone();
         tracing::info!(catalog_tenants = rows.len(), "tenant catalog loaded");
         *last = Some(rows);
     }

@@ -2,6 +2,7 @@
 
 mod kill;
 mod pause;
+mod reload;
 mod resume;
 mod show_config;
 mod show_databases;
@@ -13,6 +14,7 @@ mod show_stats;
 mod show_tenants;
 mod show_tiers;
 mod show_version;
+mod shutdown;
 mod status;
 
 use super::command::Command;
@@ -35,6 +37,8 @@ pub static ALL: &[&dyn Command] = &[
     &kill::Kill,
     &status::SetStatus(status::Change::Suspend),
     &status::SetStatus(status::Change::Activate),
+    &reload::Reload,
+    &shutdown::Shutdown,
 ];
 
 /// The command named `name` (upper case).

@@ -1,0 +1,111 @@
+//! RELOAD (SPEC §10): a changed quota applies to its tenant while 50 clients
+//! of another run without an error; an invalid file keeps the old config and
+//! the console says why.
+
+mod common;
+
+use common::*;
+
+fn config(small: usize) -> String {
+    format!(
+        r#"
+[auth]
+method = "trust"
+users = [{{ name = "app" }}, {{ name = "admin", password = "adm1n" }}]
+admin_users = ["admin"]
+
+[servers.main]
+port = {pg}
+database = "rl_app"
+user = "postgres"
+
+[tiers.small]
+pool_size = {small}
+
+[[tenants]]
+key = "acme"
+mode = "schema"
+server = "main"
+tier = "small"
+
+[[tenants]]
+key = "globex"
+mode = "schema"
+server = "main"
+"#,
+        pg = pg_port()
+    )
+}
+
+/// acme's quota as SHOW POOLS reports it.
+async fn quota(admin: &tokio_postgres::Client) -> i32 {
+    admin
+        .query("SHOW POOLS", &[])
+        .await
+        .expect("pools")
+        .iter()
+        .find(|r| r.get::<_, &str>("database") == "acme")
+        .map(|r| r.get::<_, i32>("quota"))
+        .expect("acme's pool")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_resizes_one_tenant_and_refuses_a_bad_file() {
+    tenant_fixture("rl_app", &[("t_acme", "Acme"), ("t_globex", "Globex")]).await;
+    let path = std::env::temp_dir().join(format!("pgtenant-rl-{}.toml", std::process::id()));
+    std::fs::write(&path, config(2)).expect("config");
+    let mut cfg = pgtenant::config::load_file(&path).expect("valid config");
+    cfg.proxy.listen = "127.0.0.1:0".into();
+    let proxy = pgtenant::app::Running::start(cfg).await.expect("start");
+    proxy
+        .proxy
+        .config_path
+        .set(path.clone())
+        .expect("path set once");
+    let acme = connect(&proxy, "user=app.acme dbname=rl_app")
+        .await
+        .expect("acme");
+    acme.simple_query("SELECT 1").await.expect("acme works");
+    let admin = connect(&proxy, "user=admin password=adm1n dbname=pgtenant")
+        .await
+        .expect("console");
+    assert_eq!(quota(&admin).await, 2);
+    // 50 globex clients run while acme's quota changes.
+    let port = proxy.addr.port();
+    let load: Vec<_> = (0..50)
+        .map(|_| {
+            tokio::spawn(async move {
+                let s = format!("host=127.0.0.1 port={port} user=app.globex dbname=rl_app");
+                let (c, conn) = tokio_postgres::connect(&s, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                for _ in 0..40 {
+                    c.query_one("SELECT count(*) FROM customers", &[]).await?;
+                }
+                Ok::<(), tokio_postgres::Error>(())
+            })
+        })
+        .collect();
+    std::fs::write(&path, config(5)).expect("new config");
+    admin.simple_query("RELOAD").await.expect("reload");
+    for l in load {
+        l.await
+            .expect("task")
+            .expect("no globex client saw an error");
+    }
+    assert_eq!(quota(&admin).await, 5, "the new quota holds");
+    // An invalid file: refused with the reason, the old config stays.
+    std::fs::write(&path, "[tiers.small]\npool_size = \"many\"\n").expect("bad config");
+    let e = admin.simple_query("RELOAD").await.expect_err("refused");
+    let (code, message) = sqlstate(&e);
+    assert_eq!(code, "F0000");
+    assert!(
+        message.starts_with("config reload failed; the old config stays:")
+            && message.contains("pool_size"),
+        "{message}"
+    );
+    assert_eq!(quota(&admin).await, 5);
+    acme.simple_query("SELECT 1")
+        .await
+        .expect("acme still served");
+    proxy.shutdown().await;
+}
