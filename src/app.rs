@@ -55,7 +55,18 @@ impl Proxy {
     pub fn new(config: Config) -> Self {
         let tenants = TenantDirectory::new(Tenant::all_from_config(&config));
         let metrics = Arc::new(crate::metrics::Metrics::new(&config.metrics));
-        let mut pools = PoolManager::new(&config);
+        let repair_cfg = Arc::new(config.clone());
+        let mut pools = PoolManager::new(&config).with_login_repair(crate::pool::LoginRepair {
+            role: crate::provision::SHARED_ROLE.to_owned(),
+            run: Arc::new(move |server: String, database: String| {
+                let cfg = repair_cfg.clone();
+                Box::pin(async move {
+                    crate::provision::repair_shared_login(&cfg, &server, &database)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        });
         if config.metrics.listen.is_some() {
             pools = pools.with_timings(metrics.timings_factory());
         }
@@ -139,13 +150,13 @@ impl Running {
         })?;
         let proxy = Arc::new(Proxy::new(config));
         if proxy.config.catalog.is_some() {
-            match crate::tenant::catalog::Catalog::from_config(&proxy.config) {
+            match crate::catalog::Catalog::from_config(&proxy.config) {
                 Ok(cat) => {
                     // First load before accepting, so catalog tenants are known at once.
                     if let Err(e) = load_catalog_once(&proxy, &cat).await {
                         tracing::error!(error = %e, "tenant catalog unavailable at startup; retrying in the background");
                     }
-                    tokio::spawn(crate::tenant::watcher::watch(proxy.clone(), cat));
+                    tokio::spawn(crate::catalog::watcher::watch(proxy.clone(), cat));
                 }
                 Err(e) => tracing::error!(error = %e, "tenant catalog not usable"),
             }
@@ -201,13 +212,13 @@ impl Drop for Running {
 
 async fn load_catalog_once(
     proxy: &Proxy,
-    cat: &crate::tenant::catalog::Catalog,
-) -> Result<(), crate::tenant::catalog::CatalogError> {
+    cat: &crate::catalog::Catalog,
+) -> Result<(), crate::catalog::CatalogError> {
     let client = cat.open().await?;
-    let rows = crate::tenant::catalog::load(&client).await?;
+    let rows = crate::catalog::load(&client).await?;
     proxy
         .tenants
-        .replace(crate::tenant::watcher::merge(&proxy.config, &rows));
+        .replace(crate::catalog::watcher::merge(&proxy.config, &rows));
     *proxy.catalog_rows.lock().unwrap_or_else(|p| p.into_inner()) = rows;
     proxy
         .catalog_loaded
@@ -314,7 +325,7 @@ pub fn reload(proxy: &Proxy) -> Result<Vec<String>, String> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let tenants = crate::tenant::watcher::merge(&new, &rows);
+    let tenants = crate::catalog::watcher::merge(&new, &rows);
     proxy.pools.apply_limits(&tenants);
     proxy.tenants.replace(tenants);
     *proxy.live.write().unwrap_or_else(|p| p.into_inner()) = new;

@@ -274,7 +274,7 @@ async fn tenant_command(
                     t.key,
                     format!("{:?}", t.mode).to_lowercase(),
                     t.tier.as_deref().unwrap_or("default"),
-                    crate::tenant::catalog::status_text(t.status),
+                    crate::catalog::status_text(t.status),
                     t.server,
                     t.database.as_deref().unwrap_or("-"),
                     t.schema.as_deref().unwrap_or("-")

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;
+pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;

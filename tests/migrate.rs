@@ -348,7 +348,7 @@ async fn an_edited_applied_file_is_drift_and_nothing_reruns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_tenants_from_empty_then_a_no_op_run() {
     let fx = Fx::new("mgg", "concurrency = 4\nper_database = 4").await;
-    let cat = pgtenant::tenant::catalog::Catalog::from_config(&fx.cfg)
+    let cat = pgtenant::catalog::Catalog::from_config(&fx.cfg)
         .expect("catalog")
         .open()
         .await

@@ -288,11 +288,11 @@ impl Metrics {
             TenantStatus::Cancelled,
         ]
         .iter()
-        .map(|s| (crate::tenant::catalog::status_text(*s), 0))
+        .map(|s| (crate::catalog::status_text(*s), 0))
         .collect();
         for t in view.tenants.values() {
             *statuses
-                .entry(crate::tenant::catalog::status_text(t.status))
+                .entry(crate::catalog::status_text(t.status))
                 .or_default() += 1;
         }
         for (status, n) in statuses {

@@ -58,11 +58,32 @@ impl PoolSettings {
     }
 }
 
+/// Repairs the login of `role` on (server, database).
+#[derive(Clone)]
+pub struct LoginRepair {
+    pub role: String,
+    pub run: Arc<RepairFn>,
+}
+
+type RepairFn = dyn Fn(String, String) -> futures_util::future::BoxFuture<'static, Result<(), String>>
+    + Send
+    + Sync;
+
+impl std::fmt::Debug for LoginRepair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRepair")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
 #[derive(Debug)]
 pub struct PoolManager {
     settings: PoolSettings,
-    /// For repairing the shared role's login (admin credentials, role secret).
-    config: Arc<Config>,
+    /// Puts back the password of a login role that every context link uses
+    /// (the shared role), when a server refuses it: given by the app, so the
+    /// pool never calls up into provisioning.
+    repair: Option<LoginRepair>,
     /// When the shared login was last repaired (at most one repair a second).
     last_repair: std::sync::Mutex<Option<Instant>>,
     budgets: HashMap<String, Arc<ServerBudget>>,
@@ -99,7 +120,7 @@ impl PoolManager {
             .collect();
         Self {
             settings: PoolSettings::from_config(cfg),
-            config: Arc::new(cfg.clone()),
+            repair: None,
             last_repair: std::sync::Mutex::new(None),
             budgets,
             pools: DashMap::new(),
@@ -169,6 +190,12 @@ impl PoolManager {
         for p in self.pools.iter().filter(|p| p.key == tenant) {
             p.kills.send_modify(|n| *n += 1);
         }
+    }
+
+    /// How a refused login of `repair.role` is repaired.
+    pub fn with_login_repair(mut self, repair: LoginRepair) -> Self {
+        self.repair = Some(repair);
+        self
     }
 
     /// Where new pools get their latency histograms.
@@ -348,13 +375,14 @@ impl PoolManager {
                     // Shared tenants all log in as one role, which can change
                     // its own password: put it back and try once more.
                     let t = &group.target;
-                    match crate::provision::repair_shared_login(
-                        &self.config,
-                        &t.server,
-                        &t.database,
-                    )
-                    .await
-                    {
+                    let Some(repair) = &self.repair else {
+                        return Err(PoolError::Backend(BackendError::Refused {
+                            server: t.server.to_string(),
+                            code,
+                            message: "password authentication failed".into(),
+                        }));
+                    };
+                    match (repair.run)(t.server.to_string(), t.database.clone()).await {
                         Ok(()) => {
                             tracing::warn!(server = %t.server, "the shared role's password had been changed; reset it")
                         }
@@ -389,7 +417,11 @@ impl PoolManager {
 
     /// A refused login of the shared role may be repaired, once a second.
     fn may_repair(&self, group: &LinkGroup) -> bool {
-        if group.target.user != crate::provision::SHARED_ROLE {
+        if self
+            .repair
+            .as_ref()
+            .is_none_or(|r| group.target.user != r.role)
+        {
             return false;
         }
         let mut last = self.last_repair.lock().unwrap_or_else(|p| p.into_inner());

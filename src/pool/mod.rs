@@ -18,6 +18,6 @@ pub use budget::ServerBudget;
 pub use counters::{ErrorKind, Metering, SessionStats, TenantCounters, Timings, TimingsFactory};
 pub use lease::Lease;
 pub use link_group::LinkGroup;
-pub use manager::{PoolError, PoolManager, PoolSettings};
+pub use manager::{LoginRepair, PoolError, PoolManager, PoolSettings};
 pub use quota::{Quota, Slot};
 pub use tenant_pool::{PoolStats, TenantPool};

@@ -5,11 +5,11 @@
 
 mod shared;
 
+use crate::catalog::{self, admin_config, connect, CatalogError};
 use crate::config::{Config, TenantConfig, TenantMode, TenantStatus};
 use crate::migrate::{
     apply_target, migration_files, ApplySettings, MigrationFile, Outcome, Target,
 };
-use crate::tenant::catalog::{self, admin_config, connect, CatalogError};
 use crate::tenant::{quote_ident, roles};
 use thiserror::Error;
 

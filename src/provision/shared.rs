@@ -7,10 +7,10 @@
 //! migrations added since.
 
 use super::ProvisionError;
+use crate::catalog::{admin_config, connect};
 use crate::config::Config;
 use crate::config::TenantMode;
 use crate::migrate::{MigrationFile, Target};
-use crate::tenant::catalog::{admin_config, connect};
 use crate::tenant::signing::{ContextKey, INSTALL_SQL};
 use crate::tenant::{quote_ident, roles};
 

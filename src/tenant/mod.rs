@@ -1,13 +1,11 @@
 //! Tenants: the resolved model, the directory of known tenants, and resolution of
 //! a connection's tenant from its startup packet (SPEC §2). No sockets here.
 
-pub mod catalog;
 mod directory;
 mod model;
 mod resolve;
 pub mod roles;
 pub mod signing;
-pub mod watcher;
 
 pub use directory::TenantDirectory;
 pub use model::{quote_ident, SignedId, Target, Tenant, TenantContext};

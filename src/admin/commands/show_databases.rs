@@ -75,7 +75,7 @@ impl Command for ShowDatabases {
                     v(u8::from(!crate::tenant::servable(t.status))),
                     v(tenant_mode(t.mode)),
                     v(&t.tier),
-                    v(crate::tenant::catalog::status_text(t.status)),
+                    v(crate::catalog::status_text(t.status)),
                     t.schema.clone(),
                 ]);
             }

@@ -40,7 +40,7 @@ impl Command for ShowTenants {
                     v(&t.key),
                     v(super::show_databases::tenant_mode(t.mode)),
                     v(&t.tier),
-                    v(crate::tenant::catalog::status_text(t.status)),
+                    v(crate::catalog::status_text(t.status)),
                     v(&t.target.server),
                     v(&t.target.database),
                     t.schema.clone(),

@@ -3,10 +3,10 @@
 //! possible, e.g. behind a transaction pooler). A change reaches every replica
 //! within a second, without a restart and without touching other tenants' clients.
 
-use super::catalog::{self, Catalog, CatalogError};
-use super::model::Tenant;
+use super::{self as catalog, Catalog, CatalogError};
 use crate::app::{wait_shutdown, Proxy};
 use crate::config::{Config, TenantConfig};
+use crate::tenant::Tenant;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

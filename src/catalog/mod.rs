@@ -1,0 +1,9 @@
+//! The tenant catalog (SPEC §3): the `pgtenant.tenants` table in the control
+//! database (schema, rows, admin connections) and the watcher that keeps
+//! every replica's tenant directory in step with it. The I/O side of
+//! tenants; `tenant/` itself opens no sockets.
+
+mod table;
+pub mod watcher;
+
+pub use table::*;
