@@ -367,6 +367,11 @@ impl ServerConn {
 
 impl Drop for ServerConn {
     fn drop(&mut self) {
+        tracing::info!(
+            pid = self.state.pid,
+            age_ms = self.created.elapsed().as_millis() as u64,
+            "server connection closed"
+        );
         self.terminate();
     }
 }

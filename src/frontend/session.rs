@@ -122,6 +122,9 @@ where
 }
 
 async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, mut login: Login) {
+    let connected = std::time::Instant::now();
+    let peer = stream.peer_addr().ok();
+    let mut total = crate::pool::SessionStats::default();
     // The link kept between transactions: in session mode the one taken at
     // login (whose pid the client was told); in transaction mode a pinned one.
     let mut held: Option<Lease> = login.lease.take();
@@ -259,7 +262,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             )
             .await;
             key.set(None);
-            flush_stats(&mut client, pool);
+            flush_stats(&mut client, pool, &mut total);
             // Transaction mode: one relay is one request-to-idle span.
             if matches!(end, RelayEnd::Release) && transaction_mode {
                 let took = asked.elapsed();
@@ -358,7 +361,17 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         }
     }
     .await;
-    flush_stats(&mut client, pool);
+    flush_stats(&mut client, pool, &mut total);
+    tracing::info!(
+        tenant = %tenant.key,
+        %user,
+        addr = ?peer,
+        duration_ms = connected.elapsed().as_millis() as u64,
+        transactions = total.transactions,
+        bytes_received = total.bytes_received,
+        bytes_sent = total.bytes_sent,
+        "client closed"
+    );
 }
 
 /// The `pgtenant_logins_failed_total` reason of a refused login.
@@ -385,7 +398,11 @@ fn checkout_error_kind(code: &str) -> ErrorKind {
 
 /// Adds what the client did since the last flush to its tenant's counters:
 /// once per transaction (after each relay) and when the session ends.
-fn flush_stats(client: &mut Client, pool: &crate::pool::TenantPool) {
+fn flush_stats(
+    client: &mut Client,
+    pool: &crate::pool::TenantPool,
+    total: &mut crate::pool::SessionStats,
+) {
     let stats = crate::pool::SessionStats {
         transactions: std::mem::take(&mut client.t.transactions),
         queries: std::mem::take(&mut client.t.queries),
@@ -395,6 +412,10 @@ fn flush_stats(client: &mut Client, pool: &crate::pool::TenantPool) {
     };
     if !stats.is_empty() {
         pool.counters.add(&stats);
+        total.transactions += stats.transactions;
+        total.queries += stats.queries;
+        total.bytes_received += stats.bytes_received;
+        total.bytes_sent += stats.bytes_sent;
     }
 }
 

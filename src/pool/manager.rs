@@ -406,13 +406,16 @@ impl PoolManager {
     }
 
     async fn connect(&self, group: &LinkGroup) -> Result<ServerConn, BackendError> {
-        ServerConn::connect(
+        let conn = ServerConn::connect(
             &group.target,
             &group.application_name,
             self.settings.server_connect_timeout,
             self.settings.max_prepared_statements,
         )
-        .await
+        .await?;
+        let t = &group.target;
+        tracing::info!(server = %t.server, database = %t.database, user = %t.user, pid = conn.state.pid, "server connection opened");
+        Ok(conn)
     }
 
     /// A refused login of the shared role may be repaired, once a second.
