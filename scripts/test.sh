@@ -39,13 +39,15 @@ command -v go >/dev/null || need_install+=(golang-go)
 # PgBouncer exporter reads the admin console in tests/console.rs.
 command -v promtool >/dev/null && command -v prometheus >/dev/null || need_install+=(prometheus)
 [ -x /usr/bin/prometheus-pgbouncer-exporter ] || need_install+=(prometheus-pgbouncer-exporter)
+# docker-compose validates docker/compose.yml (tests/docker.rs; no image is pulled).
+command -v docker-compose >/dev/null || need_install+=(docker-compose)
 [ -d /usr/share/gocode/src/github.com/jackc/pgx/v4 ] || need_install+=(golang-github-jackc-pgx-v4-dev)
 if [ ${#need_install[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_install[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   # The tests start their own throw-away clusters; the package's own is unused.
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_install[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_install[@]}" >/dev/null
 fi
 have_server || { echo "test.sh: PostgreSQL server binaries still missing" >&2; exit 1; }
 if ! command -v pgbench >/dev/null; then
