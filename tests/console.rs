@@ -71,6 +71,8 @@ async fn psql(
     )
 }
 
+const SOCKETS: &str = "type|user|database|replication|state|addr|port|local_addr|local_port|connect_time|request_time|wait|wait_us|close_needed|ptr|link|remote_pid|tls|application_name|prepared_statements|id";
+
 const POOLS: &str = "database|user|cl_active|cl_waiting|cl_active_cancel_req|cl_waiting_cancel_req|sv_active|sv_active_cancel|sv_being_canceled|sv_idle|sv_used|sv_tested|sv_login|maxwait|maxwait_us|pool_mode|tier|quota|paused";
 
 #[tokio::test]
@@ -97,6 +99,8 @@ async fn every_show_has_its_documented_columns_through_psql() {
             "name|host|port|database|force_user|pool_size|min_pool_size|reserve_pool|server_lifetime|pool_mode|max_connections|current_connections|paused|disabled|mode|tier|status|schema",
         ),
         ("SHOW LISTS", "list|items"),
+        ("SHOW CLIENTS", SOCKETS),
+        ("SHOW SERVERS", SOCKETS),
         ("SHOW CONFIG", "key|value|default|changeable"),
         ("SHOW VERSION", "version"),
         (
@@ -133,6 +137,19 @@ async fn every_show_has_its_documented_columns_through_psql() {
             .any(|l| l == concat!("version|pgtenant ", env!("CARGO_PKG_VERSION"))),
         "expanded: {out}"
     );
+    // acme's client and its idle server connection.
+    let (_, out, _) = psql(&proxy, "pgtenant", &["SHOW CLIENTS"]).await;
+    let acme_clients: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("C|app|acme|none|active|127.0.0.1|"))
+        .collect();
+    assert_eq!(acme_clients.len(), 1, "{out}");
+    let (_, out, _) = psql(&proxy, "pgtenant", &["SHOW SERVERS"]).await;
+    let acme_servers: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("S|postgres|acme|none|idle|127.0.0.1|"))
+        .collect();
+    assert_eq!(acme_servers.len(), 1, "{out}");
     let (_, out, _) = psql(&proxy, "pgtenant", &["SHOW LISTS"]).await;
     assert_eq!(out.lines().count(), 1 + 14 + 1, "{out}");
     assert!(out.lines().any(|l| l == "databases|2"), "{out}");

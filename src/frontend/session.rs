@@ -137,6 +137,18 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
         ..
     } = &login;
     let transaction_mode = tenant.pool_mode == PoolMode::Transaction;
+    // Its SHOW CLIENTS row while it is connected.
+    let listed = proxy
+        .pools
+        .roster
+        .add_client(crate::pool::roster::NewClient {
+            tenant: tenant.key.clone(),
+            user: user.clone(),
+            addr: peer,
+            local: stream.local_addr().ok(),
+            application_name: params.get("application_name").cloned().unwrap_or_default(),
+        });
+    let me = &listed.entry;
     let limits = ClientLimits {
         max_settings: proxy.config.proxy.max_client_settings,
         max_statements: proxy.config.proxy.max_client_statements,
@@ -212,6 +224,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             }
             let asked = std::time::Instant::now();
             if held.is_none() {
+                me.waiting();
                 // PAUSE: the new transaction waits here (two loads otherwise).
                 proxy.pools.wait_resumed(pool).await;
             }
@@ -241,6 +254,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                 },
             };
             let conn = lease.conn();
+            me.active(conn.state.pid);
             if let Some(owner) = &conn.state.owner {
                 // Shown as the sender of its notifications (see notify::owners).
                 owner
@@ -302,6 +316,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                     } else {
                         lease.release();
                     }
+                    me.idle(held.is_some(), client.state.statements.len());
                     if flush(&mut cw, &mut client.down).await.is_err() {
                         return give_back(held.take(), reset_timeout);
                     }

@@ -19,6 +19,7 @@ pub struct Lease {
 
 impl Lease {
     pub(super) fn new(link: Link, pool: Arc<TenantPool>, lifetime: Duration, quota: Slot) -> Self {
+        link.listing.entry.lent();
         Self {
             link: Some(link),
             pool,
@@ -39,6 +40,7 @@ impl Lease {
     /// Returns a clean (idle, outside any transaction) link to the pool.
     pub fn release(mut self) {
         if let Some(link) = self.link.take() {
+            link.listing.entry.returned(link.conn.state.prepared.len());
             if link.conn.created.elapsed() < self.lifetime && !link.conn.state.poisoned {
                 self.pool.group.push_idle(link);
             }

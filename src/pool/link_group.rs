@@ -17,6 +17,8 @@ use tokio::sync::OwnedSemaphorePermit;
 pub(super) struct Link {
     pub conn: ServerConn,
     pub _slot: OwnedSemaphorePermit,
+    /// Its SHOW SERVERS row.
+    pub listing: super::roster::ServerListing,
 }
 
 /// How far down the idle stack to look for a link already in the wanted context.

@@ -99,6 +99,8 @@ pub struct PoolManager {
     /// Tenants paused by key (kept for pools made while paused).
     paused: DashMap<String, ()>,
     resumed: tokio::sync::Notify,
+    /// Who is connected (SHOW CLIENTS, SHOW SERVERS).
+    pub roster: Arc<super::roster::Roster>,
 }
 
 impl PoolManager {
@@ -130,6 +132,7 @@ impl PoolManager {
             paused_all: Default::default(),
             paused: DashMap::new(),
             resumed: tokio::sync::Notify::new(),
+            roster: Arc::default(),
         }
     }
 
@@ -395,7 +398,22 @@ impl PoolManager {
                 other => other?,
             };
             group.remember_params(&conn.params);
-            let link = Link { conn, _slot: slot };
+            let t = &group.target;
+            let listing = self.roster.add_server(super::roster::NewServer {
+                pid: conn.state.pid,
+                tenant_group: group.name.clone(),
+                server: t.server.to_string(),
+                database: t.database.clone(),
+                user: t.user.clone(),
+                host: t.host.to_string(),
+                port: t.port,
+                local: conn.stream.local_addr().ok(),
+            });
+            let link = Link {
+                conn,
+                _slot: slot,
+                listing,
+            };
             return Ok(Lease::new(
                 link,
                 pool.clone(),

@@ -12,6 +12,7 @@ mod lease;
 mod link_group;
 mod manager;
 mod quota;
+pub mod roster;
 mod tenant_pool;
 
 pub use budget::ServerBudget;

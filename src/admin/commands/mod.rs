@@ -4,6 +4,7 @@ mod kill;
 mod pause;
 mod reload;
 mod resume;
+mod show_clients;
 mod show_config;
 mod show_databases;
 mod show_help;
@@ -22,6 +23,8 @@ use super::command::Command;
 pub static ALL: &[&dyn Command] = &[
     &show_help::ShowHelp,
     &show_pools::ShowPools,
+    &show_clients::ShowSockets(show_clients::Side::Clients),
+    &show_clients::ShowSockets(show_clients::Side::Servers),
     &show_stats::ShowStats(show_stats::Kind::Stats),
     &show_stats::ShowStats(show_stats::Kind::Totals),
     &show_stats::ShowStats(show_stats::Kind::Averages),

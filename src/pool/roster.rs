@@ -1,0 +1,252 @@
+//! Who is connected, for SHOW CLIENTS and SHOW SERVERS: one entry per client
+//! session and per server connection, updated with a few relaxed stores per
+//! transaction (never per message), read by the console.
+
+use dashmap::DashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientPhase {
+    /// Between transactions.
+    Idle = 0,
+    /// In a transaction, on a server connection.
+    Active = 1,
+    /// Waiting for a server connection.
+    Waiting = 2,
+}
+
+#[derive(Debug)]
+pub struct ClientEntry {
+    pub id: u64,
+    pub tenant: String,
+    pub user: String,
+    pub addr: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    pub application_name: String,
+    pub connected_us: u64,
+    phase: AtomicU8,
+    /// When its current (or last) request came.
+    request_us: AtomicU64,
+    /// The server backend it is on now (0: none).
+    server_pid: AtomicI32,
+    /// Named statements it has prepared.
+    statements: AtomicU32,
+}
+
+impl ClientEntry {
+    pub fn phase(&self) -> ClientPhase {
+        match self.phase.load(Ordering::Relaxed) {
+            1 => ClientPhase::Active,
+            2 => ClientPhase::Waiting,
+            _ => ClientPhase::Idle,
+        }
+    }
+
+    pub fn request_us(&self) -> u64 {
+        self.request_us.load(Ordering::Relaxed)
+    }
+
+    pub fn server_pid(&self) -> i32 {
+        self.server_pid.load(Ordering::Relaxed)
+    }
+
+    pub fn statements(&self) -> u32 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// A request came and waits for a server connection.
+    pub fn waiting(&self) {
+        self.request_us.store(now_us(), Ordering::Relaxed);
+        self.phase
+            .store(ClientPhase::Waiting as u8, Ordering::Relaxed);
+    }
+
+    /// It got server connection `pid`.
+    pub fn active(&self, pid: i32) {
+        self.server_pid.store(pid, Ordering::Relaxed);
+        self.phase
+            .store(ClientPhase::Active as u8, Ordering::Relaxed);
+    }
+
+    /// Its transaction ended; `kept` when it keeps its server connection.
+    pub fn idle(&self, kept: bool, statements: usize) {
+        if !kept {
+            self.server_pid.store(0, Ordering::Relaxed);
+        }
+        self.statements.store(statements as u32, Ordering::Relaxed);
+        self.phase.store(ClientPhase::Idle as u8, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+pub struct ServerEntry {
+    pub pid: i32,
+    pub tenant_group: String,
+    pub server: String,
+    pub database: String,
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+    pub local: Option<SocketAddr>,
+    pub connected_us: u64,
+    active: AtomicU8,
+    used_us: AtomicU64,
+    statements: AtomicU32,
+}
+
+impl ServerEntry {
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed) == 1
+    }
+
+    pub fn used_us(&self) -> u64 {
+        self.used_us.load(Ordering::Relaxed)
+    }
+
+    pub fn statements(&self) -> u32 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    pub fn lent(&self) {
+        self.used_us.store(now_us(), Ordering::Relaxed);
+        self.active.store(1, Ordering::Relaxed);
+    }
+
+    pub fn returned(&self, statements: usize) {
+        self.statements.store(statements as u32, Ordering::Relaxed);
+        self.active.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Every client and server connection now.
+#[derive(Debug, Default)]
+pub struct Roster {
+    clients: DashMap<u64, Arc<ClientEntry>>,
+    servers: DashMap<i32, Arc<ServerEntry>>,
+    next_client: AtomicU64,
+}
+
+/// A client's place in the roster, removed when dropped.
+#[derive(Debug)]
+pub struct ClientListing {
+    pub entry: Arc<ClientEntry>,
+    roster: Arc<Roster>,
+}
+
+impl Drop for ClientListing {
+    fn drop(&mut self) {
+        self.roster.clients.remove(&self.entry.id);
+    }
+}
+
+/// A server connection's place in the roster, removed when dropped.
+#[derive(Debug)]
+pub struct ServerListing {
+    pub entry: Arc<ServerEntry>,
+    roster: Arc<Roster>,
+}
+
+impl Drop for ServerListing {
+    fn drop(&mut self) {
+        self.roster.servers.remove(&self.entry.pid);
+    }
+}
+
+/// What a new client entry is made of.
+pub struct NewClient {
+    pub tenant: String,
+    pub user: String,
+    pub addr: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    pub application_name: String,
+}
+
+/// What a new server entry is made of.
+pub struct NewServer {
+    pub pid: i32,
+    pub tenant_group: String,
+    pub server: String,
+    pub database: String,
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+    pub local: Option<SocketAddr>,
+}
+
+impl Roster {
+    pub fn add_client(self: &Arc<Self>, c: NewClient) -> ClientListing {
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = Arc::new(ClientEntry {
+            id,
+            tenant: c.tenant,
+            user: c.user,
+            addr: c.addr,
+            local: c.local,
+            application_name: c.application_name,
+            connected_us: now_us(),
+            phase: AtomicU8::new(ClientPhase::Idle as u8),
+            request_us: AtomicU64::new(0),
+            server_pid: AtomicI32::new(0),
+            statements: AtomicU32::new(0),
+        });
+        self.clients.insert(id, entry.clone());
+        ClientListing {
+            entry,
+            roster: self.clone(),
+        }
+    }
+
+    pub fn add_server(self: &Arc<Self>, s: NewServer) -> ServerListing {
+        let entry = Arc::new(ServerEntry {
+            pid: s.pid,
+            tenant_group: s.tenant_group,
+            server: s.server,
+            database: s.database,
+            user: s.user,
+            host: s.host,
+            port: s.port,
+            local: s.local,
+            connected_us: now_us(),
+            active: AtomicU8::new(0),
+            used_us: AtomicU64::new(now_us()),
+            statements: AtomicU32::new(0),
+        });
+        self.servers.insert(s.pid, entry.clone());
+        ServerListing {
+            entry,
+            roster: self.clone(),
+        }
+    }
+
+    /// Every client, oldest first.
+    pub fn clients(&self) -> Vec<Arc<ClientEntry>> {
+        let mut v: Vec<_> = self.clients.iter().map(|e| e.value().clone()).collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// Every server connection, by pid.
+    pub fn servers(&self) -> Vec<Arc<ServerEntry>> {
+        let mut v: Vec<_> = self.servers.iter().map(|e| e.value().clone()).collect();
+        v.sort_by_key(|s| s.pid);
+        v
+    }
+
+    /// The client now on server backend `pid`, if any.
+    pub fn client_on(&self, pid: i32) -> Option<u64> {
+        self.clients
+            .iter()
+            .find(|c| c.server_pid() == pid)
+            .map(|c| c.id)
+    }
+}
