@@ -266,6 +266,58 @@ async fn pause_holds_one_tenant_resume_releases_it_kill_disconnects_it() {
         .await
         .expect_err("unknown tenant");
     assert_eq!(sqlstate(&e).0, "3D000");
+    // KILL_CLIENT: one globex client goes, the other stays.
+    let victim = connect(
+        &proxy,
+        "user=app.globex password=s3cret dbname=cs_app application_name=victim",
+    )
+    .await
+    .expect("victim");
+    victim.simple_query("SELECT 1").await.expect("victim works");
+    let id: i64 = admin
+        .query("SHOW CLIENTS", &[])
+        .await
+        .expect("clients")
+        .iter()
+        .find(|r| r.get::<_, &str>("application_name") == "victim")
+        .map(|r| r.get("id"))
+        .expect("the victim's row");
+    admin
+        .simple_query(&format!("KILL_CLIENT {id}"))
+        .await
+        .expect("kill_client");
+    let gone = wait_until(Duration::from_secs(5), || async { victim.is_closed() }).await;
+    assert!(gone, "the victim was disconnected");
+    globex
+        .simple_query("SELECT 1")
+        .await
+        .expect("globex untouched");
+    // RECONNECT + WAIT_CLOSE: globex gets a fresh server connection.
+    let before = scalar(&globex, "SELECT pg_backend_pid()::text").await;
+    admin
+        .simple_query("RECONNECT globex")
+        .await
+        .expect("reconnect");
+    admin
+        .simple_query("WAIT_CLOSE globex")
+        .await
+        .expect("wait_close");
+    let after = scalar(&globex, "SELECT pg_backend_pid()::text").await;
+    assert_ne!(before, after, "a new server connection after RECONNECT");
+    let gone = wait_until(Duration::from_secs(5), || async {
+        scalar(
+            &direct("cs_app").await,
+            &format!("SELECT count(*)::text FROM pg_stat_activity WHERE pid = {before}"),
+        )
+        .await
+            == "0"
+    })
+    .await;
+    assert!(gone, "the old server connection was closed");
+    // MIGRATE acme answers with acme's summary row.
+    let rows = admin.query("MIGRATE acme", &[]).await.expect("migrate");
+    let targets: Vec<&str> = rows.iter().map(|r| r.get::<_, &str>("target")).collect();
+    assert_eq!(targets, vec!["acme"]);
     proxy.shutdown().await;
 }
 

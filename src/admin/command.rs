@@ -129,6 +129,11 @@ pub trait Command: Sync {
     fn reads_only(&self) -> bool {
         true
     }
+    /// The columns a command that changes something answers with (a
+    /// Describe can't run it to find out); none by default.
+    fn columns(&self) -> &'static [(&'static str, Type)] {
+        &[]
+    }
     fn run(&self, proxy: Arc<Proxy>, arg: Option<String>) -> Run;
 }
 

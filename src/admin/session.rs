@@ -281,6 +281,7 @@ async fn describe(proxy: &Arc<Proxy>, query: &str) -> Result<Vec<(&'static str, 
             let o = cmd.run(proxy.clone(), parsed.arg).await?;
             Ok(o.columns.iter().map(|(n, t)| (*n, t.oid())).collect())
         }
-        _ => Ok(Vec::new()),
+        Some(cmd) => Ok(cmd.columns().iter().map(|(n, t)| (*n, t.oid())).collect()),
+        None => Ok(Vec::new()),
     }
 }

@@ -149,6 +149,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
             application_name: params.get("application_name").cloned().unwrap_or_default(),
         });
     let me = &listed.entry;
+    let mut killed_me = me.kill.subscribe();
     let limits = ClientLimits {
         max_settings: proxy.config.proxy.max_client_settings,
         max_statements: proxy.config.proxy.max_client_statements,
@@ -203,6 +204,10 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                         send_error(&mut cw, &killed(), Severity::Fatal).await;
                         return give_back(held.take(), reset_timeout);
                     }
+                    _ = killed_me.changed() => {
+                        send_error(&mut cw, &killed(), Severity::Fatal).await;
+                        return give_back(held.take(), reset_timeout);
+                    }
                 }
             }
             if client.up.buf[0] == fe::TERMINATE {
@@ -218,7 +223,7 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
                     return give_back(held.take(), reset_timeout);
                 }
             }
-            if kills.has_changed().unwrap_or(false) {
+            if kills.has_changed().unwrap_or(false) || killed_me.has_changed().unwrap_or(false) {
                 send_error(&mut cw, &killed(), Severity::Fatal).await;
                 return give_back(held.take(), reset_timeout);
             }
@@ -438,7 +443,7 @@ fn flush_stats(
 fn killed() -> ClientError {
     ClientError::new(
         sqlstate::ADMIN_SHUTDOWN,
-        "terminating connection due to administrator command (KILL)",
+        "terminating connection due to administrator command (KILL / KILL_CLIENT)",
     )
 }
 

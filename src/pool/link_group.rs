@@ -19,6 +19,8 @@ pub(super) struct Link {
     pub _slot: OwnedSemaphorePermit,
     /// Its SHOW SERVERS row.
     pub listing: super::roster::ServerListing,
+    /// The group's generation when it was made: RECONNECT closes older ones.
+    pub generation: u64,
 }
 
 /// How far down the idle stack to look for a link already in the wanted context.
@@ -32,6 +34,11 @@ pub struct LinkGroup {
     idle: Mutex<Vec<Link>>,
     params: Mutex<Option<ServerParams>>,
     pub(super) budget: Arc<ServerBudget>,
+    /// Bumped by RECONNECT: links of older generations are closed when idle.
+    generation: std::sync::atomic::AtomicU64,
+    /// When the last RECONNECT happened (Unix µs; WAIT_CLOSE waits for the
+    /// links made before it).
+    reconnected_us: std::sync::atomic::AtomicU64,
 }
 
 impl LinkGroup {
@@ -48,6 +55,8 @@ impl LinkGroup {
             idle: Mutex::new(Vec::new()),
             params: Mutex::new(None),
             budget,
+            generation: Default::default(),
+            reconnected_us: Default::default(),
         }
     }
 
@@ -71,7 +80,27 @@ impl LinkGroup {
         idle.pop()
     }
 
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// RECONNECT: idle links close now, lent ones when they come back.
+    pub fn reconnect(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.reconnected_us
+            .store(super::roster::now_us(), Ordering::Relaxed);
+        self.idle_links().clear();
+    }
+
+    /// When RECONNECT last ran (Unix µs, 0: never).
+    pub fn reconnected_us(&self) -> u64 {
+        self.reconnected_us.load(Ordering::Relaxed)
+    }
+
     pub(super) fn push_idle(&self, mut link: Link) {
+        if link.generation != self.generation() {
+            return;
+        }
         link.conn.last_used = Instant::now();
         self.idle_links().push(link);
         if self.budget.slot_waiters.load(Ordering::Relaxed) > 0 {

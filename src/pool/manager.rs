@@ -188,6 +188,17 @@ impl PoolManager {
         }
     }
 
+    /// The link groups of a tenant's pool (or of every pool).
+    pub fn groups_of(&self, tenant: Option<&str>) -> Vec<Arc<LinkGroup>> {
+        let mut seen = std::collections::HashSet::new();
+        self.pools
+            .iter()
+            .filter(|p| tenant.is_none_or(|k| p.key == k))
+            .map(|p| p.group.clone())
+            .filter(|g| seen.insert(g.name.clone()))
+            .collect()
+    }
+
     /// KILL: the tenant's clients are disconnected.
     pub fn kill(&self, tenant: &str) {
         for p in self.pools.iter().filter(|p| p.key == tenant) {
@@ -413,6 +424,7 @@ impl PoolManager {
                 conn,
                 _slot: slot,
                 listing,
+                generation: group.generation(),
             };
             return Ok(Lease::new(
                 link,

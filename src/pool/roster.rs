@@ -41,6 +41,8 @@ pub struct ClientEntry {
     server_pid: AtomicI32,
     /// Named statements it has prepared.
     statements: AtomicU32,
+    /// KILL_CLIENT: set to disconnect it.
+    pub kill: tokio::sync::watch::Sender<bool>,
 }
 
 impl ClientEntry {
@@ -198,6 +200,7 @@ impl Roster {
             request_us: AtomicU64::new(0),
             server_pid: AtomicI32::new(0),
             statements: AtomicU32::new(0),
+            kill: tokio::sync::watch::channel(false).0,
         });
         self.clients.insert(id, entry.clone());
         ClientListing {
@@ -240,6 +243,10 @@ impl Roster {
         let mut v: Vec<_> = self.servers.iter().map(|e| e.value().clone()).collect();
         v.sort_by_key(|s| s.pid);
         v
+    }
+
+    pub fn client(&self, id: u64) -> Option<Arc<ClientEntry>> {
+        self.clients.get(&id).map(|e| e.value().clone())
     }
 
     /// The client now on server backend `pid`, if any.

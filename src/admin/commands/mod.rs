@@ -1,7 +1,10 @@
 //! Every console command, one file each.
 
 mod kill;
+mod kill_client;
+mod migrate;
 mod pause;
+mod reconnect;
 mod reload;
 mod resume;
 mod show_clients;
@@ -17,6 +20,7 @@ mod show_tiers;
 mod show_version;
 mod shutdown;
 mod status;
+mod wait_close;
 
 use super::command::Command;
 
@@ -40,6 +44,10 @@ pub static ALL: &[&dyn Command] = &[
     &kill::Kill,
     &status::SetStatus(status::Change::Suspend),
     &status::SetStatus(status::Change::Activate),
+    &kill_client::KillClient,
+    &reconnect::Reconnect,
+    &wait_close::WaitClose,
+    &migrate::Migrate,
     &reload::Reload,
     &shutdown::Shutdown,
 ];
