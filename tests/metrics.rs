@@ -149,6 +149,10 @@ async fn counters_are_exact_and_refusals_are_counted_by_reason() {
         1.0
     );
     assert_eq!(grew(r#"pgtenant_logins_failed_total{reason="auth"}"#), 1.0);
+    assert_eq!(
+        grew(r#"pgtenant_errors_total{tenant="acme",tier="default",kind="auth"}"#),
+        1.0
+    );
     // Each simple Query is 'Q', a length and the text with its NUL.
     let sent: usize = (0..30)
         .map(|i| format!("SELECT {i}").len())
@@ -270,6 +274,52 @@ async fn promtool_accepts_a_scrape_under_load_and_prometheus_scrapes_it() {
     assert!(
         found,
         "prometheus never returned acme's transactions: {answer}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn statements_prepared_again_and_evicted_are_counted() {
+    tenant_fixture("mx_prep", &[("t_acme", "Acme")]).await;
+    let proxy = start_proxy(
+        &CONFIG
+            .replace("database = \"mx_app\"", "database = \"mx_prep\"")
+            .replace(
+                "[metrics]",
+                "[proxy]\nmax_prepared_statements = 2\n\n[metrics]",
+            ),
+    )
+    .await;
+    let c = connect(&proxy, "user=app.acme password=s3cret dbname=mx_prep")
+        .await
+        .expect("acme");
+    // Three named statements on a link that holds two (LRU): preparing the
+    // third evicts the first; then each use finds its statement gone,
+    // evicts the least recently used one and prepares it again.
+    let statements = [
+        c.prepare("SELECT 1").await.expect("a"),
+        c.prepare("SELECT 2").await.expect("b"),
+        c.prepare("SELECT 3").await.expect("c"),
+    ];
+    for (i, st) in statements.iter().enumerate() {
+        let row = c.query_one(st, &[]).await.expect("run");
+        assert_eq!(row.get::<_, i32>(0), i as i32 + 1);
+    }
+    let text = scrape(&proxy).await;
+    assert_eq!(
+        value(
+            &text,
+            r#"pgtenant_prepared_reprepares_total{tenant="acme",tier="default"}"#
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"pgtenant_prepared_evictions_total{tenant="acme",tier="default"}"#
+        ),
+        4.0
     );
     proxy.shutdown().await;
 }

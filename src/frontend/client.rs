@@ -77,6 +77,11 @@ pub struct ClientState {
     pub pins: Arc<Quota>,
     /// Requests the statement guard refused (42501) since the last flush.
     pub refusals: u64,
+    /// Its statements pgtenant prepared again on a link that lacked them,
+    /// and statements closed to make room on a full link, since the last
+    /// flush.
+    pub reprepares: u64,
+    pub evictions: u64,
     /// SQL-level prepared statements: name -> (version, PREPARE text). The
     /// version tells a link's copy from another client's of the same name.
     pub sql_prepared: HashMap<String, (u64, Arc<str>)>,
@@ -128,6 +133,8 @@ impl ClientState {
             pin_slot: None,
             pins,
             refusals: 0,
+            reprepares: 0,
+            evictions: 0,
             sql_prepared: HashMap::new(),
             limits,
             follow_listens: false,

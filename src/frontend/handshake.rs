@@ -210,7 +210,11 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
     )
     .await
     .map_err(|e| {
-        tracing::info!(error = %e, user = %resolution.user, "authentication failed");
+        tracing::info!(error = %e, user = %resolution.user, tenant = %resolution.tenant.key, "authentication failed");
+        proxy
+            .pools
+            .counters_of(&resolution.tenant.key)
+            .error(crate::pool::ErrorKind::Auth, 1);
         ClientError::from(&e)
     })?;
     let tenant = resolution.tenant;

@@ -283,6 +283,7 @@ fn ensure(cx: &mut Ctx<'_>, stmt: &Statement, out: &mut BytesMut) {
     out.extend_from_slice(&stmt.parse);
     cx.t.injected(fe::PARSE);
     cx.link.prepared.insert(&stmt.server_name);
+    cx.client.reprepares += 1;
 }
 
 fn make_room(cx: &mut Ctx<'_>, out: &mut BytesMut) {
@@ -290,6 +291,7 @@ fn make_room(cx: &mut Ctx<'_>, out: &mut BytesMut) {
         extended::describe_or_close(out, fe::CLOSE, extended::STATEMENT, victim.as_bytes());
         cx.t.injected(fe::CLOSE);
         cx.link.prepared.remove(&victim);
+        cx.client.evictions += 1;
     }
 }
 

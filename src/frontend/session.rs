@@ -429,6 +429,8 @@ fn flush_stats(
         bytes_received: std::mem::take(&mut client.up.received),
         bytes_sent: std::mem::take(&mut client.down.sent),
         isolation_refusals: std::mem::take(&mut client.state.refusals),
+        reprepares: std::mem::take(&mut client.state.reprepares),
+        evictions: std::mem::take(&mut client.state.evictions),
     };
     if !stats.is_empty() {
         pool.counters.add(&stats);

@@ -73,6 +73,18 @@ pub const ERRORS: Def = def(
     "Client errors by tenant and kind (auth, quota, timeout, server, protocol, isolation).",
     &["tenant", "tier", "kind"],
 );
+pub const REPREPARES: Def = def(
+    "pgtenant_prepared_reprepares_total",
+    Counter,
+    "Client statements pgtenant prepared again on a server connection that lacked them.",
+    TENANT,
+);
+pub const EVICTIONS: Def = def(
+    "pgtenant_prepared_evictions_total",
+    Counter,
+    "Statements closed on a full server connection to make room (max_prepared_statements).",
+    TENANT,
+);
 pub const POOL_QUOTA: Def = def(
     "pgtenant_pool_quota",
     Gauge,
@@ -157,6 +169,8 @@ pub const ALL: &[Def] = &[
     BYTES_RECEIVED,
     BYTES_SENT,
     ERRORS,
+    REPREPARES,
+    EVICTIONS,
     POOL_QUOTA,
     POOL_IN_USE,
     MIGRATION_VERSION,

@@ -73,6 +73,8 @@ struct Agg {
     received: u64,
     sent: u64,
     errors: [u64; 6],
+    reprepares: u64,
+    evictions: u64,
     active: u64,
     waiting: u64,
     idle: u64,
@@ -196,6 +198,8 @@ impl Metrics {
             a.queries += ctr.queries.load(r);
             a.received += ctr.bytes_received.load(r);
             a.sent += ctr.bytes_sent.load(r);
+            a.reprepares += ctr.reprepares.load(r);
+            a.evictions += ctr.evictions.load(r);
             for kind in ErrorKind::ALL {
                 a.errors[kind as usize] += ctr.errors(kind);
             }
@@ -249,6 +253,8 @@ impl Metrics {
             counter(&c::QUERIES, &l, a.queries);
             counter(&c::BYTES_RECEIVED, &l, a.received);
             counter(&c::BYTES_SENT, &l, a.sent);
+            counter(&c::REPREPARES, &l, a.reprepares);
+            counter(&c::EVICTIONS, &l, a.evictions);
             for kind in ErrorKind::ALL {
                 let mut with = l.to_vec();
                 with.push(("kind", kind.as_str().to_owned()));

@@ -47,6 +47,8 @@ pub struct SessionStats {
     pub bytes_sent: u64,
     /// Requests the statement guard refused (42501).
     pub isolation_refusals: u64,
+    pub reprepares: u64,
+    pub evictions: u64,
 }
 
 impl SessionStats {
@@ -61,6 +63,10 @@ pub struct TenantCounters {
     pub queries: AtomicU64,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Statements prepared again on a link that lacked them, and closed to
+    /// make room on a full link.
+    pub reprepares: AtomicU64,
+    pub evictions: AtomicU64,
     /// Microseconds clients waited for a server connection.
     pub wait_us: AtomicU64,
     /// Microseconds from a request to the end of its transaction.
@@ -76,6 +82,12 @@ impl TenantCounters {
         self.queries.fetch_add(s.queries, r);
         self.bytes_received.fetch_add(s.bytes_received, r);
         self.bytes_sent.fetch_add(s.bytes_sent, r);
+        if s.reprepares > 0 {
+            self.reprepares.fetch_add(s.reprepares, r);
+        }
+        if s.evictions > 0 {
+            self.evictions.fetch_add(s.evictions, r);
+        }
         if s.isolation_refusals > 0 {
             self.error(ErrorKind::Isolation, s.isolation_refusals);
         }

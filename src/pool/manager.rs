@@ -218,6 +218,11 @@ impl PoolManager {
         self
     }
 
+    /// A known tenant's counters (made on first use).
+    pub fn counters_of(&self, tenant: &str) -> Arc<TenantCounters> {
+        self.counters.entry(tenant.to_owned()).or_default().clone()
+    }
+
     /// Every tenant's counters, by key.
     pub fn counters(&self) -> Vec<(String, Arc<TenantCounters>)> {
         self.counters
