@@ -176,6 +176,16 @@ async fn counters_are_exact_and_refusals_are_counted_by_reason() {
         1.0
     );
     assert_eq!(value(&after, "pgtenant_login_duration_seconds_count"), 2.0);
+    // One latency sample per answered request and per transaction (both
+    // tenants are in tier default): 52 + 5 and 38 + 5.
+    assert_eq!(
+        grew(r#"pgtenant_query_duration_seconds_count{tier="default"}"#),
+        57.0
+    );
+    assert_eq!(
+        grew(r#"pgtenant_transaction_duration_seconds_count{tier="default"}"#),
+        43.0
+    );
     proxy.shutdown().await;
 }
 

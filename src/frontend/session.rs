@@ -171,6 +171,9 @@ async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, 
     });
     let mut shutdown = proxy.shutdown_signal();
     client.shutdown = Some(proxy.shutdown_signal());
+    if pool.timings.enabled {
+        client.t.query_timer = Some(pool.timings.query.clone());
+    }
     let mut kills = pool.kills.subscribe();
     let (mut cr, mut cw) = stream.split();
     let mut seen_generation = proxy.tenants.generation();

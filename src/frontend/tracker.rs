@@ -82,6 +82,10 @@ pub struct TxnTracker {
     /// queries and transactions, taken by the session when it flushes.
     pub queries: u64,
     pub transactions: u64,
+    /// With metrics on: where request latencies go, and when the oldest
+    /// unanswered client request of the current burst was sent.
+    pub query_timer: Option<metrics::Histogram>,
+    query_started: Option<std::time::Instant>,
 }
 
 impl Default for TxnTracker {
@@ -103,6 +107,8 @@ impl Default for TxnTracker {
             last_command: 0,
             queries: 0,
             transactions: 0,
+            query_timer: None,
+            query_started: None,
         }
     }
 }
@@ -125,6 +131,7 @@ impl TxnTracker {
             closes,
             queries: self.queries,
             transactions: self.transactions,
+            query_timer: self.query_timer.take(),
             ..Self::default()
         };
     }
@@ -182,6 +189,13 @@ impl TxnTracker {
 
     /// Counts a message the client sent (forwarded as is or renamed).
     pub fn client_message(&mut self, tag: u8) {
+        if self.query_timer.is_some()
+            && self.query_started.is_none()
+            && matches!(tag, fe::QUERY | fe::FUNCTION_CALL | fe::SYNC)
+            && !self.copy_in
+        {
+            self.query_started = Some(std::time::Instant::now());
+        }
         match tag {
             fe::QUERY | fe::FUNCTION_CALL => {
                 self.pending += 1;
@@ -289,6 +303,11 @@ impl TxnTracker {
         } else {
             self.queries += 1;
             self.transactions += u64::from(status == b'I');
+            if self.pending == 0 {
+                if let (Some(h), Some(t)) = (&self.query_timer, self.query_started.take()) {
+                    h.record(t.elapsed().as_secs_f64());
+                }
+            }
         }
         let live = self.recv_epoch;
         while self.parses.front().is_some_and(|s| s.epoch < live) {

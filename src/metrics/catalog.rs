@@ -123,6 +123,12 @@ pub const TRANSACTION_SECONDS: Def = def(
     "Time from a client's request to the end of its transaction (transaction mode).",
     TENANT,
 );
+pub const QUERY_SECONDS: Def = def(
+    "pgtenant_query_duration_seconds",
+    Histogram,
+    "Time from a client's request to its answer (pipelined requests: to the last answer).",
+    TENANT,
+);
 pub const POOL_WAIT_SECONDS: Def = def(
     "pgtenant_pool_wait_seconds",
     Histogram,
@@ -177,6 +183,7 @@ pub const ALL: &[Def] = &[
     MIGRATION_PENDING,
     MIGRATION_FAILED,
     TRANSACTION_SECONDS,
+    QUERY_SECONDS,
     POOL_WAIT_SECONDS,
     SERVER_CONNECTIONS,
     TENANTS,

@@ -127,6 +127,10 @@ impl Metrics {
                 pool_wait: me
                     .recorder
                     .register_histogram(&key(&c::POOL_WAIT_SECONDS, &labels), &META),
+                query: me
+                    .recorder
+                    .register_histogram(&key(&c::QUERY_SECONDS, &labels), &META),
+                enabled: true,
             }
         }))
     }

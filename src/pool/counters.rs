@@ -108,6 +108,11 @@ impl TenantCounters {
 pub struct Timings {
     pub transaction: metrics::Histogram,
     pub pool_wait: metrics::Histogram,
+    /// From a client's request to its answer (a pipelined burst: to the
+    /// last answer).
+    pub query: metrics::Histogram,
+    /// Metrics are on: worth reading the clock for `query`.
+    pub enabled: bool,
 }
 
 impl Default for Timings {
@@ -115,6 +120,8 @@ impl Default for Timings {
         Self {
             transaction: metrics::Histogram::noop(),
             pool_wait: metrics::Histogram::noop(),
+            query: metrics::Histogram::noop(),
+            enabled: false,
         }
     }
 }
