@@ -243,6 +243,18 @@ async fn pause_holds_one_tenant_resume_releases_it_kill_disconnects_it() {
         .iter()
         .map(|r| (r.get::<_, String>("database"), r.get::<_, i32>("paused")))
         .collect();
+    let acme_row = rows
+        .iter()
+        .find(|r| r.get::<_, &str>("database") == "acme")
+        .expect("acme's pool");
+    assert_eq!(acme_row.get::<_, i32>("cl_waiting"), 1);
+    assert_eq!(acme_row.get::<_, i32>("cl_active"), 0);
+    let waited = i64::from(acme_row.get::<_, i32>("maxwait")) * 1_000_000
+        + i64::from(acme_row.get::<_, i32>("maxwait_us"));
+    assert!(
+        waited >= 150_000,
+        "acme's client has waited at least the 200 ms slept: {waited} µs"
+    );
     assert!(
         paused.contains(&("acme".into(), 1)) && paused.contains(&("globex".into(), 0)),
         "{paused:?}"

@@ -39,7 +39,19 @@ impl Command for ShowPools {
             ]);
             let mut pools = proxy.pools.pools();
             pools.sort_by(|a, b| a.key.cmp(&b.key));
+            let now = crate::pool::roster::now_us();
+            let clients = proxy.pools.roster.clients();
             for p in pools {
+                // Its clients waiting (for its quota, or held by PAUSE), and
+                // how long the oldest has waited.
+                let waits: Vec<u64> = clients
+                    .iter()
+                    .filter(|c| {
+                        c.tenant == p.key && c.phase() == crate::pool::roster::ClientPhase::Waiting
+                    })
+                    .map(|c| now.saturating_sub(c.request_us()))
+                    .collect();
+                let maxwait = waits.iter().copied().max().unwrap_or(0);
                 let s = p.stats();
                 let mode = proxy
                     .tenants
@@ -48,8 +60,8 @@ impl Command for ShowPools {
                 o.row(vec![
                     v(&p.key),
                     v(&p.target().user),
-                    v(s.clients.saturating_sub(s.waiting)),
-                    v(s.waiting),
+                    v(s.clients.saturating_sub(waits.len())),
+                    v(waits.len()),
                     v(0),
                     v(0),
                     v(s.active),
@@ -59,8 +71,8 @@ impl Command for ShowPools {
                     v(0),
                     v(0),
                     v(0),
-                    v(0),
-                    v(0),
+                    v(maxwait / 1_000_000),
+                    v(maxwait % 1_000_000),
                     v(super::show_databases::mode_name(mode)),
                     v(&p.tier),
                     v(s.quota),
