@@ -462,6 +462,7 @@ async fn a_route_serves_cancels_refuses_and_closes_its_sessions() {
         async move {
             assert_eq!(grant.revoke().await, Vec::<i32>::new());
         },
+        &mut Vec::new(),
     )
     .await
     .err()

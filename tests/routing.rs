@@ -121,35 +121,45 @@ async fn each_resolution_method_routes_to_the_tenants_own_rows() {
 }
 
 #[tokio::test]
-async fn the_startup_parameter_wins_over_the_username_suffix() {
+async fn methods_naming_different_tenants_are_refused_with_one_fatal_naming_both() {
     fixtures().await;
     let proxy = start_proxy(CONFIG).await;
-    let mut raw = RawConn::connect(
+    let e = RawConn::connect(
         proxy.addr,
         &[("user", "app.globex"), ("tenant", "initech")],
         "s3cret",
     )
     .await
-    .err();
-    // user "app.globex" is not a configured user when the tenant comes from the
-    // parameter: the suffix is only stripped when it names the tenant.
-    assert_eq!(raw.take().map(|e| e.0), Some("28P01".into()));
-    let client = connect(
+    .err()
+    .expect("refused");
+    assert_eq!(
+        e,
+        (
+            "28000".into(),
+            "the connection names two tenants: \"initech\" (startup parameter \"tenant\") and \"globex\" (username suffix)".into()
+        )
+    );
+    let Err(e) = connect(
         &proxy,
         "user=app.globex password=s3cret dbname=rt_app options='-c tenant=initech'",
     )
     .await
-    .err();
+    else {
+        panic!("refused");
+    };
+    let (code, msg) = sqlstate(&e);
+    assert_eq!(code, "28000");
     assert!(
-        client.is_some(),
-        "suffix is kept as part of the user name when options name the tenant"
+        msg.contains("\"initech\"") && msg.contains("\"globex\""),
+        "{msg}"
     );
+    // Methods that agree are fine; the database name is only a fallback.
     let ok = connect(
         &proxy,
-        "user=app password=s3cret dbname=globex options='-ctenant=initech'",
+        "user=app.initech password=s3cret dbname=globex options='-ctenant=initech'",
     )
     .await
-    .expect("options beat database");
+    .expect("agreeing methods");
     assert_eq!(
         column(&ok, "SELECT name FROM customers").await,
         vec!["Initech"]
@@ -207,14 +217,36 @@ async fn refused_tenants_get_distinct_errors_and_never_reach_a_server() {
 async fn wrong_password_and_unknown_user_are_refused_alike() {
     fixtures().await;
     let proxy = start_proxy(CONFIG).await;
-    for conn in [
-        "user=app.acme password=wrong dbname=rt_app",
-        "user=mallory.acme password=s3cret dbname=rt_app",
-    ] {
-        let (code, msg) = sqlstate(&connect(&proxy, conn).await.expect_err(conn));
-        assert_eq!(code, "28P01", "{conn}: {msg}");
-        assert!(msg.contains("password authentication failed"), "{msg}");
+    let mut seen = Vec::new();
+    for (user, password) in [("app.acme", "wrong"), ("mallory.acme", "s3cret")] {
+        let mut codes = Vec::new();
+        let e = RawConn::connect_hooked(
+            proxy.addr,
+            &[("user", user), ("database", "rt_app")],
+            password,
+            async {},
+            &mut codes,
+        )
+        .await
+        .err()
+        .expect("refused");
+        let name = user.split('.').next().unwrap_or_default();
+        seen.push((
+            codes,
+            e.0,
+            e.1.replace(&format!("\"{name}\""), "\"<user>\""),
+        ));
     }
+    // The same SCRAM exchange (SASL, SASL continue) and the same answer.
+    assert_eq!(
+        seen[0],
+        (
+            vec![10, 11],
+            "28P01".into(),
+            "password authentication failed for user \"<user>\"".into()
+        )
+    );
+    assert_eq!(seen[0], seen[1]);
 }
 
 #[tokio::test]

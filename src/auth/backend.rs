@@ -15,6 +15,20 @@ fn password_message(out: &mut BytesMut, payload: impl FnOnce(&mut BytesMut)) {
     out[1..5].copy_from_slice(&len.to_be_bytes());
 }
 
+/// The most PBKDF2 rounds pgtenant computes for a server's SCRAM challenge
+/// (PostgreSQL's default is 4096): a hostile server can't make it burn
+/// minutes of CPU.
+const MAX_SCRAM_ITERATIONS: u32 = 1_000_000;
+
+/// The `i=` of a SCRAM server-first-message.
+fn scram_iterations(server_first: &[u8]) -> io::Result<u32> {
+    std::str::from_utf8(server_first)
+        .ok()
+        .and_then(|s| s.split(',').find_map(|a| a.strip_prefix("i=")))
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| invalid("malformed SCRAM server-first-message"))
+}
+
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
@@ -79,11 +93,23 @@ pub async fn answer_auth_request<S: AsyncRead + AsyncWrite + Unpin>(
             });
         }
         11 => {
-            let client = scram
-                .as_mut()
+            let mut client = scram
+                .take()
                 .ok_or_else(|| invalid("unexpected SASL continue"))?;
-            client.update(data)?;
+            let rounds = scram_iterations(data)?;
+            if rounds > MAX_SCRAM_ITERATIONS {
+                return Err(invalid(format!(
+                    "server asks for {rounds} SCRAM iterations (more than {MAX_SCRAM_ITERATIONS}): refused"
+                )));
+            }
+            // PBKDF2 takes milliseconds at PostgreSQL's 4096 rounds: off the
+            // async workers, so one server login never stalls other clients.
+            let data = data.to_vec();
+            let client = tokio::task::spawn_blocking(move || client.update(&data).map(|()| client))
+                .await
+                .map_err(|e| invalid(format!("SCRAM computation failed: {e}")))??;
             let msg = client.message().to_vec();
+            *scram = Some(client);
             password_message(&mut out, |o| o.put_slice(&msg));
         }
         12 => {
@@ -101,4 +127,40 @@ pub async fn answer_auth_request<S: AsyncRead + AsyncWrite + Unpin>(
     }
     stream.write_all(&out).await?;
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_iteration_count_of_a_server_challenge() {
+        assert_eq!(
+            scram_iterations(b"r=abc,s=c2FsdA==,i=4096").ok(),
+            Some(4096)
+        );
+        assert!(scram_iterations(b"r=abc,s=c2FsdA==").is_err());
+        assert!(scram_iterations(b"r=abc,i=99999999999").is_err());
+    }
+
+    /// A hostile server asking for 2^31 rounds is refused before any work.
+    #[tokio::test]
+    async fn refuses_a_challenge_with_too_many_rounds() {
+        let (mut ours, _theirs) = tokio::io::duplex(1024);
+        let mut scram = None;
+        let mut first = 10i32.to_be_bytes().to_vec();
+        first.extend_from_slice(b"SCRAM-SHA-256\0\0");
+        answer_auth_request(&mut ours, &first, "u", Some("pw"), &mut scram)
+            .await
+            .expect("SASL start");
+        let mut cont = 11i32.to_be_bytes().to_vec();
+        cont.extend_from_slice(b"r=x,s=c2FsdA==,i=2147483647");
+        let e = answer_auth_request(&mut ours, &cont, "u", Some("pw"), &mut scram)
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "server asks for 2147483647 SCRAM iterations (more than 1000000): refused"
+        );
+    }
 }

@@ -43,6 +43,24 @@ impl ScramVerifier {
     }
 }
 
+impl ScramVerifier {
+    /// A verifier no password matches, the same for `user` throughout this
+    /// process (derived from a per-process secret), so an unknown user goes
+    /// through the same exchange as a known one with a wrong password and
+    /// can't be told apart by its salt changing between attempts.
+    pub fn mock(user: &str) -> Self {
+        static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let secret = SECRET.get_or_init(rand::random);
+        let part = |label: &str| hmac(secret, format!("{label}\0{user}").as_bytes());
+        Self {
+            iterations: 4096,
+            salt_b64: B64.encode(&part("salt")[..16]),
+            stored_key: part("stored"),
+            server_key: part("server"),
+        }
+    }
+}
+
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
     m.update(data);

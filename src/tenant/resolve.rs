@@ -50,6 +50,13 @@ pub enum ResolveError {
     Cancelled(String),
     #[error("tenant \"{0}\" no longer exists")]
     Removed(String),
+    #[error("the connection names two tenants: \"{first}\" ({}) and \"{second}\" ({})", first_by.describe(), second_by.describe())]
+    Conflict {
+        first: String,
+        first_by: ResolvedBy,
+        second: String,
+        second_by: ResolvedBy,
+    },
 }
 
 /// The tenant named in the `options` parameter, if any.
@@ -74,12 +81,34 @@ pub fn resolve(
     let suffix = raw_user
         .rsplit_once(separator)
         .filter(|(u, k)| !u.is_empty() && !k.is_empty());
-    let (key, by, user) = if let Some(k) = params.get("tenant") {
-        (k.to_owned(), ResolvedBy::StartupParameter, raw_user)
-    } else if let Some(k) = params.get("options").and_then(tenant_from_options) {
-        (k, ResolvedBy::Options, raw_user)
-    } else if let Some((u, k)) = suffix {
-        (k.to_owned(), ResolvedBy::UsernameSuffix, u)
+    // Every method that names a tenant: they must agree. A username suffix
+    // counts next to an explicit tenant only when it is a tenant's key
+    // (`first.last` with `-c tenant=acme` is just a user name with a dot).
+    let mut named: Vec<(String, ResolvedBy)> = Vec::new();
+    if let Some(k) = params.get("tenant") {
+        named.push((k.to_owned(), ResolvedBy::StartupParameter));
+    }
+    if let Some(k) = params.get("options").and_then(tenant_from_options) {
+        named.push((k, ResolvedBy::Options));
+    }
+    let suffix = suffix.filter(|(_, k)| named.is_empty() || dir.get(k).is_some());
+    if let Some((_, k)) = suffix {
+        named.push(((*k).to_owned(), ResolvedBy::UsernameSuffix));
+    }
+    if let Some(((first, first_by), (second, second_by))) = named
+        .iter()
+        .find_map(|a| named.iter().find(|b| b.0 != a.0).map(|b| (a, b)))
+    {
+        return Err(ResolveError::Conflict {
+            first: first.clone(),
+            first_by: *first_by,
+            second: second.clone(),
+            second_by: *second_by,
+        });
+    }
+    let user = suffix.map_or(raw_user, |(u, _)| u);
+    let (key, by, user) = if let Some((k, by)) = named.first() {
+        (k.clone(), *by, user)
     } else if dir.get(database).is_some() {
         (database.to_owned(), ResolvedBy::DatabaseName, raw_user)
     } else {
@@ -152,15 +181,30 @@ status = "cancelled"
     #[test]
     fn each_method_and_its_precedence() {
         let d = dir();
+        let r =
+            resolve(&params(&[("user", "app"), ("tenant", "acme")]), ".", &d).expect("resolves");
+        assert_eq!(
+            (r.tenant.key.as_str(), r.by),
+            ("acme", ResolvedBy::StartupParameter)
+        );
+        // Methods that agree: the suffix comes off the user name.
         let r = resolve(
-            &params(&[("user", "app.globex"), ("tenant", "acme")]),
+            &params(&[("user", "app.acme"), ("options", "-ctenant=acme")]),
+            ".",
+            &d,
+        )
+        .expect("resolves");
+        assert_eq!((r.tenant.key.as_str(), r.user.as_str()), ("acme", "app"));
+        // A dot in a user name that names no tenant is part of the name.
+        let r = resolve(
+            &params(&[("user", "first.last"), ("tenant", "acme")]),
             ".",
             &d,
         )
         .expect("resolves");
         assert_eq!(
-            (r.tenant.key.as_str(), r.by),
-            ("acme", ResolvedBy::StartupParameter)
+            (r.tenant.key.as_str(), r.user.as_str()),
+            ("acme", "first.last")
         );
         let r = resolve(
             &params(&[("user", "app"), ("options", "-c tenant=acme")]),
@@ -185,6 +229,39 @@ status = "cancelled"
             (r.tenant.key.as_str(), r.by),
             ("globex", ResolvedBy::DatabaseName)
         );
+    }
+
+    #[test]
+    fn methods_naming_different_tenants_are_refused_naming_both() {
+        let d = dir();
+        let e = resolve(
+            &params(&[("user", "app.globex"), ("options", "-c tenant=acme")]),
+            ".",
+            &d,
+        )
+        .expect_err("conflict");
+        assert_eq!(
+            e.to_string(),
+            "the connection names two tenants: \"acme\" (options -c tenant=) and \"globex\" (username suffix)"
+        );
+        let e = resolve(
+            &params(&[
+                ("user", "app"),
+                ("tenant", "acme"),
+                ("options", "-ctenant=globex"),
+            ]),
+            ".",
+            &d,
+        )
+        .expect_err("conflict");
+        assert!(matches!(
+            e,
+            ResolveError::Conflict {
+                first_by: ResolvedBy::StartupParameter,
+                second_by: ResolvedBy::Options,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl RawConn {
         params: &[(&str, &str)],
         password: &str,
     ) -> Result<RawConn, (String, String)> {
-        Self::connect_hooked(addr, params, password, async {}).await
+        Self::connect_hooked(addr, params, password, async {}, &mut Vec::new()).await
     }
 
     /// [`RawConn::connect`], running `on_sasl` when the SCRAM exchange is
@@ -63,6 +63,7 @@ impl RawConn {
         params: &[(&str, &str)],
         password: &str,
         on_sasl: impl std::future::Future<Output = ()>,
+        auth_codes: &mut Vec<i32>,
     ) -> Result<RawConn, (String, String)> {
         let mut on_sasl = Some(on_sasl);
         let io = |e: std::io::Error| (String::new(), e.to_string());
@@ -89,6 +90,7 @@ impl RawConn {
                 b'E' => return Err(error_fields(&body)),
                 b'R' => {
                     let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    auth_codes.push(code);
                     match code {
                         10 => {
                             if let Some(hook) = on_sasl.take() {
