@@ -47,6 +47,8 @@ pub struct Proxy {
     pub catalog_rows: std::sync::Mutex<Vec<crate::config::TenantConfig>>,
     /// When the proxy started (SHOW STATS averages).
     pub started: std::time::Instant,
+    /// Caps on connections still logging in.
+    pub logins: Arc<crate::frontend::LoginGate>,
     /// The catalog was read at least once (for `/readyz`).
     pub catalog_loaded: std::sync::atomic::AtomicBool,
 }
@@ -86,6 +88,10 @@ impl Proxy {
             shutdown: watch::channel(false).0,
             client_slots: Arc::new(Semaphore::new(config.proxy.max_client_conn)),
             catalog_loaded: Default::default(),
+            logins: crate::frontend::LoginGate::new(
+                config.proxy.max_logins,
+                config.proxy.max_logins_per_address,
+            ),
             started: std::time::Instant::now(),
             live: std::sync::RwLock::new(Arc::new(config.clone())),
             config_path: std::sync::OnceLock::new(),

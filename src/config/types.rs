@@ -60,6 +60,10 @@ pub struct ProxyConfig {
     pub shutdown_timeout: Duration,
     /// Client connections accepted at once across all tenants.
     pub max_client_conn: usize,
+    /// Connections still logging in (not yet authenticated), in all and
+    /// per client address; more are refused at once (53300).
+    pub max_logins: usize,
+    pub max_logins_per_address: usize,
     /// Prepared statements kept per server connection (least recently used
     /// closed beyond this); clients' statements are re-prepared on demand.
     pub max_prepared_statements: usize,
@@ -95,6 +99,8 @@ impl Default for ProxyConfig {
             max_client_statements: 2000,
             max_client_listens: 100,
             worker_threads: 0,
+            max_logins: 2000,
+            max_logins_per_address: 500,
         }
     }
 }

@@ -38,10 +38,22 @@ pub async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
             tokio::spawn(async move { send_fatal(&mut stream, &e).await });
             continue;
         };
+        let pass = match proxy.logins.enter(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                proxy
+                    .metrics
+                    .login_failed(crate::metrics::LoginFailure::TooManyClients);
+                tracing::info!(%peer, why, "refused connection");
+                let e = ClientError::new(sqlstate::TOO_MANY_CONNECTIONS, why);
+                tokio::spawn(async move { send_fatal(&mut stream, &e).await });
+                continue;
+            }
+        };
         let proxy = proxy.clone();
         tokio::spawn(async move {
             tracing::trace!(%peer, "client connected");
-            serve_client(stream, proxy).await;
+            serve_client(stream, proxy, pass).await;
             drop(slot);
         });
     }

@@ -21,7 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Serves one client connection from its first byte to its close.
-pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>) {
+/// `pass` is the client's place among connections logging in, given back
+/// once its login ends.
+pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>, pass: super::LoginPass) {
     let mut key = proxy.cancels.register();
     let timeout = proxy.config.proxy.client_login_timeout;
     let started = std::time::Instant::now();
@@ -31,6 +33,7 @@ pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>) {
         Ok(Ok(LoggedIn::Console { user })) => {
             proxy.metrics.login_succeeded(started.elapsed());
             drop(in_flight);
+            drop(pass);
             return crate::admin::serve_console(stream, proxy.clone(), user).await;
         }
         Ok(Err(Refusal::Error(e))) => {
@@ -52,6 +55,7 @@ pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>) {
     };
     proxy.metrics.login_succeeded(started.elapsed());
     drop(in_flight);
+    drop(pass);
     run_session(stream, &proxy, &key, *login).await;
 }
 
