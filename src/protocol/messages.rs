@@ -273,7 +273,15 @@ pub fn error_code_and_message(body: &[u8]) -> (String, String) {
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    (get(b'C'), get(b'M'))
+    // A server that leaves out the SQLSTATE (hostile or broken) still gets
+    // a code: internal_error.
+    let code = get(b'C');
+    let code = if code.is_empty() {
+        "XX000".to_owned()
+    } else {
+        code
+    };
+    (code, get(b'M'))
 }
 
 #[cfg(test)]
