@@ -196,3 +196,25 @@ mod tests {
         assert_eq!(run("s3cret", "guess"), Err(ScramError::BadProof));
     }
 }
+
+/// Property tests: whatever a client sends, the server side of SCRAM answers
+/// with an error or a message, never a panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_client_messages_never_panic(first in ".{0,80}", last in ".{0,120}") {
+            let verifier = ScramVerifier::mock("someone");
+            let first = format!("n,,n=,r={first}");
+            if let Ok((exchange, _)) = ScramExchange::start(&verifier, &first) {
+                prop_assert!(exchange.finish(&last).is_err());
+            }
+            let _ = ScramVerifier::parse(&last);
+        }
+    }
+}

@@ -197,3 +197,60 @@ mod tests {
         assert_eq!(r.end, 14);
     }
 }
+
+/// Property tests: however the bytes arrive, the scanner finds the same
+/// messages; arbitrary bytes never make it panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frames() -> impl Strategy<Value = Vec<(u8, Vec<u8>)>> {
+        proptest::collection::vec(
+            (b'A'..=b'z', proptest::collection::vec(any::<u8>(), 0..64)),
+            0..20,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_chunking_finds_the_same_messages(
+            frames in frames(),
+            cuts in proptest::collection::vec(1usize..40, 1..50),
+        ) {
+            let mut wire = Vec::new();
+            for (tag, body) in &frames {
+                wire.push(*tag);
+                wire.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+                wire.extend_from_slice(body);
+            }
+            let mut scanner = FrameScanner::new();
+            let mut buf: Vec<u8> = Vec::new();
+            let mut tags = Vec::new();
+            let mut at = 0;
+            let mut cut = cuts.iter().cycle();
+            while at < wire.len() {
+                let n = (*cut.next().unwrap_or(&1)).min(wire.len() - at);
+                buf.extend_from_slice(&wire[at..at + n]);
+                at += n;
+                let r = scanner
+                    .scan(&buf, 0, no_peek, |tag, _| {
+                        tags.push(tag);
+                        Flow::Continue
+                    })
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                buf.drain(..r.end);
+            }
+            prop_assert!(buf.is_empty() && scanner.at_boundary());
+            prop_assert_eq!(tags, frames.iter().map(|f| f.0).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut scanner = FrameScanner::new();
+            let _ = scanner.scan(&bytes, 0, |_| 4, |_, _| Flow::Continue);
+        }
+    }
+}

@@ -235,3 +235,29 @@ mod tests {
         assert_eq!(split_options(&escape_option("a b\\c")), vec!["a b\\c"]);
     }
 }
+
+/// Property tests: hostile first packets get an error, never a panic; an
+/// escaped option value reads back as itself.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_first_packets_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_first_packet(&bytes);
+            if bytes.len() >= 4 {
+                let _ = check_length(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+            }
+        }
+
+        #[test]
+        fn escaped_option_values_split_back(value in "[^\u{0}]{1,40}") {
+            let escaped = escape_option(&value);
+            prop_assert_eq!(split_options(&escaped), vec![value]);
+        }
+    }
+}

@@ -282,3 +282,21 @@ mod tests {
         );
     }
 }
+
+/// Property tests: any text lexes and classifies without a panic.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_sql_never_panics(sql in ".{0,200}") {
+            for tokens in super::statements(&sql) {
+                let _ = crate::sql::classify(&tokens);
+            }
+            let _ = super::statement_texts(&sql);
+        }
+    }
+}
