@@ -73,9 +73,7 @@ pub async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, e: &ClientError) 
     let _ = stream.shutdown().await;
 }
 
-pub(super) async fn read_first_packet<S: AsyncRead + Unpin>(
-    stream: &mut S,
-) -> Result<FirstPacket, Refusal> {
+async fn read_first_packet<S: AsyncRead + Unpin>(stream: &mut S) -> Result<FirstPacket, Refusal> {
     let mut len = [0u8; 4];
     stream
         .read_exact(&mut len)
@@ -96,17 +94,33 @@ async fn startup<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     proxy: &Proxy,
 ) -> Result<StartupParams, Refusal> {
-    // At most one SSLRequest and one GSSENCRequest may precede the startup packet.
+    match opening(stream).await? {
+        Opening::Startup(p) => Ok(p),
+        Opening::Cancel { pid, secret } => {
+            proxy.cancels.cancel(pid, secret).await;
+            Err(Refusal::Cancel)
+        }
+    }
+}
+
+/// What a connection opens with, once encryption requests are answered.
+pub(super) enum Opening {
+    Startup(StartupParams),
+    Cancel { pid: i32, secret: i32 },
+}
+
+/// Reads the first packets: SSLRequest/GSSENCRequest answered with 'N' (at
+/// most one of each may precede), then a startup packet or a CancelRequest.
+pub(super) async fn opening<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> Result<Opening, Refusal> {
     for _ in 0..3 {
         match read_first_packet(stream).await? {
             FirstPacket::SslRequest | FirstPacket::GssEncRequest => {
                 stream.write_all(b"N").await.map_err(|_| Refusal::Closed)?;
             }
-            FirstPacket::Cancel { pid, secret } => {
-                proxy.cancels.cancel(pid, secret).await;
-                return Err(Refusal::Cancel);
-            }
-            FirstPacket::Startup(p) => return Ok(p),
+            FirstPacket::Cancel { pid, secret } => return Ok(Opening::Cancel { pid, secret }),
+            FirstPacket::Startup(p) => return Ok(Opening::Startup(p)),
         }
     }
     Err(ClientError::new(

@@ -10,14 +10,14 @@
 //! guard): the operator's migration tool is trusted with the owner's rights,
 //! and only that tool is told the credential.
 
-use super::handshake::{read_first_packet, send_fatal, Refusal};
+use super::handshake::{opening, send_fatal, Opening, Refusal};
 use crate::auth::{authenticate_client, UserDb};
 use crate::backend::{BackendError, ServerConn};
 use crate::config::AuthMethod;
 use crate::error::ClientError;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::sqlstate;
-use crate::protocol::startup::{option_settings, FirstPacket, StartupParams};
+use crate::protocol::startup::{option_settings, StartupParams};
 use crate::tenant::Target;
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -264,31 +264,21 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// The startup packet (after refusing SSL/GSS), or None when the connection
 /// was a cancel request (served) or went away.
 async fn startup(stream: &mut TcpStream, shared: &Shared) -> Result<StartupParams, Refusal> {
-    for _ in 0..3 {
-        match read_first_packet(stream).await? {
-            FirstPacket::SslRequest | FirstPacket::GssEncRequest => {
-                stream.write_all(b"N").await.map_err(|_| Refusal::Closed)?;
+    match opening(stream).await? {
+        Opening::Startup(p) => Ok(p),
+        Opening::Cancel { pid, secret } => {
+            let to = shared
+                .backends
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(pid, secret))
+                .cloned();
+            if let Some((host, port)) = to {
+                let _ = crate::backend::send_cancel(&host, port, pid, secret).await;
             }
-            FirstPacket::Cancel { pid, secret } => {
-                let to = shared
-                    .backends
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&(pid, secret))
-                    .cloned();
-                if let Some((host, port)) = to {
-                    let _ = crate::backend::send_cancel(&host, port, pid, secret).await;
-                }
-                return Err(Refusal::Cancel);
-            }
-            FirstPacket::Startup(p) => return Ok(p),
+            Err(Refusal::Cancel)
         }
     }
-    Err(ClientError::new(
-        sqlstate::PROTOCOL_VIOLATION,
-        "too many encryption requests before the startup packet",
-    )
-    .into())
 }
 
 /// The server settings of a session: what the client asked for (its startup
