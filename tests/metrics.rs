@@ -213,7 +213,13 @@ async fn promtool_accepts_a_scrape_under_load_and_prometheus_scrapes_it() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Scrape while the load runs: once transactions are being counted.
+    let busy = wait_until(Duration::from_secs(10), || {
+        let scraped = scrape(&proxy);
+        async move { value(&scraped.await, ACME_XACTS) > 0.0 }
+    })
+    .await;
+    assert!(busy, "the load never showed in a scrape");
     let text = scrape(&proxy).await;
     for l in load {
         l.await.expect("load");
