@@ -29,6 +29,11 @@ fn config() -> Config {
 /// neither).
 static SHARED_ROLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The repair test breaks the shared role's password and requires passwords
+/// for it cluster-wide: it runs alone (write); the other tests, which open
+/// shared links, hold this for reading throughout.
+static SHARED_LINKS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Provisions a tenant as `tenant create` does; returns its id.
 async fn create(cfg: &Config, key: &str, mode: TenantMode, tier: &str) -> String {
     let _role = SHARED_ROLE.lock().await;
@@ -54,6 +59,7 @@ async fn values(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<String
 
 #[tokio::test]
 async fn seed_scenario_runs_identical_sql_for_every_mode() {
+    let _links = SHARED_LINKS.read().await;
     let cfg = config();
     create(&cfg, "acme", TenantMode::Schema, "premium").await;
     create(&cfg, "globex", TenantMode::Database, "enterprise").await;
@@ -165,6 +171,7 @@ const OK: &str = "";
 
 #[tokio::test]
 async fn hostile_sql_on_shared_links_never_reaches_another_tenant() {
+    let _links = SHARED_LINKS.read().await;
     let cfg = config();
     create(&cfg, "vault", TenantMode::Schema, "premium").await;
     let victim = create(&cfg, "victim", TenantMode::Shared, "free").await;
@@ -328,6 +335,7 @@ async fn hostile_sql_on_shared_links_never_reaches_another_tenant() {
 /// LISTEN, advisory locks, held cursors.
 #[tokio::test]
 async fn a_tenant_switch_wipes_what_the_last_tenant_left() {
+    let _links = SHARED_LINKS.read().await;
     let cfg = config();
     create(&cfg, "wvictim", TenantMode::Shared, "free").await;
     create(&cfg, "wmallory", TenantMode::Shared, "free").await;
@@ -419,6 +427,7 @@ async fn a_tenant_switch_wipes_what_the_last_tenant_left() {
 /// shared links, and the connection goes on.
 #[tokio::test]
 async fn function_calls_are_refused_on_shared_links() {
+    let _links = SHARED_LINKS.read().await;
     use common::raw::{error_fields, message, RawConn};
     let cfg = config();
     create(&cfg, "fcall", TenantMode::Shared, "free").await;
@@ -460,6 +469,7 @@ async fn function_calls_are_refused_on_shared_links() {
 /// refused, so the tier keeps working.
 #[tokio::test]
 async fn a_shared_password_changed_by_a_tenant_is_repaired() {
+    let _alone = SHARED_LINKS.write().await;
     let cfg = config();
     create(&cfg, "pwa", TenantMode::Shared, "free").await;
     create(&cfg, "pwb", TenantMode::Shared, "free").await;
@@ -492,6 +502,7 @@ async fn a_shared_password_changed_by_a_tenant_is_repaired() {
 /// other client, of this tenant or another, even after its client leaves.
 #[tokio::test]
 async fn temp_tables_stay_with_their_client() {
+    let _links = SHARED_LINKS.read().await;
     let cfg = config();
     create(&cfg, "tta", TenantMode::Shared, "premium").await;
     create(&cfg, "ttb", TenantMode::Shared, "premium").await;
