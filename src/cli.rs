@@ -44,6 +44,10 @@ pub enum Command {
         #[arg(long, default_value_t = 6432)]
         port: u16,
     },
+    /// Print the SQL that keeps shared tenants from seeing each other's query
+    /// text and large objects, for a superuser to run in each database with
+    /// shared tenants (on managed PostgreSQL `tenant create` cannot).
+    SharedHardeningSql,
     /// Provision and manage tenants in the catalog.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -207,6 +211,10 @@ pub fn run() -> ExitCode {
                 println!("warning: {w}");
             }
         }),
+        Command::SharedHardeningSql => {
+            print!("{}", crate::provision::HARDENING_SQL);
+            Ok(())
+        }
         Command::Tenant(cmd) => load(&cli.config).and_then(|cfg| {
             let rt = runtime(1).map_err(|e| e.to_string())?;
             rt.block_on(tenant_command(&cfg, cmd))

@@ -362,7 +362,9 @@ async fn a_thousand_tenants_from_empty_then_a_no_op_run() {
     .expect("catalog rows");
     let mut ddl = String::from("BEGIN;");
     for i in 1..=1000 {
-        ddl.push_str(&format!("CREATE SCHEMA t_g{i:04};"));
+        ddl.push_str(&format!(
+            "CREATE SCHEMA t_g{i:04} AUTHORIZATION {ADMIN_ROLE};"
+        ));
     }
     ddl.push_str("COMMIT;");
     admin_sql("mgg_app", &ddl).await;

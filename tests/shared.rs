@@ -37,8 +37,18 @@ static SHARED_LINKS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(()
 /// Provisions a tenant as `tenant create` does; returns its id.
 async fn create(cfg: &Config, key: &str, mode: TenantMode, tier: &str) -> String {
     let _role = SHARED_ROLE.lock().await;
+    HARDENED
+        .get_or_init(|| async {
+            // What the README asks of an operator who has a superuser: the
+            // managed admin cannot revoke these from PUBLIC (fixture set-up).
+            managed_database("sh_app").await;
+            admin_sql("sh_app", pgtenant::provision::HARDENING_SQL).await;
+        })
+        .await;
     provision_tenant(cfg, key, mode, tier).await
 }
+
+static HARDENED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
 /// Every value of every row a simple query returned.
 async fn values(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<String>, String> {

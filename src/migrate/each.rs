@@ -337,7 +337,10 @@ async fn gone(admin: &tokio_postgres::Client, pids: &[i32]) -> bool {
     loop {
         let left = admin
             .query_one(
-                "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = ANY($1)",
+                // Not pg_stat_activity: the shared tier's hardening revokes
+                // it from PUBLIC, and a managed admin is no superuser.
+                "SELECT count(*) FROM pg_catalog.pg_stat_get_backend_idset() AS b
+                  WHERE pg_catalog.pg_stat_get_backend_pid(b) = ANY($1)",
                 &[&pids],
             )
             .await

@@ -13,7 +13,7 @@ use crate::migrate::{
 use crate::tenant::{quote_ident, roles};
 use thiserror::Error;
 
-pub use shared::{repair_shared_login, SHARED_ROLE};
+pub use shared::{repair_shared_login, HARDENING_SQL, SHARED_ROLE};
 
 #[derive(Debug, Error)]
 pub enum ProvisionError {
@@ -255,12 +255,18 @@ struct Made {
 }
 
 impl Made {
+    /// Creates the role and makes the admin a member of it. On managed
+    /// PostgreSQL the admin has only CREATEROLE and, from version 15 on, is
+    /// not a member of the roles it creates; it needs membership to create
+    /// the schema or database owned by the role, to run migrations as it
+    /// (SET ROLE) and to drop what it owns. The tenant role itself is a
+    /// member of nothing.
     fn create_role(&self) -> String {
         self.role.as_ref().map_or_else(String::new, |r| {
             format!(
-                "CREATE ROLE {} LOGIN PASSWORD '{}';",
-                quote_ident(r),
-                self.password
+                "CREATE ROLE {q} LOGIN PASSWORD '{}'; GRANT {q} TO CURRENT_USER;",
+                self.password,
+                q = quote_ident(r),
             )
         })
     }

@@ -18,6 +18,43 @@ use crate::tenant::{quote_ident, roles};
 /// owner, so row-level security applies to it.
 pub const SHARED_ROLE: &str = "pgtenant_shared";
 
+/// What a shared tenant must not reach through the role every shared tenant
+/// shares: other backends' query text, cancelling or terminating them, and
+/// large objects (which have no row-level security). Revoking these from
+/// PUBLIC needs the owner of `pg_catalog`, a superuser: `tenant create` runs
+/// it when its admin is one; on managed PostgreSQL it warns, and a superuser
+/// (where the provider gives one) runs it in each database with shared
+/// tenants: `pgtenant shared-hardening-sql` prints it.
+pub const HARDENING_SQL: &str = "REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC;
+GRANT SELECT ON pg_catalog.pg_stat_activity TO pg_read_all_stats;
+DO $harden$
+DECLARE f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'pg_catalog'::regnamespace
+                AND p.proname IN ('pg_stat_get_activity', 'pg_stat_get_backend_activity',
+                                  'pg_cancel_backend', 'pg_terminate_backend',
+                                  'lo_creat', 'lo_create', 'lo_from_bytea', 'lo_open',
+                                  'lo_get', 'lo_put', 'lo_unlink', 'lo_import', 'lo_export',
+                                  'loread', 'lowrite', 'lo_truncate', 'lo_truncate64',
+                                  'lo_lseek', 'lo_lseek64', 'lo_tell', 'lo_tell64', 'lo_close')
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+        IF f::text LIKE 'pg_stat_%' THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pg_read_all_stats', f);
+        ELSIF f::text LIKE 'pg_cancel_backend%' OR f::text LIKE 'pg_terminate_backend%' THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pg_signal_backend', f);
+        END IF;
+    END LOOP;
+END$harden$;
+";
+
+/// True when the shared role can still reach what [`HARDENING_SQL`] revokes.
+const UNHARDENED_SQL: &str =
+    "SELECT has_table_privilege($1, 'pg_catalog.pg_stat_activity', 'SELECT')
+    OR has_function_privilege($1, 'pg_catalog.pg_cancel_backend(integer)', 'EXECUTE')
+    OR has_function_privilege($1, 'pg_catalog.lo_open(oid, integer)', 'EXECUTE')";
+
 /// Installs everything shared tenants of `database` need; returns the role
 /// they log in as. The shared role is one cluster-wide row that the
 /// provisioning lock (per database) does not cover: two databases readied at
@@ -106,43 +143,49 @@ async fn prepare_once(
                      CREATE ROLE {r} LOGIN;
                  END IF;
              END$do$;
-             ALTER ROLE {r} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{password}';
+             ALTER ROLE {r} LOGIN NOCREATEDB NOCREATEROLE PASSWORD '{password}';
              GRANT CONNECT ON DATABASE {d} TO {r};
              REVOKE TEMPORARY ON DATABASE {d} FROM PUBLIC;
              GRANT TEMPORARY ON DATABASE {d} TO {svc}, {admin}, {r};
              REVOKE CREATE ON SCHEMA {s} FROM PUBLIC;
              GRANT USAGE ON SCHEMA {s} TO {r};
-             ALTER ROLE {r} RESET ALL;
-             REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC;
-             GRANT SELECT ON pg_catalog.pg_stat_activity TO pg_read_all_stats;
-             DO $do$
-             DECLARE f regprocedure;
-             BEGIN
-                 -- Same-role powers every shared tenant would have over the
-                 -- others' backends: their query text, cancelling or
-                 -- terminating them; and large objects, which have no RLS.
-                 FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-                           WHERE p.pronamespace = 'pg_catalog'::regnamespace
-                             AND (p.proname IN ('pg_stat_get_activity', 'pg_stat_get_backend_activity',
-                                                'pg_cancel_backend', 'pg_terminate_backend',
-                                                'lo_creat', 'lo_create', 'lo_from_bytea', 'lo_open',
-                                                'lo_get', 'lo_put', 'lo_unlink', 'lo_import', 'lo_export',
-                                                'loread', 'lowrite', 'lo_truncate', 'lo_truncate64',
-                                                'lo_lseek', 'lo_lseek64', 'lo_tell', 'lo_tell64', 'lo_close'))
-                 LOOP
-                     EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
-                     IF f::text LIKE 'pg_stat_%' THEN
-                         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pg_read_all_stats', f);
-                     ELSIF f::text LIKE 'pg_cancel_backend%' OR f::text LIKE 'pg_terminate_backend%' THEN
-                         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pg_signal_backend', f);
-                     END IF;
-                 END LOOP;
-             END$do$;",
+             ALTER ROLE {r} RESET ALL;",
             svc = quote_ident(&service_user),
             admin = quote_ident(&admin_user),
         ))
         .await
         .map_err(failed("(shared role)"))?;
+        // A CREATEROLE admin can neither set nor clear SUPERUSER and
+        // BYPASSRLS: check that nobody gave the role a way around RLS.
+        let bypass: bool = db
+            .query_one(
+                "SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[&SHARED_ROLE],
+            )
+            .await
+            .map_err(failed("(shared role attributes)"))?
+            .get(0);
+        let superuser: bool = db
+            .query_one(
+                "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(failed("(admin attributes)"))?
+            .get(0);
+        if superuser {
+            db.batch_execute(HARDENING_SQL)
+                .await
+                .map_err(failed("(hardening)"))?;
+        }
+        if bypass {
+            return Err(ProvisionError::Migration {
+                file: "(shared role)".into(),
+                message: format!(
+                    "role {SHARED_ROLE:?} is a superuser or has BYPASSRLS: row-level security would not apply to it; a superuser must run ALTER ROLE {SHARED_ROLE} NOSUPERUSER NOBYPASSRLS"
+                ),
+            });
+        }
         db.batch_execute("COMMIT")
             .await
             .map_err(failed("(commit)"))?;
@@ -182,6 +225,17 @@ async fn prepare_once(
             .iter()
             .map(|row| row.get(0))
             .collect();
+        let unhardened: bool = db
+            .query_one(UNHARDENED_SQL, &[&SHARED_ROLE])
+            .await
+            .map_err(failed("(hardening check)"))?
+            .get(0);
+        if unhardened {
+            tracing::warn!(
+                %database,
+                "shared tenants can see each other's query text in pg_stat_activity, cancel each other's queries and open each other's large objects: revoking that needs a superuser (managed PostgreSQL gives none). Where one is available, run the output of `pgtenant shared-hardening-sql` in this database as a superuser"
+            );
+        }
         for table in open {
             tracing::warn!(
                 %database, %schema, %table,

@@ -2,7 +2,7 @@
 //! folder and config file, with helpers to provision tenants and run
 //! `pgtenant migrate` (as a library call or as the CLI).
 
-use super::{pg_port, tenant_fixture};
+use super::{managed_database, pg_port, ADMIN_ROLE, SERVICE_ROLE};
 use pgtenant::config::{Config, TenantMode, TenantStatus};
 use pgtenant::migrate::{self, Report, RunOptions};
 use pgtenant::provision::{self, CreateRequest};
@@ -21,8 +21,9 @@ impl Fx {
         let dir = base.join("migrations");
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&dir).expect("migrations dir");
-        tenant_fixture(&format!("{name}_app"), &[]).await;
-        tenant_fixture(&format!("{name}_platform"), &[]).await;
+        // Provisioned and migrated through the managed admin (SPEC §5).
+        managed_database(&format!("{name}_app")).await;
+        managed_database(&format!("{name}_platform")).await;
         let text = format!(
             r#"
 [auth]
@@ -32,7 +33,8 @@ users = [{{ name = "app" }}]
 [servers.main]
 port = {port}
 database = "{name}_app"
-user = "postgres"
+user = "{SERVICE_ROLE}"
+admin_user = "{ADMIN_ROLE}"
 
 [catalog]
 server = "main"

@@ -184,8 +184,62 @@ pub async fn tenant_fixture_with(database: &str, schemas: &[(&str, &str)], extra
     }
 }
 
+/// The managed-PostgreSQL shape (SPEC §5): the admin that provisions and
+/// migrates has only CREATEROLE and CREATEDB, and owns the databases it
+/// works in; the server `user` that serves clients is a plain login role.
+pub const ADMIN_ROLE: &str = "pgtenant_admin";
+pub const SERVICE_ROLE: &str = "app_service";
+
+/// Creates [`ADMIN_ROLE`] and [`SERVICE_ROLE`] (fixture set-up, as a
+/// superuser; pgtenant itself never uses one in these tests).
+pub async fn managed_roles() {
+    let _guard = FIXTURE_LOCK.lock().await;
+    let admin = direct("postgres").await;
+    admin
+        .batch_execute(&format!(
+            "DO $$BEGIN
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ADMIN_ROLE}') THEN
+                     CREATE ROLE {ADMIN_ROLE} LOGIN CREATEROLE CREATEDB;
+                 END IF;
+                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SERVICE_ROLE}') THEN
+                     CREATE ROLE {SERVICE_ROLE} LOGIN;
+                 END IF;
+             END$$;"
+        ))
+        .await
+        .expect("managed roles");
+}
+
+/// Creates `database` (if missing) as the managed admin does: owned by it.
+pub async fn managed_database(database: &str) {
+    managed_roles().await;
+    let _guard = FIXTURE_LOCK.lock().await;
+    let admin = direct("postgres").await;
+    let exists = column(
+        &admin,
+        &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
+    )
+    .await;
+    if exists.is_empty() {
+        let (c, conn) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user={ADMIN_ROLE} dbname=postgres",
+                pg_port()
+            ),
+            NoTls,
+        )
+        .await
+        .expect("connect as the managed admin");
+        tokio::spawn(conn);
+        c.batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .expect("create database as the managed admin");
+    }
+}
+
 /// A config whose tenants live in a catalog and are provisioned as
-/// `tenant create` does: trust auth for user `app`, server `main` with its
+/// `tenant create` does through the managed admin ([`ADMIN_ROLE`]): trust
+/// auth for user `app`, server `main` (served as [`SERVICE_ROLE`]) with its
 /// app database `app_db`, the catalog in `platform_db`, the shipped
 /// migrations, and `tiers` (TOML) appended. `{PG_PORT}` is left for
 /// [`start_proxy`] and [`catalog_config`].
@@ -200,7 +254,8 @@ users = [{{ name = "app" }}]
 [servers.main]
 port = {{PG_PORT}}
 database = "{app_db}"
-user = "postgres"
+user = "{SERVICE_ROLE}"
+admin_user = "{ADMIN_ROLE}"
 
 [catalog]
 server = "main"
@@ -230,8 +285,8 @@ pub async fn provision_tenant(
 ) -> String {
     let app_db = cfg.servers["main"].database.clone();
     let platform_db = cfg.catalog.as_ref().expect("a catalog").database.clone();
-    tenant_fixture(&app_db, &[]).await;
-    tenant_fixture(&platform_db, &[]).await;
+    managed_database(&app_db).await;
+    managed_database(&platform_db).await;
     let spec = pgtenant::provision::create(
         cfg,
         &pgtenant::provision::CreateRequest {
