@@ -74,7 +74,7 @@ async fn each_runs_the_command_once_per_target_as_its_owner() {
         vec![
             "ea1 | t_ea1|t_ea1|ea_app|schema|schema|ea1|ea1",
             "ea2 | t_ea2|public|ea2|database|database|ea2|ea2",
-            "shared:ea_app.public | postgres|public|ea_app|shared|shared||shared:ea_app.public",
+            "shared:ea_app.public | pgtenant_admin|public|ea_app|shared|shared||shared:ea_app.public",
         ],
         "{stderr}"
     );
@@ -85,7 +85,7 @@ async fn each_runs_the_command_once_per_target_as_its_owner() {
                    WHERE c.relname = 'widgets' ORDER BY 1";
     assert_eq!(
         column(&direct("ea_app").await, owners).await,
-        vec!["public:postgres", "t_ea1:t_ea1"]
+        vec!["public:pgtenant_admin", "t_ea1:t_ea1"]
     );
     assert_eq!(
         column(&direct("ea2").await, owners).await,
@@ -323,7 +323,7 @@ if [ "$PGTENANT_TENANT" = ed2 ]; then echo "no schema for ed2" >&2; exit 1; fi"#
             "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'public.made_by_each'::regclass"
         )
         .await,
-        "postgres"
+        ADMIN_ROLE
     );
     proxy.shutdown().await;
 }
