@@ -20,6 +20,8 @@ pub enum AppError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("[tls]: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Everything a session needs, shared by all sessions.
@@ -51,6 +53,8 @@ pub struct Proxy {
     pub logins: Arc<crate::frontend::LoginGate>,
     /// The catalog was read at least once (for `/readyz`).
     pub catalog_loaded: std::sync::atomic::AtomicBool,
+    /// The client side's TLS certificate and mode (RELOAD swaps them).
+    pub tls: crate::tls::ClientTls,
 }
 
 impl Proxy {
@@ -88,6 +92,7 @@ impl Proxy {
             shutdown: watch::channel(false).0,
             client_slots: Arc::new(Semaphore::new(config.proxy.max_client_conn)),
             catalog_loaded: Default::default(),
+            tls: Default::default(),
             logins: crate::frontend::LoginGate::new(
                 config.proxy.max_logins,
                 config.proxy.max_logins_per_address,
@@ -155,6 +160,7 @@ impl Running {
             source,
         })?;
         let proxy = Arc::new(Proxy::new(config));
+        proxy.tls.load(&proxy.config.tls)?;
         if proxy.config.catalog.is_some() {
             match crate::catalog::Catalog::from_config(&proxy.config) {
                 Ok(cat) => {
@@ -282,8 +288,8 @@ async fn reload_on_sighup(proxy: Arc<Proxy>) {
 }
 
 /// RELOAD / SIGHUP: reads the config file again. If it is invalid, nothing
-/// changes and the error says why. Otherwise its tiers and static tenants
-/// apply at once (merged with the catalog's tenants): pools whose limits
+/// changes and the error says why. Otherwise `[tls]` (certificate files
+/// re-read), tiers and static tenants apply at once (merged with the catalog's tenants): pools whose limits
 /// changed are resized in place, other tenants' clients notice nothing.
 /// Returns notes on sections that changed but apply only at a restart.
 pub fn reload(proxy: &Proxy) -> Result<Vec<String>, String> {
@@ -325,6 +331,12 @@ pub fn reload(proxy: &Proxy) -> Result<Vec<String>, String> {
             notes.push(format!("{section} changed: it applies at the next restart"));
         }
     }
+    // The certificate and mode apply to the next connections; a file that
+    // can't be read fails the whole reload (the old ones stay).
+    proxy
+        .tls
+        .load(&new.tls)
+        .map_err(|e| format!("[tls]: {e}"))?;
     let new = Arc::new(new);
     let rows = proxy
         .catalog_rows

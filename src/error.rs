@@ -44,7 +44,7 @@ impl From<&ResolveError> for ClientError {
             ResolveError::Suspended(_) => ClientError::new(s::CONNECTION_REJECTED, msg)
                 .hint("the tenant's account is suspended; contact your administrator"),
             ResolveError::Conflict { .. } => ClientError::new(s::INVALID_AUTHORIZATION, msg)
-                .hint("name the tenant one way: the username suffix, options -c tenant=, or the tenant parameter"),
+                .hint("name the tenant one way: the username suffix, options -c tenant=, the tenant parameter, or the TLS server name"),
             ResolveError::Cancelled(_) => {
                 ClientError::new(s::OBJECT_NOT_IN_PREREQUISITE_STATE, msg)
             }

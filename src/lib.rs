@@ -25,3 +25,4 @@ pub mod provision;
 pub mod sidecar;
 pub mod sql;
 pub mod tenant;
+pub mod tls;

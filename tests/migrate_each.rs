@@ -358,6 +358,7 @@ async fn a_route_serves_cancels_refuses_and_closes_its_sessions() {
         user: "postgres".into(),
         password: None,
         settings: Vec::new(),
+        tls: Default::default(),
     };
     let grant = routes.grant(server.clone());
     let (client, conn) = tokio_postgres::connect(&grant.url(), tokio_postgres::NoTls)

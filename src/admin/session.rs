@@ -13,7 +13,6 @@ use bytes::BytesMut;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// Console messages are short commands; anything bigger is refused.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -123,7 +122,7 @@ struct Extended {
     failed: bool,
 }
 
-pub async fn serve_console(mut stream: TcpStream, proxy: Arc<Proxy>, user: String) {
+pub async fn serve_console(mut stream: crate::tls::Stream, proxy: Arc<Proxy>, user: String) {
     let mut inbuf = BytesMut::with_capacity(1024);
     let mut out = BytesMut::new();
     let mut ext = Extended::default();

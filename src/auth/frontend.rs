@@ -1,6 +1,6 @@
 //! Authenticating a client to pgtenant over the wire, before any server is touched.
 
-use super::scram::{ScramError, ScramExchange};
+use super::scram::{Binding, ScramError, ScramExchange};
 use super::users::UserDb;
 use crate::config::AuthMethod;
 use crate::net::{read_message, take_cstr};
@@ -45,14 +45,18 @@ async fn expect_password_message<S: AsyncRead + Unpin>(
 }
 
 /// Runs the configured method for `user` (tenant suffix removed). md5 hashes
-/// the name exactly as the client sent it (`wire_user`, e.g. `app.acme`). On success nothing has been written after the
-/// last auth request: the caller sends AuthenticationOk.
+/// the name exactly as the client sent it (`wire_user`, e.g. `app.acme`).
+/// `binding`: over TLS, the certificate's channel-binding data, with which
+/// SCRAM-SHA-256-PLUS is offered first (as PostgreSQL does). On success
+/// nothing has been written after the last auth request: the caller sends
+/// AuthenticationOk.
 pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     method: AuthMethod,
     users: &UserDb,
     user: &str,
     wire_user: &str,
+    binding: Option<&[u8]>,
 ) -> Result<(), AuthError> {
     // An unknown user (or one without a usable password) goes through the
     // same exchange as a wrong password and gets the same answer: neither
@@ -98,19 +102,32 @@ pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
                     &mock
                 }
             };
-            messages::auth_request(&mut out, 10, b"SCRAM-SHA-256\0\0");
+            let mechanisms: &[u8] = if binding.is_some() {
+                b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"
+            } else {
+                b"SCRAM-SHA-256\0\0"
+            };
+            messages::auth_request(&mut out, 10, mechanisms);
             stream.write_all(&out).await?;
             let body = expect_password_message(stream, &mut inbuf).await?;
             let mut b = &body[..];
             let mech = take_cstr(&mut b).unwrap_or_default();
-            if mech != "SCRAM-SHA-256" || b.len() < 4 {
-                return Err(AuthError::Protocol(format!(
-                    "unsupported SASL mechanism {mech:?}"
-                )));
+            let bind = match (mech, binding) {
+                ("SCRAM-SHA-256-PLUS", Some(data)) => Binding::Required(data),
+                ("SCRAM-SHA-256", Some(_)) => Binding::Offered,
+                ("SCRAM-SHA-256", None) => Binding::None,
+                _ => {
+                    return Err(AuthError::Protocol(format!(
+                        "unsupported SASL mechanism {mech:?}"
+                    )))
+                }
+            };
+            if b.len() < 4 {
+                return Err(AuthError::Protocol("malformed SASLInitialResponse".into()));
             }
             let first = std::str::from_utf8(&b[4..])
                 .map_err(|_| AuthError::Protocol("SCRAM message is not UTF-8".into()))?;
-            let (exchange, server_first) = ScramExchange::start(verifier, first)?;
+            let (exchange, server_first) = ScramExchange::start(verifier, first, bind)?;
             out.clear();
             messages::auth_request(&mut out, 11, server_first.as_bytes());
             stream.write_all(&out).await?;

@@ -1,5 +1,6 @@
-//! Server side of SCRAM-SHA-256 (RFC 5802/7677), as PostgreSQL speaks it, without
-//! channel binding (TLS arrives later). Written by hand: postgres-protocol only
+//! Server side of SCRAM-SHA-256 (RFC 5802/7677) and SCRAM-SHA-256-PLUS
+//! (channel binding `tls-server-end-point`, RFC 5929), as PostgreSQL speaks
+//! them. Written by hand: postgres-protocol only
 //! has the client side, and pgwire's server side is tied to its own connection
 //! stack, which we don't use past the handshake. Sans-IO so it is unit-tested.
 
@@ -15,6 +16,10 @@ pub enum ScramError {
     Malformed,
     #[error("channel binding is not supported without TLS")]
     ChannelBinding,
+    #[error("SCRAM channel binding negotiation error")]
+    BindingNegotiation,
+    #[error("SCRAM channel binding check failed")]
+    BindingMismatch,
     #[error("SCRAM proof does not match")]
     BadProof,
 }
@@ -67,11 +72,25 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
+/// The channel binding a login may or must use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding<'a> {
+    /// No TLS: only `n` (and `y`) are valid.
+    None,
+    /// TLS, SCRAM-SHA-256 chosen: the client must not claim the server
+    /// lacks binding (`y` is a downgrade) nor use it (`p=`).
+    Offered,
+    /// SCRAM-SHA-256-PLUS chosen: `p=tls-server-end-point` with this data.
+    Required(&'a [u8]),
+}
+
 /// One login's exchange, between server-first and server-final.
 #[derive(Debug)]
 pub struct ScramExchange {
     verifier: ScramVerifier,
     gs2_header: String,
+    /// What `c=` must carry after the GS2 header: the channel-binding data.
+    binding_data: Vec<u8>,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -82,16 +101,23 @@ impl ScramExchange {
     pub fn start(
         verifier: &ScramVerifier,
         client_first: &str,
+        binding: Binding<'_>,
     ) -> Result<(Self, String), ScramError> {
         let mut parts = client_first.splitn(3, ',');
         let flag = parts.next().ok_or(ScramError::Malformed)?;
         let authzid = parts.next().ok_or(ScramError::Malformed)?;
         let bare = parts.next().ok_or(ScramError::Malformed)?;
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(ScramError::ChannelBinding),
+        let binding_data = match (flag, binding) {
+            ("n", Binding::None | Binding::Offered) | ("y", Binding::None) => Vec::new(),
+            // The client believes the server has no binding while it does:
+            // someone in between removed the -PLUS mechanism.
+            ("y", _) => return Err(ScramError::BindingNegotiation),
+            ("p=tls-server-end-point", Binding::Required(data)) => data.to_vec(),
+            (f, Binding::None) if f.starts_with("p=") => return Err(ScramError::ChannelBinding),
+            (f, _) if f.starts_with("p=") => return Err(ScramError::BindingNegotiation),
+            (_, Binding::Required(_)) => return Err(ScramError::BindingNegotiation),
             _ => return Err(ScramError::Malformed),
-        }
+        };
         let client_nonce = bare
             .split(',')
             .find_map(|a| a.strip_prefix("r="))
@@ -108,6 +134,7 @@ impl ScramExchange {
             Self {
                 verifier: verifier.clone(),
                 gs2_header: format!("{flag},{authzid},"),
+                binding_data,
                 client_first_bare: bare.to_owned(),
                 server_first: server_first.clone(),
                 nonce,
@@ -130,8 +157,10 @@ impl ScramExchange {
                 nonce = Some(v);
             }
         }
-        if cbind != Some(B64.encode(self.gs2_header.as_bytes()).as_str()) {
-            return Err(ScramError::ChannelBinding);
+        let mut expected = self.gs2_header.clone().into_bytes();
+        expected.extend_from_slice(&self.binding_data);
+        if cbind != Some(B64.encode(&expected).as_str()) {
+            return Err(ScramError::BindingMismatch);
         }
         if nonce != Some(self.nonce.as_str()) {
             return Err(ScramError::BadProof);
@@ -165,15 +194,29 @@ mod tests {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
     fn run(server_pw: &str, client_pw: &str) -> Result<(), ScramError> {
+        run_bound(
+            server_pw,
+            client_pw,
+            ChannelBinding::unsupported(),
+            Binding::None,
+        )
+    }
+
+    fn run_bound(
+        server_pw: &str,
+        client_pw: &str,
+        client_binding: ChannelBinding,
+        server_binding: Binding<'_>,
+    ) -> Result<(), ScramError> {
         let v = ScramVerifier::parse(&postgres_protocol::password::scram_sha_256(
             server_pw.as_bytes(),
         ))
         .expect("verifier");
-        let mut client = ScramSha256::new(client_pw.as_bytes(), ChannelBinding::unsupported());
+        let mut client = ScramSha256::new(client_pw.as_bytes(), client_binding);
         let first = std::str::from_utf8(client.message())
             .expect("utf8")
             .to_owned();
-        let (ex, server_first) = ScramExchange::start(&v, &first)?;
+        let (ex, server_first) = ScramExchange::start(&v, &first, server_binding)?;
         client
             .update(server_first.as_bytes())
             .map_err(|_| ScramError::Malformed)?;
@@ -195,6 +238,53 @@ mod tests {
     fn wrong_password_fails() {
         assert_eq!(run("s3cret", "guess"), Err(ScramError::BadProof));
     }
+
+    #[test]
+    fn channel_binding_logs_in_only_with_the_servers_certificate_hash() {
+        let ours = [7u8; 32];
+        let plus = |data: &[u8]| ChannelBinding::tls_server_end_point(data.to_vec());
+        assert_eq!(
+            run_bound("pw", "pw", plus(&ours), Binding::Required(&ours)),
+            Ok(())
+        );
+        // A man in the middle terminates TLS with another certificate.
+        assert_eq!(
+            run_bound("pw", "pw", plus(&[8u8; 32]), Binding::Required(&ours)),
+            Err(ScramError::BindingMismatch)
+        );
+        // Binding asked for without TLS, or over plain SCRAM-SHA-256.
+        assert_eq!(
+            run_bound("pw", "pw", plus(&ours), Binding::None),
+            Err(ScramError::ChannelBinding)
+        );
+        assert_eq!(
+            run_bound("pw", "pw", plus(&ours), Binding::Offered),
+            Err(ScramError::BindingNegotiation)
+        );
+        // 'y' over TLS: the client was told there is no -PLUS (a downgrade).
+        assert_eq!(
+            run_bound("pw", "pw", ChannelBinding::unrequested(), Binding::Offered),
+            Err(ScramError::BindingNegotiation)
+        );
+        assert_eq!(
+            run_bound("pw", "pw", ChannelBinding::unrequested(), Binding::None),
+            Ok(())
+        );
+        // -PLUS chosen but no binding sent.
+        assert_eq!(
+            run_bound(
+                "pw",
+                "pw",
+                ChannelBinding::unsupported(),
+                Binding::Required(&ours)
+            ),
+            Err(ScramError::BindingNegotiation)
+        );
+        assert_eq!(
+            run_bound("pw", "pw", ChannelBinding::unsupported(), Binding::Offered),
+            Ok(())
+        );
+    }
 }
 
 /// Property tests: whatever a client sends, the server side of SCRAM answers
@@ -211,7 +301,7 @@ mod properties {
         fn arbitrary_client_messages_never_panic(first in ".{0,80}", last in ".{0,120}") {
             let verifier = ScramVerifier::mock("someone");
             let first = format!("n,,n=,r={first}");
-            if let Ok((exchange, _)) = ScramExchange::start(&verifier, &first) {
+            if let Ok((exchange, _)) = ScramExchange::start(&verifier, &first, Binding::None) {
                 prop_assert!(exchange.finish(&last).is_err());
             }
             let _ = ScramVerifier::parse(&last);

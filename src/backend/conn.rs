@@ -36,6 +36,8 @@ pub enum BackendError {
         server: String,
         source: std::io::Error,
     },
+    #[error("server {server}: TLS: {message}")]
+    Tls { server: String, message: String },
 }
 
 /// Why one of pgtenant's own statements failed.
@@ -104,9 +106,8 @@ impl LinkState {
     }
 }
 
-#[derive(Debug)]
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: crate::tls::Stream,
     pub state: LinkState,
     pub params: ServerParams,
     /// The server backend's cancel secret (its pid is `state.pid`).
@@ -158,7 +159,7 @@ impl ServerConn {
             source,
         };
         let fut = TcpStream::connect((&*target.host, target.port));
-        let mut stream = tokio::time::timeout(timeout, fut)
+        let stream = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| BackendError::ConnectTimeout(server.clone()))?
             .map_err(|source| BackendError::Connect {
@@ -168,6 +169,15 @@ impl ServerConn {
                 source,
             })?;
         stream.set_nodelay(true).map_err(io_err)?;
+        let tls_err = |message: String| BackendError::Tls {
+            server: server.clone(),
+            message,
+        };
+        let tls = crate::tls::ServerTls::get(&target.tls).map_err(|e| tls_err(e.to_string()))?;
+        let mut stream = tokio::time::timeout(timeout, tls.connect(stream, &target.host))
+            .await
+            .map_err(|_| BackendError::ConnectTimeout(server.clone()))?
+            .map_err(|e| tls_err(e.to_string()))?;
         let login = async {
             stream
                 .write_all(&startup_message(target, application_name))
@@ -347,21 +357,33 @@ impl ServerConn {
     pub fn idle_link_usable(&self) -> bool {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
-        match self.stream.poll_read_ready(&mut cx) {
+        let tcp = self.stream.tcp();
+        match tcp.poll_read_ready(&mut cx) {
             std::task::Poll::Pending => true,
             std::task::Poll::Ready(Err(_)) => false,
+            // Peek, not read: under TLS the bytes belong to the record layer.
             std::task::Poll::Ready(Ok(())) => {
                 let mut probe = [0u8; 1];
-                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                let mut buf = tokio::io::ReadBuf::new(&mut probe);
+                matches!(tcp.poll_peek(&mut cx, &mut buf), std::task::Poll::Pending)
             }
         }
     }
 
     /// Tells the server goodbye without waiting (used when dropping a link).
-    pub fn terminate(&self) {
+    pub fn terminate(&mut self) {
         let mut out = BytesMut::new();
         messages::terminate(&mut out);
-        let _ = self.stream.try_write(&out);
+        self.stream.send_final(&out);
+    }
+}
+
+impl std::fmt::Debug for ServerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConn")
+            .field("stream", &self.stream)
+            .field("pid", &self.state.pid)
+            .finish_non_exhaustive()
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::config::{secret, Config, PoolMode, TenantConfig, TenantMode, TenantStatus};
 use thiserror::Error;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 pub const CHANNEL: &str = "pgtenant_catalog";
 
@@ -46,20 +46,51 @@ pub enum CatalogError {
     Sql(#[from] tokio_postgres::Error),
     #[error("catalog credentials: {0}")]
     Secret(String),
+    #[error("TLS to the server: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+impl From<crate::tls::PgConnectError> for CatalogError {
+    fn from(e: crate::tls::PgConnectError) -> Self {
+        match e {
+            crate::tls::PgConnectError::Tls(e) => CatalogError::Tls(e),
+            crate::tls::PgConnectError::Postgres(e) => CatalogError::Sql(e),
+        }
+    }
+}
+
+/// How to log in to a server database for pgtenant's own work: settings
+/// and the server's TLS (read like a `tokio_postgres::Config`).
+#[derive(Debug, Clone)]
+pub struct PgLogin {
+    pub pg: tokio_postgres::Config,
+    pub tls: crate::config::ServerTlsSettings,
+}
+
+impl std::ops::Deref for PgLogin {
+    type Target = tokio_postgres::Config;
+    fn deref(&self) -> &tokio_postgres::Config {
+        &self.pg
+    }
+}
+
+impl PgLogin {
+    /// Opens the connection; the caller drives its task.
+    pub async fn connect_raw(
+        &self,
+    ) -> Result<(Client, crate::tls::PgConnection), crate::tls::PgConnectError> {
+        crate::tls::pg_connect(&self.pg, &self.tls).await
+    }
 }
 
 /// Connection settings for the control database (as the server's admin user).
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pg: tokio_postgres::Config,
+    pg: PgLogin,
 }
 
 /// A server's admin connection settings for `database`.
-pub fn admin_config(
-    cfg: &Config,
-    server: &str,
-    database: &str,
-) -> Result<tokio_postgres::Config, CatalogError> {
+pub fn admin_config(cfg: &Config, server: &str, database: &str) -> Result<PgLogin, CatalogError> {
     let s = cfg
         .servers
         .get(server)
@@ -77,12 +108,15 @@ pub fn admin_config(
     if let Some(p) = password.map_err(CatalogError::Secret)? {
         pg.password(p);
     }
-    Ok(pg)
+    Ok(PgLogin {
+        pg,
+        tls: s.tls_settings(),
+    })
 }
 
 /// Connects with `pg`; the connection task runs until the client is dropped.
-pub async fn connect(pg: &tokio_postgres::Config) -> Result<Client, CatalogError> {
-    let (client, conn) = pg.connect(NoTls).await?;
+pub async fn connect(pg: &PgLogin) -> Result<Client, CatalogError> {
+    let (client, conn) = pg.connect_raw().await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "admin connection ended");
@@ -126,7 +160,7 @@ impl Catalog {
         })
     }
 
-    pub fn pg_config(&self) -> &tokio_postgres::Config {
+    pub fn pg_config(&self) -> &PgLogin {
         &self.pg
     }
 

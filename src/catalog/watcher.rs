@@ -10,7 +10,7 @@ use crate::tenant::Tenant;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 const POLL: Duration = Duration::from_millis(500);
 
@@ -74,7 +74,7 @@ async fn session(
     cat: &Catalog,
     last: &mut Option<Vec<TenantConfig>>,
 ) -> Result<(), CatalogError> {
-    let (client, mut conn) = cat.pg_config().connect(NoTls).await?;
+    let (client, mut conn) = cat.pg_config().connect_raw().await?;
     let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {

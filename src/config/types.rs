@@ -15,6 +15,8 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
     pub catalog: Option<CatalogConfig>,
     #[serde(default)]
@@ -134,6 +136,59 @@ pub struct UserConfig {
     pub password_env: Option<String>,
 }
 
+/// Whether clients may or must use TLS (SPEC §5, §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    /// SSLRequest is answered 'N'; direct TLS is refused.
+    #[default]
+    Disable,
+    /// TLS when the client asks for it, plaintext otherwise.
+    Allow,
+    /// Plaintext logins are refused (28000); cancel requests may stay plain.
+    Require,
+}
+
+/// The client side's TLS: `[tls]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Default: `allow` when `cert_file` is set, `disable` otherwise.
+    pub mode: Option<ClientTlsMode>,
+    /// PEM certificate chain, leaf first; re-read on RELOAD/SIGHUP.
+    pub cert_file: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<String>,
+    /// `acme.<sni_domain>` as the TLS server name routes to tenant `acme`.
+    pub sni_domain: Option<String>,
+}
+
+impl TlsConfig {
+    pub fn effective_mode(&self) -> ClientTlsMode {
+        self.mode.unwrap_or(if self.cert_file.is_some() {
+            ClientTlsMode::Allow
+        } else {
+            ClientTlsMode::Disable
+        })
+    }
+}
+
+/// How pgtenant secures its connections to a server, libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerSslMode {
+    Disable,
+    /// TLS when the server offers it (certificate not checked), as libpq.
+    #[default]
+    Prefer,
+    /// TLS or nothing; certificate not checked (as libpq without a CA).
+    Require,
+    /// TLS with a certificate signed by `ca_file`; any host name.
+    VerifyCa,
+    /// TLS with a certificate signed by `ca_file` naming `host`.
+    VerifyFull,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
@@ -191,6 +246,35 @@ pub struct ServerConfig {
     /// with extensions and reference data already in place); migrations then
     /// apply only the versions its ledger lacks.
     pub template: Option<String>,
+    /// TLS to this server (default `prefer`, as libpq).
+    #[serde(default)]
+    pub sslmode: ServerSslMode,
+    /// PEM CA certificates for `verify-ca`/`verify-full` (default: the
+    /// system's roots are not used: name the provider's CA bundle).
+    pub ca_file: Option<String>,
+    /// PEM client certificate and key, for servers that ask for one.
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+}
+
+/// A server's TLS settings (what a connection to it needs to know).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ServerTlsSettings {
+    pub sslmode: ServerSslMode,
+    pub ca_file: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+}
+
+impl ServerConfig {
+    pub fn tls_settings(&self) -> ServerTlsSettings {
+        ServerTlsSettings {
+            sslmode: self.sslmode,
+            ca_file: self.ca_file.clone(),
+            client_cert_file: self.client_cert_file.clone(),
+            client_key_file: self.client_key_file.clone(),
+        }
+    }
 }
 
 fn default_host() -> String {

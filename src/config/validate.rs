@@ -2,7 +2,7 @@
 //! once so an operator fixes a config in one pass.
 
 use super::load::secret;
-use super::types::{AuthMethod, Config, Isolation, TenantMode};
+use super::types::{AuthMethod, ClientTlsMode, Config, Isolation, ServerSslMode, TenantMode};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
@@ -72,6 +72,22 @@ pub fn problems(cfg: &Config) -> Vec<String> {
             cfg.proxy.listen
         ));
     }
+    let tls = &cfg.tls;
+    if tls.effective_mode() != ClientTlsMode::Disable
+        && (tls.cert_file.is_none() || tls.key_file.is_none())
+    {
+        out.push("[tls]: mode \"allow\" and \"require\" need cert_file and key_file".into());
+    }
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        out.push("[tls]: cert_file and key_file go together".into());
+    }
+    if tls
+        .sni_domain
+        .as_deref()
+        .is_some_and(|d| d.trim_matches('.').is_empty())
+    {
+        out.push("[tls]: sni_domain must be a domain such as \"db.example.com\"".into());
+    }
     if cfg.proxy.username_separator.is_empty() {
         out.push("proxy.username_separator must not be empty".into());
     }
@@ -84,6 +100,21 @@ pub fn problems(cfg: &Config) -> Vec<String> {
         }
         if s.max_connections == 0 {
             out.push(format!("servers.{name}.max_connections must be at least 1"));
+        }
+        let verifies = matches!(
+            s.sslmode,
+            ServerSslMode::VerifyCa | ServerSslMode::VerifyFull
+        );
+        if verifies && s.ca_file.is_none() {
+            out.push(format!(
+                "servers.{name}: sslmode {:?} needs ca_file (the CA that signed the server's certificate)",
+                s.sslmode
+            ));
+        }
+        if s.client_cert_file.is_some() != s.client_key_file.is_some() {
+            out.push(format!(
+                "servers.{name}: client_cert_file and client_key_file go together"
+            ));
         }
         let reserved: usize = cfg.tiers.values().map(|t| t.reserve).sum();
         if reserved >= s.max_connections && reserved > 0 {

@@ -15,6 +15,7 @@ use crate::protocol::startup::{check_length, parse_first_packet, FirstPacket, St
 use crate::sql::literal;
 use crate::sql::parsed::{protected, Guard};
 use crate::tenant::{resolve, Tenant};
+use crate::tls::Secured;
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,7 +74,9 @@ pub async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, e: &ClientError) 
     let _ = stream.shutdown().await;
 }
 
-async fn read_first_packet<S: AsyncRead + Unpin>(stream: &mut S) -> Result<FirstPacket, Refusal> {
+pub(super) async fn read_first_packet<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<FirstPacket, Refusal> {
     let mut len = [0u8; 4];
     stream
         .read_exact(&mut len)
@@ -88,19 +91,9 @@ async fn read_first_packet<S: AsyncRead + Unpin>(stream: &mut S) -> Result<First
     Ok(parse_first_packet(&body).map_err(|e| ClientError::from(&e))?)
 }
 
-/// Reads the startup packet, answering SSLRequest/GSSENCRequest with 'N' (TLS
-/// arrives in a later version) and serving CancelRequest.
-async fn startup<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    proxy: &Proxy,
-) -> Result<StartupParams, Refusal> {
-    match opening(stream).await? {
-        Opening::Startup(p) => Ok(p),
-        Opening::Cancel { pid, secret } => {
-            proxy.cancels.cancel(pid, secret).await;
-            Err(Refusal::Cancel)
-        }
-    }
+/// Channel-binding data SCRAM-SHA-256-PLUS may use: only over TLS.
+fn binding(secured: &Secured) -> Option<&[u8]> {
+    secured.end_point.as_deref().filter(|_| secured.tls)
 }
 
 /// What a connection opens with, once encryption requests are answered.
@@ -109,8 +102,10 @@ pub(super) enum Opening {
     Cancel { pid: i32, secret: i32 },
 }
 
-/// Reads the first packets: SSLRequest/GSSENCRequest answered with 'N' (at
-/// most one of each may precede), then a startup packet or a CancelRequest.
+/// Reads the first packets of a connection that offers no TLS (the owner
+/// routes): SSLRequest/GSSENCRequest answered with 'N' (at most one of each
+/// may precede), then a startup packet or a CancelRequest. Clients of the
+/// proxy go through `secure::open` instead.
 pub(super) async fn opening<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
 ) -> Result<Opening, Refusal> {
@@ -136,15 +131,16 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     proxy: &Proxy,
     key: &mut CancelKey<'_>,
+    params: StartupParams,
+    secured: &Secured,
 ) -> Result<LoggedIn, Refusal> {
-    let params = startup(stream, proxy).await?;
     if params
         .get("database")
         .is_some_and(|d| crate::admin::CONSOLE_DATABASES.contains(&d))
     {
-        return console_login(stream, proxy, key, &params).await;
+        return console_login(stream, proxy, key, &params, secured).await;
     }
-    tenant_login(stream, proxy, key, params)
+    tenant_login(stream, proxy, key, params, secured)
         .await
         .map(|l| LoggedIn::Tenant(Box::new(l)))
 }
@@ -157,6 +153,7 @@ async fn console_login<S: AsyncRead + AsyncWrite + Unpin>(
     proxy: &Proxy,
     key: &CancelKey<'_>,
     params: &StartupParams,
+    secured: &Secured,
 ) -> Result<LoggedIn, Refusal> {
     let user = params.get("user").unwrap_or_default().to_owned();
     if !proxy.config.auth.admin_users.contains(&user) {
@@ -172,7 +169,7 @@ async fn console_login<S: AsyncRead + AsyncWrite + Unpin>(
         crate::config::AuthMethod::Md5 => crate::config::AuthMethod::Md5,
         _ => crate::config::AuthMethod::ScramSha256,
     };
-    authenticate_client(stream, method, &proxy.users, &user, &user)
+    authenticate_client(stream, method, &proxy.users, &user, &user, binding(secured))
         .await
         .map_err(|e| {
             tracing::info!(error = %e, %user, "console authentication failed");
@@ -195,10 +192,12 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
     proxy: &Proxy,
     key: &mut CancelKey<'_>,
     params: StartupParams,
+    secured: &Secured,
 ) -> Result<Login, Refusal> {
     let resolution = resolve(
         &params,
         &proxy.config.proxy.username_separator,
+        secured.sni_tenant.as_deref(),
         &proxy.tenants,
     )
     .map_err(|e| {
@@ -221,6 +220,7 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
         &proxy.users,
         &resolution.user,
         wire_user,
+        binding(secured),
     )
     .await
     .map_err(|e| {

@@ -11,6 +11,7 @@ mod owner_route;
 mod policy;
 mod relay;
 mod rewrite;
+mod secure;
 mod session;
 mod session_state;
 mod tracker;

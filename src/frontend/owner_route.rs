@@ -409,9 +409,16 @@ async fn login(
         messages::negotiate_protocol_version(&mut out, &unsupported);
         stream.write_all(&out).await.map_err(|_| Refusal::Closed)?;
     }
-    authenticate_client(stream, AuthMethod::ScramSha256, &route.users, &user, &user)
-        .await
-        .map_err(|e| ClientError::from(&e))?;
+    authenticate_client(
+        stream,
+        AuthMethod::ScramSha256,
+        &route.users,
+        &user,
+        &user,
+        None,
+    )
+    .await
+    .map_err(|e| ClientError::from(&e))?;
     let mut server = route.server.clone();
     server.settings = session_settings(&params, &route.server.settings);
     let app = params.get("application_name").unwrap_or_default();

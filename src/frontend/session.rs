@@ -4,8 +4,9 @@
 use super::cancel::{CancelKey, CancelTarget};
 use super::checkout::checkout;
 use super::client::{Client, ClientLimits, ClientState, PinReason};
-use super::handshake::{login, send_fatal, LoggedIn, Login, Refusal};
+use super::handshake::{login, send_fatal, LoggedIn, Login, Opening, Refusal};
 use super::relay::{flush, relay, RelayEnd, Upstream};
+use super::secure::Opened;
 use crate::app::{wait_shutdown, Proxy};
 use crate::config::PoolMode;
 use crate::error::ClientError;
@@ -15,6 +16,7 @@ use crate::protocol::frame::{no_peek, Flow};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::sqlstate;
 use crate::protocol::tag::frontend as fe;
+use crate::tls::Stream;
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -23,12 +25,34 @@ use tokio::net::TcpStream;
 /// Serves one client connection from its first byte to its close.
 /// `pass` is the client's place among connections logging in, given back
 /// once its login ends.
-pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>, pass: super::LoginPass) {
+pub async fn serve_client(tcp: TcpStream, proxy: Arc<Proxy>, pass: super::LoginPass) {
     let mut key = proxy.cancels.register();
     let timeout = proxy.config.proxy.client_login_timeout;
     let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
     let in_flight = proxy.metrics.login_started();
-    let login = match tokio::time::timeout(timeout, login(&mut stream, &proxy, &mut key)).await {
+    let timed_out = || {
+        ClientError::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("login not completed within client_login_timeout ({timeout:?})"),
+        )
+    };
+    let (mut stream, secured, params) = match super::secure::open(tcp, &proxy, deadline).await {
+        Opened::Ready(stream, secured, Opening::Startup(params)) => (stream, secured, params),
+        Opened::Ready(_, _, Opening::Cancel { pid, secret }) => {
+            return proxy.cancels.cancel(pid, secret).await;
+        }
+        Opened::Refused(stream, refusal) => return refused(&proxy, stream, refusal).await,
+        Opened::TimedOut(stream) => {
+            proxy.metrics.login_failed(LoginFailure::Timeout);
+            if let Some(mut s) = stream {
+                send_fatal(&mut s, &timed_out()).await;
+            }
+            return;
+        }
+    };
+    let login = login(&mut stream, &proxy, &mut key, params, &secured);
+    let login = match tokio::time::timeout_at(deadline, login).await {
         Ok(Ok(LoggedIn::Tenant(l))) => l,
         Ok(Ok(LoggedIn::Console { user })) => {
             proxy.metrics.login_succeeded(started.elapsed());
@@ -36,27 +60,30 @@ pub async fn serve_client(mut stream: TcpStream, proxy: Arc<Proxy>, pass: super:
             drop(pass);
             return crate::admin::serve_console(stream, proxy.clone(), user).await;
         }
-        Ok(Err(Refusal::Error(e))) => {
-            proxy.metrics.login_failed(login_failure(e.code));
-            return send_fatal(&mut stream, &e).await;
-        }
-        Ok(Err(Refusal::Cancel)) => return,
-        Ok(Err(Refusal::Closed)) => {
-            return proxy.metrics.login_failed(LoginFailure::ClientGone);
-        }
+        Ok(Err(refusal)) => return refused(&proxy, Some(stream), refusal).await,
         Err(_) => {
             proxy.metrics.login_failed(LoginFailure::Timeout);
-            let e = ClientError::new(
-                sqlstate::PROTOCOL_VIOLATION,
-                format!("login not completed within client_login_timeout ({timeout:?})"),
-            );
-            return send_fatal(&mut stream, &e).await;
+            return send_fatal(&mut stream, &timed_out()).await;
         }
     };
     proxy.metrics.login_succeeded(started.elapsed());
     drop(in_flight);
     drop(pass);
     run_session(stream, &proxy, &key, *login).await;
+}
+
+/// Ends a login that was refused: counted, and told when there is a stream.
+async fn refused(proxy: &Proxy, stream: Option<Stream>, refusal: Refusal) {
+    match refusal {
+        Refusal::Error(e) => {
+            proxy.metrics.login_failed(login_failure(e.code));
+            if let Some(mut s) = stream {
+                send_fatal(&mut s, &e).await;
+            }
+        }
+        Refusal::Cancel => {}
+        Refusal::Closed => proxy.metrics.login_failed(LoginFailure::ClientGone),
+    }
 }
 
 async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, e: &ClientError, severity: Severity) -> bool {
@@ -125,7 +152,7 @@ where
     }
 }
 
-async fn run_session(mut stream: TcpStream, proxy: &Proxy, key: &CancelKey<'_>, mut login: Login) {
+async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut login: Login) {
     let connected = std::time::Instant::now();
     let peer = stream.peer_addr().ok();
     let mut total = crate::pool::SessionStats::default();

@@ -234,6 +234,7 @@ fn owner_login(
         user,
         password,
         settings,
+        tls: server.tls_settings(),
     })
 }
 
@@ -313,6 +314,10 @@ async fn check_login(login: &crate::tenant::Target, t: &Target) -> Result<(), St
     if let Some(p) = &login.password {
         pg.password(p);
     }
+    let pg = crate::catalog::PgLogin {
+        pg,
+        tls: login.tls.clone(),
+    };
     match connect(&pg).await {
         Ok(_) => Ok(()),
         Err(e) => Err(format!(

@@ -79,7 +79,7 @@ pub(super) async fn catalog_rows(
 /// Connections of one database: the per-database limit, idle connections to
 /// reuse, and this runner's gate for files outside a transaction.
 struct Database {
-    pg: tokio_postgres::Config,
+    pg: crate::catalog::PgLogin,
     limit: Semaphore,
     idle: Mutex<Vec<Client>>,
     gate: Arc<RwLock<()>>,

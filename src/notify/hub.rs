@@ -306,10 +306,11 @@ impl Hub {
         if let Some(p) = &target.password {
             cfg.password(p);
         }
-        let (client, mut conn) = tokio::time::timeout(timeout, cfg.connect(tokio_postgres::NoTls))
-            .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+        let (client, mut conn) =
+            tokio::time::timeout(timeout, crate::tls::pg_connect(&cfg, &target.tls))
+                .await
+                .map_err(|_| "timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
         let (tx, notes) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));

@@ -9,7 +9,7 @@ pub mod signing;
 
 pub use directory::TenantDirectory;
 pub use model::{quote_ident, SignedId, Target, Tenant, TenantContext};
-pub use resolve::{resolve, Resolution, ResolveError, ResolvedBy};
+pub use resolve::{resolve, tenant_from_server_name, Resolution, ResolveError, ResolvedBy};
 
 /// Whether a tenant of this status is served (trial or active): the one
 /// home of that rule.

@@ -1,6 +1,6 @@
 //! Finding a connection's tenant from its startup packet, first match wins
 //! (SPEC §2): `tenant` parameter, `-c tenant=` in `options`, username suffix,
-//! database name. SNI joins with TLS.
+//! TLS server name (SNI) under `[tls] sni_domain`, database name.
 
 use super::directory::TenantDirectory;
 use super::model::Tenant;
@@ -14,6 +14,7 @@ pub enum ResolvedBy {
     StartupParameter,
     Options,
     UsernameSuffix,
+    ServerName,
     DatabaseName,
 }
 
@@ -23,6 +24,7 @@ impl ResolvedBy {
             ResolvedBy::StartupParameter => "startup parameter \"tenant\"",
             ResolvedBy::Options => "options -c tenant=",
             ResolvedBy::UsernameSuffix => "username suffix",
+            ResolvedBy::ServerName => "TLS server name",
             ResolvedBy::DatabaseName => "database name",
         }
     }
@@ -59,6 +61,16 @@ pub enum ResolveError {
     },
 }
 
+/// The tenant a TLS server name names: its first label when the rest is
+/// `domain` (`acme.db.example.com` under `db.example.com`). Both are
+/// compared without case; a name with more labels in front names nothing.
+pub fn tenant_from_server_name(name: &str, domain: &str) -> Option<String> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let domain = domain.trim_matches('.').to_ascii_lowercase();
+    let (label, rest) = name.split_once('.')?;
+    (rest == domain && !label.is_empty()).then(|| label.to_owned())
+}
+
 /// The tenant named in the `options` parameter, if any.
 fn tenant_from_options(options: &str) -> Option<String> {
     option_settings(options)
@@ -67,9 +79,12 @@ fn tenant_from_options(options: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+/// `server_name_tenant`: what [`tenant_from_server_name`] found, if SNI
+/// routing is on.
 pub fn resolve(
     params: &StartupParams,
     separator: &str,
+    server_name_tenant: Option<&str>,
     dir: &TenantDirectory,
 ) -> Result<Resolution, ResolveError> {
     let raw_user = params
@@ -91,9 +106,13 @@ pub fn resolve(
     if let Some(k) = params.get("options").and_then(tenant_from_options) {
         named.push((k, ResolvedBy::Options));
     }
-    let suffix = suffix.filter(|(_, k)| named.is_empty() || dir.get(k).is_some());
+    let explicit = !named.is_empty() || server_name_tenant.is_some();
+    let suffix = suffix.filter(|(_, k)| !explicit || dir.get(k).is_some());
     if let Some((_, k)) = suffix {
         named.push(((*k).to_owned(), ResolvedBy::UsernameSuffix));
+    }
+    if let Some(k) = server_name_tenant {
+        named.push((k.to_owned(), ResolvedBy::ServerName));
     }
     if let Some(((first, first_by), (second, second_by))) = named
         .iter()
@@ -114,7 +133,7 @@ pub fn resolve(
     } else {
         return Err(ResolveError::Missing {
             tried: format!(
-                "startup parameter \"tenant\", options \"-c tenant=\", a username like \"{raw_user}{separator}<tenant>\", and database name \"{database}\" (not a tenant)"
+                "startup parameter \"tenant\", options \"-c tenant=\", a username like \"{raw_user}{separator}<tenant>\", the TLS server name, and database name \"{database}\" (not a tenant)"
             ),
         });
     };
@@ -181,8 +200,13 @@ status = "cancelled"
     #[test]
     fn each_method_and_its_precedence() {
         let d = dir();
-        let r =
-            resolve(&params(&[("user", "app"), ("tenant", "acme")]), ".", &d).expect("resolves");
+        let r = resolve(
+            &params(&[("user", "app"), ("tenant", "acme")]),
+            ".",
+            None,
+            &d,
+        )
+        .expect("resolves");
         assert_eq!(
             (r.tenant.key.as_str(), r.by),
             ("acme", ResolvedBy::StartupParameter)
@@ -191,6 +215,7 @@ status = "cancelled"
         let r = resolve(
             &params(&[("user", "app.acme"), ("options", "-ctenant=acme")]),
             ".",
+            None,
             &d,
         )
         .expect("resolves");
@@ -199,6 +224,7 @@ status = "cancelled"
         let r = resolve(
             &params(&[("user", "first.last"), ("tenant", "acme")]),
             ".",
+            None,
             &d,
         )
         .expect("resolves");
@@ -209,6 +235,7 @@ status = "cancelled"
         let r = resolve(
             &params(&[("user", "app"), ("options", "-c tenant=acme")]),
             ".",
+            None,
             &d,
         )
         .expect("resolves");
@@ -216,15 +243,26 @@ status = "cancelled"
         let r = resolve(
             &params(&[("user", "app"), ("options", "-ctenant=acme")]),
             ".",
+            None,
             &d,
         )
         .expect("resolves");
         assert_eq!(r.tenant.key, "acme");
-        let r = resolve(&params(&[("user", "app.acme"), ("database", "x")]), ".", &d)
-            .expect("resolves");
+        let r = resolve(
+            &params(&[("user", "app.acme"), ("database", "x")]),
+            ".",
+            None,
+            &d,
+        )
+        .expect("resolves");
         assert_eq!((r.user.as_str(), r.by), ("app", ResolvedBy::UsernameSuffix));
-        let r = resolve(&params(&[("user", "app"), ("database", "globex")]), ".", &d)
-            .expect("resolves");
+        let r = resolve(
+            &params(&[("user", "app"), ("database", "globex")]),
+            ".",
+            None,
+            &d,
+        )
+        .expect("resolves");
         assert_eq!(
             (r.tenant.key.as_str(), r.by),
             ("globex", ResolvedBy::DatabaseName)
@@ -237,6 +275,7 @@ status = "cancelled"
         let e = resolve(
             &params(&[("user", "app.globex"), ("options", "-c tenant=acme")]),
             ".",
+            None,
             &d,
         )
         .expect_err("conflict");
@@ -251,6 +290,7 @@ status = "cancelled"
                 ("options", "-ctenant=globex"),
             ]),
             ".",
+            None,
             &d,
         )
         .expect_err("conflict");
@@ -265,26 +305,61 @@ status = "cancelled"
     }
 
     #[test]
+    fn the_server_name_names_a_tenant_under_the_domain_only() {
+        let under = |n: &str| tenant_from_server_name(n, "db.test");
+        assert_eq!(under("acme.db.test").as_deref(), Some("acme"));
+        assert_eq!(under("ACME.Db.Test.").as_deref(), Some("acme"));
+        assert_eq!(under("x.acme.db.test"), None);
+        assert_eq!(under("db.test"), None);
+        assert_eq!(under("acme.db.test.evil"), None);
+        assert_eq!(under(".db.test"), None);
+        let d = dir();
+        let r = resolve(&params(&[("user", "app")]), ".", Some("acme"), &d).expect("resolves");
+        assert_eq!(
+            (r.tenant.key.as_str(), r.by),
+            ("acme", ResolvedBy::ServerName)
+        );
+        // Agreeing with the user name: the suffix still comes off.
+        let r = resolve(&params(&[("user", "app.acme")]), ".", Some("acme"), &d).expect("resolves");
+        assert_eq!((r.user.as_str(), r.by), ("app", ResolvedBy::UsernameSuffix));
+        // A dot that names no tenant is part of the user name.
+        let r =
+            resolve(&params(&[("user", "first.last")]), ".", Some("acme"), &d).expect("resolves");
+        assert_eq!(r.user, "first.last");
+        let e = resolve(&params(&[("user", "app.globex")]), ".", Some("acme"), &d)
+            .expect_err("conflict");
+        assert_eq!(
+            e.to_string(),
+            "the connection names two tenants: \"globex\" (username suffix) and \"acme\" (TLS server name)"
+        );
+    }
+
+    #[test]
     fn four_distinct_failures() {
         let d = dir();
         assert!(matches!(
-            resolve(&params(&[("user", "app"), ("database", "app")]), ".", &d),
+            resolve(
+                &params(&[("user", "app"), ("database", "app")]),
+                ".",
+                None,
+                &d
+            ),
             Err(ResolveError::Missing { .. })
         ));
         assert!(matches!(
-            resolve(&params(&[("user", "app.nope")]), ".", &d),
+            resolve(&params(&[("user", "app.nope")]), ".", None, &d),
             Err(ResolveError::Unknown { .. })
         ));
         assert_eq!(
-            resolve(&params(&[("user", "app.sleepy")]), ".", &d).err(),
+            resolve(&params(&[("user", "app.sleepy")]), ".", None, &d).err(),
             Some(ResolveError::Suspended("sleepy".into()))
         );
         assert_eq!(
-            resolve(&params(&[("user", "app.gone")]), ".", &d).err(),
+            resolve(&params(&[("user", "app.gone")]), ".", None, &d).err(),
             Some(ResolveError::Cancelled("gone".into()))
         );
         assert_eq!(
-            resolve(&params(&[]), ".", &d).err(),
+            resolve(&params(&[]), ".", None, &d).err(),
             Some(ResolveError::NoUser)
         );
     }

@@ -303,3 +303,4 @@ pub async fn provision_tenant(
 
 pub mod migrate_fx;
 pub mod raw;
+pub mod tls;

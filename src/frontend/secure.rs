@@ -1,0 +1,146 @@
+//! A client connection's opening with TLS (SPEC §5): an SSLRequest answered
+//! 'S' and a handshake, or PostgreSQL 17's direct TLS (the first byte is a
+//! TLS record, ALPN `postgresql`), then the startup packet or a cancel
+//! request. `[tls] mode = "require"` refuses a plaintext login (28000); a
+//! plaintext cancel request is still served (it carries its own secret).
+
+use super::handshake::{read_first_packet, Opening, Refusal};
+use crate::app::Proxy;
+use crate::config::ClientTlsMode;
+use crate::error::ClientError;
+use crate::protocol::sqlstate;
+use crate::protocol::startup::FirstPacket;
+use crate::tls::{Acceptor, Secured, Stream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// How a connection's opening ended.
+pub enum Opened {
+    /// The stream (TLS or not), what TLS told, and what the client opened with.
+    Ready(Stream, Secured, Opening),
+    /// Refused: tell the client on the stream, if one is left, and close.
+    Refused(Option<Stream>, Refusal),
+    /// `deadline` passed first (client_login_timeout).
+    TimedOut(Option<Stream>),
+}
+
+/// Negotiates encryption and reads what the connection opens with, by
+/// `deadline`.
+pub async fn open(tcp: TcpStream, proxy: &Proxy, deadline: Instant) -> Opened {
+    let (mode, acceptor) = proxy.tls.current();
+    let mut first = [0u8; 1];
+    let peeked = match timeout_at(deadline, tcp.peek(&mut first)).await {
+        Ok(p) => p,
+        Err(_) => return Opened::TimedOut(Some(tcp.into())),
+    };
+    if matches!(peeked, Ok(1)) && first[0] == TLS_HANDSHAKE {
+        // Direct TLS: nothing can be said in the protocol before the
+        // handshake, so a refusal is a close, as PostgreSQL does.
+        let Some(acceptor) = acceptor else {
+            return Opened::Refused(None, Refusal::Closed);
+        };
+        let (mut stream, secured) =
+            match timeout_at(deadline, handshake(&acceptor, tcp, true, proxy)).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Opened::Refused(None, Refusal::Closed),
+                Err(_) => return Opened::TimedOut(None),
+            };
+        let Ok(packet) = timeout_at(deadline, read_first_packet(&mut stream)).await else {
+            return Opened::TimedOut(Some(stream));
+        };
+        return match packet {
+            Ok(FirstPacket::Startup(p)) => Opened::Ready(stream, secured, Opening::Startup(p)),
+            Ok(FirstPacket::Cancel { pid, secret }) => {
+                Opened::Ready(stream, secured, Opening::Cancel { pid, secret })
+            }
+            Ok(_) => Opened::Refused(Some(stream), inside_tls()),
+            Err(r) => Opened::Refused(Some(stream), r),
+        };
+    }
+    let mut stream = Stream::from(tcp);
+    let mut secured = Secured::default();
+    for _ in 0..3 {
+        let packet = match timeout_at(deadline, read_first_packet(&mut stream)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(r)) => return Opened::Refused(Some(stream), r),
+            Err(_) => return Opened::TimedOut(Some(stream)),
+        };
+        match packet {
+            FirstPacket::SslRequest | FirstPacket::GssEncRequest if secured.tls => {
+                return Opened::Refused(Some(stream), inside_tls());
+            }
+            FirstPacket::SslRequest => {
+                let Some(acceptor) = acceptor.as_deref() else {
+                    if stream.write_all(b"N").await.is_err() {
+                        return Opened::Refused(None, Refusal::Closed);
+                    }
+                    continue;
+                };
+                if stream.write_all(b"S").await.is_err() {
+                    return Opened::Refused(None, Refusal::Closed);
+                }
+                let Stream::Plain(tcp) = stream else {
+                    return Opened::Refused(None, inside_tls());
+                };
+                match timeout_at(deadline, handshake(acceptor, tcp, false, proxy)).await {
+                    Ok(Some((s, info))) => (stream, secured) = (s, info),
+                    Ok(None) => return Opened::Refused(None, Refusal::Closed),
+                    Err(_) => return Opened::TimedOut(None),
+                }
+            }
+            FirstPacket::GssEncRequest => {
+                if stream.write_all(b"N").await.is_err() {
+                    return Opened::Refused(None, Refusal::Closed);
+                }
+            }
+            FirstPacket::Cancel { pid, secret } => {
+                return Opened::Ready(stream, secured, Opening::Cancel { pid, secret });
+            }
+            FirstPacket::Startup(_) if mode == ClientTlsMode::Require && !secured.tls => {
+                return Opened::Refused(Some(stream), Refusal::Error(tls_required()));
+            }
+            FirstPacket::Startup(p) => return Opened::Ready(stream, secured, Opening::Startup(p)),
+        }
+    }
+    Opened::Refused(
+        Some(stream),
+        protocol("too many encryption requests before the startup packet"),
+    )
+}
+
+/// The TLS handshake, and the tenant its server name names (SNI routing).
+async fn handshake(
+    acceptor: &Acceptor,
+    tcp: TcpStream,
+    direct: bool,
+    proxy: &Proxy,
+) -> Option<(Stream, Secured)> {
+    let (stream, mut secured) = crate::tls::accept(acceptor, tcp, direct)
+        .await
+        .map_err(|e| tracing::debug!(error = %e, direct, "client TLS handshake failed"))
+        .ok()?;
+    if let (Some(name), Some(domain)) = (&secured.sni, proxy.tls.sni_domain()) {
+        secured.sni_tenant = crate::tenant::tenant_from_server_name(name, &domain);
+    }
+    Some((stream, secured))
+}
+
+fn protocol(what: &str) -> Refusal {
+    Refusal::Error(ClientError::new(sqlstate::PROTOCOL_VIOLATION, what))
+}
+
+fn inside_tls() -> Refusal {
+    protocol("an encryption request inside TLS")
+}
+
+fn tls_required() -> ClientError {
+    ClientError::new(
+        sqlstate::INVALID_AUTHORIZATION,
+        "pgtenant accepts only TLS connections",
+    )
+    .hint("connect with sslmode=require or verify-full ([tls] mode is \"require\")")
+}

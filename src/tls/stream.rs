@@ -1,0 +1,209 @@
+//! A connection that is plain TCP or TLS over TCP, on either side (clients
+//! of pgtenant, pgtenant to its servers). An enum, not a boxed trait object:
+//! plaintext, the common case, pays one predictable branch per poll and no
+//! allocation, and `split` stays a borrow split (no lock) for it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{tcp, TcpStream};
+use tokio_rustls::TlsStream;
+
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Self {
+        Stream::Plain(s)
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.is_tls() { "tls" } else { "plain" };
+        write!(f, "Stream({kind}, {:?})", self.peer_addr().ok())
+    }
+}
+
+impl Stream {
+    /// The socket underneath (readiness checks; never read or write it
+    /// directly when the stream is TLS).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.get_ref().0,
+        }
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().peer_addr()
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().local_addr()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Writes `data` as far as the socket takes it now, without waiting, and
+    /// for TLS a close_notify after it: a goodbye (Terminate) from code that
+    /// can't wait, such as `Drop`.
+    pub fn send_final(&mut self, data: &[u8]) {
+        match self {
+            Stream::Plain(s) => {
+                let _ = s.try_write(data);
+            }
+            Stream::Tls(t) => match &mut **t {
+                TlsStream::Client(c) => {
+                    let (tcp, conn) = c.get_mut();
+                    goodbye(tcp, conn, data);
+                }
+                TlsStream::Server(c) => {
+                    let (tcp, conn) = c.get_mut();
+                    goodbye(tcp, conn, data);
+                }
+            },
+        }
+    }
+
+    /// Read and write halves borrowed from the stream, usable at once (the
+    /// relay reads one side while writing the other). TLS has one state
+    /// machine for both directions, so its halves share it through tokio's
+    /// `split` (an uncontended lock, next to the cost of the cipher).
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        match self {
+            Stream::Plain(s) => {
+                let (r, w) = s.split();
+                (ReadHalf::Plain(r), WriteHalf::Plain(w))
+            }
+            Stream::Tls(t) => {
+                let (r, w) = tokio::io::split(&mut **t);
+                (ReadHalf::Tls(r), WriteHalf::Tls(w))
+            }
+        }
+    }
+}
+
+/// Encrypts `data` and a close_notify and writes what the socket takes now.
+fn goodbye<D>(tcp: &TcpStream, conn: &mut tokio_rustls::rustls::ConnectionCommon<D>, data: &[u8]) {
+    use std::io::Write;
+    let _ = conn.writer().write_all(data);
+    conn.send_close_notify();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        if conn.write_tls(&mut out).is_err() {
+            break;
+        }
+    }
+    let _ = tcp.try_write(&out);
+}
+
+pub enum ReadHalf<'a> {
+    Plain(tcp::ReadHalf<'a>),
+    Tls(tokio::io::ReadHalf<&'a mut TlsStream<TcpStream>>),
+}
+
+pub enum WriteHalf<'a> {
+    Plain(tcp::WriteHalf<'a>),
+    Tls(tokio::io::WriteHalf<&'a mut TlsStream<TcpStream>>),
+}
+
+/// Forwards a poll to whichever variant the value holds.
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Self::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Self::Tls($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        each!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        each!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(t) => t.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+impl AsyncRead for ReadHalf<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        each!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for WriteHalf<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        each!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WriteHalf::Plain(s) => s.is_write_vectored(),
+            WriteHalf::Tls(t) => t.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => s.poll_shutdown(cx))
+    }
+}
