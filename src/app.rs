@@ -55,6 +55,10 @@ pub struct Proxy {
     pub catalog_loaded: std::sync::atomic::AtomicBool,
     /// The client side's TLS certificate and mode (RELOAD swaps them).
     pub tls: crate::tls::ClientTls,
+    /// `[[auth.rules]]`, compiled.
+    pub auth_rules: Vec<crate::auth::AuthRule>,
+    /// `[auth] auth_query` and its cache.
+    pub auth_query: Option<crate::auth::AuthQuery>,
 }
 
 impl Proxy {
@@ -93,6 +97,13 @@ impl Proxy {
             client_slots: Arc::new(Semaphore::new(config.proxy.max_client_conn)),
             catalog_loaded: Default::default(),
             tls: Default::default(),
+            auth_rules: config
+                .auth
+                .rules
+                .iter()
+                .filter_map(crate::auth::AuthRule::from_config)
+                .collect(),
+            auth_query: crate::auth::AuthQuery::from_config(&config),
             logins: crate::frontend::LoginGate::new(
                 config.proxy.max_logins,
                 config.proxy.max_logins_per_address,

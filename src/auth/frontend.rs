@@ -1,7 +1,7 @@
 //! Authenticating a client to pgtenant over the wire, before any server is touched.
 
 use super::scram::{Binding, ScramError, ScramExchange};
-use super::users::UserDb;
+use super::users::Credential;
 use crate::config::AuthMethod;
 use crate::net::{read_message, take_cstr};
 use crate::protocol::messages;
@@ -53,15 +53,14 @@ async fn expect_password_message<S: AsyncRead + Unpin>(
 pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     method: AuthMethod,
-    users: &UserDb,
+    cred: Option<&Credential>,
     user: &str,
     wire_user: &str,
     binding: Option<&[u8]>,
 ) -> Result<(), AuthError> {
-    // An unknown user (or one without a usable password) goes through the
-    // same exchange as a wrong password and gets the same answer: neither
-    // the message nor the protocol flow tells them apart.
-    let cred = users.get(user);
+    // An unknown user (or one without a usable password, or expired) goes
+    // through the same exchange as a wrong password and gets the same
+    // answer: neither the message nor the protocol flow tells them apart.
     if cred.is_none() {
         tracing::debug!(%user, "login attempt for an unknown user");
     }

@@ -3,9 +3,13 @@
 
 pub mod backend;
 mod frontend;
+mod query;
+mod rules;
 mod scram;
 mod users;
 
 pub use frontend::{authenticate_client, AuthError};
+pub use query::{AuthQuery, LookupServer};
+pub use rules::{choose, parse_address, AuthRule, LoginFacts};
 pub use scram::ScramVerifier;
 pub use users::{Credential, UserDb};

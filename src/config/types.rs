@@ -118,12 +118,85 @@ pub enum AuthMethod {
     Trust,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub method: AuthMethod,
     pub users: Vec<UserConfig>,
     pub admin_users: Vec<String>,
+    /// pg_hba-like rules for tenant logins, first match wins; none: `method`
+    /// for everyone. With rules, a login no rule matches is refused.
+    pub rules: Vec<AuthRuleConfig>,
+    /// Looks up a user missing from `users` on the tenant's server: returns
+    /// (name, password or SCRAM verifier, valid until) for `$1`. Run as
+    /// `auth_user` with `search_path` pinned to `pg_catalog, pg_temp`.
+    pub auth_query: Option<String>,
+    pub auth_user: Option<String>,
+    pub auth_password: Option<String>,
+    pub auth_password_env: Option<String>,
+    /// Database the query runs in (default: the server's `database`).
+    pub auth_database: Option<String>,
+    /// How long an answer (found or not) is reused.
+    #[serde(deserialize_with = "super::duration::deserialize")]
+    pub auth_query_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            method: AuthMethod::default(),
+            users: Vec::new(),
+            admin_users: Vec::new(),
+            rules: Vec::new(),
+            auth_query: None,
+            auth_user: None,
+            auth_password: None,
+            auth_password_env: None,
+            auth_database: None,
+            auth_query_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a rule applies to, as in pg_hba.conf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleType {
+    /// Any TCP connection.
+    Host,
+    /// TLS connections only.
+    Hostssl,
+    /// Plaintext connections only.
+    Hostnossl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum RuleMethod {
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "trust")]
+    Trust,
+    #[serde(rename = "reject")]
+    Reject,
+}
+
+/// One `[[auth.rules]]` entry. Empty lists match everything, as does "*".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRuleConfig {
+    #[serde(rename = "type")]
+    pub kind: RuleType,
+    /// An address range (`10.0.0.0/8`, `::1/128`) or one address; none: all.
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Tenant keys or patterns with `*` (`free-*`).
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    pub method: RuleMethod,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -72,6 +72,21 @@ pub fn problems(cfg: &Config) -> Vec<String> {
             cfg.proxy.listen
         ));
     }
+    for (i, r) in cfg.auth.rules.iter().enumerate() {
+        if let Some(a) = &r.address {
+            if crate::auth::parse_address(a).is_none() {
+                out.push(format!(
+                    "auth.rules[{i}].address = {a:?} is not an address or range like \"10.0.0.0/8\""
+                ));
+            }
+        }
+    }
+    if cfg.auth.auth_query.is_some() && cfg.auth.auth_user.is_none() {
+        out.push("[auth] auth_query needs auth_user (a role that may run it)".into());
+    }
+    if let Err(e) = secret(&cfg.auth.auth_password, &cfg.auth.auth_password_env) {
+        out.push(format!("[auth] auth_password: {e}"));
+    }
     let tls = &cfg.tls;
     if tls.effective_mode() != ClientTlsMode::Disable
         && (tls.cert_file.is_none() || tls.key_file.is_none())

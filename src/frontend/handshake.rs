@@ -169,12 +169,19 @@ async fn console_login<S: AsyncRead + AsyncWrite + Unpin>(
         crate::config::AuthMethod::Md5 => crate::config::AuthMethod::Md5,
         _ => crate::config::AuthMethod::ScramSha256,
     };
-    authenticate_client(stream, method, &proxy.users, &user, &user, binding(secured))
-        .await
-        .map_err(|e| {
-            tracing::info!(error = %e, %user, "console authentication failed");
-            ClientError::from(&e)
-        })?;
+    authenticate_client(
+        stream,
+        method,
+        proxy.users.get(&user),
+        &user,
+        &user,
+        binding(secured),
+    )
+    .await
+    .map_err(|e| {
+        tracing::info!(error = %e, %user, "console authentication failed");
+        ClientError::from(&e)
+    })?;
     let mut out = BytesMut::new();
     messages::auth_ok(&mut out);
     for (k, v) in crate::admin::greeting(proxy, params) {
@@ -214,10 +221,49 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
         out.clear();
     }
     let wire_user = params.get("user").unwrap_or_default();
+    let method = crate::auth::choose(
+        &proxy.auth_rules,
+        proxy.config.auth.method,
+        &crate::auth::LoginFacts {
+            addr: secured
+                .peer
+                .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| p.ip()),
+            tls: secured.tls,
+            user: &resolution.user,
+            tenant: &resolution.tenant.key,
+        },
+    )
+    .map_err(|reason| {
+        tracing::info!(%reason, "refused connection");
+        ClientError::new(crate::protocol::sqlstate::INVALID_AUTHORIZATION, reason)
+    })?;
+    let looked_up;
+    let cred = match (proxy.users.get(&resolution.user), &proxy.auth_query) {
+        (Some(c), _) => Some(c),
+        (None, Some(q)) if method != crate::config::AuthMethod::Trust => {
+            let t = &resolution.tenant.target;
+            let server = crate::auth::LookupServer {
+                host: t.host.to_string(),
+                port: t.port,
+                database: t.database.clone(),
+                tls: t.tls.clone(),
+            };
+            looked_up = q.lookup(&server, &resolution.user).await.map_err(|e| {
+                tracing::warn!(error = %e, server = %t.server, "auth_query failed");
+                ClientError::new(
+                    crate::protocol::sqlstate::CONNECTION_FAILURE,
+                    "pgtenant could not look up the user on the tenant's server",
+                )
+                .hint("see pgtenant's log ([auth] auth_query)")
+            })?;
+            looked_up.as_ref()
+        }
+        (None, _) => None,
+    };
     authenticate_client(
         stream,
-        proxy.config.auth.method,
-        &proxy.users,
+        method,
+        cred,
         &resolution.user,
         wire_user,
         binding(secured),

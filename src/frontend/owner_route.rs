@@ -412,7 +412,7 @@ async fn login(
     authenticate_client(
         stream,
         AuthMethod::ScramSha256,
-        &route.users,
+        route.users.get(&user),
         &user,
         &user,
         None,

@@ -61,8 +61,11 @@ pub async fn open(tcp: TcpStream, proxy: &Proxy, deadline: Instant) -> Opened {
             Err(r) => Opened::Refused(Some(stream), r),
         };
     }
+    let mut secured = Secured {
+        peer: tcp.peer_addr().ok(),
+        ..Secured::default()
+    };
     let mut stream = Stream::from(tcp);
-    let mut secured = Secured::default();
     for _ in 0..3 {
         let packet = match timeout_at(deadline, read_first_packet(&mut stream)).await {
             Ok(Ok(p)) => p,

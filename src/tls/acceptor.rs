@@ -53,6 +53,8 @@ pub struct Secured {
     /// Channel-binding data when the connection is TLS.
     pub end_point: Option<Arc<[u8]>>,
     pub tls: bool,
+    /// Where the client connects from (for `[[auth.rules]]`).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// The `[tls]` section in force.
@@ -125,6 +127,7 @@ pub async fn accept(
         sni_tenant: None,
         end_point: acceptor.end_point.clone(),
         tls: true,
+        peer: tls.get_ref().0.peer_addr().ok(),
     };
     Ok((
         Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))),
