@@ -595,4 +595,6 @@ pub async fn flush<W: AsyncWrite + Unpin>(w: &mut W, down: &mut Downstream) -> i
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-fn link() -> LinkState {
+pub(super) fn link() -> LinkState {
     let startup: Settings = [("application_name".to_owned(), "pgtenant/x".to_owned())]
         .into_iter()
         .collect();
@@ -30,7 +30,7 @@ fn link() -> LinkState {
     }
 }
 
-fn client(startup: Overrides) -> Client {
+pub(super) fn client(startup: Overrides) -> Client {
     let params: Settings = [("application_name".to_owned(), "pgtenant/x".to_owned())]
         .into_iter()
         .collect();
