@@ -1,6 +1,7 @@
 //! A hostile or broken PostgreSQL server (a fake one written here) must not
 //! crash or hang pgtenant: an ErrorResponse without SQLSTATE, a message with
-//! a bad length, a SCRAM challenge asking for 2^31 rounds, a server that
+//! a bad length, a SCRAM challenge asking for 2^31 rounds or carrying an
+//! over-long nonce, a server that stops in the middle of a message, one that
 //! never answers. Each of its tenants' clients gets a clear error (08006)
 //! quickly; a tenant on a real server is served meanwhile; nothing panics.
 
@@ -17,15 +18,24 @@ enum Hostile {
     NoSqlstate,
     BadLength,
     EndlessScram,
+    LongNonce,
+    MidMessage,
     Silent,
 }
 
+/// Reads the startup packet, refusing TLS first if asked (pgtenant's
+/// default sslmode, prefer, asks).
 async fn read_startup(s: &mut TcpStream) -> Option<()> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).await.ok()?;
-    let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
-    s.read_exact(&mut body).await.ok()?;
-    Some(())
+    loop {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.ok()?;
+        let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+        s.read_exact(&mut body).await.ok()?;
+        if body != [0x04, 0xd2, 0x16, 0x2f] {
+            return Some(());
+        }
+        s.write_all(b"N").await.ok()?;
+    }
 }
 
 fn message(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -46,7 +56,10 @@ async fn behave(mut s: TcpStream, how: Hostile) {
         Hostile::BadLength => {
             let _ = s.write_all(&[b'R', 0, 0, 0, 2]).await;
         }
-        Hostile::EndlessScram => {
+        Hostile::MidMessage => {
+            let _ = s.write_all(&[b'R', 0, 0, 0, 100, 0, 0]).await;
+        }
+        Hostile::EndlessScram | Hostile::LongNonce => {
             let mut sasl = 10i32.to_be_bytes().to_vec();
             sasl.extend_from_slice(b"SCRAM-SHA-256\0\0");
             let _ = s.write_all(&message(b'R', &sasl)).await;
@@ -63,7 +76,12 @@ async fn behave(mut s: TcpStream, how: Hostile) {
             let text = String::from_utf8_lossy(&body).into_owned();
             let nonce = text.split("r=").nth(1).unwrap_or_default().to_owned();
             let mut cont = 11i32.to_be_bytes().to_vec();
-            cont.extend_from_slice(format!("r={nonce}srv,s=c2FsdA==,i=2147483647").as_bytes());
+            let challenge = if matches!(how, Hostile::LongNonce) {
+                format!("r={nonce}{},s=c2FsdA==,i=4096", "n".repeat(900_000))
+            } else {
+                format!("r={nonce}srv,s=c2FsdA==,i=2147483647")
+            };
+            cont.extend_from_slice(challenge.as_bytes());
             let _ = s.write_all(&message(b'R', &cont)).await;
         }
         Hostile::Silent => {}
@@ -97,6 +115,8 @@ async fn hostile_servers_get_clear_errors_and_others_are_served() {
         ("nosqlstate", Hostile::NoSqlstate),
         ("badlength", Hostile::BadLength),
         ("endless", Hostile::EndlessScram),
+        ("longnonce", Hostile::LongNonce),
+        ("midmessage", Hostile::MidMessage),
         ("silent", Hostile::Silent),
     ];
     let mut config = String::from(
@@ -138,6 +158,28 @@ server = "main"
             .await
             .expect("acme is served meanwhile");
         assert_eq!(scalar(&acme, "SELECT name FROM customers").await, "Acme");
+    }
+    // What pgtenant's log says for each (the client is told only 08006).
+    let cfg =
+        pgtenant::config::parse_str(&config.replace("{PG_PORT}", &pg_port().to_string()), "test")
+            .expect("config");
+    let tenants = pgtenant::tenant::Tenant::all_from_config(&cfg);
+    let reasons = [
+        "server nosqlstate refused login: broken (SQLSTATE XX000)",
+        "server badlength: invalid length 2 for message type 'R'",
+        "server endless: server asks for 2147483647 SCRAM iterations (more than 1000000): refused",
+        // The proof for the long nonce was sent; the server then said nothing.
+        "timed out connecting to server longnonce",
+        "timed out connecting to server midmessage",
+        "timed out connecting to server silent",
+    ];
+    for ((key, _), reason) in cases.iter().zip(reasons) {
+        let t = tenants.iter().find(|t| t.key == *key).expect("tenant");
+        let e = pgtenant::backend::ServerConn::connect(&t.target, "t", Duration::from_secs(1), 10)
+            .await
+            .map(|_| ())
+            .expect_err("refused");
+        assert_eq!(e.to_string(), reason);
     }
     assert_eq!(PANICS.load(Ordering::Relaxed), 0, "pgtenant panicked");
     proxy.shutdown().await;
