@@ -59,6 +59,8 @@ pub struct Proxy {
     pub auth_rules: Vec<crate::auth::AuthRule>,
     /// `[auth] auth_query` and its cache.
     pub auth_query: Option<crate::auth::AuthQuery>,
+    /// Per-tenant users from the catalog.
+    pub tenant_users: crate::auth::TenantUsers,
 }
 
 impl Proxy {
@@ -104,6 +106,7 @@ impl Proxy {
                 .filter_map(crate::auth::AuthRule::from_config)
                 .collect(),
             auth_query: crate::auth::AuthQuery::from_config(&config),
+            tenant_users: Default::default(),
             logins: crate::frontend::LoginGate::new(
                 config.proxy.max_logins,
                 config.proxy.max_logins_per_address,
@@ -239,6 +242,9 @@ async fn load_catalog_once(
 ) -> Result<(), crate::catalog::CatalogError> {
     let client = cat.open().await?;
     let rows = crate::catalog::load(&client).await?;
+    proxy
+        .tenant_users
+        .replace(crate::catalog::load_users(&client).await?);
     proxy
         .tenants
         .replace(crate::catalog::watcher::merge(&proxy.config, &rows));

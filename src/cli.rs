@@ -113,6 +113,27 @@ pub enum TenantCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Users who may log in to this tenant only (`NAME.KEY`), kept in the
+    /// catalog as SCRAM verifiers.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user or change its password. The password is read from the
+    /// first line of stdin, or from the environment variable --password-env
+    /// names; only its SCRAM verifier is stored.
+    Add {
+        key: String,
+        name: String,
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// Remove a user.
+    Remove { key: String, name: String },
+    /// List a tenant's users.
+    List { key: String },
 }
 
 /// Logs go to stderr (stdout is for what a command prints). Notices and
@@ -235,6 +256,44 @@ pub fn run() -> ExitCode {
     }
 }
 
+async fn user_command(
+    cfg: &crate::config::Config,
+    cmd: UserCommand,
+) -> Result<(), crate::provision::ProvisionError> {
+    use crate::provision::{self as p, ProvisionError};
+    match cmd {
+        UserCommand::Add {
+            key,
+            name,
+            password_env,
+        } => {
+            let password = match password_env {
+                Some(var) => std::env::var(&var)
+                    .map_err(|_| ProvisionError::Password(format!("{var} is not set")))?,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| ProvisionError::Password(e.to_string()))?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            p::set_tenant_user(cfg, &key, &name, &password).await?;
+            println!(
+                "user {name} may log in to tenant {key} (as {name}{}{key})",
+                cfg.proxy.username_separator
+            );
+        }
+        UserCommand::Remove { key, name } => p::remove_tenant_user(cfg, &key, &name).await?,
+        UserCommand::List { key } => {
+            for name in p::tenant_users(cfg, &key).await? {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn tenant_command(
     cfg: &crate::config::Config,
     cmd: TenantCommand,
@@ -293,6 +352,7 @@ async fn tenant_command(
         TenantCommand::Activate { key } => p::set_status(cfg, &key, TenantStatus::Active).await?,
         TenantCommand::Cancel { key } => p::set_status(cfg, &key, TenantStatus::Cancelled).await?,
         TenantCommand::Drop { key, yes } => p::drop_tenant(cfg, &key, yes).await?,
+        TenantCommand::User(cmd) => user_command(cfg, cmd).await?,
     }
     Ok(())
 }

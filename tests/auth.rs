@@ -246,3 +246,100 @@ async fn rules_choose_the_method_first_match_wins() {
     );
     proxy.shutdown().await;
 }
+
+/// Runs `pgtenant --config FILE ARGS...` with `stdin`; (success, output).
+async fn cli(config: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgtenant"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pgtenant");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let out = child.wait_with_output().await.expect("wait");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn catalog_users_log_in_to_their_tenant_only() {
+    let text = catalog_config_text("au_cat_app", "au_cat_platform", "").replace(
+        "method = \"trust\"\nusers = [{ name = \"app\" }]",
+        "method = \"scram-sha-256\"\nusers = [{ name = \"app\", password = \"s3cret\" }]",
+    );
+    let cfg = catalog_config(&text);
+    provision_tenant(&cfg, "cu1", pgtenant::config::TenantMode::Schema, "default").await;
+    provision_tenant(&cfg, "cu2", pgtenant::config::TenantMode::Schema, "default").await;
+    let path = std::env::temp_dir().join(format!("pgtenant-au-cat-{}.toml", std::process::id()));
+    std::fs::write(&path, text.replace("{PG_PORT}", &pg_port().to_string())).expect("config");
+    let proxy = start_proxy(&text).await;
+
+    let (ok, out) = cli(
+        &path,
+        &["tenant", "user", "add", "cu1", "alice"],
+        "alice pw\n",
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(out, "user alice may log in to tenant cu1 (as alice.cu1)\n");
+    let (ok, out) = cli(&path, &["tenant", "user", "add", "nope", "alice"], "pw\n").await;
+    assert_eq!(
+        (ok, out.as_str()),
+        (false, "pgtenant: no tenant \"nope\" in the catalog\n")
+    );
+    // Only a SCRAM verifier is stored.
+    let stored = column(
+        &direct("au_cat_platform").await,
+        "SELECT tenant || ' ' || name || ' ' || (verifier LIKE 'SCRAM-SHA-256$4096:%')::text
+              || ' ' || (strpos(verifier, 'alice pw') = 0)::text FROM pgtenant.tenant_users",
+    )
+    .await;
+    assert_eq!(stored, vec!["cu1 alice true true"]);
+
+    let served = wait_until(std::time::Duration::from_secs(2), || async {
+        login(&proxy, "alice.cu1", "alice pw").await.1.is_ok()
+    })
+    .await;
+    assert!(served, "alice logs in to cu1 within the catalog's poll");
+    let refused = |user: &str| {
+        (
+            vec![10, 11],
+            Err((
+                "28P01".to_owned(),
+                format!("password authentication failed for user \"{user}\""),
+            )),
+        )
+    };
+    assert_eq!(
+        login(&proxy, "alice.cu2", "alice pw").await,
+        refused("alice")
+    );
+    assert_eq!(login(&proxy, "alice.cu1", "guess").await, refused("alice"));
+    let (ok, out) = cli(&path, &["tenant", "user", "list", "cu1"], "").await;
+    assert_eq!((ok, out.as_str()), (true, "alice\n"));
+
+    let (ok, out) = cli(&path, &["tenant", "user", "remove", "cu1", "alice"], "").await;
+    assert!(ok, "{out}");
+    let gone = wait_until(std::time::Duration::from_secs(2), || async {
+        login(&proxy, "alice.cu1", "alice pw").await == refused("alice")
+    })
+    .await;
+    assert!(gone, "a removed user is refused within the catalog's poll");
+    proxy.shutdown().await;
+}

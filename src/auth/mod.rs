@@ -12,4 +12,4 @@ pub use frontend::{authenticate_client, AuthError};
 pub use query::{AuthQuery, LookupServer};
 pub use rules::{choose, parse_address, AuthRule, LoginFacts};
 pub use scram::ScramVerifier;
-pub use users::{Credential, UserDb};
+pub use users::{Credential, TenantUsers, UserDb};

@@ -65,3 +65,46 @@ impl UserDb {
         self.users.get(name)
     }
 }
+
+/// Users of one tenant each, from the catalog (`pgtenant tenant user add`):
+/// replaced whole when the catalog's rows change.
+#[derive(Debug, Default)]
+pub struct TenantUsers {
+    rows: std::sync::Mutex<Vec<(String, String, String)>>,
+    users: std::sync::RwLock<std::sync::Arc<HashMap<(String, String), Credential>>>,
+}
+
+impl TenantUsers {
+    /// Installs `rows` (tenant, name, SCRAM verifier) if they differ from
+    /// the last ones; a verifier that doesn't parse is skipped, with a warning.
+    pub fn replace(&self, rows: Vec<(String, String, String)>) {
+        let mut last = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == rows {
+            return;
+        }
+        let users = rows
+            .iter()
+            .filter_map(|(tenant, name, verifier)| {
+                let Some(scram) = ScramVerifier::parse(verifier) else {
+                    tracing::warn!(%tenant, user = %name, "catalog user skipped: not a SCRAM verifier");
+                    return None;
+                };
+                let cred = Credential {
+                    plain: None,
+                    scram: Some(scram),
+                };
+                Some(((tenant.clone(), name.clone()), cred))
+            })
+            .collect();
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(users);
+        *last = rows;
+    }
+
+    pub fn get(&self, tenant: &str, user: &str) -> Option<Credential> {
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(tenant.to_owned(), user.to_owned()))
+            .cloned()
+    }
+}

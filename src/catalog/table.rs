@@ -9,7 +9,8 @@ use tokio_postgres::Client;
 pub const CHANNEL: &str = "pgtenant_catalog";
 
 /// Catalog DDL, in order; `pgtenant.catalog_version` records what ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE pgtenant.tenants (
     key             text PRIMARY KEY CHECK (key ~ '^[a-z0-9_-]{1,63}$'),
     id              uuid NOT NULL UNIQUE DEFAULT gen_random_uuid(),
@@ -34,7 +35,25 @@ BEGIN
 END $$;
 CREATE TRIGGER tenants_changed AFTER INSERT OR UPDATE OR DELETE ON pgtenant.tenants
     FOR EACH ROW EXECUTE FUNCTION pgtenant.tenants_changed();
-"#];
+"#,
+    r#"
+CREATE TABLE pgtenant.tenant_users (
+    tenant     text NOT NULL REFERENCES pgtenant.tenants(key) ON DELETE CASCADE,
+    name       text NOT NULL CHECK (name <> ''),
+    verifier   text NOT NULL CHECK (verifier LIKE 'SCRAM-SHA-256$%'),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, name)
+);
+REVOKE ALL ON pgtenant.tenant_users FROM PUBLIC;
+CREATE FUNCTION pgtenant.tenant_users_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('pgtenant_catalog', coalesce(NEW.tenant, OLD.tenant));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tenant_users_changed AFTER INSERT OR UPDATE OR DELETE ON pgtenant.tenant_users
+    FOR EACH ROW EXECUTE FUNCTION pgtenant.tenant_users_changed();
+"#,
+];
 
 #[derive(Debug, Error)]
 pub enum CatalogError {

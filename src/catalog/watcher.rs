@@ -53,6 +53,9 @@ async fn reload(
     last: &mut Option<Vec<TenantConfig>>,
 ) -> Result<(), CatalogError> {
     let rows = catalog::load(client).await?;
+    proxy
+        .tenant_users
+        .replace(catalog::load_users(client).await?);
     if last.as_ref() != Some(&rows) {
         let mut tenants = merge(&proxy.live_config(), &rows);
         crate::sidecar::hold_reactivated(proxy, &mut tenants);

@@ -237,9 +237,15 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::info!(%reason, "refused connection");
         ClientError::new(crate::protocol::sqlstate::INVALID_AUTHORIZATION, reason)
     })?;
+    // Where the password comes from: [auth] users, the tenant's own users
+    // in the catalog, then auth_query on the tenant's server.
     let looked_up;
+    let tenant_user = proxy
+        .tenant_users
+        .get(&resolution.tenant.key, &resolution.user);
     let cred = match (proxy.users.get(&resolution.user), &proxy.auth_query) {
         (Some(c), _) => Some(c),
+        (None, _) if tenant_user.is_some() => tenant_user.as_ref(),
         (None, Some(q)) if method != crate::config::AuthMethod::Trust => {
             let t = &resolution.tenant.target;
             let server = crate::auth::LookupServer {

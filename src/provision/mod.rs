@@ -39,6 +39,10 @@ pub enum ProvisionError {
     EachCommand { key: String, message: String },
     #[error("refusing to drop tenant {0:?} without --yes")]
     NotConfirmed(String),
+    #[error("password: {0}")]
+    Password(String),
+    #[error("tenant {tenant:?} has no user {name:?}")]
+    NoUser { tenant: String, name: String },
 }
 
 fn sql_error(e: &tokio_postgres::Error) -> String {
@@ -344,6 +348,55 @@ pub(crate) async fn migrate_target(
             message: "another runner is migrating this target".into(),
         }),
     }
+}
+
+/// Sets a tenant user's password (`tenant user add`): stored as a SCRAM
+/// verifier, computed here.
+pub async fn set_tenant_user(
+    cfg: &Config,
+    key: &str,
+    name: &str,
+    password: &str,
+) -> Result<(), ProvisionError> {
+    if name.is_empty() || name.contains(cfg.proxy.username_separator.as_str()) {
+        return Err(ProvisionError::Password(format!(
+            "user name {name:?} must be non-empty and without {:?}",
+            cfg.proxy.username_separator
+        )));
+    }
+    if password.is_empty() {
+        return Err(ProvisionError::Password("empty".into()));
+    }
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    let cat = catalog::Catalog::from_config(cfg)?.open().await?;
+    if catalog::set_user(&cat, key, name, &verifier).await? {
+        Ok(())
+    } else {
+        Err(ProvisionError::Missing(key.to_owned()))
+    }
+}
+
+pub async fn remove_tenant_user(cfg: &Config, key: &str, name: &str) -> Result<(), ProvisionError> {
+    let cat = catalog::Catalog::from_config(cfg)?.open().await?;
+    if catalog::remove_user(&cat, key, name).await? {
+        Ok(())
+    } else {
+        Err(ProvisionError::NoUser {
+            tenant: key.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// A tenant's user names.
+pub async fn tenant_users(cfg: &Config, key: &str) -> Result<Vec<String>, ProvisionError> {
+    let cat = catalog::Catalog::from_config(cfg)?.open().await?;
+    Ok(catalog::load_users(&cat)
+        .await?
+        .into_iter()
+        .filter(|(t, _, _)| t == key)
+        .map(|(_, name, _)| name)
+        .collect())
 }
 
 /// Catalog rows, for `tenant list`.
