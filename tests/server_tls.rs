@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::tls::{test_ca, TestCa};
+use common::tls::{test_ca, TestCa, CLIENT_CN};
 use common::*;
 use std::time::Duration;
 
@@ -31,7 +31,11 @@ async fn tls_only_server(ca: &TestCa) {
     let c = cluster();
     let data = c.data_dir();
     let owner = std::fs::metadata(&data).expect("data dir");
-    for (from, to) in [(&ca.cert, "server.crt"), (&ca.key, "server.key")] {
+    for (from, to) in [
+        (&ca.cert, "server.crt"),
+        (&ca.key, "server.key"),
+        (&ca.ca, "root.crt"),
+    ] {
         let dest = data.join(to);
         std::fs::copy(from, &dest).expect("copy into the data directory");
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -47,7 +51,11 @@ async fn tls_only_server(ca: &TestCa) {
              SET password_encryption = 'scram-sha-256';
              ALTER ROLE {ROLE} PASSWORD '{PASSWORD}';
              GRANT USAGE ON SCHEMA t_acme TO {ROLE};
-             GRANT SELECT ON t_acme.customers TO {ROLE};"
+             GRANT SELECT ON t_acme.customers TO {ROLE};
+             DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{CLIENT_CN}') THEN
+                 CREATE ROLE {CLIENT_CN} LOGIN; END IF; END$$;
+             GRANT USAGE ON SCHEMA t_acme TO {CLIENT_CN};
+             GRANT SELECT ON t_acme.customers TO {CLIENT_CN};"
         ),
     )
     .await;
@@ -56,11 +64,14 @@ async fn tls_only_server(ca: &TestCa) {
         "ALTER SYSTEM SET ssl = on",
         "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
         "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+        // Client certificates signed by the test CA are accepted.
+        "ALTER SYSTEM SET ssl_ca_file = 'root.crt'",
     ] {
         admin_sql("postgres", sql).await;
     }
     c.set_hba(&format!(
-        "hostssl all {ROLE} 127.0.0.1/32 scram-sha-256\nhostnossl all {ROLE} 127.0.0.1/32 reject"
+        "hostssl all {ROLE} 127.0.0.1/32 scram-sha-256\nhostnossl all {ROLE} 127.0.0.1/32 reject\n\
+         hostssl all {CLIENT_CN} 127.0.0.1/32 cert\nhostnossl all {CLIENT_CN} 127.0.0.1/32 reject"
     ))
     .expect("pg_hba.conf");
     let admin = direct("postgres").await;
@@ -188,4 +199,69 @@ async fn a_wrong_ca_or_plaintext_fails_with_the_reason() {
         )
     );
     proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_certificate_logs_in_where_the_server_asks_for_one() {
+    let ca = server_ca().await;
+    let text = format!(
+        r#"
+[auth]
+method = "trust"
+users = [{{ name = "app" }}]
+
+[servers.main]
+host = "127.0.0.1"
+port = {{PG_PORT}}
+database = "st_app"
+user = "{CLIENT_CN}"
+sslmode = "verify-full"
+ca_file = "{ca}"
+client_cert_file = "{cert}"
+client_key_file = "{key}"
+
+[[tenants]]
+key = "acme"
+mode = "schema"
+server = "main"
+schema = "t_acme"
+"#,
+        ca = ca.ca.display(),
+        cert = ca.client_cert.display(),
+        key = ca.client_key.display(),
+    );
+    let proxy = start_proxy(&text).await;
+    let c = connect(&proxy, "user=app.acme dbname=st_app")
+        .await
+        .expect("client");
+    assert_eq!(
+        scalar(
+            &c,
+            "SELECT current_user || ' ' || client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        )
+        .await,
+        format!("{CLIENT_CN} /CN={CLIENT_CN}")
+    );
+    proxy.shutdown().await;
+    // Without the certificate, the server says why.
+    let cfg = pgtenant::config::parse_str(
+        &text
+            .replace("{PG_PORT}", &pg_port().to_string())
+            .replace("client_cert_file", "# client_cert_file")
+            .replace("client_key_file", "# client_key_file"),
+        "test",
+    )
+    .expect("config");
+    let t = pgtenant::tenant::Tenant::all_from_config(&cfg)
+        .into_iter()
+        .next()
+        .expect("tenant");
+    let e = pgtenant::backend::ServerConn::connect(&t.target, "t", Duration::from_secs(5), 10)
+        .await
+        .map(|_| ())
+        .expect_err("no certificate");
+    assert_eq!(
+        e.to_string(),
+        "server main refused login: connection requires a valid client certificate (SQLSTATE 28000)"
+    );
 }

@@ -256,6 +256,8 @@ async fn certificates_reload_with_the_config_and_a_bad_one_keeps_the_old() {
         ca: first.ca.clone(),
         cert: dir.join("live.crt"),
         key: dir.join("live.key"),
+        client_cert: first.client_cert.clone(),
+        client_key: first.client_key.clone(),
     };
     let install = |from: &TestCa| {
         std::fs::copy(&from.cert, &live.cert).expect("cert");

@@ -1,6 +1,7 @@
-//! A throw-away certificate authority for TLS tests (rcgen): a CA, and a
-//! server certificate it signed for `localhost`, `*.db.test` and 127.0.0.1,
-//! as PEM files in a folder of the test's own; and clients that trust it.
+//! A throw-away certificate authority for TLS tests (rcgen): a CA, a server
+//! certificate it signed for `localhost`, `*.db.test` and 127.0.0.1, and a
+//! client certificate for user `tls_client`, as PEM files in a folder of the
+//! test's own; and clients that trust it.
 
 use std::path::{Path, PathBuf};
 use tokio_postgres::Client;
@@ -10,7 +11,12 @@ pub struct TestCa {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// A client certificate with common name [`CLIENT_CN`].
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
+
+pub const CLIENT_CN: &str = "tls_client";
 
 /// Generates a CA and a server certificate under `temp/pgtenant-tls-NAME-PID`.
 pub fn test_ca(name: &str) -> TestCa {
@@ -35,14 +41,26 @@ pub fn test_ca(name: &str) -> TestCa {
     let cert = params
         .signed_by(&key, &ca_cert, &ca_key)
         .expect("server certificate");
+    let client_key = KeyPair::generate().expect("client key");
+    let mut client = CertificateParams::new(Vec::<String>::new()).expect("client params");
+    client
+        .distinguished_name
+        .push(DnType::CommonName, CLIENT_CN);
+    let client_cert = client
+        .signed_by(&client_key, &ca_cert, &ca_key)
+        .expect("client certificate");
     let out = TestCa {
         ca: dir.join("ca.pem"),
         cert: dir.join("server.crt"),
         key: dir.join("server.key"),
+        client_cert: dir.join("client.crt"),
+        client_key: dir.join("client.key"),
     };
     std::fs::write(&out.ca, ca_cert.pem()).expect("write CA");
     std::fs::write(&out.cert, cert.pem()).expect("write cert");
     std::fs::write(&out.key, key.serialize_pem()).expect("write key");
+    std::fs::write(&out.client_cert, client_cert.pem()).expect("write client cert");
+    std::fs::write(&out.client_key, client_key.serialize_pem()).expect("write client key");
     out
 }
 
