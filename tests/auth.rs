@@ -247,34 +247,10 @@ async fn rules_choose_the_method_first_match_wins() {
     proxy.shutdown().await;
 }
 
-/// Runs `pgtenant --config FILE ARGS...` with `stdin`; (success, output).
+/// `pgtenant ARGS...` with `stdin`; (success, stdout and stderr).
 async fn cli(config: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgtenant"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run pgtenant");
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.as_bytes())
-        .await
-        .expect("write stdin");
-    drop(input);
-    let out = child.wait_with_output().await.expect("wait");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (ok, out, err) = pgtenant_cli(config, args, stdin).await;
+    (ok, format!("{out}{err}"))
 }
 
 #[tokio::test]

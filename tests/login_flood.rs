@@ -7,8 +7,7 @@
 
 mod common;
 
-use bytes::{BufMut, BytesMut};
-use common::raw::{error_fields, read_msg};
+use common::raw::{error_fields, message, read_msg, startup_packet};
 use common::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -43,27 +42,16 @@ async fn tcp_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     s.connect(to).await.expect("connect")
 }
 
-fn startup(user: &str) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    b.put_i32(0);
-    b.put_i32(196_608);
-    for (k, v) in [("user", user), ("database", "lf_app")] {
-        b.put_slice(k.as_bytes());
-        b.put_u8(0);
-        b.put_slice(v.as_bytes());
-        b.put_u8(0);
-    }
-    b.put_u8(0);
-    let len = b.len() as i32;
-    b[..4].copy_from_slice(&len.to_be_bytes());
-    b.to_vec()
-}
-
 /// Starts SCRAM and stops after the server's challenge; None if the
 /// connection was refused at once (its SQLSTATE then).
 async fn stuck_in_scram(to: SocketAddr) -> Result<TcpStream, String> {
     let mut s = tcp_from([127, 0, 0, 1], to).await;
-    s.write_all(&startup("app.acme")).await.expect("startup");
+    s.write_all(&startup_packet(&[
+        ("user", "app.acme"),
+        ("database", "lf_app"),
+    ]))
+    .await
+    .expect("startup");
     let (tag, body) = read_msg(&mut s).await.expect("first reply");
     if tag == b'E' {
         return Err(error_fields(&body).0);
@@ -73,10 +61,9 @@ async fn stuck_in_scram(to: SocketAddr) -> Result<TcpStream, String> {
     let mut p = b"SCRAM-SHA-256\0".to_vec();
     p.extend_from_slice(&(first.len() as i32).to_be_bytes());
     p.extend_from_slice(first);
-    let mut msg = vec![b'p'];
-    msg.extend_from_slice(&((p.len() + 4) as u32).to_be_bytes());
-    msg.extend_from_slice(&p);
-    s.write_all(&msg).await.expect("SASLInitialResponse");
+    s.write_all(&message(b'p', &p))
+        .await
+        .expect("SASLInitialResponse");
     let (tag, body) = read_msg(&mut s).await.expect("challenge");
     assert_eq!((tag, &body[..4]), (b'R', &11i32.to_be_bytes()[..]));
     Ok(s)

@@ -8,21 +8,9 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
-/// Runs `pgtenant --config FILE ARGS...`; (success, stdout, stderr).
+/// `pgtenant ARGS...`; (success, stdout, stderr).
 async fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgtenant"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run pgtenant");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    pgtenant_cli(config, args, "").await
 }
 
 /// The shipped migrations copied into a folder of the test's own.

@@ -291,3 +291,33 @@ async fn certificates_reload_with_the_config_and_a_bad_one_keeps_the_old() {
     login(&second.ca).await.expect("old certificate kept");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_cross_tls_whole_to_a_slow_reader() {
+    fixture().await;
+    let ca = test_ca("large");
+    let proxy = start_proxy(&config(&ca, "require")).await;
+    let c = connect_tls(&at(&proxy, "localhost", "app.acme"), &ca.ca)
+        .await
+        .expect("client");
+    // Far more than the socket buffers hold, read only after a pause: TLS
+    // writes block and must be flushed, or the last records stay behind.
+    for round in 0..3 {
+        let rows = c
+            .query_raw(
+                "SELECT repeat('x', 1000) FROM generate_series(1, 20000)",
+                std::iter::empty::<i32>(),
+            )
+            .await
+            .expect("query");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        use futures_util::TryStreamExt;
+        let got: Vec<tokio_postgres::Row> =
+            tokio::time::timeout(std::time::Duration::from_secs(20), rows.try_collect())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the result never finished"))
+                .expect("rows");
+        assert_eq!(got.len(), 20000, "round {round}");
+    }
+    proxy.shutdown().await;
+}

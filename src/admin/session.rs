@@ -133,6 +133,7 @@ pub async fn serve_console(mut stream: crate::tls::Stream, proxy: Arc<Proxy>, us
             _ = crate::app::wait_shutdown(&mut shutdown) => {
                 messages::error_response(&mut out, Severity::Fatal, sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down", None);
                 let _ = stream.write_all(&out).await;
+                let _ = stream.flush().await;
                 return;
             }
         };
@@ -251,13 +252,14 @@ pub async fn serve_console(mut stream: crate::tls::Stream, proxy: Arc<Proxy>, us
                     None,
                 );
                 let _ = stream.write_all(&out).await;
+                let _ = stream.flush().await;
                 return;
             }
         }
         // Replies go out when the client waits for them: at ReadyForQuery,
         // or a Flush, as a server does.
         if matches!(tag, b'Q' | b'S' | b'H') && !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+            if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
                 return;
             }
             out.clear();

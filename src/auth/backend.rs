@@ -126,6 +126,7 @@ pub async fn answer_auth_request<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     stream.write_all(&out).await?;
+    stream.flush().await?;
     Ok(false)
 }
 

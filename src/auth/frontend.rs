@@ -75,6 +75,7 @@ pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
             let salt: [u8; 4] = rand::random();
             messages::auth_request(&mut out, 5, &salt);
             stream.write_all(&out).await?;
+            stream.flush().await?;
             let body = expect_password_message(stream, &mut inbuf).await?;
             let mut b = &body[..];
             let got = take_cstr(&mut b).unwrap_or_default();
@@ -108,6 +109,7 @@ pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
             };
             messages::auth_request(&mut out, 10, mechanisms);
             stream.write_all(&out).await?;
+            stream.flush().await?;
             let body = expect_password_message(stream, &mut inbuf).await?;
             let mut b = &body[..];
             let mech = take_cstr(&mut b).unwrap_or_default();
@@ -130,6 +132,7 @@ pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
             out.clear();
             messages::auth_request(&mut out, 11, server_first.as_bytes());
             stream.write_all(&out).await?;
+            stream.flush().await?;
             let body = expect_password_message(stream, &mut inbuf).await?;
             let fin = std::str::from_utf8(&body)
                 .map_err(|_| AuthError::Protocol("SCRAM message is not UTF-8".into()))?;
@@ -140,6 +143,7 @@ pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
             out.clear();
             messages::auth_request(&mut out, 12, server_final.as_bytes());
             stream.write_all(&out).await?;
+            stream.flush().await?;
             Ok(())
         }
     }

@@ -183,6 +183,7 @@ impl ServerConn {
                 .write_all(&startup_message(target, application_name))
                 .await
                 .map_err(io_err)?;
+            stream.flush().await.map_err(io_err)?;
             let mut buf = BytesMut::with_capacity(1024);
             let mut scram = None;
             let mut params = Vec::new();
@@ -284,6 +285,7 @@ impl ServerConn {
     /// Syncs) and waits for all their replies; fails if any failed.
     pub async fn run_pipelined(&mut self, out: &[u8], requests: usize) -> Result<(), ExecError> {
         self.stream.write_all(out).await?;
+        self.stream.flush().await?;
         let mut failed = None;
         // One buffer for all: a read may hold the next request's replies.
         let mut buf = BytesMut::new();
@@ -306,6 +308,7 @@ impl ServerConn {
         let mut out = BytesMut::new();
         messages::query(&mut out, sql);
         self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
         self.replies(&mut BytesMut::new(), rows).await
     }
 

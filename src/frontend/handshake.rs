@@ -190,6 +190,7 @@ async fn console_login<S: AsyncRead + AsyncWrite + Unpin>(
     messages::backend_key_data(&mut out, key.pid, key.secret);
     messages::ready_for_query(&mut out, b'I');
     stream.write_all(&out).await.map_err(|_| Refusal::Closed)?;
+    stream.flush().await.map_err(|_| Refusal::Closed)?;
     tracing::info!(%user, "admin console login");
     Ok(LoggedIn::Console { user })
 }
@@ -218,6 +219,7 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
     }
     if !out.is_empty() {
         stream.write_all(&out).await.map_err(|_| Refusal::Closed)?;
+        stream.flush().await.map_err(|_| Refusal::Closed)?;
         out.clear();
     }
     let wire_user = params.get("user").unwrap_or_default();
@@ -329,6 +331,7 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
     messages::backend_key_data(&mut out, key.pid, key.secret);
     messages::ready_for_query(&mut out, b'I');
     stream.write_all(&out).await.map_err(|_| Refusal::Closed)?;
+    stream.flush().await.map_err(|_| Refusal::Closed)?;
     tracing::debug!(tenant = %tenant.key, user = %resolution.user, by = ?resolution.by, "client logged in");
     Ok(Login {
         tenant,

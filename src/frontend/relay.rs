@@ -27,6 +27,11 @@ pub struct Upstream {
     scratch: BytesMut,
     /// Bytes read from the client since the session last flushed its stats.
     pub received: u64,
+    /// The server side is TLS: a write may leave bytes inside the TLS layer
+    /// until flushed (plain TCP never does, and skips the step).
+    pub flush_writes: bool,
+    /// Written but not yet flushed out of the TLS layer.
+    unflushed: bool,
 }
 
 impl Upstream {
@@ -39,7 +44,7 @@ impl Upstream {
 
     /// Nothing read and unforwarded, and no message half-way through.
     pub fn drained(&self) -> bool {
-        self.scanned == 0 && self.out.is_empty() && self.scanner.at_boundary()
+        self.scanned == 0 && self.out.is_empty() && self.scanner.at_boundary() && !self.unflushed
     }
 
     fn output(&self) -> &[u8] {
@@ -57,6 +62,7 @@ impl Upstream {
         } else {
             self.out.advance(n);
         }
+        self.unflushed = self.flush_writes;
     }
 
     /// Moves forwardable bytes into `out` (keeps order once `out` is in use).
@@ -77,6 +83,9 @@ pub struct Downstream {
     pub scanner: FrameScanner,
     /// Bytes written to the client since the session last flushed its stats.
     pub sent: u64,
+    /// The client is on TLS (see `Upstream::flush_writes`).
+    pub flush_writes: bool,
+    unflushed: bool,
 }
 
 impl Downstream {
@@ -96,6 +105,7 @@ impl Downstream {
         self.buf.advance(n);
         self.scanned -= n;
         self.sent += n as u64;
+        self.unflushed = self.flush_writes;
     }
 }
 
@@ -418,6 +428,7 @@ pub enum RelayEnd {
 enum Step {
     Read(io::Result<usize>),
     Wrote(io::Result<usize>),
+    Flushed(io::Result<()>),
 }
 
 /// Pumps both directions until something needs the session's attention.
@@ -455,31 +466,42 @@ where
         Err(e) => return RelayEnd::ClientProtocol(e),
     };
     loop {
-        if terminating && up.output().is_empty() {
+        if terminating && up.output().is_empty() && !up.unflushed {
             return RelayEnd::Terminate;
         }
         let up_has_output = !up.output().is_empty();
+        let up_unflushed = up.unflushed;
+        let down_unflushed = down.unflushed;
         // Between transactions with nothing in flight: notifications go
         // out, and a shutdown lets the client go (session mode, pinned).
-        let between =
-            cx.t.idle() && down.buf.is_empty() && down.scanner.at_boundary() && !up_has_output;
+        let between = cx.t.idle()
+            && down.buf.is_empty()
+            && down.scanner.at_boundary()
+            && !down_unflushed
+            && !up_has_output;
         let deliver = between && listen.waiting();
         let watch_shutdown = between && !terminating && shutdown.is_some();
+        // A TLS write flushes as a step of its own: cancel-safe in the
+        // select (a dropped flush loses nothing), and never taken on TCP.
         let up_step = async {
-            if up_has_output {
+            if up_unflushed {
+                Step::Flushed(server_w.flush().await)
+            } else if up_has_output {
                 Step::Wrote(server_w.write(up.output()).await)
             } else {
                 Step::Read(client_r.read_buf(&mut up.buf).await)
             }
         };
         let down_step = async {
-            if down.scanned > 0 {
+            if down_unflushed {
+                Step::Flushed(client_w.flush().await)
+            } else if down.scanned > 0 {
                 Step::Wrote(client_w.write(&down.buf[..down.scanned]).await)
             } else {
                 Step::Read(server_r.read_buf(&mut down.buf).await)
             }
         };
-        let up_enabled = up_has_output || !terminating;
+        let up_enabled = up_has_output || up_unflushed || !terminating;
         tokio::select! {
             biased;
             step = down_step => match step {
@@ -500,7 +522,8 @@ where
                 Step::Read(Err(e)) => return RelayEnd::ServerIo(e),
                 Step::Wrote(Ok(0)) => return RelayEnd::ClientClosed,
                 Step::Wrote(Ok(n)) => down.wrote(n),
-                Step::Wrote(Err(e)) => return RelayEnd::ClientIo(e),
+                Step::Wrote(Err(e)) | Step::Flushed(Err(e)) => return RelayEnd::ClientIo(e),
+                Step::Flushed(Ok(())) => down.unflushed = false,
             },
             step = up_step, if up_enabled => match step {
                 Step::Read(Ok(0)) => return RelayEnd::ClientClosed,
@@ -514,7 +537,8 @@ where
                 Step::Read(Err(e)) => return RelayEnd::ClientIo(e),
                 Step::Wrote(Ok(0)) => return RelayEnd::ServerClosed,
                 Step::Wrote(Ok(n)) => up.wrote(n),
-                Step::Wrote(Err(e)) => return RelayEnd::ServerIo(e),
+                Step::Wrote(Err(e)) | Step::Flushed(Err(e)) => return RelayEnd::ServerIo(e),
+                Step::Flushed(Ok(())) => up.unflushed = false,
             },
             _ = shutting_down(shutdown), if watch_shutdown => return RelayEnd::Shutdown,
             note = listen.next(), if deliver => match note {
@@ -584,12 +608,17 @@ fn before_ready_for_query(down: &mut Downstream, notes: &[crate::notify::Note]) 
     down.scanned += added;
 }
 
-/// Writes everything forwardable in `down` to `w` (used after a release).
+/// Writes everything forwardable in `down` to `w` and flushes it out of a
+/// TLS layer (used after a release).
 pub async fn flush<W: AsyncWrite + Unpin>(w: &mut W, down: &mut Downstream) -> io::Result<()> {
     if down.scanned > 0 {
         w.write_all(&down.buf[..down.scanned]).await?;
         let n = down.scanned;
         down.wrote(n);
+    }
+    if down.unflushed {
+        w.flush().await?;
+        down.unflushed = false;
     }
     Ok(())
 }

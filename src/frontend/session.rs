@@ -92,7 +92,7 @@ async fn send_error<W: AsyncWrite + Unpin>(w: &mut W, e: &ClientError, severity:
     if severity == Severity::Error {
         messages::ready_for_query(&mut out, b'I');
     }
-    w.write_all(&out).await.is_ok()
+    w.write_all(&out).await.is_ok() && w.flush().await.is_ok()
 }
 
 /// After a failed checkout: drops the client's request (a Query, or extended
@@ -139,12 +139,14 @@ where
                 e.hint.as_deref(),
             );
             w.write_all(&out).await?;
+            w.flush().await?;
             told = true;
         }
         if complete {
             let mut out = BytesMut::new();
             messages::ready_for_query(&mut out, b'I');
-            return w.write_all(&out).await;
+            w.write_all(&out).await?;
+            return w.flush().await;
         }
         if r.read_buf(&mut up.buf).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -206,6 +208,8 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
         client.t.query_timer = Some(pool.timings.query.clone());
     }
     let mut kills = pool.kills.subscribe();
+    // TLS holds written bytes until flushed; plain TCP never needs it.
+    client.down.flush_writes = stream.is_tls();
     let (mut cr, mut cw) = stream.split();
     let mut seen_generation = proxy.tenants.generation();
     let reset_timeout = proxy.pools.settings().server_connect_timeout;
@@ -224,7 +228,7 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
                             send_error(&mut cw, &listen_lost(), Severity::Fatal).await;
                             return give_back(held.take(), reset_timeout);
                         };
-                        if cw.write_all(&note).await.is_err() {
+                        if cw.write_all(&note).await.is_err() || cw.flush().await.is_err() {
                             return give_back(held.take(), reset_timeout);
                         }
                         continue;
@@ -306,6 +310,7 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
                 pid: conn.state.pid,
                 secret: conn.secret,
             }));
+            client.up.flush_writes = conn.stream.is_tls();
             let (mut sr, mut sw) = conn.stream.split();
             let end = relay(
                 (&mut cr, &mut cw),

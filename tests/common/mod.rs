@@ -301,6 +301,38 @@ pub async fn provision_tenant(
     spec.id.expect("catalog id")
 }
 
+/// Runs `pgtenant --config FILE ARGS...` (RUST_LOG=warn) with `stdin`;
+/// (success, stdout, stderr).
+pub async fn pgtenant_cli(
+    config: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgtenant"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pgtenant");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let out = child.wait_with_output().await.expect("wait for pgtenant");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub mod migrate_fx;
 pub mod raw;
 pub mod tls;

@@ -68,19 +68,7 @@ impl RawConn {
         let mut on_sasl = Some(on_sasl);
         let io = |e: std::io::Error| (String::new(), e.to_string());
         let mut s = TcpStream::connect(addr).await.map_err(io)?;
-        let mut b = BytesMut::new();
-        b.put_i32(0);
-        b.put_i32(196_608);
-        for (k, v) in params {
-            b.put_slice(k.as_bytes());
-            b.put_u8(0);
-            b.put_slice(v.as_bytes());
-            b.put_u8(0);
-        }
-        b.put_u8(0);
-        let len = b.len() as i32;
-        b[..4].copy_from_slice(&len.to_be_bytes());
-        s.write_all(&b).await.map_err(io)?;
+        s.write_all(&startup_packet(params)).await.map_err(io)?;
         let mut scram: Option<ScramSha256> = None;
         let mut reported = Vec::new();
         let mut key = (0, 0);
@@ -171,6 +159,23 @@ impl RawConn {
             }
         }
     }
+}
+
+/// A protocol 3.0 startup packet with these parameters.
+pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    b.put_i32(0);
+    b.put_i32(196_608);
+    for (k, v) in params {
+        b.put_slice(k.as_bytes());
+        b.put_u8(0);
+        b.put_slice(v.as_bytes());
+        b.put_u8(0);
+    }
+    b.put_u8(0);
+    let len = b.len() as i32;
+    b[..4].copy_from_slice(&len.to_be_bytes());
+    b.to_vec()
 }
 
 /// Frontend message builder for hand-written protocol tests.
