@@ -65,6 +65,9 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(config: Config) -> Self {
+        if let Some(secret) = crate::tenant::roles::role_secret(&config) {
+            crate::auth::seed_mock_secret(&secret);
+        }
         let tenants = TenantDirectory::new(Tenant::all_from_config(&config));
         let metrics = Arc::new(crate::metrics::Metrics::new(&config.metrics));
         let repair_cfg = Arc::new(config.clone());
@@ -354,6 +357,9 @@ pub fn reload(proxy: &Proxy) -> Result<Vec<String>, String> {
         .tls
         .load(&new.tls)
         .map_err(|e| format!("[tls]: {e}"))?;
+    // Servers' CA, certificate and key files are read again at the next
+    // connection to each.
+    crate::tls::reload_server_tls();
     let new = Arc::new(new);
     let rows = proxy
         .catalog_rows

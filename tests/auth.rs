@@ -56,6 +56,12 @@ key = "acme"
 mode = "schema"
 server = "main"
 schema = "t_acme"
+
+[[tenants]]
+key = "dbt"
+mode = "database"
+server = "main"
+database = "au_dbt"
 "#;
 
 /// Logs in over the raw protocol; the auth requests seen and the outcome.
@@ -113,6 +119,29 @@ async fn auth_query_users_log_in_and_expired_wrong_and_unknown_fail_alike() {
     assert_eq!(
         login(&proxy, "x') OR true --.acme", "guess").await,
         refused("x') OR true --")
+    );
+
+    // A database tenant owns its database: a lookup function planted there
+    // is never what pgtenant asks (it asks in the server's database).
+    tenant_fixture_with(
+        "au_dbt",
+        &[],
+        "CREATE SCHEMA IF NOT EXISTS pgtenant_auth;
+         CREATE OR REPLACE FUNCTION pgtenant_auth.lookup(name text)
+             RETURNS TABLE (rolname text, rolpassword text, rolvaliduntil timestamptz)
+             LANGUAGE sql AS $$ SELECT name, 'planted', NULL::timestamptz $$;
+         GRANT USAGE ON SCHEMA pgtenant_auth TO PUBLIC;",
+    )
+    .await;
+    assert_eq!(
+        login(&proxy, "mallory.dbt", "planted").await,
+        refused("mallory")
+    );
+    // A name longer than any role is unknown without a lookup.
+    let long = "n".repeat(200);
+    assert_eq!(
+        login(&proxy, &format!("{long}.acme"), "guess").await,
+        refused(&long)
     );
 
     // The answer is kept for auth_query_ttl, then asked again: a role made

@@ -128,6 +128,37 @@ async fn verify_full_and_scram_reach_a_tls_only_server() {
         .await,
         "true TLSv1.3"
     );
+    // A cancel reaches the server the way its connections do, over TLS.
+    let cancel = c.cancel_token();
+    let sleeping = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await });
+    let admin = direct("postgres").await;
+    let asleep = wait_until(Duration::from_secs(5), || async {
+        column(
+            &admin,
+            "SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)'",
+        )
+        .await
+        .len()
+            == 1
+    })
+    .await;
+    assert!(asleep, "the query runs");
+    cancel
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel request");
+    let e = tokio::time::timeout(Duration::from_secs(5), sleeping)
+        .await
+        .expect("cancelled in time")
+        .expect("task")
+        .expect_err("cancelled");
+    assert_eq!(
+        sqlstate(&e),
+        (
+            "57014".into(),
+            "canceling statement due to user request".into()
+        )
+    );
     proxy.shutdown().await;
 
     // pgtenant's own connections (catalog, provisioning, migrations).

@@ -11,5 +11,5 @@ mod users;
 pub use frontend::{authenticate_client, AuthError};
 pub use query::{AuthQuery, LookupServer};
 pub use rules::{choose, parse_address, AuthRule, LoginFacts};
-pub use scram::ScramVerifier;
+pub use scram::{seed_mock_secret, ScramVerifier};
 pub use users::{Credential, TenantUsers, UserDb};

@@ -18,6 +18,14 @@ use tokio::sync::Semaphore;
 /// logins with made-up names can't open hundreds.
 const CONCURRENT_LOOKUPS: usize = 4;
 
+/// Answers kept at most; past it, expired ones go, then all (a flood of
+/// made-up names can't grow the cache without bound).
+const MAX_CACHED: usize = 10_000;
+
+/// PostgreSQL role names are at most 63 bytes: a longer one is unknown
+/// without asking (and never cached).
+const MAX_NAME: usize = 63;
+
 /// Where to run the query: a tenant's server.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LookupServer {
@@ -77,6 +85,9 @@ impl AuthQuery {
         server: &LookupServer,
         user: &str,
     ) -> Result<Option<Credential>, String> {
+        if user.len() > MAX_NAME {
+            return Ok(None);
+        }
         let key = (server.clone(), user.to_owned());
         if let Some(c) = self.cached(&key) {
             return Ok(c);
@@ -86,10 +97,15 @@ impl AuthQuery {
             return Ok(c);
         }
         let found = self.query(server, user).await?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (Instant::now(), found.clone()));
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED {
+            let ttl = self.ttl;
+            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (Instant::now(), found.clone()));
         Ok(found)
     }
 
@@ -112,7 +128,7 @@ impl AuthQuery {
             .user(&self.user)
             .dbname(self.database.as_deref().unwrap_or(&server.database))
             .application_name("pgtenant-auth")
-            .options("-c search_path=pg_catalog,pg_temp")
+            .options("-c search_path=pg_catalog,pg_temp -c statement_timeout=5s")
             .connect_timeout(Duration::from_secs(5));
         if let Some(p) = &self.password {
             pg.password(p);

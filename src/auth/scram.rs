@@ -48,14 +48,24 @@ impl ScramVerifier {
     }
 }
 
+/// The secret mock verifiers derive from: random per process unless
+/// [`seed_mock_secret`] ran first.
+static MOCK_SECRET: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Derives mock verifiers from a secret every replica shares (`[catalog]
+/// role_secret`), so an unknown user's salt is the same on every replica
+/// and across restarts, as a real user's is. The first call wins.
+pub fn seed_mock_secret(shared: &str) {
+    let _ = MOCK_SECRET.set(hmac(shared.as_bytes(), b"pgtenant mock SCRAM verifier"));
+}
+
 impl ScramVerifier {
-    /// A verifier no password matches, the same for `user` throughout this
-    /// process (derived from a per-process secret), so an unknown user goes
+    /// A verifier no password matches, the same for `user` whenever it is
+    /// asked for (see [`seed_mock_secret`]), so an unknown user goes
     /// through the same exchange as a known one with a wrong password and
     /// can't be told apart by its salt changing between attempts.
     pub fn mock(user: &str) -> Self {
-        static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
-        let secret = SECRET.get_or_init(rand::random);
+        let secret = MOCK_SECRET.get_or_init(|| rand::random::<[u8; 32]>().to_vec());
         let part = |label: &str| hmac(secret, format!("{label}\0{user}").as_bytes());
         Self {
             iterations: 4096,
@@ -232,6 +242,12 @@ mod tests {
     #[test]
     fn real_client_logs_in() {
         assert_eq!(run("s3cret", "s3cret"), Ok(()));
+    }
+
+    #[test]
+    fn a_mock_verifier_is_stable_per_user() {
+        assert_eq!(ScramVerifier::mock("ghost"), ScramVerifier::mock("ghost"));
+        assert_ne!(ScramVerifier::mock("ghost"), ScramVerifier::mock("ghost2"));
     }
 
     #[test]

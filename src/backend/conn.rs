@@ -401,10 +401,23 @@ impl Drop for ServerConn {
     }
 }
 
-/// Sends a CancelRequest for a server backend on a fresh connection.
-pub async fn send_cancel(host: &str, port: u16, pid: i32, secret: i32) -> std::io::Result<()> {
-    let mut s = TcpStream::connect((host, port)).await?;
+/// Sends a CancelRequest for a server backend on a fresh connection,
+/// secured as the server's connections are (`sslmode`).
+pub async fn send_cancel(
+    host: &str,
+    port: u16,
+    tls: &crate::config::ServerTlsSettings,
+    pid: i32,
+    secret: i32,
+) -> std::io::Result<()> {
+    let tcp = TcpStream::connect((host, port)).await?;
+    let tls = crate::tls::ServerTls::get(tls).map_err(std::io::Error::other)?;
+    let mut s = tls
+        .connect(tcp, host)
+        .await
+        .map_err(std::io::Error::other)?;
     s.write_all(&messages::cancel_request(pid, secret)).await?;
+    s.flush().await?;
     // The server closes the connection once it has read the request.
     let mut sink = [0u8; 16];
     let _ = tokio::io::AsyncReadExt::read(&mut s, &mut sink).await;

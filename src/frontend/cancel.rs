@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 pub struct CancelTarget {
     pub host: Arc<str>,
     pub port: u16,
+    /// Cancels go as securely as the server's connections do.
+    pub tls: Arc<crate::config::ServerTlsSettings>,
     pub pid: i32,
     pub secret: i32,
 }
@@ -100,7 +102,7 @@ impl CancelRegistry {
             .and_then(|e| e.slot.lock().unwrap_or_else(|p| p.into_inner()).clone());
         match target {
             Some(t) => {
-                if let Err(e) = send_cancel(&t.host, t.port, t.pid, t.secret).await {
+                if let Err(e) = send_cancel(&t.host, t.port, &t.tls, t.pid, t.secret).await {
                     tracing::warn!(error = %e, "forwarding cancel request failed");
                 }
             }

@@ -248,13 +248,20 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
     let cred = match (proxy.users.get(&resolution.user), &proxy.auth_query) {
         (Some(c), _) => Some(c),
         (None, _) if tenant_user.is_some() => tenant_user.as_ref(),
-        (None, Some(q)) if method != crate::config::AuthMethod::Trust => {
+        (None, Some(q)) => {
+            // In the server's own database (or auth_database), never the
+            // tenant's: a database tenant owns its database and could plant
+            // a lookup function there.
             let t = &resolution.tenant.target;
             let server = crate::auth::LookupServer {
                 host: t.host.to_string(),
                 port: t.port,
-                database: t.database.clone(),
-                tls: t.tls.clone(),
+                database: proxy
+                    .config
+                    .servers
+                    .get(&*t.server)
+                    .map_or_else(|| t.database.clone(), |s| s.database.clone()),
+                tls: (*t.tls).clone(),
             };
             looked_up = q.lookup(&server, &resolution.user).await.map_err(|e| {
                 tracing::warn!(error = %e, server = %t.server, "auth_query failed");

@@ -37,7 +37,7 @@ pub struct OwnerRoutes {
 }
 
 /// A server backend's cancel key (pid, secret) and where it runs.
-type Backends = HashMap<(i32, i32), (Arc<str>, u16)>;
+type Backends = HashMap<(i32, i32), (Arc<str>, u16, Arc<crate::config::ServerTlsSettings>)>;
 
 struct Shared {
     routes: Mutex<HashMap<String, Arc<Route>>>,
@@ -156,6 +156,7 @@ impl Grant {
             let _ = crate::backend::send_cancel(
                 &self.route.server.host,
                 self.route.server.port,
+                &self.route.server.tls,
                 *pid,
                 *secret,
             )
@@ -273,8 +274,8 @@ async fn startup(stream: &mut TcpStream, shared: &Shared) -> Result<StartupParam
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&(pid, secret))
                 .cloned();
-            if let Some((host, port)) = to {
-                let _ = crate::backend::send_cancel(&host, port, pid, secret).await;
+            if let Some((host, port, tls)) = to {
+                let _ = crate::backend::send_cancel(&host, port, &tls, pid, secret).await;
             }
             Err(Refusal::Cancel)
         }
@@ -336,7 +337,14 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         .backends
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(key, (route.server.host.clone(), route.server.port));
+        .insert(
+            key,
+            (
+                route.server.host.clone(),
+                route.server.port,
+                route.server.tls.clone(),
+            ),
+        );
     if stream.write_all(&out).await.is_ok() {
         let mut closed = route.closed.subscribe();
         tokio::select! {

@@ -307,6 +307,7 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
             key.set(Some(CancelTarget {
                 host: pool.target().host.clone(),
                 port: pool.target().port,
+                tls: pool.target().tls.clone(),
                 pid: conn.state.pid,
                 secret: conn.secret,
             }));

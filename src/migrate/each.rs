@@ -234,7 +234,7 @@ fn owner_login(
         user,
         password,
         settings,
-        tls: server.tls_settings(),
+        tls: std::sync::Arc::new(server.tls_settings()),
     })
 }
 
@@ -316,7 +316,7 @@ async fn check_login(login: &crate::tenant::Target, t: &Target) -> Result<(), St
     }
     let pg = crate::catalog::PgLogin {
         pg,
-        tls: login.tls.clone(),
+        tls: (*login.tls).clone(),
     };
     match connect(&pg).await {
         Ok(_) => Ok(()),

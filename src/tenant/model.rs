@@ -20,8 +20,9 @@ pub struct Target {
     /// restore them. Shared links carry no search_path here: it is part of the
     /// context set on every checkout.
     pub settings: Vec<(String, String)>,
-    /// How connections to the server are secured.
-    pub tls: crate::config::ServerTlsSettings,
+    /// How connections to the server are secured (shared: cancel requests
+    /// carry it too).
+    pub tls: Arc<crate::config::ServerTlsSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -195,7 +196,7 @@ impl Tenant {
                 user,
                 password,
                 settings,
-                tls: server.tls_settings(),
+                tls: Arc::new(server.tls_settings()),
             },
             pool_size: t.pool_size.unwrap_or(tier.pool_size),
             pool_mode: t

@@ -1,9 +1,10 @@
 //! pgtenant's connections to its servers over TLS, with libpq's `sslmode`
 //! meanings: `prefer` and `require` encrypt without checking the
-//! certificate, `verify-ca` checks it against `ca_file`, `verify-full` also
-//! checks that it names the host. One rustls config per distinct settings,
-//! built on first use and kept (a server connection is opened far less often
-//! than a query runs).
+//! certificate (`require` with a `ca_file` checks it as `verify-ca`, as
+//! libpq does with a root certificate), `verify-ca` checks it against
+//! `ca_file`, `verify-full` also checks that it names the host. One rustls
+//! config per distinct settings, built on first use and kept until RELOAD
+//! (a server connection is opened far less often than a query runs).
 
 use super::{certs, provider, Stream, TlsError};
 use crate::config::{ServerSslMode, ServerTlsSettings};
@@ -34,6 +35,15 @@ pub enum TlsConnectError {
     Io(#[from] std::io::Error),
 }
 
+type Built = Mutex<Option<HashMap<ServerTlsSettings, Arc<ServerTls>>>>;
+static BUILT: Built = Mutex::new(None);
+
+/// Forgets every built config (RELOAD): the next connection to each server
+/// reads its CA, certificate and key files again; open ones keep theirs.
+pub fn reload_server_tls() {
+    *BUILT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
 /// The client side of TLS to one server (settings plus a built config).
 pub struct ServerTls {
     mode: ServerSslMode,
@@ -41,9 +51,8 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
-    /// The config for `settings`, built once per process.
+    /// The config for `settings`, built on first use after a (re)load.
     pub fn get(settings: &ServerTlsSettings) -> Result<Arc<ServerTls>, TlsError> {
-        static BUILT: Mutex<Option<HashMap<ServerTlsSettings, Arc<ServerTls>>>> = Mutex::new(None);
         let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
         let map = built.get_or_insert_with(HashMap::new);
         if let Some(t) = map.get(settings) {
@@ -62,8 +71,12 @@ impl ServerTls {
             });
         }
         let provider = provider();
-        let verifier: Arc<dyn ServerCertVerifier> = match s.sslmode {
-            ServerSslMode::VerifyCa | ServerSslMode::VerifyFull => {
+        let checks_ca = matches!(
+            s.sslmode,
+            ServerSslMode::VerifyCa | ServerSslMode::VerifyFull
+        ) || (s.sslmode == ServerSslMode::Require && s.ca_file.is_some());
+        let verifier: Arc<dyn ServerCertVerifier> = match checks_ca {
+            true => {
                 let ca = s.ca_file.as_deref().ok_or_else(|| TlsError::File {
                     path: "(none)".into(),
                     why: format!("sslmode = {:?} needs ca_file", s.sslmode),
@@ -84,7 +97,7 @@ impl ServerTls {
                     check_name: s.sslmode == ServerSslMode::VerifyFull,
                 })
             }
-            _ => Arc::new(Unchecked(provider.clone())),
+            false => Arc::new(Unchecked(provider.clone())),
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?

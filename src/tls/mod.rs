@@ -10,7 +10,8 @@ mod stream;
 pub use acceptor::{accept, Acceptor, ClientTls, Secured};
 pub use certs::end_point_hash;
 pub use connector::{
-    pg_connect, PgConnectError, PgConnection, PgStream, ServerTls, TlsConnectError,
+    pg_connect, reload_server_tls, PgConnectError, PgConnection, PgStream, ServerTls,
+    TlsConnectError,
 };
 pub use stream::{ReadHalf, Stream, WriteHalf};
 
