@@ -2,6 +2,8 @@
 //! connection's tenant, routes it to the tenant's schema or database, and pools
 //! server connections per tenant. See README.md for the module map.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -162,8 +162,8 @@ mod example_file {
             "PGTENANT_MAIN_PASSWORD",
             "PGTENANT_MAIN_ADMIN_PASSWORD",
         ] {
-            // SAFETY: unit tests in this module don't read these concurrently.
-            unsafe { std::env::set_var(var, "x") };
+            // Unit tests in this module don't read these concurrently.
+            std::env::set_var(var, "x");
         }
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pgtenant.example.toml");
         if let Err(e) = super::load_file(std::path::Path::new(path)) {

@@ -471,11 +471,12 @@ async fn run_command(cfg: &Config, command: &[OsString], grant: &Grant, t: &Targ
         .map(|s| tokio::spawn(collect(s, lines.clone())));
     let status = child.wait().await;
     #[cfg(unix)]
-    if let Some(pgid) = group.and_then(|g| i32::try_from(g).ok()) {
-        // SAFETY: killpg only sends a signal; the group is the command's own.
-        unsafe {
-            libc::killpg(pgid, libc::SIGKILL);
-        }
+    if let Some(pgid) = group
+        .and_then(|g| i32::try_from(g).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        // The group is the command's own (process_group(0) above).
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
     }
     for h in [out, err].into_iter().flatten() {
         let abort = h.abort_handle();
