@@ -75,6 +75,25 @@ pub enum Command {
         /// The app's migration command and its arguments (with --each).
         #[arg(last = true, requires = "each")]
         command: Vec<std::ffi::OsString>,
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Revert every target down to version N, newest first, with each
+    /// version's NNN_name.down.sql (exit codes as for migrate).
+    Down {
+        /// The version to end at (0: revert everything).
+        #[arg(long)]
+        to: u32,
+        /// Only this tenant (a shared tenant: its shared schema).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -190,8 +209,25 @@ pub fn run() -> ExitCode {
         concurrency,
         verbose,
         command,
+        action,
     } = &cli.command
     {
+        if *each && action.is_some() {
+            eprintln!("pgtenant: migrate down reverts the SQL files; it takes no --each");
+            return ExitCode::from(2);
+        }
+        let (tenant, dry_run, direction) = match action {
+            Some(MigrateAction::Down {
+                to,
+                tenant: t,
+                dry_run: d,
+            }) => (
+                t.clone().or_else(|| tenant.clone()),
+                *d || *dry_run,
+                crate::migrate::Direction::Down { to: *to },
+            ),
+            None => (tenant.clone(), *dry_run, crate::migrate::Direction::Up),
+        };
         let code = load(&cli.config).and_then(|mut cfg| {
             if let Some(n) = concurrency {
                 cfg.migrations.concurrency = usize::from(*n);
@@ -200,10 +236,11 @@ pub fn run() -> ExitCode {
             Ok(rt.block_on(crate::migrate::migrate_command(
                 &cfg,
                 crate::migrate::MigrateCommand {
-                    tenant: tenant.clone(),
-                    dry_run: *dry_run,
+                    tenant,
+                    dry_run,
                     each: each.then(|| command.clone()),
                     verbose: *verbose,
+                    direction,
                 },
             )))
         });

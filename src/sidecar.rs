@@ -49,12 +49,22 @@ impl Sidecar {
 
 /// `MIGRATE [tenant]`: one run, its result kept in the status board.
 pub async fn migrate(proxy: &Arc<Proxy>, tenant: Option<String>) -> Result<Report, MigrateError> {
+    migrate_in(proxy, tenant, migrate::Direction::Up).await
+}
+
+/// [`migrate`] in either direction (`MIGRATE DOWN N [tenant]`).
+pub async fn migrate_in(
+    proxy: &Arc<Proxy>,
+    tenant: Option<String>,
+    direction: migrate::Direction,
+) -> Result<Report, MigrateError> {
     let board = proxy.clone();
     let report = migrate::run(
         &proxy.config,
         &RunOptions {
             tenant,
             progress: Some(Arc::new(move |t| board.sidecar.status.update_target(t))),
+            direction,
             ..RunOptions::default()
         },
     )

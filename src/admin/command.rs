@@ -146,11 +146,20 @@ pub struct Parsed {
 
 /// `SHOW POOLS;`, `select stats`, `PAUSE acme`, `KILL "acme"`: the name in
 /// upper case (`SELECT x` is `SHOW x`, as in PgBouncer), one optional
-/// argument (double quotes removed). None when it has more words.
+/// argument (double quotes removed). None when it has more words, but for
+/// `MIGRATE DOWN N [tenant]`, whose argument is `N [tenant]`.
 pub fn parse(line: &str) -> Option<Parsed> {
     let line = line.trim().trim_end_matches(';').trim();
     let mut words = line.split_whitespace();
     let first = words.next()?.to_ascii_uppercase();
+    let mut ahead = words.clone();
+    if first == "MIGRATE" && ahead.next().is_some_and(|w| w.eq_ignore_ascii_case("DOWN")) {
+        let rest: Vec<&str> = ahead.collect();
+        return (rest.len() <= 2).then(|| Parsed {
+            name: "MIGRATE DOWN".into(),
+            arg: (!rest.is_empty()).then(|| rest.join(" ")),
+        });
+    }
     let (name, arg) = if first == "SHOW" || first == "SELECT" {
         let what = words.next()?.to_ascii_uppercase();
         (format!("SHOW {what}"), words.next())
@@ -198,6 +207,12 @@ mod tests {
             Some(("KILL".into(), Some("a\"b".into())))
         );
         assert_eq!(p("PAUSE a b"), None);
+        assert_eq!(
+            p("migrate down 5 acme;"),
+            Some(("MIGRATE DOWN".into(), Some("5 acme".into())))
+        );
+        assert_eq!(p("MIGRATE down"), Some(("MIGRATE DOWN".into(), None)));
+        assert_eq!(p("MIGRATE DOWN 5 a b"), None);
         assert_eq!(p("  ;"), None);
     }
 }

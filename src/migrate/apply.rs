@@ -15,6 +15,17 @@ use tokio::sync::RwLock;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
+/// What a run does to each target: apply what is missing, or revert newest
+/// first down to a version (`migrate down --to N`: versions above N go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    #[default]
+    Up,
+    Down {
+        to: u32,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct ApplySettings {
     /// `lock_timeout` of every migration statement.
@@ -49,11 +60,11 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {} (SQLSTATE {})",
-            self.file, self.message, self.sqlstate
-        )
+        write!(f, "{}: {}", self.file, self.message)?;
+        if !self.sqlstate.is_empty() {
+            write!(f, " (SQLSTATE {})", self.sqlstate)?;
+        }
+        Ok(())
     }
 }
 
@@ -158,9 +169,23 @@ pub async fn apply_target(
     s: &ApplySettings,
     gate: &RwLock<()>,
 ) -> Outcome {
+    migrate_target(db, t, files, s, gate, Direction::Up).await
+}
+
+/// [`apply_target`], or its reverse (see [`Direction`]): in both, the
+/// target's lock, its role, `lock_timeout` with retries, one transaction per
+/// file with its ledger row (added or removed).
+pub async fn migrate_target(
+    db: &Client,
+    t: &Target,
+    files: &[MigrationFile],
+    s: &ApplySettings,
+    gate: &RwLock<()>,
+    direction: Direction,
+) -> Outcome {
     // No transaction is open here (each step ends its own, a failed one
     // with ROLLBACK), so no stray ROLLBACK draws a server WARNING.
-    let outcome = as_target(db, t, files, s, gate).await;
+    let outcome = as_target(db, t, files, s, gate, direction).await;
     let _ = db.batch_execute("DISCARD ALL").await;
     outcome
 }
@@ -171,6 +196,7 @@ async fn as_target(
     files: &[MigrationFile],
     s: &ApplySettings,
     gate: &RwLock<()>,
+    direction: Direction,
 ) -> Outcome {
     if let Some(r) = &t.role {
         if let Err(e) = db
@@ -192,7 +218,7 @@ async fn as_target(
         }
         Err(e) => return failed_step("(advisory lock)", &e),
     }
-    let outcome = locked(db, t, files, s, gate).await;
+    let outcome = locked(db, t, files, s, gate, direction).await;
     if matches!(outcome, Outcome::Failed { .. }) {
         let _ = db.batch_execute("ROLLBACK").await;
     }
@@ -244,6 +270,7 @@ async fn locked(
     files: &[MigrationFile],
     s: &ApplySettings,
     gate: &RwLock<()>,
+    direction: Direction,
 ) -> Outcome {
     let setup = |e: tokio_postgres::Error| failed_step("(ledger)", &e);
     // Under the lock: a ledger pgtenant kept under its old name is renamed
@@ -262,6 +289,9 @@ async fn locked(
         Err(e) => return setup(e),
     };
     let from = version_of(&applied);
+    if let Direction::Down { to } = direction {
+        return revert(db, t, files, s, gate, &applied, to).await;
+    }
     let drift = drifted(&applied, files);
     if !drift.is_empty() {
         return Outcome::Drift {
@@ -272,25 +302,14 @@ async fn locked(
     let mut to = from;
     let mut done = Vec::new();
     for f in pending(&applied, files) {
-        let mut tries = 0;
-        let result = loop {
-            let r = if f.no_transaction {
-                let _alone = gate.write().await;
-                apply_outside_transaction(db, t, f, s).await
-            } else {
-                let _shared = gate.read().await;
-                apply_in_transaction(db, t, f, s).await
-            };
-            match r {
-                Err(e) if is_retryable(&e) && tries < s.lock_retries => {
-                    tries += 1;
-                    tracing::info!(target = %t.label(), file = %f.file_name(), tries, "lock_timeout; retrying");
-                    tokio::time::sleep(backoff(tries)).await;
-                }
-                other => break other,
-            }
+        let insert = |ms: &str| ledger_insert(t, f, ms, &s.ledger);
+        let step = Step {
+            file: f.file_name(),
+            sql: &f.sql,
+            no_transaction: f.no_transaction,
+            ledger: &insert,
         };
-        if let Err(e) = result {
+        if let Err(e) = run_step(db, t, &step, s, gate).await {
             return Outcome::Failed {
                 from,
                 to,
@@ -305,6 +324,134 @@ async fn locked(
         to,
         applied: done,
     }
+}
+
+/// Reverts the versions above `to`, newest first, each with its down file
+/// (in the same transaction as the removal of its ledger row). A version
+/// without one stops the target there, as does drift in what is reverted.
+async fn revert(
+    db: &Client,
+    t: &Target,
+    files: &[MigrationFile],
+    s: &ApplySettings,
+    gate: &RwLock<()>,
+    applied: &[Applied],
+    to: u32,
+) -> Outcome {
+    let from = version_of(applied);
+    let mut versions: Vec<u32> = applied
+        .iter()
+        .map(|a| a.version)
+        .filter(|v| *v > to)
+        .collect();
+    versions.sort_unstable_by(|a, b| b.cmp(a));
+    let drift: Vec<u32> = drifted(applied, files)
+        .into_iter()
+        .filter(|v| *v > to)
+        .collect();
+    if !drift.is_empty() {
+        return Outcome::Drift {
+            at: from,
+            versions: drift,
+        };
+    }
+    let mut at = from;
+    let mut done = Vec::new();
+    for v in versions {
+        let stop = |file: String, message: String| Outcome::Failed {
+            from,
+            to: at,
+            failure: Failure {
+                version: v,
+                file,
+                sqlstate: String::new(),
+                message,
+            },
+        };
+        let Some(f) = files.iter().find(|f| f.version == v) else {
+            return stop(
+                format!("version {v}"),
+                "applied, but its file is not in the migrations folder: nothing to revert it with"
+                    .into(),
+            );
+        };
+        let Some(down) = &f.down else {
+            return stop(
+                f.file_name(),
+                format!("no {} to revert it with", f.down_name()),
+            );
+        };
+        let delete = |_: &str| ledger_delete(t, v, &s.ledger);
+        let step = Step {
+            file: f.down_name(),
+            sql: &down.sql,
+            no_transaction: down.no_transaction,
+            ledger: &delete,
+        };
+        if let Err(e) = run_step(db, t, &step, s, gate).await {
+            return Outcome::Failed {
+                from,
+                to: at,
+                failure: failure(v, f.down_name(), &e),
+            };
+        }
+        at = applied.iter().map(|a| a.version).filter(|x| *x < v).max();
+        done.push(v);
+    }
+    Outcome::Done {
+        from,
+        to: at,
+        applied: done,
+    }
+}
+
+/// One file's work: its SQL, then the ledger statement (given the
+/// duration in ms, as SQL) in the same transaction when it has one.
+struct Step<'a> {
+    file: String,
+    sql: &'a str,
+    no_transaction: bool,
+    ledger: &'a (dyn Fn(&str) -> String + Sync),
+}
+
+/// Runs `step`, retried after a lock timeout or deadlock (nothing was
+/// changed then) up to `lock_retries` times. Files outside a transaction
+/// hold the database's gate alone (see [`apply_target`]).
+async fn run_step(
+    db: &Client,
+    t: &Target,
+    step: &Step<'_>,
+    s: &ApplySettings,
+    gate: &RwLock<()>,
+) -> Result<(), tokio_postgres::Error> {
+    let mut tries = 0;
+    loop {
+        let r = if step.no_transaction {
+            let _alone = gate.write().await;
+            outside_transaction(db, t, step, s).await
+        } else {
+            let _shared = gate.read().await;
+            in_transaction(db, t, step, s).await
+        };
+        match r {
+            Err(e) if is_retryable(&e) && tries < s.lock_retries => {
+                tries += 1;
+                tracing::info!(target = %t.label(), file = %step.file, tries, "lock_timeout; retrying");
+                tokio::time::sleep(backoff(tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Removes version `v`'s ledger row (search_path pinned, as for inserts).
+fn ledger_delete(t: &Target, v: u32, ledger: &str) -> String {
+    format!(
+        "SET LOCAL search_path = pg_catalog, pg_temp;
+         DELETE FROM {schema}.{ledger} WHERE version = {v};",
+        schema = quote_ident(&t.schema),
+        ledger = quote_ident(ledger),
+    )
 }
 
 /// The settings a migration runs with (`scope` LOCAL or SESSION).
@@ -332,24 +479,21 @@ fn ledger_insert(t: &Target, f: &MigrationFile, duration_ms: &str, ledger: &str)
     )
 }
 
-async fn apply_in_transaction(
+async fn in_transaction(
     db: &Client,
     t: &Target,
-    f: &MigrationFile,
+    step: &Step<'_>,
     s: &ApplySettings,
 ) -> Result<(), tokio_postgres::Error> {
     // One round trip: the file and its ledger row in one transaction, the
     // duration measured by the server (statement_timestamp() is when this
     // query string arrived).
     let script = format!(
-        "BEGIN; {context}\n{sql}\n;\n{insert} COMMIT;",
+        "BEGIN; {context}\n{sql}\n;\n{ledger} COMMIT;",
         context = context_sql(t, s.lock_timeout, "LOCAL"),
-        sql = f.sql,
-        insert = ledger_insert(
-            t,
-            f,
-            "round(date_part('epoch', clock_timestamp() - statement_timestamp()) * 1000)::bigint",
-            &s.ledger,
+        sql = step.sql,
+        ledger = (step.ledger)(
+            "round(date_part('epoch', clock_timestamp() - statement_timestamp()) * 1000)::bigint"
         ),
     );
     let r = db.batch_execute(&script).await;
@@ -390,17 +534,17 @@ $pgtenant$";
 /// One statement at a time, outside any transaction block; the ledger row
 /// follows the last statement. A failure part-way leaves the statements that
 /// ran (write such files idempotently: `IF NOT EXISTS`).
-async fn apply_outside_transaction(
+async fn outside_transaction(
     db: &Client,
     t: &Target,
-    f: &MigrationFile,
+    step: &Step<'_>,
     s: &ApplySettings,
 ) -> Result<(), tokio_postgres::Error> {
     let started = Instant::now();
     let work = async {
         db.batch_execute(&context_sql(t, s.lock_timeout, "SESSION"))
             .await?;
-        for stmt in statement_texts(&f.sql) {
+        for stmt in statement_texts(step.sql) {
             if concurrent_index_build(stmt) {
                 db.batch_execute("SET lock_timeout = 0").await?;
                 db.batch_execute(stmt).await?;
@@ -415,11 +559,8 @@ async fn apply_outside_transaction(
         }
         db.batch_execute(NO_INVALID_INDEX).await?;
         let ms = started.elapsed().as_millis().to_string();
-        db.batch_execute(&format!(
-            "BEGIN; {} COMMIT;",
-            ledger_insert(t, f, &ms, &s.ledger)
-        ))
-        .await
+        db.batch_execute(&format!("BEGIN; {} COMMIT;", (step.ledger)(&ms)))
+            .await
     };
     let r = work.await;
     if r.is_err() {

@@ -22,6 +22,8 @@ pub struct MigrateCommand {
     pub each: Option<Vec<OsString>>,
     /// Show every target's command output, not only failed ones'.
     pub verbose: bool,
+    /// `migrate down --to N`.
+    pub direction: super::apply::Direction,
 }
 
 fn line(r: &TargetReport) -> String {
@@ -104,6 +106,7 @@ pub async fn migrate_command(cfg: &Config, cmd: MigrateCommand) -> u8 {
                 dry_run: cmd.dry_run,
                 progress: Some(progress),
                 on_targets: Some(on_targets),
+                direction: cmd.direction,
             };
             run(cfg, &opts).await
         }

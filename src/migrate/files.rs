@@ -1,5 +1,6 @@
-//! The migrations folder: `NNN_name.sql`, applied in numeric order (`.down.sql`
-//! files are reverts, not applied here), read and checksummed once per run.
+//! The migrations folder: `NNN_name.sql`, applied in numeric order, each
+//! with an optional `NNN_name.down.sql` that reverts it (`migrate down`),
+//! read and checksummed once per run.
 //! A first line `-- pgtenant:no-transaction` runs the file outside a
 //! transaction, one statement at a time (for `CREATE INDEX CONCURRENTLY`).
 
@@ -15,12 +16,27 @@ pub struct MigrationFile {
     pub checksum: String,
     /// Starts with `-- pgtenant:no-transaction`.
     pub no_transaction: bool,
+    /// `NNN_name.down.sql`, if there is one.
+    pub down: Option<DownFile>,
+}
+
+/// A revert: run newest first by `migrate down`, with the same
+/// transaction rules as an up file.
+#[derive(Debug, Clone)]
+pub struct DownFile {
+    pub sql: String,
+    pub no_transaction: bool,
 }
 
 impl MigrationFile {
     /// `NNN_name.sql`, as reports name it.
     pub fn file_name(&self) -> String {
         format!("{:03}_{}.sql", self.version, self.name)
+    }
+
+    /// `NNN_name.down.sql`.
+    pub fn down_name(&self) -> String {
+        format!("{:03}_{}.down.sql", self.version, self.name)
     }
 }
 
@@ -67,20 +83,22 @@ pub fn migration_files(dir: &Path) -> std::io::Result<Vec<MigrationFile>> {
         Err(e) => return Err(e),
     };
     let mut files = Vec::new();
+    let mut downs = Vec::new();
     for entry in entries {
         let path = entry?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if !name.ends_with(".sql") || name.ends_with(".down.sql") {
+        if !name.ends_with(".sql") {
             continue;
         }
+        let down = name.ends_with(".down.sql");
         let parsed = name
             .split_once('_')
             .and_then(|(num, rest)| Some((num.parse::<u32>().ok()?, rest)));
         let Some((version, rest)) = parsed.filter(|(v, _)| *v <= i32::MAX as u32) else {
             return Err(invalid(format!(
-                "{name}: migration files are named NNN_name.sql (version up to 2147483647)"
+                "{name}: migration files are named NNN_name.sql or NNN_name.down.sql (version up to 2147483647)"
             )));
         };
         let text = std::fs::read_to_string(&path)?;
@@ -93,13 +111,39 @@ pub fn migration_files(dir: &Path) -> std::io::Result<Vec<MigrationFile>> {
                 "{name}: {stmt} is not allowed in a migration: pgtenant runs each file in its own transaction (first line `{NO_TRANSACTION}` to run it outside one)"
             )));
         }
+        let no_transaction = sql.lines().next().map(str::trim) == Some(NO_TRANSACTION);
+        if down {
+            let stem = rest.trim_end_matches(".down.sql").to_owned();
+            downs.push((
+                version,
+                stem,
+                name.to_owned(),
+                DownFile {
+                    sql,
+                    no_transaction,
+                },
+            ));
+            continue;
+        }
         files.push(MigrationFile {
             version,
             name: rest.trim_end_matches(".sql").to_owned(),
             checksum: sha256_hex(&sql),
-            no_transaction: sql.lines().next().map(str::trim) == Some(NO_TRANSACTION),
+            no_transaction,
             sql,
+            down: None,
         });
+    }
+    for (version, stem, name, down) in downs {
+        let Some(up) = files
+            .iter_mut()
+            .find(|f| f.version == version && f.name == stem)
+        else {
+            return Err(invalid(format!(
+                "{name}: no {version:03}_{stem}.sql beside it to revert"
+            )));
+        };
+        up.down = Some(down);
     }
     files.sort_by_key(|f| f.version);
     if let Some(w) = files.windows(2).find(|w| w[0].version == w[1].version) {

@@ -14,7 +14,7 @@ mod report;
 mod runner;
 mod target;
 
-pub use apply::{apply_target, ApplySettings, Failure, Outcome};
+pub use apply::{apply_target, ApplySettings, Direction, Failure, Outcome};
 pub use console::{migrate_command, MigrateCommand};
 pub use each::{each_for_new_tenant, run_each, EachOptions};
 pub use files::{migration_files, MigrationFile};

@@ -4,7 +4,7 @@
 //! limit (`per_database`), connecting only where work is pending and reusing
 //! each connection for the next target of the same database.
 
-use super::apply::{apply_target, drifted, pending, version_of, ApplySettings};
+use super::apply::{drifted, migrate_target, pending, version_of, ApplySettings, Direction};
 use super::files::{migration_files, MigrationFile};
 use super::ledger;
 use super::report::{Report, State, TargetReport};
@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub progress: Option<Progress>,
     /// Told how many targets the run covers, once it knows.
     pub on_targets: Option<Arc<dyn Fn(usize) + Send + Sync>>,
+    /// Apply (default) or revert down to a version.
+    pub direction: Direction,
 }
 
 /// The catalog's tenant rows (none without a catalog). A dry run only reads:
@@ -147,7 +149,12 @@ pub async fn run_targets(
     opts: &RunOptions,
     started: Instant,
 ) -> Report {
-    let latest = files.iter().map(|f| f.version).max();
+    // Where each target should end up: the newest file, or the version
+    // reverted to (none for `--to 0`).
+    let latest = match opts.direction {
+        Direction::Up => files.iter().map(|f| f.version).max(),
+        Direction::Down { to } => (to > 0).then_some(to),
+    };
     let files = Arc::new(files);
     let opened = Arc::new(AtomicUsize::new(0));
     let settings = ApplySettings::from_config(cfg);
@@ -221,13 +228,21 @@ pub async fn run_targets(
                 let applied = ledgers.get(&r.target.schema).cloned().unwrap_or_default();
                 r.from = version_of(&applied);
                 r.to = r.from;
-                let drift = drifted(&applied, &files);
+                let (drift, nothing_to_do) = match opts.direction {
+                    Direction::Up => (
+                        drifted(&applied, &files),
+                        pending(&applied, &files).is_empty(),
+                    ),
+                    // What a revert would touch; its own checks (down files,
+                    // drift) run under the target's lock.
+                    Direction::Down { to } => (Vec::new(), !applied.iter().any(|a| a.version > to)),
+                };
                 if !drift.is_empty() {
                     r.record(super::apply::Outcome::Drift {
                         at: r.from,
                         versions: drift,
                     });
-                } else if pending(&applied, &files).is_empty() {
+                } else if nothing_to_do {
                     r.state = State::Ok;
                 } else if !opts.dry_run {
                     mine.push_back((reports.len(), db.clone()));
@@ -253,6 +268,7 @@ pub async fn run_targets(
     let reports = Arc::new(Mutex::new(reports));
     let queue = Arc::new(Mutex::new(queue));
     let workers = cfg.migrations.concurrency.max(1);
+    let direction = opts.direction;
     let mut tasks = Vec::with_capacity(workers);
     for _ in 0..workers {
         let (queue, reports, files, opened, settings, progress) = (
@@ -275,8 +291,10 @@ pub async fn run_targets(
                         reports.lock().unwrap_or_else(|p| p.into_inner())[i].state = State::Running;
                         match db.client(&opened).await {
                             Ok(c) => {
-                                let o =
-                                    apply_target(&c, &target, &files, &settings, &db.gate).await;
+                                let o = migrate_target(
+                                    &c, &target, &files, &settings, &db.gate, direction,
+                                )
+                                .await;
                                 db.give_back(c);
                                 Ok(o)
                             }

@@ -79,9 +79,21 @@ dir = "{dir}"
     }
 
     pub async fn run(&self) -> Report {
-        migrate::run(&self.cfg, &RunOptions::default())
-            .await
-            .expect("run")
+        self.run_with(RunOptions::default()).await
+    }
+
+    pub async fn run_with(&self, opts: RunOptions) -> Report {
+        migrate::run(&self.cfg, &opts).await.expect("run")
+    }
+
+    /// `migrate down --to N` (for one tenant's target, or all).
+    pub async fn down(&self, to: u32, tenant: Option<&str>) -> Report {
+        self.run_with(RunOptions {
+            tenant: tenant.map(str::to_owned),
+            direction: migrate::Direction::Down { to },
+            ..RunOptions::default()
+        })
+        .await
     }
 
     /// Runs `pgtenant migrate` with `args`; (exit code, stdout).

@@ -48,6 +48,7 @@ pub static ALL: &[&dyn Command] = &[
     &reconnect::Reconnect,
     &wait_close::WaitClose,
     &migrate::Migrate,
+    &migrate::MigrateDown,
     &reload::Reload,
     &shutdown::Shutdown,
 ];
