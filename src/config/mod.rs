@@ -9,4 +9,4 @@ mod validate;
 
 pub use load::{load_file, parse_str, secret, secret_env_names, ConfigError};
 pub use types::*;
-pub use validate::{valid_tenant_key, warnings};
+pub use validate::{looks_like_uuid, valid_tenant_key, warnings};

@@ -3,6 +3,7 @@
 //! migration, then the catalog row; a failure undoes what was made.
 //! Touches servers through admin connections only, never the client pools.
 
+mod dump;
 mod shared;
 
 use crate::catalog::{self, admin_config, connect, CatalogError};
@@ -13,6 +14,7 @@ use crate::migrate::{
 use crate::tenant::{quote_ident, roles};
 use thiserror::Error;
 
+pub use dump::{dump, read_manifest, restore, Manifest, TableDump};
 pub use shared::{repair_shared_login, HARDENING_SQL, SHARED_ROLE};
 
 #[derive(Debug, Error)]
@@ -41,6 +43,8 @@ pub enum ProvisionError {
     NotConfirmed(String),
     #[error("password: {0}")]
     Password(String),
+    #[error("{0}")]
+    Dump(String),
     #[error("tenant {tenant:?} has no user {name:?}")]
     NoUser { tenant: String, name: String },
 }
