@@ -296,3 +296,33 @@ schema = "t_acme"
         "server main refused login: connection requires a valid client certificate (SQLSTATE 28000)"
     );
 }
+
+#[tokio::test]
+async fn idle_tls_links_are_reused_and_a_killed_one_is_not_lent_out() {
+    let ca = server_ca().await;
+    let proxy = start_proxy(&config("verify-full", &ca.ca)).await;
+    let c = connect(&proxy, "user=app.acme dbname=st_app")
+        .await
+        .expect("client");
+    let pid = scalar(&c, "SELECT pg_backend_pid()::text").await;
+    // A healthy idle link passes the check (nothing to read inside TLS).
+    for _ in 0..3 {
+        assert_eq!(scalar(&c, "SELECT pg_backend_pid()::text").await, pid);
+    }
+    // Its backend is killed while idle: the FATAL comes over TLS.
+    admin_sql("postgres", &format!("SELECT pg_terminate_backend({pid})")).await;
+    let admin = direct("postgres").await;
+    let gone = wait_until(Duration::from_secs(5), || async {
+        column(
+            &admin,
+            &format!("SELECT 1 FROM pg_stat_activity WHERE pid = {pid}"),
+        )
+        .await
+        .is_empty()
+    })
+    .await;
+    assert!(gone, "the backend exited");
+    let next = scalar(&c, "SELECT pg_backend_pid()::text").await;
+    assert_ne!(next, pid, "a fresh link, not the killed one");
+    proxy.shutdown().await;
+}

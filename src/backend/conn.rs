@@ -356,20 +356,29 @@ impl ServerConn {
 
     /// An idle link must have nothing to say: unexpected bytes (a FATAL from an
     /// administrator's kill, a stray notice) or EOF mean it can't be lent out.
-    /// Costs no syscall unless the socket was marked readable.
-    pub fn idle_link_usable(&self) -> bool {
+    /// On TCP it costs no syscall unless the socket was marked readable. Over
+    /// TLS the link is polled for plaintext: a FATAL may already sit inside
+    /// the TLS layer (read along with the last ReadyForQuery), where the
+    /// socket shows nothing; records without plaintext (a session ticket)
+    /// are consumed and leave it usable.
+    pub fn idle_link_usable(&mut self) -> bool {
+        use std::task::Poll;
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
+        let mut probe = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut probe);
+        if self.stream.is_tls() {
+            let stream = std::pin::Pin::new(&mut self.stream);
+            return matches!(
+                tokio::io::AsyncRead::poll_read(stream, &mut cx, &mut buf),
+                Poll::Pending
+            );
+        }
         let tcp = self.stream.tcp();
         match tcp.poll_read_ready(&mut cx) {
-            std::task::Poll::Pending => true,
-            std::task::Poll::Ready(Err(_)) => false,
-            // Peek, not read: under TLS the bytes belong to the record layer.
-            std::task::Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                let mut buf = tokio::io::ReadBuf::new(&mut probe);
-                matches!(tcp.poll_peek(&mut cx, &mut buf), std::task::Poll::Pending)
-            }
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => matches!(tcp.poll_peek(&mut cx, &mut buf), Poll::Pending),
         }
     }
 

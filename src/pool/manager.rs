@@ -345,7 +345,7 @@ impl PoolManager {
         let group = &pool.group;
         let budget = &group.budget;
         loop {
-            while let Some(link) = group.pop_idle(pool.prefer.as_deref()) {
+            while let Some(mut link) = group.pop_idle(pool.prefer.as_deref()) {
                 if link.conn.created.elapsed() < self.settings.server_lifetime
                     && link.conn.idle_link_usable()
                 {
