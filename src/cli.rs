@@ -308,9 +308,53 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// One line per table as a dump or restore goes (stderr).
-fn table_line(t: &crate::provision::TableDump, bytes: u64) {
-    eprintln!("{}: {} rows, {bytes} bytes", t.name, t.rows);
+/// A dump's or restore's progress on stderr: on a terminal a spinner with
+/// the current table's bytes, then one line per table (the lines alone
+/// otherwise).
+struct TableProgress(Option<indicatif::ProgressBar>);
+
+impl TableProgress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self(std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg} {bytes} ({bytes_per_sec})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar
+        }))
+    }
+}
+
+impl crate::provision::Progress for TableProgress {
+    fn bytes(&self, table: &str, bytes: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(table.to_owned());
+            bar.set_position(bytes);
+            bar.tick();
+        }
+    }
+    fn table(&self, t: &crate::provision::TableDump, bytes: u64) {
+        let line = format!("{}: {} rows, {bytes} bytes", t.name, t.rows);
+        match &self.0 {
+            Some(bar) => {
+                bar.println(line);
+                bar.set_position(0);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Drop for TableProgress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 async fn user_command(
@@ -411,7 +455,7 @@ async fn tenant_command(
         TenantCommand::Drop { key, yes } => p::drop_tenant(cfg, &key, yes).await?,
         TenantCommand::User(cmd) => user_command(cfg, cmd).await?,
         TenantCommand::Dump { key, dir } => {
-            let m = p::dump(cfg, &key, &dir, &table_line).await?;
+            let m = p::dump(cfg, &key, &dir, &TableProgress::new()).await?;
             println!(
                 "dumped tenant {key} ({}, migration version {}): {} rows in {} tables to {}",
                 m.mode,
@@ -422,7 +466,7 @@ async fn tenant_command(
             );
         }
         TenantCommand::Restore { key, dir, replace } => {
-            let m = p::restore(cfg, &key, &dir, replace, &table_line).await?;
+            let m = p::restore(cfg, &key, &dir, replace, &TableProgress::new()).await?;
             println!(
                 "restored {} rows in {} tables of tenant {} ({} dump) into tenant {key}",
                 m.tables.iter().map(|t| t.rows).sum::<u64>(),

@@ -46,8 +46,16 @@ pub struct TableDump {
     pub file: String,
 }
 
-/// Called after each table (progress lines).
-pub type OnTable<'a> = &'a (dyn Fn(&TableDump, u64) + Sync);
+/// What a dump or restore tells as it goes (progress on a terminal, lines
+/// otherwise).
+pub trait Progress: Sync {
+    /// `bytes` of `table` moved so far (after each chunk).
+    fn bytes(&self, _table: &str, _bytes: u64) {}
+    /// A table is done: its rows and bytes.
+    fn table(&self, table: &TableDump, bytes: u64);
+}
+
+type OnTable<'a> = &'a dyn Progress;
 
 /// A tenant's spec and target, from the config and the catalog.
 async fn find(cfg: &Config, key: &str) -> Result<(TenantConfig, Target), ProvisionError> {
@@ -224,6 +232,7 @@ pub async fn dump(
             rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
             bytes += chunk.len() as u64;
             out.write_all(&chunk).await?;
+            on_table.bytes(&name, bytes);
         }
         out.flush().await?;
         let table = TableDump {
@@ -232,7 +241,7 @@ pub async fn dump(
             rows,
             file,
         };
-        on_table(&table, bytes);
+        on_table.table(&table, bytes);
         tables.push(table);
     }
     db.batch_execute("COMMIT").await.map_err(failed("commit"))?;
@@ -410,6 +419,7 @@ pub async fn restore(
                         &db,
                         &format!("COPY {} ({cols}) FROM STDIN", qualified(name)),
                         &dir.join(&table.file),
+                        &|b| on_table.bytes(name, b),
                     )
                     .await?
                 }
@@ -425,6 +435,7 @@ pub async fn restore(
                         &db,
                         &format!("COPY pgtenant_restore ({cols}) FROM STDIN"),
                         &dir.join(&table.file),
+                        &|b| on_table.bytes(name, b),
                     )
                     .await?;
                     db.batch_execute(&format!(
@@ -449,7 +460,7 @@ pub async fn restore(
                 }
             };
             advance_sequences(&db, &t.schema, name).await?;
-            on_table(table, bytes);
+            on_table.table(table, bytes);
         }
         db.batch_execute("COMMIT").await.map_err(failed("commit"))
     };
@@ -461,7 +472,12 @@ pub async fn restore(
 }
 
 /// Streams `file` into `COPY ... FROM STDIN`; returns the bytes sent.
-async fn copy_in(db: &Client, copy: &str, file: &Path) -> Result<u64, ProvisionError> {
+async fn copy_in(
+    db: &Client,
+    copy: &str,
+    file: &Path,
+    sent_so_far: &(dyn Fn(u64) + Sync),
+) -> Result<u64, ProvisionError> {
     let sink = db
         .copy_in::<_, Bytes>(copy)
         .await
@@ -479,6 +495,7 @@ async fn copy_in(db: &Client, copy: &str, file: &Path) -> Result<u64, ProvisionE
         sink.send(Bytes::copy_from_slice(&buf[..n]))
             .await
             .map_err(failed("copy in"))?;
+        sent_so_far(sent);
     }
     sink.finish().await.map_err(failed("copy in"))?;
     Ok(sent)

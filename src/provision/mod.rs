@@ -14,7 +14,7 @@ use crate::migrate::{
 use crate::tenant::{quote_ident, roles};
 use thiserror::Error;
 
-pub use dump::{dump, read_manifest, restore, Manifest, TableDump};
+pub use dump::{dump, read_manifest, restore, Manifest, Progress, TableDump};
 pub use shared::{repair_shared_login, HARDENING_SQL, SHARED_ROLE};
 
 #[derive(Debug, Error)]
