@@ -109,3 +109,92 @@ async fn reload_resizes_one_tenant_and_refuses_a_bad_file() {
         .expect("acme still served");
     proxy.shutdown().await;
 }
+
+/// A tenant's route changes (here its schema, by RELOAD; promote and move
+/// flip the catalog the same way): connected clients follow it at their
+/// next transaction, with their session settings; a client holding server
+/// state (a temporary table pins it) is told to reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_clients_follow_their_tenant_to_a_new_home() {
+    tenant_fixture("rl_move", &[("t_old", "Old home"), ("t_new", "New home")]).await;
+    let config = |schema: &str| {
+        format!(
+            r#"
+[auth]
+method = "trust"
+users = [{{ name = "app" }}]
+
+[servers.main]
+port = {pg}
+database = "rl_move"
+user = "postgres"
+
+[[tenants]]
+key = "mover"
+mode = "schema"
+server = "main"
+schema = "{schema}"
+"#,
+            pg = pg_port()
+        )
+    };
+    let path = std::env::temp_dir().join(format!("pgtenant-rl-move-{}.toml", std::process::id()));
+    std::fs::write(&path, config("t_old")).expect("config");
+    let mut cfg = pgtenant::config::load_file(&path).expect("valid config");
+    cfg.proxy.listen = "127.0.0.1:0".into();
+    let proxy = pgtenant::app::Running::start(cfg).await.expect("start");
+    proxy
+        .proxy
+        .config_path
+        .set(path.clone())
+        .expect("path set once");
+    let c = connect(&proxy, "user=app.mover dbname=rl_move")
+        .await
+        .expect("client");
+    c.batch_execute("SET application_name = 'follower'")
+        .await
+        .expect("set");
+    assert_eq!(
+        column(&c, "SELECT name FROM customers").await,
+        vec!["Old home"]
+    );
+    let pinned = connect(&proxy, "user=app.mover dbname=rl_move")
+        .await
+        .expect("pinned client");
+    pinned
+        .batch_execute("CREATE TEMP TABLE scratch (x int)")
+        .await
+        .expect("temp table");
+
+    std::fs::write(&path, config("t_new")).expect("config");
+    pgtenant::app::reload(&proxy.proxy).expect("reload");
+    assert_eq!(
+        column(&c, "SELECT name FROM customers").await,
+        vec!["New home"]
+    );
+    assert_eq!(
+        scalar(&c, "SHOW application_name").await,
+        "follower",
+        "its session settings came along"
+    );
+    let e = pinned
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("pinned to the old home");
+    assert_eq!(
+        sqlstate(&e),
+        (
+            "57P01".into(),
+            "tenant \"mover\" moved to a new home while this session held server state".into()
+        )
+    );
+    // New clients go to the new home.
+    let fresh = connect(&proxy, "user=app.mover dbname=rl_move")
+        .await
+        .expect("new client");
+    assert_eq!(
+        column(&fresh, "SELECT name FROM customers").await,
+        vec!["New home"]
+    );
+    proxy.shutdown().await;
+}

@@ -161,14 +161,18 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
     // The link kept between transactions: in session mode the one taken at
     // login (whose pid the client was told); in transaction mode a pinned one.
     let mut held: Option<Lease> = login.lease.take();
+    // Owned: a route change (promote, move, a new schema) moves the client
+    // to the tenant's new pool between transactions.
     let Login {
         tenant,
         pool,
         user,
         params,
         settings,
-        ..
-    } = &login;
+        _client_slot: client_slot,
+        lease: _,
+    } = login;
+    let (mut tenant, mut pool, mut client_slot) = (tenant, pool, client_slot);
     let transaction_mode = tenant.pool_mode == PoolMode::Transaction;
     // Its SHOW CLIENTS row while it is connected.
     let listed = proxy
@@ -260,6 +264,35 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
                     send_error(&mut cw, &e, Severity::Fatal).await;
                     return give_back(held.take(), reset_timeout);
                 }
+                if let Some(now) = moved(proxy, &tenant) {
+                    // Nothing that lives on the old server session can follow.
+                    if held.is_some() || client.listen.waiting() {
+                        send_error(&mut cw, &moved_away(&tenant.key), Severity::Fatal).await;
+                        return give_back(held.take(), reset_timeout);
+                    }
+                    let next = proxy.pools.pool_for(&now).map_err(|e| ClientError::from(&e));
+                    let slot = next.as_ref().map_err(Clone::clone).and_then(|p| {
+                        p.client_slots.try_acquire().map_err(|_| moved_away(&now.key))
+                    });
+                    let (next, slot) = match (next, slot) {
+                        (Ok(p), Ok(s)) => (p, s),
+                        (Err(e), _) | (_, Err(e)) => {
+                            send_error(&mut cw, &e, Severity::Fatal).await;
+                            return give_back(held.take(), reset_timeout);
+                        }
+                    };
+                    flush_stats(&mut client, &pool, &mut total);
+                    client.state.context = now.context.clone();
+                    client.state.pins = next.pins.clone();
+                    if let Some(setup) = client.listen.setup.as_mut() {
+                        setup.target = next.target().clone();
+                    }
+                    client.t.query_timer =
+                        next.timings.enabled.then(|| next.timings.query.clone());
+                    kills = next.kills.subscribe();
+                    tracing::info!(tenant = %now.key, %user, "client follows its tenant to a new home");
+                    (tenant, pool, client_slot) = (now, next, slot);
+                }
             }
             if kills.has_changed().unwrap_or(false) || killed_me.has_changed().unwrap_or(false) {
                 send_error(&mut cw, &killed(), Severity::Fatal).await;
@@ -269,11 +302,11 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
             if held.is_none() {
                 me.waiting();
                 // PAUSE: the new transaction waits here (two loads otherwise).
-                proxy.pools.wait_resumed(pool).await;
+                proxy.pools.wait_resumed(&pool).await;
             }
             let mut lease = match held.take() {
                 Some(l) => l,
-                None => match checkout(proxy, pool, client.state.context.as_ref()).await {
+                None => match checkout(proxy, &pool, client.state.context.as_ref()).await {
                     Ok(l) => {
                         let waited = asked.elapsed();
                         pool.timings.pool_wait.record(waited.as_secs_f64());
@@ -321,7 +354,7 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
             )
             .await;
             key.set(None);
-            flush_stats(&mut client, pool, &mut total);
+            flush_stats(&mut client, &pool, &mut total);
             // Transaction mode: one relay is one request-to-idle span.
             if matches!(end, RelayEnd::Release) && transaction_mode {
                 let took = asked.elapsed();
@@ -421,7 +454,7 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
         }
     }
     .await;
-    flush_stats(&mut client, pool, &mut total);
+    flush_stats(&mut client, &pool, &mut total);
     tracing::info!(
         tenant = %tenant.key,
         %user,
@@ -565,6 +598,26 @@ async fn update_pin(
 }
 
 /// Whether the tenant may still run transactions after a catalog change.
+/// The tenant as the directory has it now, when its route (server,
+/// database, schema, role, isolation) differs from `current`'s.
+fn moved(
+    proxy: &Proxy,
+    current: &Arc<crate::tenant::Tenant>,
+) -> Option<Arc<crate::tenant::Tenant>> {
+    proxy.tenants.get(&current.key).filter(|now| {
+        !Arc::ptr_eq(now, current)
+            && (now.target != current.target || now.context.is_some() != current.context.is_some())
+    })
+}
+
+fn moved_away(key: &str) -> ClientError {
+    ClientError::new(
+        sqlstate::ADMIN_SHUTDOWN,
+        format!("tenant \"{key}\" moved to a new home while this session held server state"),
+    )
+    .hint("reconnect: the new connection goes to the tenant's new home")
+}
+
 fn still_allowed(proxy: &Proxy, key: &str) -> Result<(), ClientError> {
     use crate::config::TenantStatus;
     use crate::tenant::ResolveError;

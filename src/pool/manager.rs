@@ -239,13 +239,17 @@ impl PoolManager {
     /// (shared with other tenants under context isolation).
     pub fn pool_for(&self, tenant: &Tenant) -> Result<Arc<TenantPool>, PoolError> {
         if let Some(p) = self.pools.get(&tenant.key) {
-            if p.tier == tenant.tier && p.group.name == tenant.group_key() {
+            if p.tier == tenant.tier
+                && p.group.name == tenant.group_key()
+                && p.group.target == tenant.target
+            {
                 p.resize(tenant.pool_size, tenant.max_client_conn);
                 return Ok(p.clone());
             }
         }
-        // New, or moved to another tier or server: a fresh pool. Clients of the
-        // old one keep it (and its links) until they leave.
+        // New, or moved to another tier, server, database or schema: a fresh
+        // pool. Its clients follow at their next transaction (the session
+        // checks); the old pool and its links go when the last has left.
         let budget =
             self.budgets
                 .get(&*tenant.target.server)
@@ -254,24 +258,29 @@ impl PoolManager {
                     server: tenant.target.server.to_string(),
                 })?;
         let group_key = tenant.group_key();
-        let group = self
-            .groups
-            .entry(group_key.clone())
-            .or_insert_with(|| {
-                let app = match &tenant.context {
-                    Some(_) => "pgtenant".to_owned(),
-                    None => format!("pgtenant/{}", tenant.key),
-                };
-                let g = Arc::new(LinkGroup::new(
-                    group_key,
-                    tenant.target.clone(),
-                    app,
-                    budget.clone(),
-                ));
-                budget.register(&g);
-                g
-            })
-            .clone();
+        let make = || {
+            let app = match &tenant.context {
+                Some(_) => "pgtenant".to_owned(),
+                None => format!("pgtenant/{}", tenant.key),
+            };
+            let g = Arc::new(LinkGroup::new(
+                group_key.clone(),
+                tenant.target.clone(),
+                app,
+                budget.clone(),
+            ));
+            budget.register(&g);
+            g
+        };
+        let mut entry = self.groups.entry(group_key.clone()).or_insert_with(make);
+        // A dedicated tenant's group is keyed by the tenant: a new route
+        // (schema, database) gets a new group, the old one's links stay
+        // with the old pool.
+        if entry.target != tenant.target {
+            *entry = make();
+        }
+        let group = entry.clone();
+        drop(entry);
         let pool = Arc::new(TenantPool::new(
             tenant,
             group,
@@ -286,7 +295,9 @@ impl PoolManager {
         // Two first logins at once: the first pool in wins.
         let pool = match self.pools.entry(tenant.key.clone()) {
             dashmap::mapref::entry::Entry::Occupied(e)
-                if e.get().tier == tenant.tier && e.get().group.name == pool.group.name =>
+                if e.get().tier == tenant.tier
+                    && e.get().group.name == pool.group.name
+                    && e.get().group.target == pool.group.target =>
             {
                 e.get().clone()
             }
