@@ -53,15 +53,7 @@ async fn quota(admin: &tokio_postgres::Client) -> i32 {
 async fn reload_resizes_one_tenant_and_refuses_a_bad_file() {
     tenant_fixture("rl_app", &[("t_acme", "Acme"), ("t_globex", "Globex")]).await;
     let path = std::env::temp_dir().join(format!("pgtenant-rl-{}.toml", std::process::id()));
-    std::fs::write(&path, config(2)).expect("config");
-    let mut cfg = pgtenant::config::load_file(&path).expect("valid config");
-    cfg.proxy.listen = "127.0.0.1:0".into();
-    let proxy = pgtenant::app::Running::start(cfg).await.expect("start");
-    proxy
-        .proxy
-        .config_path
-        .set(path.clone())
-        .expect("path set once");
+    let proxy = start_proxy_from_file(&config(2), &path).await;
     let acme = connect(&proxy, "user=app.acme dbname=rl_app")
         .await
         .expect("acme");
@@ -139,15 +131,7 @@ schema = "{schema}"
         )
     };
     let path = std::env::temp_dir().join(format!("pgtenant-rl-move-{}.toml", std::process::id()));
-    std::fs::write(&path, config("t_old")).expect("config");
-    let mut cfg = pgtenant::config::load_file(&path).expect("valid config");
-    cfg.proxy.listen = "127.0.0.1:0".into();
-    let proxy = pgtenant::app::Running::start(cfg).await.expect("start");
-    proxy
-        .proxy
-        .config_path
-        .set(path.clone())
-        .expect("path set once");
+    let proxy = start_proxy_from_file(&config("t_old"), &path).await;
     let c = connect(&proxy, "user=app.mover dbname=rl_move")
         .await
         .expect("client");

@@ -264,11 +264,7 @@ async fn certificates_reload_with_the_config_and_a_bad_one_keeps_the_old() {
         std::fs::copy(&from.key, &live.key).expect("key");
     };
     install(&first);
-    let text = config(&live, "require").replace("{PG_PORT}", &pg_port().to_string());
-    let path = dir.join("pgtenant.toml");
-    std::fs::write(&path, &text).expect("config");
-    let proxy = start_proxy(&text).await;
-    proxy.proxy.config_path.set(path).expect("config path");
+    let proxy = start_proxy_from_file(&config(&live, "require"), &dir.join("pgtenant.toml")).await;
     let login = |ca: &Path| {
         let conn = at(&proxy, "localhost", "app.acme");
         let ca = ca.to_owned();

@@ -91,6 +91,45 @@ pub(super) async fn read_first_packet<S: AsyncRead + Unpin>(
     Ok(parse_first_packet(&body).map_err(|e| ClientError::from(&e))?)
 }
 
+/// Where a login's password comes from, first found: `[auth] users`, the
+/// tenant's own users in the catalog, then `auth_query` on the tenant's
+/// server. None: unknown (it still gets the full exchange).
+async fn credential(
+    proxy: &Proxy,
+    r: &crate::tenant::Resolution,
+) -> Result<Option<crate::auth::Credential>, ClientError> {
+    if let Some(c) = proxy.users.get(&r.user) {
+        return Ok(Some(c.clone()));
+    }
+    if let Some(c) = proxy.tenant_users.get(&r.tenant.key, &r.user) {
+        return Ok(Some(c));
+    }
+    let Some(q) = &proxy.auth_query else {
+        return Ok(None);
+    };
+    // In the server's own database (or auth_database), never the tenant's:
+    // a database tenant owns its database and could plant a lookup there.
+    let t = &r.tenant.target;
+    let server = crate::auth::LookupServer {
+        host: t.host.to_string(),
+        port: t.port,
+        database: proxy
+            .config
+            .servers
+            .get(&*t.server)
+            .map_or_else(|| t.database.clone(), |s| s.database.clone()),
+        tls: (*t.tls).clone(),
+    };
+    q.lookup(&server, &r.user).await.map_err(|e| {
+        tracing::warn!(error = %e, server = %t.server, "auth_query failed");
+        ClientError::new(
+            crate::protocol::sqlstate::CONNECTION_FAILURE,
+            "pgtenant could not look up the user on the tenant's server",
+        )
+        .hint("see pgtenant's log ([auth] auth_query)")
+    })
+}
+
 /// Channel-binding data SCRAM-SHA-256-PLUS may use: only over TLS.
 fn binding(secured: &Secured) -> Option<&[u8]> {
     secured.end_point.as_deref().filter(|_| secured.tls)
@@ -239,46 +278,11 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::info!(%reason, "refused connection");
         ClientError::new(crate::protocol::sqlstate::INVALID_AUTHORIZATION, reason)
     })?;
-    // Where the password comes from: [auth] users, the tenant's own users
-    // in the catalog, then auth_query on the tenant's server.
-    let looked_up;
-    let tenant_user = proxy
-        .tenant_users
-        .get(&resolution.tenant.key, &resolution.user);
-    let cred = match (proxy.users.get(&resolution.user), &proxy.auth_query) {
-        (Some(c), _) => Some(c),
-        (None, _) if tenant_user.is_some() => tenant_user.as_ref(),
-        (None, Some(q)) => {
-            // In the server's own database (or auth_database), never the
-            // tenant's: a database tenant owns its database and could plant
-            // a lookup function there.
-            let t = &resolution.tenant.target;
-            let server = crate::auth::LookupServer {
-                host: t.host.to_string(),
-                port: t.port,
-                database: proxy
-                    .config
-                    .servers
-                    .get(&*t.server)
-                    .map_or_else(|| t.database.clone(), |s| s.database.clone()),
-                tls: (*t.tls).clone(),
-            };
-            looked_up = q.lookup(&server, &resolution.user).await.map_err(|e| {
-                tracing::warn!(error = %e, server = %t.server, "auth_query failed");
-                ClientError::new(
-                    crate::protocol::sqlstate::CONNECTION_FAILURE,
-                    "pgtenant could not look up the user on the tenant's server",
-                )
-                .hint("see pgtenant's log ([auth] auth_query)")
-            })?;
-            looked_up.as_ref()
-        }
-        (None, _) => None,
-    };
+    let cred = credential(proxy, &resolution).await?;
     authenticate_client(
         stream,
         method,
-        cred,
+        cred.as_ref(),
         &resolution.user,
         wire_user,
         binding(secured),

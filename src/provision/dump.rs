@@ -13,7 +13,7 @@
 //! COPY in both directions, never held whole in memory; dump reads one
 //! snapshot; restore is one transaction (all tables, or none).
 
-use super::ProvisionError;
+use super::{setup_error, ProvisionError};
 use crate::catalog::{self, admin_config, connect};
 use crate::config::{Config, TenantConfig, TenantMode};
 use crate::migrate::Target;
@@ -76,15 +76,6 @@ async fn find(cfg: &Config, key: &str) -> Result<(TenantConfig, Target), Provisi
     Ok((spec, target))
 }
 
-fn failed(step: &str) -> impl Fn(tokio_postgres::Error) -> ProvisionError + '_ {
-    move |e| ProvisionError::Migration {
-        file: format!("({step})"),
-        message: e
-            .as_db_error()
-            .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
-    }
-}
-
 fn dump_error(message: String) -> ProvisionError {
     ProvisionError::Dump(message)
 }
@@ -112,7 +103,7 @@ async fn open(cfg: &Config, t: &Target) -> Result<Client, ProvisionError> {
     if let Some(r) = &t.role {
         db.batch_execute(&format!("SET ROLE {}", quote_ident(r)))
             .await
-            .map_err(failed("set role"))?;
+            .map_err(setup_error("(set role)"))?;
     }
     Ok(db)
 }
@@ -133,7 +124,7 @@ async fn data_tables(db: &Client, t: &Target, ledger: &str) -> Result<Vec<String
             &[&t.schema, &ledger, &shared],
         )
         .await
-        .map_err(failed("list tables"))?
+        .map_err(setup_error("(list tables)"))?
         .iter()
         .map(|r| r.get(0))
         .collect())
@@ -151,7 +142,7 @@ async fn columns(db: &Client, schema: &str, table: &str) -> Result<Vec<String>, 
             &[&schema, &table],
         )
         .await
-        .map_err(failed("list columns"))?
+        .map_err(setup_error("(list columns)"))?
         .iter()
         .map(|r| r.get(0))
         .collect())
@@ -168,7 +159,7 @@ async fn version(db: &Client, t: &Target, ledger: &str) -> Result<Option<u32>, P
             &[],
         )
         .await
-        .map_err(failed("read ledger"))?
+        .map_err(setup_error("(read ledger)"))?
         .get(0);
     Ok(v.and_then(|v| u32::try_from(v).ok()))
 }
@@ -202,7 +193,7 @@ pub async fn dump(
     // One snapshot for every table.
     db.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
-        .map_err(failed("begin"))?;
+        .map_err(setup_error("(begin)"))?;
     let version = version(&db, &t, ledger).await?;
     let mut tables = Vec::new();
     for (i, name) in data_tables(&db, &t, ledger).await?.into_iter().enumerate() {
@@ -221,12 +212,12 @@ pub async fn dump(
         let stream = db
             .copy_out(&format!("COPY ({select}) TO STDOUT"))
             .await
-            .map_err(failed("copy out"))?;
+            .map_err(setup_error("(copy out)"))?;
         futures_util::pin_mut!(stream);
         let mut out = tokio::fs::File::create(dir.join(&file)).await?;
         let (mut rows, mut bytes) = (0u64, 0u64);
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(failed("copy out"))?;
+            let chunk = chunk.map_err(setup_error("(copy out)"))?;
             // COPY text ends every row with a newline and escapes the
             // ones inside values.
             rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
@@ -244,7 +235,9 @@ pub async fn dump(
         on_table.table(&table, bytes);
         tables.push(table);
     }
-    db.batch_execute("COMMIT").await.map_err(failed("commit"))?;
+    db.batch_execute("COMMIT")
+        .await
+        .map_err(setup_error("(commit)"))?;
     let manifest = Manifest {
         format: FORMAT,
         tenant: key.to_owned(),
@@ -296,7 +289,7 @@ async fn insert_order(
             &[&schema],
         )
         .await
-        .map_err(failed("foreign keys"))?
+        .map_err(setup_error("(foreign keys)"))?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
@@ -380,7 +373,9 @@ pub async fn restore(
         format!(" WHERE tenant_id = {}::uuid", crate::sql::literal(id))
     });
     let qualified = |name: &str| format!("{}.{}", quote_ident(&t.schema), quote_ident(name));
-    db.batch_execute("BEGIN").await.map_err(failed("begin"))?;
+    db.batch_execute("BEGIN")
+        .await
+        .map_err(setup_error("(begin)"))?;
     let work = async {
         let mut has_rows = Vec::new();
         for name in &order {
@@ -390,7 +385,7 @@ pub async fn restore(
                     &[],
                 )
                 .await
-                .map_err(failed("check rows"))?
+                .map_err(setup_error("(check rows)"))?
                 .get(0);
             if any {
                 has_rows.push(name.clone());
@@ -406,7 +401,7 @@ pub async fn restore(
         for name in order.iter().rev().filter(|n| has_rows.contains(n)) {
             db.batch_execute(&format!("DELETE FROM {}{whose}", qualified(name)))
                 .await
-                .map_err(failed("delete rows"))?;
+                .map_err(setup_error("(delete rows)"))?;
         }
         for name in &order {
             let Some(table) = manifest.tables.iter().find(|x| &x.name == name) else {
@@ -430,7 +425,7 @@ pub async fn restore(
                         qualified(name)
                     ))
                     .await
-                    .map_err(failed("scratch table"))?;
+                    .map_err(setup_error("(scratch table)"))?;
                     let bytes = copy_in(
                         &db,
                         &format!("COPY pgtenant_restore ({cols}) FROM STDIN"),
@@ -454,7 +449,7 @@ pub async fn restore(
                                 d.detail().unwrap_or_default()
                             ))
                         }
-                        _ => failed("insert rows")(e),
+                        _ => setup_error("(insert rows)")(e),
                     })?;
                     bytes
                 }
@@ -462,7 +457,9 @@ pub async fn restore(
             advance_sequences(&db, &t.schema, name).await?;
             on_table.table(table, bytes);
         }
-        db.batch_execute("COMMIT").await.map_err(failed("commit"))
+        db.batch_execute("COMMIT")
+            .await
+            .map_err(setup_error("(commit)"))
     };
     if let Err(e) = work.await {
         let _ = db.batch_execute("ROLLBACK").await;
@@ -481,7 +478,7 @@ async fn copy_in(
     let sink = db
         .copy_in::<_, Bytes>(copy)
         .await
-        .map_err(failed("copy in"))?;
+        .map_err(setup_error("(copy in)"))?;
     futures_util::pin_mut!(sink);
     let mut f = tokio::fs::File::open(file).await?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -494,10 +491,10 @@ async fn copy_in(
         sent += n as u64;
         sink.send(Bytes::copy_from_slice(&buf[..n]))
             .await
-            .map_err(failed("copy in"))?;
+            .map_err(setup_error("(copy in)"))?;
         sent_so_far(sent);
     }
-    sink.finish().await.map_err(failed("copy in"))?;
+    sink.finish().await.map_err(setup_error("(copy in)"))?;
     Ok(sent)
 }
 
@@ -515,7 +512,7 @@ async fn advance_sequences(db: &Client, schema: &str, table: &str) -> Result<(),
             &[&schema, &table],
         )
         .await
-        .map_err(failed("sequences"))?
+        .map_err(setup_error("(sequences)"))?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
@@ -531,7 +528,7 @@ async fn advance_sequences(db: &Client, schema: &str, table: &str) -> Result<(),
             t = quote_ident(table),
         ))
         .await
-        .map_err(failed("advance sequence"))?;
+        .map_err(setup_error("(advance sequence)"))?;
     }
     Ok(())
 }

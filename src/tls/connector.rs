@@ -92,12 +92,17 @@ impl ServerTls {
                             path: ca.to_owned(),
                             why: e.to_string(),
                         })?;
-                Arc::new(Checked {
-                    webpki,
+                Arc::new(Verifier {
+                    chain: Some(webpki),
                     check_name: s.sslmode == ServerSslMode::VerifyFull,
+                    provider: provider.clone(),
                 })
             }
-            false => Arc::new(Unchecked(provider.clone())),
+            false => Arc::new(Verifier {
+                chain: None,
+                check_name: false,
+                provider: provider.clone(),
+            }),
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -156,15 +161,19 @@ impl ServerTls {
     }
 }
 
-/// `verify-ca` and `verify-full`: the chain must lead to `ca_file`; for
-/// `verify-full` the certificate must also name the host.
+/// What `sslmode` checks of a server's certificate. `chain`: it must lead
+/// to `ca_file` (`verify-ca`, `verify-full`, `require` with a CA), and with
+/// `check_name` also name the host (`verify-full`); none: it is not checked
+/// (`prefer`, `require`, libpq's meaning without a root certificate). The
+/// handshake's signatures are always checked.
 #[derive(Debug)]
-struct Checked {
-    webpki: Arc<WebPkiServerVerifier>,
+struct Verifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
     check_name: bool,
+    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for Checked {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -173,10 +182,10 @@ impl ServerCertVerifier for Checked {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, tokio_rustls::rustls::Error> {
-        match self
-            .webpki
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(tokio_rustls::rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.check_name => Ok(ServerCertVerified::assertion()),
@@ -189,48 +198,11 @@ impl ServerCertVerifier for Checked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require`: encrypted, certificate not checked (libpq's
-/// meaning without a root certificate); the handshake's signatures are.
-#[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, tokio_rustls::rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
         tokio_rustls::rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
     fn verify_tls13_signature(
@@ -243,11 +215,13 @@ impl ServerCertVerifier for Unchecked {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -289,7 +263,11 @@ pub async fn pg_connect(
             .with_safe_default_protocol_versions()
             .map_err(TlsError::from)?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unchecked(provider())))
+            .with_custom_certificate_verifier(Arc::new(Verifier {
+                chain: None,
+                check_name: false,
+                provider: provider(),
+            }))
             .with_no_client_auth(),
     };
     let make = tokio_postgres_rustls::MakeRustlsConnect::new(config);

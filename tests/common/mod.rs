@@ -50,6 +50,20 @@ pub async fn start_proxy(config: &str) -> Running {
     Running::start(cfg).await.expect("start pgtenant")
 }
 
+/// [`start_proxy`] with `config` written to `path` first, as `serve` starts
+/// from a file: RELOAD and SIGHUP then read that file again.
+pub async fn start_proxy_from_file(config: &str, path: &std::path::Path) -> Running {
+    let text = config.replace("{PG_PORT}", &pg_port().to_string());
+    std::fs::write(path, &text).expect("write config");
+    let proxy = start_proxy(&text).await;
+    proxy
+        .proxy
+        .config_path
+        .set(path.to_owned())
+        .expect("config path set once");
+    proxy
+}
+
 /// Connects through pgtenant. `extra` is appended to the libpq-style string.
 pub async fn connect(proxy: &Running, extra: &str) -> Result<Client, tokio_postgres::Error> {
     let s = format!("host=127.0.0.1 port={} {extra}", proxy.addr.port());
@@ -148,6 +162,15 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> (String, String) {
     }
 }
 
+async fn database_exists(admin: &Client, database: &str) -> bool {
+    !column(
+        admin,
+        &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
+    )
+    .await
+    .is_empty()
+}
+
 /// Creates `database` (if missing) with the given schemas, each holding a
 /// `customers` table with one row naming its owner.
 pub async fn tenant_fixture(database: &str, schemas: &[(&str, &str)]) {
@@ -158,12 +181,7 @@ pub async fn tenant_fixture(database: &str, schemas: &[(&str, &str)]) {
 pub async fn tenant_fixture_with(database: &str, schemas: &[(&str, &str)], extra: &str) {
     let _guard = FIXTURE_LOCK.lock().await;
     let admin = direct("postgres").await;
-    let exists = column(
-        &admin,
-        &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
-    )
-    .await;
-    if exists.is_empty() {
+    if !database_exists(&admin, database).await {
         admin
             .batch_execute(&format!("CREATE DATABASE {database}"))
             .await
@@ -215,12 +233,7 @@ pub async fn managed_database(database: &str) {
     managed_roles().await;
     let _guard = FIXTURE_LOCK.lock().await;
     let admin = direct("postgres").await;
-    let exists = column(
-        &admin,
-        &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
-    )
-    .await;
-    if exists.is_empty() {
+    if !database_exists(&admin, database).await {
         let (c, conn) = tokio_postgres::connect(
             &format!(
                 "host=127.0.0.1 port={} user={ADMIN_ROLE} dbname=postgres",
