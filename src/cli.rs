@@ -104,6 +104,13 @@ pub enum ModeArg {
     Shared,
 }
 
+/// A tenant's own home (promote's target).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DedicatedMode {
+    Schema,
+    Database,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant: schema or database, all migrations, catalog row (or nothing).
@@ -146,6 +153,34 @@ pub enum TenantCommand {
         /// Delete the tenant's rows first (in the same transaction).
         #[arg(long)]
         replace: bool,
+    },
+    /// Move a shared tenant's rows into its own schema or database while it
+    /// serves: its clients see a pause (at most --max-hold), not an error.
+    Promote {
+        key: String,
+        #[arg(long, value_enum)]
+        mode: DedicatedMode,
+        /// Server from the config (default: the tenant's own).
+        #[arg(long)]
+        server: Option<String>,
+        /// The longest the tenant's new transactions may wait for the switch.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        max_hold: std::time::Duration,
+    },
+    /// Move a schema or database tenant's rows back into the shared tables
+    /// while it serves (ids kept).
+    Demote {
+        key: String,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        max_hold: std::time::Duration,
+    },
+    /// Move a schema or database tenant to another server while it serves.
+    Move {
+        key: String,
+        #[arg(long)]
+        server: String,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        max_hold: std::time::Duration,
     },
     /// Users who may log in to this tenant only (`NAME.KEY`), kept in the
     /// catalog as SCRAM verifiers.
@@ -357,6 +392,55 @@ impl Drop for TableProgress {
     }
 }
 
+impl crate::provision::RelocateProgress for TableProgress {
+    fn bytes(&self, table: &str, bytes: u64) {
+        crate::provision::Progress::bytes(self, table, bytes);
+    }
+    fn step(&self, what: &str) {
+        match &self.0 {
+            Some(bar) => {
+                bar.println(what);
+                bar.set_position(0);
+            }
+            None => eprintln!("{what}"),
+        }
+    }
+}
+
+/// Promote, demote or move, with progress on stderr and a summary.
+async fn relocate_command(
+    cfg: &crate::config::Config,
+    key: &str,
+    how: crate::provision::Relocation,
+    max_hold: std::time::Duration,
+) -> Result<(), crate::provision::ProvisionError> {
+    use crate::catalog::mode_text;
+    let opts = crate::provision::RelocateOptions { max_hold };
+    let r = crate::provision::relocate(cfg, key, &how, &opts, &TableProgress::new()).await?;
+    println!(
+        "tenant {key} moved from {} on {} to {} on {}: {} rows in {} tables, {} changed rows caught up in {} passes, transactions held {} ms",
+        mode_text(r.from.mode),
+        r.from.server,
+        mode_text(r.to.mode),
+        r.to.server,
+        r.tables.iter().map(|(_, n)| n).sum::<u64>(),
+        r.tables.len(),
+        r.caught_up,
+        r.passes,
+        r.hold.as_millis()
+    );
+    if r.late_changes > 0 {
+        eprintln!(
+            "pgtenant: WARNING: {} changes reached the old home after the hold (a replica that did not see it?); they are not in the new home",
+            r.late_changes
+        );
+    }
+    if let Some(left) = r.leftover {
+        eprintln!("pgtenant: {left}");
+    }
+    Ok(())
+}
+
 async fn user_command(
     cfg: &crate::config::Config,
     cmd: UserCommand,
@@ -464,6 +548,28 @@ async fn tenant_command(
                 m.tables.len(),
                 dir.display()
             );
+        }
+        TenantCommand::Promote {
+            key,
+            mode,
+            server,
+            max_hold,
+        } => {
+            let mode = match mode {
+                DedicatedMode::Schema => TenantMode::Schema,
+                DedicatedMode::Database => TenantMode::Database,
+            };
+            relocate_command(cfg, &key, p::Relocation::Promote { mode, server }, max_hold).await?;
+        }
+        TenantCommand::Demote { key, max_hold } => {
+            relocate_command(cfg, &key, p::Relocation::Demote, max_hold).await?;
+        }
+        TenantCommand::Move {
+            key,
+            server,
+            max_hold,
+        } => {
+            relocate_command(cfg, &key, p::Relocation::Move { server }, max_hold).await?;
         }
         TenantCommand::Restore { key, dir, replace } => {
             let m = p::restore(cfg, &key, &dir, replace, &TableProgress::new()).await?;

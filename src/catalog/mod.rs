@@ -3,6 +3,7 @@
 //! every replica's tenant directory in step with it. The I/O side of
 //! tenants; `tenant/` itself opens no sockets.
 
+pub mod holds;
 mod table;
 mod users;
 pub mod watcher;

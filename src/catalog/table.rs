@@ -53,6 +53,25 @@ END $$;
 CREATE TRIGGER tenant_users_changed AFTER INSERT OR UPDATE OR DELETE ON pgtenant.tenant_users
     FOR EACH ROW EXECUTE FUNCTION pgtenant.tenant_users_changed();
 "#,
+    r#"
+CREATE TABLE pgtenant.holds (
+    tenant  text PRIMARY KEY REFERENCES pgtenant.tenants(key) ON DELETE CASCADE,
+    purpose text NOT NULL,
+    since   timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE pgtenant.replicas (
+    id    text PRIMARY KEY,
+    seen  timestamptz NOT NULL DEFAULT now(),
+    quiet text[] NOT NULL DEFAULT '{}'
+);
+CREATE FUNCTION pgtenant.holds_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('pgtenant_catalog', coalesce(NEW.tenant, OLD.tenant));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER holds_changed AFTER INSERT OR UPDATE OR DELETE ON pgtenant.holds
+    FOR EACH ROW EXECUTE FUNCTION pgtenant.holds_changed();
+"#,
 ];
 
 #[derive(Debug, Error)]
@@ -63,6 +82,10 @@ pub enum CatalogError {
     UnknownServer(String),
     #[error("catalog database: {}", .0.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| .0.to_string()))]
     Sql(#[from] tokio_postgres::Error),
+    #[error("tenant {0:?} left the catalog meanwhile")]
+    Gone(String),
+    #[error("the hold on tenant {0:?} was lost or is too old to flip under")]
+    HoldLost(String),
     #[error("catalog credentials: {0}")]
     Secret(String),
     #[error("TLS to the server: {0}")]
@@ -144,7 +167,7 @@ pub async fn connect(pg: &PgLogin) -> Result<Client, CatalogError> {
     Ok(client)
 }
 
-fn text(mode: TenantMode) -> &'static str {
+pub fn mode_text(mode: TenantMode) -> &'static str {
     match mode {
         TenantMode::Schema => "schema",
         TenantMode::Database => "database",
@@ -292,7 +315,7 @@ pub async fn insert(client: &Client, t: &TenantConfig) -> Result<String, Catalog
              RETURNING id::text",
             &[
                 &t.key,
-                &text(t.mode),
+                &mode_text(t.mode),
                 &t.server,
                 &t.database,
                 &t.schema,

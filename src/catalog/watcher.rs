@@ -3,7 +3,7 @@
 //! possible, e.g. behind a transaction pooler). A change reaches every replica
 //! within a second, without a restart and without touching other tenants' clients.
 
-use super::{self as catalog, Catalog, CatalogError};
+use super::{self as catalog, holds, Catalog, CatalogError};
 use crate::app::{wait_shutdown, Proxy};
 use crate::config::{Config, TenantConfig};
 use crate::tenant::Tenant;
@@ -46,12 +46,61 @@ pub fn merge(cfg: &Config, rows: &[TenantConfig]) -> Vec<Tenant> {
         .collect()
 }
 
-/// Loads the catalog once and installs the merged directory if it changed.
+/// This replica's name in `pgtenant.replicas`, and when it last reported.
+struct Replica {
+    id: String,
+    reported: Option<std::time::Instant>,
+    /// The holds installed, and those last reported quiet.
+    held: Vec<String>,
+    quiet: Vec<String>,
+}
+
+impl Replica {
+    fn new(proxy: &Proxy) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Replica {
+            id: format!(
+                "{} pid {} #{:08x}",
+                proxy.config.proxy.listen,
+                std::process::id(),
+                nanos ^ rand::random::<u32>()
+            ),
+            reported: None,
+            held: Vec::new(),
+            quiet: Vec::new(),
+        }
+    }
+
+    /// A held tenant still runs a transaction here: look again soon.
+    fn awaiting_quiet(&self) -> bool {
+        self.quiet.len() < self.held.len()
+    }
+
+    async fn report(&mut self, proxy: &Proxy, client: &Client) -> Result<(), CatalogError> {
+        let quiet = proxy.pools.quiet_holds();
+        holds::heartbeat(client, &self.id, &quiet).await?;
+        self.quiet = quiet;
+        self.reported = Some(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+/// How often a replica looks whether a held tenant's last transaction ended.
+const QUIET_POLL: Duration = Duration::from_millis(5);
+
+/// Loads the catalog once and installs the merged directory if it changed,
+/// then the holds, then reports this replica's heartbeat. Holds are read
+/// first: a hold seen lifted means the route change committed with it is
+/// visible to the tenants query that follows.
 async fn reload(
     proxy: &Arc<Proxy>,
     client: &Client,
     last: &mut Option<Vec<TenantConfig>>,
+    me: &mut Replica,
 ) -> Result<(), CatalogError> {
+    let held = holds::load_holds(client).await?;
     let rows = catalog::load(client).await?;
     proxy
         .tenant_users
@@ -68,6 +117,15 @@ async fn reload(
         tracing::info!(catalog_tenants = rows.len(), "tenant catalog loaded");
         *last = Some(rows);
     }
+    proxy.pools.set_holds(&held);
+    // While a tenant is held the mover waits for this report: send it on
+    // every reload then, and otherwise as a heartbeat now and again.
+    let due = me.reported.is_none_or(|t| t.elapsed() >= holds::HEARTBEAT);
+    let changed = held != me.held;
+    me.held = held;
+    if changed || !me.held.is_empty() || due {
+        me.report(proxy, client).await?;
+    }
     Ok(())
 }
 
@@ -76,6 +134,7 @@ async fn session(
     proxy: &Arc<Proxy>,
     cat: &Catalog,
     last: &mut Option<Vec<TenantConfig>>,
+    me: &mut Replica,
 ) -> Result<(), CatalogError> {
     let (client, mut conn) = cat.pg_config().connect_raw().await?;
     let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
@@ -97,7 +156,7 @@ async fn session(
     client
         .batch_execute(&format!("LISTEN {}", catalog::CHANNEL))
         .await?;
-    reload(proxy, &client, last).await?;
+    reload(proxy, &client, last, me).await?;
     let mut shutdown = proxy.shutdown_signal();
     let mut tick = tokio::time::interval(POLL);
     loop {
@@ -106,14 +165,23 @@ async fn session(
                 if n.is_none() {
                     return Ok(()); // connection gone: reconnect
                 }
-                reload(proxy, &client, last).await?;
+                reload(proxy, &client, last, me).await?;
             }
-            _ = tick.tick() => reload(proxy, &client, last).await?,
+            _ = tick.tick() => reload(proxy, &client, last, me).await?,
+            _ = tokio::time::sleep(QUIET_POLL), if me.awaiting_quiet() => {
+                if proxy.pools.quiet_holds().len() != me.quiet.len() {
+                    me.report(proxy, &client).await?;
+                }
+            }
             _ = proxy.sidecar.republish.notified() => {
                 *last = None;
-                reload(proxy, &client, last).await?;
+                reload(proxy, &client, last, me).await?;
             }
-            _ = wait_shutdown(&mut shutdown) => return Ok(()),
+            _ = wait_shutdown(&mut shutdown) => {
+                // Movers stop waiting for this replica.
+                let _ = holds::leave(&client, &me.id).await;
+                return Ok(());
+            }
         }
     }
 }
@@ -121,9 +189,10 @@ async fn session(
 /// Runs until shutdown, reconnecting after errors.
 pub async fn watch(proxy: Arc<Proxy>, cat: Catalog) {
     let mut last = None;
+    let mut me = Replica::new(&proxy);
     let mut shutdown = proxy.shutdown_signal();
     loop {
-        if let Err(e) = session(&proxy, &cat, &mut last).await {
+        if let Err(e) = session(&proxy, &cat, &mut last, &mut me).await {
             tracing::error!(error = %e, "tenant catalog unavailable; serving the last known tenants");
         }
         if *shutdown.borrow() {

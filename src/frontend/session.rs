@@ -255,54 +255,73 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
             if client.up.buf[0] == fe::TERMINATE {
                 return give_back(held.take(), reset_timeout);
             }
-            // A catalog change may have suspended, cancelled or removed the tenant:
-            // its clients learn at their next transaction (one atomic load otherwise).
-            let generation = proxy.tenants.generation();
-            if generation != seen_generation {
-                seen_generation = generation;
-                if let Err(e) = still_allowed(proxy, &tenant.key) {
-                    send_error(&mut cw, &e, Severity::Fatal).await;
-                    return give_back(held.take(), reset_timeout);
-                }
-                if let Some(now) = moved(proxy, &tenant) {
-                    // Nothing that lives on the old server session can follow.
-                    if held.is_some() || client.listen.waiting() {
-                        send_error(&mut cw, &moved_away(&tenant.key), Severity::Fatal).await;
-                        return give_back(held.take(), reset_timeout);
-                    }
-                    let next = proxy.pools.pool_for(&now).map_err(|e| ClientError::from(&e));
-                    let slot = next.as_ref().map_err(Clone::clone).and_then(|p| {
-                        p.client_slots.try_acquire().map_err(|_| moved_away(&now.key))
-                    });
-                    let (next, slot) = match (next, slot) {
-                        (Ok(p), Ok(s)) => (p, s),
-                        (Err(e), _) | (_, Err(e)) => {
+            let asked = std::time::Instant::now();
+            // PAUSE or a hold: the new transaction waits here (two loads
+            // otherwise). Then a catalog change may have suspended, cancelled
+            // or removed the tenant, or given it a new home: its clients learn
+            // at their next transaction (one atomic load otherwise), and a
+            // client released from a hold finds the new route first.
+            loop {
+                if proxy.pools.gate_closed(&pool, held.is_some()) {
+                    me.held();
+                    tokio::select! {
+                        _ = proxy.pools.wait_open(&pool, held.is_some()) => {}
+                        _ = wait_shutdown(&mut shutdown) => {
+                            let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
                             send_error(&mut cw, &e, Severity::Fatal).await;
                             return give_back(held.take(), reset_timeout);
                         }
-                    };
-                    flush_stats(&mut client, &pool, &mut total);
-                    client.state.context = now.context.clone();
-                    client.state.pins = next.pins.clone();
-                    if let Some(setup) = client.listen.setup.as_mut() {
-                        setup.target = next.target().clone();
                     }
-                    client.t.query_timer =
-                        next.timings.enabled.then(|| next.timings.query.clone());
-                    kills = next.kills.subscribe();
-                    tracing::info!(tenant = %now.key, %user, "client follows its tenant to a new home");
-                    (tenant, pool, client_slot) = (now, next, slot);
+                }
+                let generation = proxy.tenants.generation();
+                if generation != seen_generation {
+                    seen_generation = generation;
+                    if let Err(e) = still_allowed(proxy, &tenant.key) {
+                        send_error(&mut cw, &e, Severity::Fatal).await;
+                        return give_back(held.take(), reset_timeout);
+                    }
+                    if let Some(now) = moved(proxy, &tenant) {
+                        // Nothing that lives on the old server session can follow.
+                        if held.is_some() || client.listen.waiting() {
+                            send_error(&mut cw, &moved_away(&tenant.key), Severity::Fatal).await;
+                            return give_back(held.take(), reset_timeout);
+                        }
+                        let next = proxy.pools.pool_for(&now).map_err(|e| ClientError::from(&e));
+                        let slot = next.as_ref().map_err(Clone::clone).and_then(|p| {
+                            p.client_slots.try_acquire().map_err(|_| moved_away(&now.key))
+                        });
+                        let (next, slot) = match (next, slot) {
+                            (Ok(p), Ok(s)) => (p, s),
+                            (Err(e), _) | (_, Err(e)) => {
+                                send_error(&mut cw, &e, Severity::Fatal).await;
+                                return give_back(held.take(), reset_timeout);
+                            }
+                        };
+                        flush_stats(&mut client, &pool, &mut total);
+                        client.state.context = now.context.clone();
+                        client.state.pins = next.pins.clone();
+                        if let Some(setup) = client.listen.setup.as_mut() {
+                            setup.target = next.target().clone();
+                        }
+                        client.t.query_timer =
+                            next.timings.enabled.then(|| next.timings.query.clone());
+                        kills = next.kills.subscribe();
+                        tracing::info!(tenant = %now.key, %user, "client follows its tenant to a new home");
+                        (tenant, pool, client_slot) = (now, next, slot);
+                    }
+                }
+                me.waiting();
+                // Published before the gate is read again: a hold's quiet
+                // check (PoolManager::quiet_holds) either sees this client on
+                // its way in or the client sees the hold.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                if !proxy.pools.gate_closed(&pool, held.is_some()) {
+                    break;
                 }
             }
             if kills.has_changed().unwrap_or(false) || killed_me.has_changed().unwrap_or(false) {
                 send_error(&mut cw, &killed(), Severity::Fatal).await;
                 return give_back(held.take(), reset_timeout);
-            }
-            let asked = std::time::Instant::now();
-            if held.is_none() {
-                me.waiting();
-                // PAUSE: the new transaction waits here (two loads otherwise).
-                proxy.pools.wait_resumed(&pool).await;
             }
             let mut lease = match held.take() {
                 Some(l) => l,

@@ -98,6 +98,8 @@ pub struct PoolManager {
     paused_all: std::sync::atomic::AtomicBool,
     /// Tenants paused by key (kept for pools made while paused).
     paused: DashMap<String, ()>,
+    /// Tenants held by the catalog (see `catalog::holds`).
+    holds: DashMap<String, ()>,
     resumed: tokio::sync::Notify,
     /// Who is connected (SHOW CLIENTS, SHOW SERVERS).
     pub roster: Arc<super::roster::Roster>,
@@ -131,6 +133,7 @@ impl PoolManager {
             timings: TimingsFactory::default(),
             paused_all: Default::default(),
             paused: DashMap::new(),
+            holds: DashMap::new(),
             resumed: tokio::sync::Notify::new(),
             roster: Arc::default(),
         }
@@ -170,22 +173,78 @@ impl PoolManager {
     }
 
     pub fn is_paused(&self, pool: &TenantPool) -> bool {
-        self.paused_all.load(Ordering::Acquire) || pool.paused.load(Ordering::Acquire)
+        self.paused_all.load(Ordering::Acquire)
+            || pool.paused.load(Ordering::Acquire)
+            || self.is_held(pool)
     }
 
-    pub fn is_tenant_paused(&self, key: &str) -> bool {
-        self.paused_all.load(Ordering::Acquire) || self.paused.contains_key(key)
+    /// Held by the catalog. The pool's flag is the fast path; the map has the
+    /// last word, so a pool replaced while held never stays held.
+    pub fn is_held(&self, pool: &TenantPool) -> bool {
+        pool.held.load(Ordering::Acquire) && self.holds.contains_key(&pool.key)
     }
 
-    /// Waits while the pool is paused (two loads when it is not).
-    pub async fn wait_resumed(&self, pool: &TenantPool) {
-        while self.is_paused(pool) {
+    /// Whether a client's next transaction must wait: a pinned client (one
+    /// keeping its server connection) waits only for a hold, not for PAUSE.
+    pub fn gate_closed(&self, pool: &TenantPool, pinned: bool) -> bool {
+        if pinned {
+            self.is_held(pool)
+        } else {
+            self.is_paused(pool)
+        }
+    }
+
+    /// Waits while `gate_closed`.
+    pub async fn wait_open(&self, pool: &TenantPool, pinned: bool) {
+        while self.gate_closed(pool, pinned) {
             let woke = self.resumed.notified();
-            if !self.is_paused(pool) {
+            if !self.gate_closed(pool, pinned) {
                 return;
             }
             woke.await;
         }
+    }
+
+    /// Installs the catalog's holds: new ones close the gate of the tenants'
+    /// pools, lifted ones open it. Call after installing the directory that
+    /// came with them, so released clients find their tenant's new route.
+    pub fn set_holds(&self, keys: &[String]) {
+        let mut lifted = false;
+        self.holds.retain(|k, _| {
+            let keep = keys.contains(k);
+            lifted |= !keep;
+            keep
+        });
+        for k in keys {
+            self.holds.insert(k.clone(), ());
+            if let Some(p) = self.pools.get(k) {
+                p.held.store(true, Ordering::Release);
+            }
+        }
+        for p in self.pools.iter() {
+            if !self.holds.contains_key(&p.key) {
+                p.held.store(false, Ordering::Release);
+            }
+        }
+        if lifted {
+            self.resumed.notify_waiters();
+        }
+    }
+
+    /// Held tenants none of whose transactions runs here: every client of
+    /// theirs is between transactions or waiting at the hold.
+    pub fn quiet_holds(&self) -> Vec<String> {
+        let held: Vec<String> = self.holds.iter().map(|e| e.key().clone()).collect();
+        if held.is_empty() {
+            return held;
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let busy = self.roster.busy_tenants();
+        held.into_iter().filter(|k| !busy.contains(k)).collect()
+    }
+
+    pub fn is_tenant_paused(&self, key: &str) -> bool {
+        self.paused_all.load(Ordering::Acquire) || self.paused.contains_key(key)
     }
 
     /// The link groups of a tenant's pool (or of every pool).
@@ -291,6 +350,9 @@ impl PoolManager {
         ));
         if self.paused.contains_key(&tenant.key) {
             pool.paused.store(true, Ordering::Release);
+        }
+        if self.holds.contains_key(&tenant.key) {
+            pool.held.store(true, Ordering::Release);
         }
         // Two first logins at once: the first pool in wins.
         let pool = match self.pools.entry(tenant.key.clone()) {

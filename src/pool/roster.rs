@@ -23,6 +23,8 @@ pub enum ClientPhase {
     Active = 1,
     /// Waiting for a server connection.
     Waiting = 2,
+    /// Waiting at a PAUSE or a hold.
+    Held = 3,
 }
 
 #[derive(Debug)]
@@ -45,11 +47,19 @@ pub struct ClientEntry {
     pub kill: tokio::sync::watch::Sender<bool>,
 }
 
+impl ClientPhase {
+    /// Waiting for a server connection or at a PAUSE/hold (cl_waiting).
+    pub fn is_waiting(self) -> bool {
+        matches!(self, ClientPhase::Waiting | ClientPhase::Held)
+    }
+}
+
 impl ClientEntry {
     pub fn phase(&self) -> ClientPhase {
         match self.phase.load(Ordering::Relaxed) {
             1 => ClientPhase::Active,
             2 => ClientPhase::Waiting,
+            3 => ClientPhase::Held,
             _ => ClientPhase::Idle,
         }
     }
@@ -71,6 +81,12 @@ impl ClientEntry {
         self.request_us.store(now_us(), Ordering::Relaxed);
         self.phase
             .store(ClientPhase::Waiting as u8, Ordering::Relaxed);
+    }
+
+    /// Its request waits at a PAUSE or a hold: it runs nothing.
+    pub fn held(&self) {
+        self.request_us.store(now_us(), Ordering::Relaxed);
+        self.phase.store(ClientPhase::Held as u8, Ordering::Relaxed);
     }
 
     /// It got server connection `pid`.
@@ -186,6 +202,15 @@ pub struct NewServer {
 }
 
 impl Roster {
+    /// Tenants with a client in a transaction or on its way into one.
+    pub fn busy_tenants(&self) -> std::collections::HashSet<String> {
+        self.clients
+            .iter()
+            .filter(|c| matches!(c.phase(), ClientPhase::Active | ClientPhase::Waiting))
+            .map(|c| c.tenant.clone())
+            .collect()
+    }
+
     pub fn add_client(self: &Arc<Self>, c: NewClient) -> ClientListing {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = Arc::new(ClientEntry {

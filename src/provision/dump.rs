@@ -58,7 +58,10 @@ pub trait Progress: Sync {
 type OnTable<'a> = &'a dyn Progress;
 
 /// A tenant's spec and target, from the config and the catalog.
-async fn find(cfg: &Config, key: &str) -> Result<(TenantConfig, Target), ProvisionError> {
+pub(super) async fn find(
+    cfg: &Config,
+    key: &str,
+) -> Result<(TenantConfig, Target), ProvisionError> {
     let rows = match cfg.catalog {
         Some(_) => {
             let cat = catalog::Catalog::from_config(cfg)?.open().await?;
@@ -98,7 +101,7 @@ fn tenant_filter(spec: &TenantConfig) -> Result<Option<String>, ProvisionError> 
 
 /// Opens an admin connection to the target's database, acting as the
 /// tenant's role when it has one (its schema is its own).
-async fn open(cfg: &Config, t: &Target) -> Result<Client, ProvisionError> {
+pub(super) async fn open(cfg: &Config, t: &Target) -> Result<Client, ProvisionError> {
     let db = connect(&admin_config(cfg, &t.server, &t.database)?).await?;
     if let Some(r) = &t.role {
         db.batch_execute(&format!("SET ROLE {}", quote_ident(r)))
@@ -110,7 +113,11 @@ async fn open(cfg: &Config, t: &Target) -> Result<Client, ProvisionError> {
 
 /// The tables holding a tenant's data in `t`: every table of a dedicated
 /// schema, the tables with `tenant_id` of a shared one (the ledger never).
-async fn data_tables(db: &Client, t: &Target, ledger: &str) -> Result<Vec<String>, ProvisionError> {
+pub(super) async fn data_tables(
+    db: &Client,
+    t: &Target,
+    ledger: &str,
+) -> Result<Vec<String>, ProvisionError> {
     let shared = t.mode == TenantMode::Shared;
     Ok(db
         .query(
@@ -131,7 +138,11 @@ async fn data_tables(db: &Client, t: &Target, ledger: &str) -> Result<Vec<String
 }
 
 /// A table's columns in order, without generated ones and `tenant_id`.
-async fn columns(db: &Client, schema: &str, table: &str) -> Result<Vec<String>, ProvisionError> {
+pub(super) async fn columns(
+    db: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<String>, ProvisionError> {
     Ok(db
         .query(
             "SELECT a.attname::text FROM pg_catalog.pg_attribute a
@@ -148,7 +159,11 @@ async fn columns(db: &Client, schema: &str, table: &str) -> Result<Vec<String>, 
         .collect())
 }
 
-async fn version(db: &Client, t: &Target, ledger: &str) -> Result<Option<u32>, ProvisionError> {
+pub(super) async fn version(
+    db: &Client,
+    t: &Target,
+    ledger: &str,
+) -> Result<Option<u32>, ProvisionError> {
     let v: Option<i32> = db
         .query_one(
             &format!(
@@ -164,7 +179,7 @@ async fn version(db: &Client, t: &Target, ledger: &str) -> Result<Option<u32>, P
     Ok(v.and_then(|v| u32::try_from(v).ok()))
 }
 
-fn column_list(columns: &[String]) -> String {
+pub(super) fn column_list(columns: &[String]) -> String {
     columns
         .iter()
         .map(|c| quote_ident(c))
@@ -275,7 +290,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, ProvisionError> {
 /// `tables` ordered so that a table comes after every table it references
 /// (within `schema`): the order to insert in. A cycle keeps the rest in name
 /// order (its foreign keys then fail clearly).
-async fn insert_order(
+pub(super) async fn insert_order(
     db: &Client,
     schema: &str,
     tables: &[String],
@@ -500,7 +515,11 @@ async fn copy_in(
 
 /// Moves every sequence a column of `table` draws from past the largest
 /// value restored, so the next insert gets a fresh id.
-async fn advance_sequences(db: &Client, schema: &str, table: &str) -> Result<(), ProvisionError> {
+pub(super) async fn advance_sequences(
+    db: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<(), ProvisionError> {
     let owned: Vec<(String, String)> = db
         .query(
             "SELECT a.attname::text, s.seq::text

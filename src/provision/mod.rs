@@ -4,17 +4,20 @@
 //! Touches servers through admin connections only, never the client pools.
 
 mod dump;
+mod home;
+mod relocate;
 mod shared;
 
-use crate::catalog::{self, admin_config, connect, CatalogError};
+use crate::catalog::{self, CatalogError};
 use crate::config::{Config, TenantConfig, TenantMode, TenantStatus};
 use crate::migrate::{
     apply_target, migration_files, ApplySettings, MigrationFile, Outcome, Target,
 };
-use crate::tenant::{quote_ident, roles};
+use crate::tenant::roles;
 use thiserror::Error;
 
 pub use dump::{dump, read_manifest, restore, Manifest, Progress, TableDump};
+pub use relocate::{relocate, RelocateOptions, RelocateProgress, RelocateReport, Relocation};
 pub use shared::{repair_shared_login, HARDENING_SQL, SHARED_ROLE};
 
 #[derive(Debug, Error)]
@@ -80,10 +83,6 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
             .or_else(|| cfg.servers.keys().next().cloned())
             .ok_or_else(|| ProvisionError::UnknownServer("(none)".into()))?,
     };
-    let server = cfg
-        .servers
-        .get(&server_name)
-        .ok_or_else(|| ProvisionError::UnknownServer(server_name.clone()))?;
     if req.mode == TenantMode::Shared && roles::role_secret(cfg).is_none() {
         return Err(ProvisionError::SharedNeedsSecret);
     }
@@ -92,11 +91,7 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
         return Err(ProvisionError::Exists(req.key.clone()));
     }
     let files = migration_files(std::path::Path::new(&cfg.migrations.dir))?;
-    let (database, schema) = match req.mode {
-        TenantMode::Schema => (server.database.clone(), Some(format!("t_{}", req.key))),
-        TenantMode::Shared => (server.database.clone(), Some("public".to_owned())),
-        TenantMode::Database => (req.key.clone(), None),
-    };
+    let (database, schema) = home::route(cfg, &req.key, req.mode, &server_name)?;
     let mut spec = TenantConfig {
         key: req.key.clone(),
         id: None,
@@ -122,130 +117,12 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
         spec.id = Some(catalog::insert(&cat, &spec).await?);
         return Ok(spec);
     }
-    // With a role secret, the tenant gets its own login role owning its schema
-    // or database: the boundary PostgreSQL enforces (SPEC §5, role isolation).
-    spec.role = roles::role_secret(cfg).map(|_| roles::role_name(&req.key));
-    let made = Made {
-        role: spec.role.clone(),
-        password: spec
-            .role
-            .as_ref()
-            .and_then(|r| roles::derived_password(cfg, r))
-            .unwrap_or_default(),
-    };
-    match req.mode {
-        TenantMode::Schema => {
-            let schema = schema.unwrap_or_default();
-            let db = connect(&admin_config(cfg, &server_name, &database)?).await?;
-            // Undo only what this run made: a concurrent create of the same
-            // key fails here without touching the other run's schema.
-            let made_schema = std::sync::atomic::AtomicBool::new(false);
-            let work = async {
-                let owner = made.role.as_ref().map_or_else(String::new, |r| {
-                    format!(" AUTHORIZATION {}", quote_ident(r))
-                });
-                let temp = made.role.as_ref().map_or_else(String::new, |r| {
-                    format!(
-                        "GRANT TEMPORARY ON DATABASE {} TO {};",
-                        quote_ident(&database),
-                        quote_ident(r)
-                    )
-                });
-                db.batch_execute(&format!(
-                    "BEGIN; {PROVISION_LOCK} {} CREATE SCHEMA {}{owner}; {temp} COMMIT;",
-                    made.create_role(),
-                    quote_ident(&schema),
-                ))
-                .await
-                .map_err(setup_error("(schema setup)"))?;
-                made_schema.store(true, std::sync::atomic::Ordering::Relaxed);
-                migrate_new(cfg, &db, &spec, &files).await?;
-                each_command(cfg, &spec).await?;
-                spec.id = Some(catalog::insert(&cat, &spec).await?);
-                Ok::<(), ProvisionError>(())
-            };
-            if let Err(e) = work.await {
-                let _ = db.batch_execute("ROLLBACK").await;
-                if made_schema.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = db
-                        .batch_execute(&format!(
-                            "DROP SCHEMA IF EXISTS {} CASCADE; {}",
-                            quote_ident(&schema),
-                            made.drop_role()
-                        ))
-                        .await;
-                }
-                return Err(e);
-            }
-        }
-        TenantMode::Database | TenantMode::Shared => {
-            let admin = connect(&admin_config(cfg, &server_name, admin_database(cfg))?).await?;
-            // Undo only what this run made (see the schema case).
-            let made_role = std::sync::atomic::AtomicBool::new(false);
-            let made_db = std::sync::atomic::AtomicBool::new(false);
-            let undo = || async {
-                if made_db.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = admin
-                        .batch_execute(&format!(
-                            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                            quote_ident(&database)
-                        ))
-                        .await;
-                }
-                if let Some(r) = made
-                    .role
-                    .as_ref()
-                    .filter(|_| made_role.load(std::sync::atomic::Ordering::Relaxed))
-                {
-                    let _ = admin
-                        .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(r)))
-                        .await;
-                }
-            };
-            let work = async {
-                if made.role.is_some() {
-                    admin
-                        .batch_execute(&made.create_role())
-                        .await
-                        .map_err(setup_error("(create role)"))?;
-                    made_role.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                let owner = made
-                    .role
-                    .as_ref()
-                    .map_or_else(String::new, |r| format!(" OWNER {}", quote_ident(r)));
-                let template = server
-                    .template
-                    .as_ref()
-                    .map_or_else(String::new, |t| format!(" TEMPLATE {}", quote_ident(t)));
-                admin
-                    .batch_execute(&format!(
-                        "CREATE DATABASE {}{owner}{template}",
-                        quote_ident(&database)
-                    ))
-                    .await
-                    .map_err(setup_error("(create database)"))?;
-                made_db.store(true, std::sync::atomic::Ordering::Relaxed);
-                if made.role.is_some() {
-                    // Only the tenant's role (and superusers) may connect.
-                    admin
-                        .batch_execute(&format!(
-                            "REVOKE CONNECT ON DATABASE {} FROM PUBLIC",
-                            quote_ident(&database)
-                        ))
-                        .await
-                        .map_err(setup_error("(revoke connect)"))?;
-                }
-                let db = connect(&admin_config(cfg, &server_name, &database)?).await?;
-                migrate_new(cfg, &db, &spec, &files).await?;
-                each_command(cfg, &spec).await?;
-                spec.id = Some(catalog::insert(&cat, &spec).await?);
-                Ok::<(), ProvisionError>(())
-            };
-            if let Err(e) = work.await {
-                undo().await;
-                return Err(e);
-            }
+    let home = home::make(cfg, &mut spec, &files).await?;
+    match catalog::insert(&cat, &spec).await {
+        Ok(id) => spec.id = Some(id),
+        Err(e) => {
+            home.undo(cfg).await;
+            return Err(e.into());
         }
     }
     Ok(spec)
@@ -254,46 +131,19 @@ pub async fn create(cfg: &Config, req: &CreateRequest) -> Result<TenantConfig, P
 /// Serialises provisioning steps within one database: they update shared
 /// catalog rows (the database's ACL, the shared schema) that concurrent
 /// `tenant create` runs would otherwise race on ("tuple concurrently updated").
-const PROVISION_LOCK: &str = "SELECT pg_advisory_xact_lock(7305726581);";
+pub(super) const PROVISION_LOCK: &str = "SELECT pg_advisory_xact_lock(7305726581);";
 
-/// The tenant role `create` makes (when a role secret is configured).
-struct Made {
-    role: Option<String>,
-    password: String,
-}
-
-impl Made {
-    /// Creates the role and makes the admin a member of it. On managed
-    /// PostgreSQL the admin has only CREATEROLE and, from version 15 on, is
-    /// not a member of the roles it creates; it needs membership to create
-    /// the schema or database owned by the role, to run migrations as it
-    /// (SET ROLE) and to drop what it owns. The tenant role itself is a
-    /// member of nothing.
-    fn create_role(&self) -> String {
-        self.role.as_ref().map_or_else(String::new, |r| {
-            format!(
-                "CREATE ROLE {q} LOGIN PASSWORD '{}'; GRANT {q} TO CURRENT_USER;",
-                self.password,
-                q = quote_ident(r),
-            )
-        })
+/// Where database-level statements (CREATE/DROP DATABASE) run on `server`:
+/// the catalog's database on the catalog's server, the server's own
+/// database elsewhere (the catalog's need not exist there).
+fn admin_database<'a>(cfg: &'a Config, server: &str) -> &'a str {
+    match &cfg.catalog {
+        Some(c) if c.server == server => c.database.as_str(),
+        _ => cfg
+            .servers
+            .get(server)
+            .map_or("postgres", |s| s.database.as_str()),
     }
-
-    fn drop_role(&self) -> String {
-        self.role.as_ref().map_or_else(String::new, |r| {
-            format!(
-                "DROP OWNED BY {q}; DROP ROLE IF EXISTS {q};",
-                q = quote_ident(r)
-            )
-        })
-    }
-}
-
-/// Where database-level statements (CREATE/DROP DATABASE) run.
-fn admin_database(cfg: &Config) -> &str {
-    cfg.catalog
-        .as_ref()
-        .map_or("postgres", |c| c.database.as_str())
 }
 
 pub(super) fn setup_error(step: &str) -> impl FnOnce(tokio_postgres::Error) -> ProvisionError {
@@ -435,60 +285,5 @@ pub async fn drop_tenant(cfg: &Config, key: &str, confirmed: bool) -> Result<(),
         .find(|t| t.key == key)
         .ok_or_else(|| ProvisionError::Missing(key.to_owned()))?;
     catalog::delete(&cat, key).await?;
-    let database = spec.database.clone().unwrap_or_default();
-    let drop_role = spec.role.as_ref().map_or_else(String::new, |r| {
-        format!(
-            "DROP OWNED BY {q}; DROP ROLE IF EXISTS {q};",
-            q = quote_ident(r)
-        )
-    });
-    let failed = |step: &str, e: tokio_postgres::Error| ProvisionError::Migration {
-        file: step.into(),
-        message: sql_error(&e),
-    };
-    match spec.mode {
-        TenantMode::Schema => {
-            let db = connect(&admin_config(cfg, &spec.server, &database)?).await?;
-            let schema = spec.schema.clone().unwrap_or_else(|| format!("t_{key}"));
-            db.batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE; {drop_role}",
-                quote_ident(&schema)
-            ))
-            .await
-            .map_err(|e| failed("(drop schema)", e))?;
-        }
-        TenantMode::Database => {
-            let admin_db = cfg
-                .catalog
-                .as_ref()
-                .map_or("postgres", |c| c.database.as_str());
-            let admin = connect(&admin_config(cfg, &spec.server, admin_db)?).await?;
-            let drop_role = spec.role.as_ref().map_or_else(String::new, |r| {
-                format!("DROP ROLE IF EXISTS {};", quote_ident(r))
-            });
-            // DROP DATABASE can't share a (implicit) transaction with anything.
-            admin
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    quote_ident(&database)
-                ))
-                .await
-                .map_err(|e| failed("(drop database)", e))?;
-            if !drop_role.is_empty() {
-                admin
-                    .batch_execute(&drop_role)
-                    .await
-                    .map_err(|e| failed("(drop role)", e))?;
-            }
-        }
-        TenantMode::Shared => {
-            let id = spec.id.clone().unwrap_or_default();
-            let schema = spec.schema.clone().unwrap_or_else(|| "public".into());
-            let db = connect(&admin_config(cfg, &spec.server, &database)?).await?;
-            shared::delete_rows(&db, &schema, &id)
-                .await
-                .map_err(|e| failed("(delete shared rows)", e))?;
-        }
-    }
-    Ok(())
+    home::remove(cfg, &spec).await
 }

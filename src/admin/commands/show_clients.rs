@@ -92,7 +92,9 @@ impl Command for ShowSockets {
                         let (laddr, lport) = split(c.local);
                         let phase = c.phase();
                         let waited = match phase {
-                            ClientPhase::Waiting => now.saturating_sub(c.request_us()),
+                            ClientPhase::Waiting | ClientPhase::Held => {
+                                now.saturating_sub(c.request_us())
+                            }
                             _ => 0,
                         };
                         let request = c.request_us();
@@ -102,7 +104,7 @@ impl Command for ShowSockets {
                             v(&c.user),
                             v(&c.tenant),
                             v("none"),
-                            v(if phase == ClientPhase::Waiting {
+                            v(if phase.is_waiting() {
                                 "waiting"
                             } else {
                                 "active"
