@@ -154,8 +154,13 @@ async fn route(platform: &str, key: &str) -> Vec<String> {
 }
 
 async fn relocation_leftovers(db: &str) -> i64 {
+    relocation_leftovers_on(&direct(db).await).await
+}
+
+/// Capture triggers and logs left in a database.
+async fn relocation_leftovers_on(db: &tokio_postgres::Client) -> i64 {
     count(
-        &direct(db).await,
+        db,
         "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgtenant_relocate%')
               + (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE n.nspname = 'pgtenant_relocate' AND c.relkind = 'r')",
@@ -595,5 +600,141 @@ async fn promote_failing_at_the_flip_leaves_the_tenant_serving() {
         .await
         .expect("eve");
     assert_eq!(scalar(&c, "SELECT count(*) FROM customers").await, "500");
+    proxy.shutdown().await;
+}
+
+/// A second PostgreSQL cluster (the other server of `tenant move`), set up
+/// as a managed service would be: the admin with CREATEROLE and CREATEDB
+/// owning the server's database, a plain service login.
+async fn east() -> &'static pgtenant::cluster::TempCluster {
+    static EAST: std::sync::OnceLock<pgtenant::cluster::TempCluster> = std::sync::OnceLock::new();
+    let c = EAST.get_or_init(|| {
+        let mut c = pgtenant::cluster::TempCluster::start().expect("second cluster");
+        c.stop_when_process_exits();
+        c
+    });
+    let (su, conn) = tokio_postgres::connect(&c.conn_string("postgres"), tokio_postgres::NoTls)
+        .await
+        .expect("east");
+    tokio::spawn(conn);
+    for sql in [
+        format!("CREATE ROLE {ADMIN_ROLE} LOGIN CREATEROLE CREATEDB"),
+        format!("CREATE ROLE {SERVICE_ROLE} LOGIN"),
+        format!("CREATE DATABASE east_app OWNER {ADMIN_ROLE}"),
+    ] {
+        su.batch_execute(&sql).await.expect(&sql);
+    }
+    c
+}
+
+/// Acceptance 4: a database tenant moves to another cluster under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_database_tenant_to_another_cluster_under_load() {
+    let east = east().await;
+    let servers = format!(
+        r#"
+[servers.east]
+port = {}
+database = "east_app"
+user = "{SERVICE_ROLE}"
+admin_user = "{ADMIN_ROLE}"
+"#,
+        east.port
+    );
+    let text = catalog_config_text("rl_app4", "rl_platform4", &servers);
+    let cfg = catalog_config(&text);
+    provision_tenant(&cfg, "fay", TenantMode::Database, "default").await;
+    let path = config_file(&text, "four");
+    let proxy = start_proxy(&text).await;
+    fill(&proxy, "fay", "fay", 3_000).await;
+    let old = direct("fay").await;
+    let emails: BTreeMap<i32, String> = pairs(&old, "SELECT id, email FROM customers").await;
+    drop(old);
+
+    let moved = while_writing(
+        &proxy,
+        &path,
+        "fay",
+        "fay",
+        None,
+        &["tenant", "move", "fay", "--server", "east"],
+    )
+    .await;
+    assert!(moved.ok, "move failed: {}{}", moved.stdout, moved.stderr);
+    assert!(
+        moved
+            .stdout
+            .contains("tenant fay moved from database on main to database on east"),
+        "{}",
+        moved.stdout
+    );
+    assert_smooth("fay's writer", &moved.log);
+    assert_eq!(
+        route("rl_platform4", "fay").await,
+        ["database", "east", "fay", "-"]
+    );
+    let (new, conn) = tokio_postgres::connect(&east.conn_string("fay"), tokio_postgres::NoTls)
+        .await
+        .expect("fay on east");
+    tokio::spawn(conn);
+    assert_writes_kept(
+        &new,
+        ("public.customers", "public.orders"),
+        "true",
+        &moved.log,
+        Some(9_000),
+    )
+    .await;
+    assert_eq!(
+        pairs::<String>(&new, "SELECT id, email FROM customers").await,
+        emails
+    );
+    assert_eq!(relocation_leftovers_on(&new).await, 0);
+    let main = direct("postgres").await;
+    assert_eq!(
+        count(
+            &main,
+            "SELECT count(*) FROM pg_database WHERE datname = 'fay'"
+        )
+        .await,
+        0,
+        "old database dropped"
+    );
+    assert_eq!(
+        count(
+            &main,
+            "SELECT count(*) FROM pg_roles WHERE rolname = 't_fay'"
+        )
+        .await,
+        0,
+        "old role dropped"
+    );
+    // The next insert, same SQL, lands on east with a fresh id.
+    let max: i32 = new
+        .query_one("SELECT max(id) FROM orders", &[])
+        .await
+        .expect("max")
+        .get(0);
+    let c = connect(&proxy, "user=app.fay dbname=fay")
+        .await
+        .expect("fay");
+    let cid = *emails.keys().next().expect("a customer");
+    let id: i32 = c
+        .query_one(
+            "INSERT INTO orders (customer_id, amount_cents) VALUES ($1, $2) RETURNING id",
+            &[&cid, &1i32],
+        )
+        .await
+        .expect("insert after move")
+        .get(0);
+    assert!(id > max, "fresh id {id} after {max}");
+    assert_eq!(
+        count(
+            &new,
+            &format!("SELECT count(*) FROM orders WHERE id = {id}")
+        )
+        .await,
+        1
+    );
     proxy.shutdown().await;
 }

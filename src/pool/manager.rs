@@ -565,3 +565,102 @@ impl PoolManager {
         }
     }
 }
+
+#[cfg(test)]
+mod hold_tests {
+    use super::*;
+    use crate::pool::roster::NewClient;
+
+    fn manager_and_tenant() -> (PoolManager, Tenant) {
+        let cfg = crate::config::parse_str(
+            "[servers.main]\nuser = \"postgres\"\n[[tenants]]\nkey = \"acme\"\nmode = \"schema\"\nserver = \"main\"\n",
+            "test",
+        )
+        .expect("config");
+        let tenant = Tenant::build(&cfg, &cfg.tenants[0]).expect("tenant");
+        (PoolManager::new(&cfg), tenant)
+    }
+
+    fn client(m: &PoolManager) -> crate::pool::roster::ClientListing {
+        m.roster.add_client(NewClient {
+            tenant: "acme".into(),
+            user: "app".into(),
+            addr: None,
+            local: None,
+            application_name: String::new(),
+        })
+    }
+
+    #[test]
+    fn a_hold_stops_pinned_clients_too_and_pause_does_not() {
+        let (m, t) = manager_and_tenant();
+        let pool = m.pool_for(&t).expect("pool");
+        assert!(!m.gate_closed(&pool, false));
+        m.pause(Some("acme"));
+        assert!(m.gate_closed(&pool, false));
+        assert!(!m.gate_closed(&pool, true), "PAUSE lets a pinned client on");
+        m.resume(Some("acme"));
+        m.set_holds(&["acme".into()]);
+        assert!(m.gate_closed(&pool, false));
+        assert!(m.gate_closed(&pool, true), "a hold stops a pinned client");
+        m.set_holds(&[]);
+        assert!(!m.gate_closed(&pool, false));
+        assert!(!m.gate_closed(&pool, true));
+    }
+
+    #[test]
+    fn a_pool_made_while_held_is_held_and_a_replaced_one_is_let_go() {
+        let (m, t) = manager_and_tenant();
+        let old = m.pool_for(&t).expect("pool");
+        m.set_holds(&["acme".into()]);
+        // The tenant gets a new route while held: a new pool, held too.
+        let mut moved = t.clone();
+        moved.target.database = "elsewhere".into();
+        let new = m.pool_for(&moved).expect("new pool");
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert!(m.gate_closed(&new, false));
+        m.set_holds(&[]);
+        assert!(!m.gate_closed(&new, false));
+        assert!(
+            !m.gate_closed(&old, false),
+            "the replaced pool is not left held"
+        );
+    }
+
+    #[test]
+    fn quiet_once_no_client_is_in_or_entering_a_transaction() {
+        let (m, _) = manager_and_tenant();
+        assert_eq!(m.quiet_holds(), Vec::<String>::new(), "nothing held");
+        m.set_holds(&["acme".into()]);
+        let c = client(&m);
+        assert_eq!(m.quiet_holds(), ["acme"], "idle between transactions");
+        c.entry.waiting();
+        assert_eq!(m.quiet_holds(), Vec::<String>::new(), "on its way in");
+        c.entry.active(42);
+        assert_eq!(m.quiet_holds(), Vec::<String>::new(), "in a transaction");
+        c.entry.held();
+        assert_eq!(m.quiet_holds(), ["acme"], "waiting at the hold");
+        c.entry.idle(false, 0);
+        drop(c);
+        assert_eq!(m.quiet_holds(), ["acme"]);
+    }
+
+    #[tokio::test]
+    async fn lifting_a_hold_wakes_the_waiters() {
+        let (m, t) = manager_and_tenant();
+        let m = Arc::new(m);
+        let pool = m.pool_for(&t).expect("pool");
+        m.set_holds(&["acme".into()]);
+        let waiter = {
+            let (m, pool) = (m.clone(), pool.clone());
+            tokio::spawn(async move { m.wait_open(&pool, true).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        m.set_holds(&[]);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("joined");
+    }
+}
