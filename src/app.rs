@@ -181,11 +181,18 @@ impl Running {
         if proxy.config.catalog.is_some() {
             match crate::catalog::Catalog::from_config(&proxy.config) {
                 Ok(cat) => {
-                    // First load before accepting, so catalog tenants are known at once.
-                    if let Err(e) = load_catalog_once(&proxy, &cat).await {
-                        tracing::error!(error = %e, "tenant catalog unavailable at startup; retrying in the background");
-                    }
-                    tokio::spawn(crate::catalog::watcher::watch(proxy.clone(), cat));
+                    // First load before accepting, so catalog tenants (and
+                    // holds) are known at once.
+                    use crate::catalog::watcher;
+                    let mut me = watcher::Replica::new(&proxy);
+                    let last = match watcher::first_load(&proxy, &cat, &mut me).await {
+                        Ok(rows) => Some(rows),
+                        Err(e) => {
+                            tracing::error!(error = %e, "tenant catalog unavailable at startup; retrying in the background");
+                            None
+                        }
+                    };
+                    tokio::spawn(watcher::watch(proxy.clone(), cat, me, last));
                 }
                 Err(e) => tracing::error!(error = %e, "tenant catalog not usable"),
             }
@@ -237,25 +244,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.proxy.shutdown.send(true);
     }
-}
-
-async fn load_catalog_once(
-    proxy: &Proxy,
-    cat: &crate::catalog::Catalog,
-) -> Result<(), crate::catalog::CatalogError> {
-    let client = cat.open().await?;
-    let rows = crate::catalog::load(&client).await?;
-    proxy
-        .tenant_users
-        .replace(crate::catalog::load_users(&client).await?);
-    proxy
-        .tenants
-        .replace(crate::catalog::watcher::merge(&proxy.config, &rows));
-    *proxy.catalog_rows.lock().unwrap_or_else(|p| p.into_inner()) = rows;
-    proxy
-        .catalog_loaded
-        .store(true, std::sync::atomic::Ordering::Release);
-    Ok(())
 }
 
 async fn reaper(proxy: Arc<Proxy>) {

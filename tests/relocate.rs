@@ -738,3 +738,54 @@ admin_user = "{ADMIN_ROLE}"
     );
     proxy.shutdown().await;
 }
+
+/// A hostile database tenant makes schema `pgtenant_relocate` first, to have
+/// the admin's capture code write into objects it controls: the move is
+/// refused, nothing changes, and the tenant keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_owned_capture_schema_is_refused() {
+    let text = catalog_config_text("rl_app5", "rl_platform5", "");
+    let cfg = catalog_config(&text);
+    provision_tenant(&cfg, "gus", TenantMode::Database, "default").await;
+    let path = config_file(&text, "five");
+    let proxy = start_proxy(&text).await;
+    fill(&proxy, "gus", "gus", 10).await;
+    let c = connect(&proxy, "user=app.gus dbname=gus")
+        .await
+        .expect("gus");
+    c.batch_execute(
+        "CREATE SCHEMA pgtenant_relocate;
+         CREATE TABLE pgtenant_relocate.trap (x int);",
+    )
+    .await
+    .expect("the tenant owns its database");
+    let (ok, stdout, stderr) = pgtenant_cli(&path, &["tenant", "demote", "gus"], "").await;
+    assert!(!ok, "demote should be refused: {stdout}");
+    assert!(
+        stderr
+            .contains("schema pgtenant_relocate in database gus does not belong to pgtenant_admin"),
+        "{stderr}"
+    );
+    assert_eq!(
+        route("rl_platform5", "gus").await,
+        ["database", "main", "gus", "-"]
+    );
+    assert_eq!(scalar(&c, "SELECT count(*) FROM customers").await, "10");
+    let app = direct("rl_app5").await;
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM public.customers").await,
+        0,
+        "nothing left in the shared tables"
+    );
+    assert_eq!(
+        count(
+            &direct("gus").await,
+            "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgtenant_relocate%')
+                  + (SELECT count(*) FROM pg_class WHERE relname LIKE 'changes!_%' ESCAPE '!')",
+        )
+        .await,
+        0,
+        "no capture made"
+    );
+    proxy.shutdown().await;
+}

@@ -8,7 +8,7 @@
 //! route and deletes the hold in one catalog transaction: a replica installs
 //! the new route before it lets the held clients go.
 
-use super::{mode_text, status_text, CatalogError};
+use super::{mode_text, CatalogError};
 use crate::config::TenantConfig;
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -27,22 +27,41 @@ pub const FLIP_BEFORE: Duration = Duration::from_secs(30);
 /// How often a replica with no hold to report refreshes its heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// The tenants held now (holds past `EXPIRE` are ignored).
-pub async fn load_holds(client: &Client) -> Result<Vec<String>, CatalogError> {
+/// One hold: the tenant and the hold's id. A replica reports holds (not
+/// tenants) quiet, so a report about an earlier hold of the same tenant never
+/// counts for a later one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub tenant: String,
+    pub id: i64,
+}
+
+impl Hold {
+    /// How a replica names it in `pgtenant.replicas.quiet`.
+    pub fn tag(&self) -> String {
+        format!("{}#{}", self.tenant, self.id)
+    }
+}
+
+/// The holds in force (those past `EXPIRE` are ignored).
+pub async fn load_holds(client: &Client) -> Result<Vec<Hold>, CatalogError> {
     Ok(client
         .query(
-            "SELECT tenant FROM pgtenant.holds
+            "SELECT tenant, id FROM pgtenant.holds
               WHERE since > now() - make_interval(secs => $1) ORDER BY tenant",
             &[&EXPIRE.as_secs_f64()],
         )
         .await?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| Hold {
+            tenant: r.get(0),
+            id: r.get(1),
+        })
         .collect())
 }
 
-/// A replica's heartbeat: it is alive, and of the held tenants these have no
-/// transaction running on it.
+/// A replica's heartbeat: it is alive, and of the holds these (tags) have no
+/// transaction of their tenant running on it.
 pub async fn heartbeat(
     client: &Client,
     replica: &str,
@@ -66,34 +85,45 @@ pub async fn leave(client: &Client, replica: &str) -> Result<(), CatalogError> {
     Ok(())
 }
 
-/// Holds tenant `key`; false when it is held already (another move runs).
-pub async fn hold(client: &Client, key: &str, purpose: &str) -> Result<bool, CatalogError> {
+/// Holds tenant `key`; None when it is held already (another move runs). A
+/// hold past `EXPIRE` (its mover died) is taken over.
+pub async fn hold(client: &Client, key: &str, purpose: &str) -> Result<Option<Hold>, CatalogError> {
     Ok(client
-        .execute(
-            "INSERT INTO pgtenant.holds (tenant, purpose) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&key, &purpose],
+        .query_opt(
+            "INSERT INTO pgtenant.holds AS h (tenant, purpose) VALUES ($1, $2)
+             ON CONFLICT (tenant) DO UPDATE
+                SET id = DEFAULT, purpose = EXCLUDED.purpose, since = now()
+              WHERE h.since <= now() - make_interval(secs => $3)
+             RETURNING id",
+            &[&key, &purpose, &EXPIRE.as_secs_f64()],
         )
         .await?
-        == 1)
+        .map(|r| Hold {
+            tenant: key.to_owned(),
+            id: r.get(0),
+        }))
 }
 
 /// Lets the tenant's clients go on where they were.
-pub async fn release(client: &Client, key: &str) -> Result<(), CatalogError> {
+pub async fn release(client: &Client, hold: &Hold) -> Result<(), CatalogError> {
     client
-        .execute("DELETE FROM pgtenant.holds WHERE tenant = $1", &[&key])
+        .execute(
+            "DELETE FROM pgtenant.holds WHERE tenant = $1 AND id = $2",
+            &[&hold.tenant, &hold.id],
+        )
         .await?;
     Ok(())
 }
 
-/// Live replicas that still run a transaction of held tenant `key` (or have
+/// Live replicas that still run a transaction of the held tenant (or have
 /// not seen the hold yet).
-pub async fn busy_replicas(client: &Client, key: &str) -> Result<Vec<String>, CatalogError> {
+pub async fn busy_replicas(client: &Client, hold: &Hold) -> Result<Vec<String>, CatalogError> {
     Ok(client
         .query(
             "SELECT id FROM pgtenant.replicas
               WHERE seen > now() - make_interval(secs => $2) AND NOT ($1 = ANY (quiet))
               ORDER BY id",
-            &[&key, &(LIVE.as_secs_f64())],
+            &[&hold.tag(), &(LIVE.as_secs_f64())],
         )
         .await?
         .iter()
@@ -101,41 +131,52 @@ pub async fn busy_replicas(client: &Client, key: &str) -> Result<Vec<String>, Ca
         .collect())
 }
 
-/// Gives tenant `t.key` its new route (mode, server, database, schema, role)
+/// Gives the tenant its new route (mode, server, database, schema, role)
 /// and deletes its hold, in one transaction: every replica sees both at once.
-/// Refused when the hold is gone or too old (replicas may have let go).
-pub async fn flip(client: &Client, t: &TenantConfig) -> Result<(), CatalogError> {
+/// Refused when the route is no longer `from` (changed meanwhile), or the
+/// hold is gone or too old (replicas may have let go). The tenant's status
+/// is left as it is now.
+pub async fn flip(
+    client: &Client,
+    from: &TenantConfig,
+    to: &TenantConfig,
+    hold: &Hold,
+) -> Result<(), CatalogError> {
     client.batch_execute("BEGIN").await?;
     let work = async {
         let n = client
             .execute(
                 "UPDATE pgtenant.tenants
                     SET mode = $2, server = $3, database = $4, schema = $5, role = $6,
-                        status = $7, updated_at = now()
-                  WHERE key = $1",
+                        updated_at = now()
+                  WHERE key = $1 AND mode = $7 AND server = $8
+                    AND database IS NOT DISTINCT FROM $9 AND schema IS NOT DISTINCT FROM $10",
                 &[
-                    &t.key,
-                    &mode_text(t.mode),
-                    &t.server,
-                    &t.database,
-                    &t.schema,
-                    &t.role,
-                    &status_text(t.status),
+                    &to.key,
+                    &mode_text(to.mode),
+                    &to.server,
+                    &to.database,
+                    &to.schema,
+                    &to.role,
+                    &mode_text(from.mode),
+                    &from.server,
+                    &from.database,
+                    &from.schema,
                 ],
             )
             .await?;
         if n != 1 {
-            return Err(CatalogError::Gone(t.key.clone()));
+            return Err(CatalogError::Gone(to.key.clone()));
         }
         let held = client
             .execute(
                 "DELETE FROM pgtenant.holds
-                  WHERE tenant = $1 AND since > now() - make_interval(secs => $2)",
-                &[&t.key, &FLIP_BEFORE.as_secs_f64()],
+                  WHERE tenant = $1 AND id = $2 AND since > now() - make_interval(secs => $3)",
+                &[&hold.tenant, &hold.id, &FLIP_BEFORE.as_secs_f64()],
             )
             .await?;
         if held != 1 {
-            return Err(CatalogError::HoldLost(t.key.clone()));
+            return Err(CatalogError::HoldLost(to.key.clone()));
         }
         client.batch_execute("COMMIT").await?;
         Ok(())
@@ -145,4 +186,24 @@ pub async fn flip(client: &Client, t: &TenantConfig) -> Result<(), CatalogError>
         let _ = client.batch_execute("ROLLBACK").await;
     }
     r
+}
+
+/// Whether the catalog routes tenant `t.key` as `t` says (after a flip whose
+/// outcome was not seen).
+pub async fn routed_as(client: &Client, t: &TenantConfig) -> Result<bool, CatalogError> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pgtenant.tenants
+              WHERE key = $1 AND mode = $2 AND server = $3
+                AND database IS NOT DISTINCT FROM $4 AND schema IS NOT DISTINCT FROM $5",
+            &[
+                &t.key,
+                &mode_text(t.mode),
+                &t.server,
+                &t.database,
+                &t.schema,
+            ],
+        )
+        .await?
+        .is_some())
 }

@@ -56,6 +56,7 @@ CREATE TRIGGER tenant_users_changed AFTER INSERT OR UPDATE OR DELETE ON pgtenant
     r#"
 CREATE TABLE pgtenant.holds (
     tenant  text PRIMARY KEY REFERENCES pgtenant.tenants(key) ON DELETE CASCADE,
+    id      bigint GENERATED ALWAYS AS IDENTITY,
     purpose text NOT NULL,
     since   timestamptz NOT NULL DEFAULT now()
 );
@@ -82,7 +83,7 @@ pub enum CatalogError {
     UnknownServer(String),
     #[error("catalog database: {}", .0.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| .0.to_string()))]
     Sql(#[from] tokio_postgres::Error),
-    #[error("tenant {0:?} left the catalog meanwhile")]
+    #[error("tenant {0:?} left the catalog or changed its route meanwhile")]
     Gone(String),
     #[error("the hold on tenant {0:?} was lost or is too old to flip under")]
     HoldLost(String),

@@ -47,16 +47,16 @@ pub fn merge(cfg: &Config, rows: &[TenantConfig]) -> Vec<Tenant> {
 }
 
 /// This replica's name in `pgtenant.replicas`, and when it last reported.
-struct Replica {
+pub struct Replica {
     id: String,
     reported: Option<std::time::Instant>,
-    /// The holds installed, and those last reported quiet.
-    held: Vec<String>,
+    /// The holds installed, and the tags of those last reported quiet.
+    held: Vec<holds::Hold>,
     quiet: Vec<String>,
 }
 
 impl Replica {
-    fn new(proxy: &Proxy) -> Self {
+    pub fn new(proxy: &Proxy) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -78,8 +78,28 @@ impl Replica {
         self.quiet.len() < self.held.len()
     }
 
-    async fn report(&mut self, proxy: &Proxy, client: &Client) -> Result<(), CatalogError> {
+    /// The holds of this replica's tenants none of whose transactions runs
+    /// here now.
+    fn quiet_now(&self, proxy: &Proxy) -> Vec<String> {
         let quiet = proxy.pools.quiet_holds();
+        self.held
+            .iter()
+            .filter(|h| quiet.contains(&h.tenant))
+            .map(holds::Hold::tag)
+            .collect()
+    }
+
+    /// Installs `held` (after the directory that came with them).
+    fn install(&mut self, proxy: &Proxy, held: Vec<holds::Hold>) -> bool {
+        let keys: Vec<String> = held.iter().map(|h| h.tenant.clone()).collect();
+        proxy.pools.set_holds(&keys);
+        let changed = held != self.held;
+        self.held = held;
+        changed
+    }
+
+    async fn report(&mut self, proxy: &Proxy, client: &Client) -> Result<(), CatalogError> {
+        let quiet = self.quiet_now(proxy);
         holds::heartbeat(client, &self.id, &quiet).await?;
         self.quiet = quiet;
         self.reported = Some(std::time::Instant::now());
@@ -89,6 +109,9 @@ impl Replica {
 
 /// How often a replica looks whether a held tenant's last transaction ended.
 const QUIET_POLL: Duration = Duration::from_millis(5);
+
+/// How often a draining replica looks whether its last client has gone.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Loads the catalog once and installs the merged directory if it changed,
 /// then the holds, then reports this replica's heartbeat. Holds are read
@@ -117,12 +140,10 @@ async fn reload(
         tracing::info!(catalog_tenants = rows.len(), "tenant catalog loaded");
         *last = Some(rows);
     }
-    proxy.pools.set_holds(&held);
+    let changed = me.install(proxy, held);
     // While a tenant is held the mover waits for this report: send it on
     // every reload then, and otherwise as a heartbeat now and again.
     let due = me.reported.is_none_or(|t| t.elapsed() >= holds::HEARTBEAT);
-    let changed = held != me.held;
-    me.held = held;
     if changed || !me.held.is_empty() || due {
         me.report(proxy, client).await?;
     }
@@ -158,6 +179,7 @@ async fn session(
         .await?;
     reload(proxy, &client, last, me).await?;
     let mut shutdown = proxy.shutdown_signal();
+    let mut draining = *shutdown.borrow();
     let mut tick = tokio::time::interval(POLL);
     loop {
         tokio::select! {
@@ -169,33 +191,58 @@ async fn session(
             }
             _ = tick.tick() => reload(proxy, &client, last, me).await?,
             _ = tokio::time::sleep(QUIET_POLL), if me.awaiting_quiet() => {
-                if proxy.pools.quiet_holds().len() != me.quiet.len() {
+                if me.quiet_now(proxy).len() != me.quiet.len() {
                     me.report(proxy, &client).await?;
+                }
+            }
+            _ = tokio::time::sleep(DRAIN_POLL), if draining => {
+                // Left only once no client can run a transaction here:
+                // until then movers wait for this replica.
+                if proxy.pools.roster.clients().is_empty() {
+                    let _ = holds::leave(&client, &me.id).await;
+                    return Ok(());
                 }
             }
             _ = proxy.sidecar.republish.notified() => {
                 *last = None;
                 reload(proxy, &client, last, me).await?;
             }
-            _ = wait_shutdown(&mut shutdown) => {
-                // Movers stop waiting for this replica.
-                let _ = holds::leave(&client, &me.id).await;
-                return Ok(());
-            }
+            _ = wait_shutdown(&mut shutdown), if !draining => draining = true,
         }
     }
 }
 
-/// Runs until shutdown, reconnecting after errors.
-pub async fn watch(proxy: Arc<Proxy>, cat: Catalog) {
+/// The first load, before pgtenant accepts clients: the holds, the
+/// directory, and this replica's first heartbeat, so a replica starting
+/// while a tenant moves holds it like the others and is waited for.
+pub async fn first_load(
+    proxy: &Arc<Proxy>,
+    cat: &Catalog,
+    me: &mut Replica,
+) -> Result<Vec<TenantConfig>, CatalogError> {
+    let client = cat.open().await?;
     let mut last = None;
-    let mut me = Replica::new(&proxy);
+    reload(proxy, &client, &mut last, me).await?;
+    Ok(last.unwrap_or_default())
+}
+
+/// Runs until shutdown (and the last client gone), reconnecting after
+/// errors; `last` is what `first_load` installed.
+pub async fn watch(
+    proxy: Arc<Proxy>,
+    cat: Catalog,
+    mut me: Replica,
+    mut last: Option<Vec<TenantConfig>>,
+) {
     let mut shutdown = proxy.shutdown_signal();
     loop {
-        if let Err(e) = session(&proxy, &cat, &mut last, &mut me).await {
+        let r = session(&proxy, &cat, &mut last, &mut me).await;
+        if let Err(e) = r {
             tracing::error!(error = %e, "tenant catalog unavailable; serving the last known tenants");
+        } else if *shutdown.borrow() {
+            return;
         }
-        if *shutdown.borrow() {
+        if *shutdown.borrow() && proxy.pools.roster.clients().is_empty() {
             return;
         }
         tokio::select! {

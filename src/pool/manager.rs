@@ -98,8 +98,10 @@ pub struct PoolManager {
     paused_all: std::sync::atomic::AtomicBool,
     /// Tenants paused by key (kept for pools made while paused).
     paused: DashMap<String, ()>,
-    /// Tenants held by the catalog (see `catalog::holds`).
+    /// Tenants held by the catalog (see `catalog::holds`), by key: whatever
+    /// pool a client is on, old or new; `any_held` is the fast path.
     holds: DashMap<String, ()>,
+    any_held: std::sync::atomic::AtomicBool,
     resumed: tokio::sync::Notify,
     /// Who is connected (SHOW CLIENTS, SHOW SERVERS).
     pub roster: Arc<super::roster::Roster>,
@@ -134,6 +136,7 @@ impl PoolManager {
             paused_all: Default::default(),
             paused: DashMap::new(),
             holds: DashMap::new(),
+            any_held: Default::default(),
             resumed: tokio::sync::Notify::new(),
             roster: Arc::default(),
         }
@@ -178,10 +181,10 @@ impl PoolManager {
             || self.is_held(pool)
     }
 
-    /// Held by the catalog. The pool's flag is the fast path; the map has the
-    /// last word, so a pool replaced while held never stays held.
+    /// Held by the catalog: decided by the tenant's key, so a client on a
+    /// pool the manager replaced is held as well (one load when nothing is).
     pub fn is_held(&self, pool: &TenantPool) -> bool {
-        pool.held.load(Ordering::Acquire) && self.holds.contains_key(&pool.key)
+        self.any_held.load(Ordering::SeqCst) && self.holds.contains_key(&pool.key)
     }
 
     /// Whether a client's next transaction must wait: a pinned client (one
@@ -217,15 +220,8 @@ impl PoolManager {
         });
         for k in keys {
             self.holds.insert(k.clone(), ());
-            if let Some(p) = self.pools.get(k) {
-                p.held.store(true, Ordering::Release);
-            }
         }
-        for p in self.pools.iter() {
-            if !self.holds.contains_key(&p.key) {
-                p.held.store(false, Ordering::Release);
-            }
-        }
+        self.any_held.store(!keys.is_empty(), Ordering::SeqCst);
         if lifted {
             self.resumed.notify_waiters();
         }
@@ -350,9 +346,6 @@ impl PoolManager {
         ));
         if self.paused.contains_key(&tenant.key) {
             pool.paused.store(true, Ordering::Release);
-        }
-        if self.holds.contains_key(&tenant.key) {
-            pool.held.store(true, Ordering::Release);
         }
         // Two first logins at once: the first pool in wins.
         let pool = match self.pools.entry(tenant.key.clone()) {

@@ -45,9 +45,6 @@ pub struct TenantPool {
     pub waiting: std::sync::atomic::AtomicUsize,
     /// PAUSE: its new transactions wait.
     pub paused: std::sync::atomic::AtomicBool,
-    /// A catalog hold (promote, demote, move): every new transaction waits,
-    /// a pinned client's too. Confirmed against the manager's holds when set.
-    pub held: std::sync::atomic::AtomicBool,
     /// KILL: bumped to disconnect its clients.
     pub kills: tokio::sync::watch::Sender<u64>,
 }
@@ -72,7 +69,6 @@ impl TenantPool {
             timings: metering.timings,
             waiting: Default::default(),
             paused: Default::default(),
-            held: Default::default(),
             kills: tokio::sync::watch::channel(0).0,
         }
     }

@@ -24,6 +24,16 @@ const SCHEMA: &str = "pgtenant_relocate";
 /// Installed once per database (replaced when it changes).
 const FUNCTION: &str = r#"
 CREATE SCHEMA IF NOT EXISTS pgtenant_relocate;
+DO $own$
+BEGIN
+    -- A tenant owning its database could have made the schema first, to
+    -- put its own objects where the admin's SECURITY DEFINER code writes.
+    IF (SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname = 'pgtenant_relocate')
+       <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'schema pgtenant_relocate in database % does not belong to %: drop it (it is pgtenant''s)',
+            current_database(), current_user;
+    END IF;
+END $own$;
 REVOKE ALL ON SCHEMA pgtenant_relocate FROM PUBLIC;
 CREATE OR REPLACE FUNCTION pgtenant_relocate.capture() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $capture$
@@ -33,13 +43,15 @@ DECLARE
     k jsonb;
     i int;
 BEGIN
+    -- TG_ARGV: the log table, the table's name as the mover knows it (a
+    -- partition's trigger reports its parent), then the key columns.
     IF log IS NULL THEN
         RETURN NULL;
     END IF;
     IF TG_LEVEL = 'STATEMENT' THEN
         -- TRUNCATE: the whole table is to be copied again.
         EXECUTE format('INSERT INTO %s (tbl, key) VALUES ($1, $2)', log)
-            USING TG_TABLE_NAME::text, '{}'::jsonb;
+            USING TG_ARGV[1], '{}'::jsonb;
         RETURN NULL;
     END IF;
     FOR pass IN 1..2 LOOP
@@ -51,11 +63,11 @@ BEGIN
             CONTINUE;
         END IF;
         k := '{}';
-        FOR i IN 1 .. TG_NARGS - 1 LOOP
+        FOR i IN 2 .. TG_NARGS - 1 LOOP
             k := k || jsonb_build_object(TG_ARGV[i], r -> TG_ARGV[i]);
         END LOOP;
         EXECUTE format('INSERT INTO %s (tbl, key) VALUES ($1, $2)', log)
-            USING TG_TABLE_NAME::text, k;
+            USING TG_ARGV[1], k;
     END LOOP;
     RETURN NULL;
 END
@@ -90,9 +102,19 @@ pub(super) async fn install(
     tables: &[(String, Option<Vec<String>>)],
     tenant_id: Option<&str>,
 ) -> Result<Capture, ProvisionError> {
+    // Names from a hash of the key: PostgreSQL cuts names at 63 bytes, and
+    // long keys sharing a prefix must not share triggers.
+    let tag = {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(key.as_bytes());
+        h.iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
     let capture = Capture {
-        log: format!("changes_{key}"),
-        trigger: format!("pgtenant_relocate_{key}"),
+        log: format!("changes_{tag}"),
+        trigger: format!("pgtenant_relocate_{tag}"),
         schema: schema.to_owned(),
         tables: tables.iter().map(|(t, _)| t.clone()).collect(),
     };
@@ -109,7 +131,10 @@ pub(super) async fn install(
     // held while waiting for the next table's, so no writer can deadlock with
     // it. Every trigger is in place before the bulk copy's snapshot.
     for (table, cols) in tables {
-        let mut args = vec![crate::sql::literal(&capture.log)];
+        let mut args = vec![
+            crate::sql::literal(&capture.log),
+            crate::sql::literal(table),
+        ];
         args.extend(cols.iter().flatten().map(|c| crate::sql::literal(c)));
         let args = args.join(", ");
         let on = format!("{}.{}", quote_ident(schema), quote_ident(table));
@@ -209,35 +234,10 @@ impl Capture {
         let mut left = Vec::new();
         let mut last = None;
         for table in self.tables.iter().rev() {
-            let mut sql = String::new();
-            for suffix in ["_i", "_u", "_d", "_r", "_t"] {
-                sql.push_str(&format!(
-                    "DROP TRIGGER IF EXISTS {} ON {}.{};",
-                    quote_ident(&format!("{}{suffix}", self.trigger)),
-                    quote_ident(&self.schema),
-                    quote_ident(table)
-                ));
-            }
-            let mut dropped = false;
-            for _ in 0..5 {
-                match db
-                    .batch_execute(&format!(
-                        "SET lock_timeout = '3s'; BEGIN; {sql} COMMIT; RESET lock_timeout;"
-                    ))
-                    .await
-                {
-                    Ok(()) => {
-                        dropped = true;
-                        break;
-                    }
-                    Err(e) => {
-                        let _ = db.batch_execute("ROLLBACK; RESET lock_timeout").await;
-                        last = Some(e);
-                    }
-                }
-            }
-            if !dropped {
+            let sql = self.drop_sql(table);
+            if let Err(e) = ddl(db, &sql).await {
                 left.push(sql);
+                last = Some(e);
             }
         }
         if left.is_empty() {
@@ -253,6 +253,20 @@ impl Capture {
         )))
     }
 
+    fn drop_sql(&self, table: &str) -> String {
+        ["_i", "_u", "_d", "_r", "_t"]
+            .iter()
+            .map(|suffix| {
+                format!(
+                    "DROP TRIGGER IF EXISTS {} ON {}.{};",
+                    quote_ident(&format!("{}{suffix}", self.trigger)),
+                    quote_ident(&self.schema),
+                    quote_ident(table)
+                )
+            })
+            .collect()
+    }
+
     async fn drop_log(&self, db: &Client) {
         let _ = db
             .batch_execute(&format!(
@@ -260,5 +274,33 @@ impl Capture {
                 quote_ident(&self.log)
             ))
             .await;
+    }
+}
+
+/// Runs trigger DDL in its own transaction, waiting at most 100 ms for the
+/// table's lock each try (a DDL lock waiting in the queue stalls every
+/// writer behind it: other tenants' too, on shared tables), up to 40 tries
+/// a few dozen milliseconds apart.
+async fn ddl(db: &Client, sql: &str) -> Result<(), tokio_postgres::Error> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match db
+            .batch_execute(&format!(
+                "SET lock_timeout = '100ms'; BEGIN; {sql} COMMIT; RESET lock_timeout;"
+            ))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let _ = db.batch_execute("ROLLBACK; RESET lock_timeout").await;
+                let busy = e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE);
+                if !busy || tries >= 40 {
+                    return Err(e);
+                }
+                let pause = 20 + u64::from(rand::random::<u8>() % 60);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+        }
     }
 }

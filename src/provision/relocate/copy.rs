@@ -50,18 +50,23 @@ impl Side<'_> {
 pub(super) struct TablePlan {
     pub name: String,
     pub columns: Vec<String>,
-    /// Its primary key (without `tenant_id`), when the target has a unique
+    /// Its primary key (without `tenant_id`): columns and their types, when
+    /// the target has a unique
     /// index on the same columns; changes of a table without one are applied
     /// by copying the table again.
-    pub key: Option<Vec<String>>,
+    pub key: Option<Vec<(String, String)>>,
 }
 
-/// The source table's primary key columns, `tenant_id` left out.
-async fn primary_key(side: &Side<'_>, table: &str) -> Result<Vec<String>, ProvisionError> {
+/// The source table's primary key columns and their types, `tenant_id`
+/// left out.
+async fn primary_key(
+    side: &Side<'_>,
+    table: &str,
+) -> Result<Vec<(String, String)>, ProvisionError> {
     Ok(side
         .db
         .query(
-            "SELECT a.attname::text
+            "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod)
                FROM pg_catalog.pg_index i
                CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
@@ -73,7 +78,7 @@ async fn primary_key(side: &Side<'_>, table: &str) -> Result<Vec<String>, Provis
         .await
         .map_err(setup_error("(primary key)"))?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect())
 }
 
@@ -120,7 +125,8 @@ pub(super) async fn plan(
             )));
         }
         let key = primary_key(src, &name).await?;
-        let key = if !key.is_empty() && unique_on(dst, &name, &key).await? {
+        let names: Vec<String> = key.iter().map(|(c, _)| c.clone()).collect();
+        let key = if !key.is_empty() && unique_on(dst, &name, &names).await? {
             Some(key)
         } else {
             None
@@ -219,24 +225,40 @@ pub(super) async fn bulk(
     Ok(out)
 }
 
-/// The changed keys as a JSON array (for `jsonb_populate_recordset`).
-fn key_array(keys: &std::collections::BTreeSet<String>) -> String {
+/// The changed keys as rows `k` of the key's columns, typed: only the
+/// key columns are read from the JSON (no other column's input runs).
+fn changed_keys(keys: &std::collections::BTreeSet<String>, key: &[(String, String)]) -> String {
     let inner: Vec<&str> = keys.iter().map(String::as_str).collect();
-    crate::sql::literal(&format!("[{}]", inner.join(",")))
+    let defs: Vec<String> = key
+        .iter()
+        .map(|(c, t)| format!("{} {t}", quote_ident(c)))
+        .collect();
+    format!(
+        "(SELECT {} FROM jsonb_to_recordset({}::jsonb) AS k({}))",
+        key.iter()
+            .map(|(c, _)| format!("k.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        crate::sql::literal(&format!("[{}]", inner.join(","))),
+        defs.join(", ")
+    )
 }
 
-fn key_tuple(alias: &str, key: &[String]) -> String {
+fn key_tuple(alias: &str, key: &[(String, String)]) -> String {
     let cols: Vec<String> = key
         .iter()
-        .map(|c| format!("{alias}.{}", quote_ident(c)))
+        .map(|(c, _)| format!("{alias}.{}", quote_ident(c)))
         .collect();
     format!("({})", cols.join(", "))
 }
 
 /// Applies recorded changes in the target's (caller's) transaction:
 /// changed rows are upserted parents first, rows gone from the source are
-/// deleted children first; a table marked whole (or without a key) has its
-/// rows deleted and copied again. Returns the rows written or deleted.
+/// deleted children first. A table marked whole (a TRUNCATE, or no usable
+/// key) is copied again whole, and with it every table after it in
+/// foreign-key order (its children among them: their rows could point at
+/// it, or go with it by a cascade): those are deleted children first, then
+/// copied parents first. Returns the rows written or deleted.
 pub(super) async fn apply(
     src: &Side<'_>,
     dst: &Side<'_>,
@@ -245,30 +267,39 @@ pub(super) async fn apply(
 ) -> Result<u64, ProvisionError> {
     let mut touched = 0u64;
     let scratch = |i: usize| format!("pgtenant_delta_{i}");
+    let first_whole = plans.iter().position(|p| {
+        dirty
+            .get(&p.name)
+            .is_some_and(|d| d.whole || p.key.is_none())
+    });
+    let whole = |i: usize| first_whole.is_some_and(|w| i >= w);
+    for (_, p) in plans.iter().enumerate().rev().filter(|(i, _)| whole(*i)) {
+        touched += dst
+            .db
+            .execute(
+                &format!(
+                    "DELETE FROM {} t{}",
+                    dst.table(&p.name),
+                    dst.rows("t", None)
+                ),
+                &[],
+            )
+            .await
+            .map_err(setup_error(&format!("(recopy {})", p.name)))?;
+    }
     for (i, p) in plans.iter().enumerate() {
-        let Some(d) = dirty.get(&p.name) else {
-            continue;
-        };
         let target = dst.table(&p.name);
-        let Some(key) = p.key.as_ref().filter(|_| !d.whole) else {
-            // Copied again whole.
-            dst.db
-                .batch_execute(&format!("DELETE FROM {target} t{}", dst.rows("t", None)))
-                .await
-                .map_err(setup_error(&format!("(recopy {})", p.name)))?;
+        if whole(i) {
             let (sql, cols) = select(src, dst, p, None);
             let (rows, _) =
                 stream(src.db, dst.db, &sql, &format!("{target} ({cols})"), &|_| {}).await?;
             touched += rows;
             continue;
+        }
+        let (Some(d), Some(key)) = (dirty.get(&p.name), p.key.as_ref()) else {
+            continue;
         };
-        let keys = key_array(&d.keys);
-        let changed = format!(
-            "{} IN (SELECT {} FROM jsonb_populate_recordset(NULL::{}, {keys}) k)",
-            key_tuple("s", key),
-            key_tuple("k", key).trim_matches(|c| c == '(' || c == ')'),
-            src.table(&p.name)
-        );
+        let changed = format!("{} IN {}", key_tuple("s", key), changed_keys(&d.keys, key));
         let (sql, cols) = select(src, dst, p, Some(changed));
         let delta = scratch(i);
         dst.db
@@ -278,20 +309,25 @@ pub(super) async fn apply(
             .await
             .map_err(setup_error("(scratch table)"))?;
         let (rows, _) = stream(src.db, dst.db, &sql, &format!("{delta} ({cols})"), &|_| {}).await?;
-        let rest: Vec<String> = p
+        let key_names: Vec<String> = key.iter().map(|(c, _)| c.clone()).collect();
+        let mut rest: Vec<String> = p
             .columns
             .iter()
-            .filter(|c| !key.contains(c))
+            .filter(|c| !key_names.contains(c))
             .map(|c| format!("{q} = EXCLUDED.{q}", q = quote_ident(c)))
             .collect();
-        let on_conflict = match (&dst.tenant_id, rest.is_empty()) {
-            (_, true) => "DO NOTHING".to_owned(),
-            // Never another tenant's row of the shared tables.
-            (Some(_), false) => format!(
-                "DO UPDATE SET {} WHERE {target}.tenant_id = EXCLUDED.tenant_id",
-                rest.join(", ")
-            ),
-            (None, false) => format!("DO UPDATE SET {}", rest.join(", ")),
+        let on_conflict = match &dst.tenant_id {
+            // Never another tenant's row of the shared tables: a conflict
+            // with one updates nothing, and is counted below.
+            Some(_) => {
+                rest.push("tenant_id = EXCLUDED.tenant_id".into());
+                format!(
+                    "DO UPDATE SET {} WHERE {target}.tenant_id = EXCLUDED.tenant_id",
+                    rest.join(", ")
+                )
+            }
+            None if rest.is_empty() => "DO NOTHING".to_owned(),
+            None => format!("DO UPDATE SET {}", rest.join(", ")),
         };
         let written = dst
             .db
@@ -299,7 +335,7 @@ pub(super) async fn apply(
                 &format!(
                     "INSERT INTO {target} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {delta}
                      ON CONFLICT ({}) {on_conflict}",
-                    column_list(key)
+                    column_list(&key_names)
                 ),
                 &[],
             )
@@ -315,19 +351,16 @@ pub(super) async fn apply(
         touched += rows;
     }
     for (i, p) in plans.iter().enumerate().rev() {
+        if whole(i) {
+            continue;
+        }
         let (Some(d), Some(key)) = (dirty.get(&p.name), p.key.as_ref()) else {
             continue;
         };
-        if d.whole {
-            continue;
-        }
         let gone = format!(
-            "{} IN (SELECT {} FROM jsonb_populate_recordset(NULL::{}, {}) k)
-             AND NOT EXISTS (SELECT 1 FROM {} d WHERE {} = {})",
+            "{} IN {} AND NOT EXISTS (SELECT 1 FROM {} d WHERE {} = {})",
             key_tuple("t", key),
-            key_tuple("k", key).trim_matches(|c| c == '(' || c == ')'),
-            dst.table(&p.name),
-            key_array(&d.keys),
+            changed_keys(&d.keys, key),
             scratch(i),
             key_tuple("d", key),
             key_tuple("t", key),

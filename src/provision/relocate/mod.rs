@@ -155,6 +155,37 @@ fn same_cluster(cfg: &Config, a: &str, b: &str) -> bool {
     }
 }
 
+/// What a failed move must undo, filled in as the steps go.
+#[derive(Default)]
+struct Undo {
+    hold: Option<holds::Hold>,
+    capture: Option<capture::Capture>,
+    /// Rows went into the shared tables (demote): they go again.
+    copied_into_shared: bool,
+    /// The flip's outcome could not be seen: keep both homes.
+    flip_unknown: bool,
+}
+
+/// Serialises moves of one tenant (a session lock on the mover's catalog
+/// connection: a mover that dies lets go with its connection).
+async fn lock_tenant(cat: &Client, key: &str) -> Result<(), ProvisionError> {
+    let got: bool = cat
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtextextended('pgtenant relocate ' || $1, 0))",
+            &[&key],
+        )
+        .await
+        .map_err(setup_error("(lock tenant)"))?
+        .get(0);
+    if got {
+        Ok(())
+    } else {
+        Err(ProvisionError::Dump(format!(
+            "another promote, demote or move of tenant {key:?} runs"
+        )))
+    }
+}
+
 /// Runs a promote, demote or move of tenant `key`.
 pub async fn relocate(
     cfg: &Config,
@@ -164,6 +195,7 @@ pub async fn relocate(
     progress: &dyn RelocateProgress,
 ) -> Result<RelocateReport, ProvisionError> {
     let cat = catalog::Catalog::from_config(cfg)?.open().await?;
+    lock_tenant(&cat, key).await?;
     let (from, from_t) = find(cfg, key).await?;
     if !catalog::load(&cat).await?.iter().any(|t| t.key == key) {
         return Err(ProvisionError::Dump(format!(
@@ -187,88 +219,119 @@ pub async fn relocate(
         }
         _ => Some(home::make(cfg, &mut to, &files).await?),
     };
-    let to_t =
-        Target::of(cfg, &to).ok_or_else(|| ProvisionError::UnknownServer(to.server.clone()))?;
-    let mut held = false;
-    let mut capture = None;
-    let src = connect(&admin_config(cfg, &from_t.server, &from_t.database)?).await?;
+    let mut undo = Undo::default();
+    let src = match admin_config(cfg, &from_t.server, &from_t.database) {
+        Ok(login) => connect(&login).await,
+        Err(e) => Err(e),
+    };
+    let src = match src {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(home) = &made {
+                home.undo(cfg).await;
+            }
+            return Err(e.into());
+        }
+    };
     let outcome = run(
         cfg,
         &cat,
         &src,
         (&from, &from_t),
-        (&to, &to_t),
+        &to,
         opts,
         progress,
-        &mut held,
-        &mut capture,
+        &mut undo,
     )
     .await;
     match outcome {
         Ok(mut report) => {
             // Flipped: the tenant serves from its new home. Tidy the old one.
-            if let Some(c) = &capture {
+            if let Some(c) = &undo.capture {
                 report.late_changes = c.pending(&src).await.unwrap_or(0);
                 if let Err(e) = c.remove(&src).await {
                     report.leftover = Some(e.to_string());
                 }
             }
-            progress.step("removing the old home");
-            let keep_role = from.role == to.role && same_cluster(cfg, &from.server, &to.server);
-            if let Err(e) = home::remove_home(cfg, &from, keep_role).await {
-                let what = format!("the old home could not be removed: {e}");
-                report.leftover = Some(match report.leftover.take() {
-                    Some(l) => format!("{l}; {what}"),
-                    None => what,
-                });
+            let mut leftovers: Vec<String> = report.leftover.take().into_iter().collect();
+            if report.late_changes > 0 {
+                leftovers.push(format!(
+                    "the old home was kept: {} changes reached it after the hold",
+                    report.late_changes
+                ));
+            } else {
+                progress.step("removing the old home");
+                let keep_role = from.role == to.role && same_cluster(cfg, &from.server, &to.server);
+                if let Err(e) = home::remove_home(cfg, &from, keep_role).await {
+                    leftovers.push(format!("the old home could not be removed: {e}"));
+                }
             }
+            report.leftover = (!leftovers.is_empty()).then(|| leftovers.join("; "));
             Ok(report)
+        }
+        Err(e) if undo.flip_unknown => {
+            progress.step("the route change was sent but its outcome not seen: both homes kept");
+            Err(ProvisionError::Dump(format!(
+                "{e}; whether tenant {key:?} now routes to its new home could not be checked: see `pgtenant tenant list`, then remove the home it does not use"
+            )))
         }
         Err(e) => {
             progress.step("failed: the tenant stays where it was; removing what was made");
-            if held {
-                if let Err(e) = holds::release(&cat, key).await {
+            if let Some(hold) = &undo.hold {
+                if let Err(e) = holds::release(&cat, hold).await {
                     tracing::error!(tenant = key, error = %e, "could not release the hold (replicas give it up after a minute)");
                 }
             }
-            if let Some(c) = &capture {
+            if let Some(c) = &undo.capture {
                 if let Err(e) = c.remove(&src).await {
                     tracing::error!(tenant = key, error = %e, "could not remove the change capture");
                 }
             }
             match &made {
                 Some(home) => home.undo(cfg).await,
-                None => {
-                    // Demote: the rows copied into the shared tables go.
+                None if undo.copied_into_shared => {
+                    // Demote: the rows this run copied into the shared
+                    // tables go (the tenant had none there before: checked).
                     let out = async {
-                        let db = connect(&admin_config(cfg, &to_t.server, &to_t.database)?).await?;
-                        shared::delete_rows(&db, &to_t.schema, &shared_id(&to)?)
-                            .await
-                            .map_err(setup_error("(delete copied rows)"))
+                        let db = connect(&admin_config(
+                            cfg,
+                            &to.server,
+                            to.database.as_deref().unwrap_or_default(),
+                        )?)
+                        .await?;
+                        shared::delete_rows(
+                            &db,
+                            to.schema.as_deref().unwrap_or("public"),
+                            &shared_id(&to)?,
+                        )
+                        .await
+                        .map_err(setup_error("(delete copied rows)"))
                     };
                     if let Err(e) = out.await {
                         tracing::error!(tenant = key, error = %e, "could not delete the rows copied into the shared tables");
                     }
                 }
+                None => {}
             }
             Err(e)
         }
     }
 }
 
-/// Steps 2 to 4 (see the module doc); `held` and `capture` say what to undo.
+/// Steps 2 to 4 (see the module doc); `undo` says what a failure undoes.
 #[allow(clippy::too_many_arguments)]
 async fn run(
     cfg: &Config,
     cat: &Client,
     src_db: &Client,
     (from, from_t): (&TenantConfig, &Target),
-    (to, to_t): (&TenantConfig, &Target),
+    to: &TenantConfig,
     opts: &RelocateOptions,
     progress: &dyn RelocateProgress,
-    held: &mut bool,
-    capture_made: &mut Option<capture::Capture>,
+    undo: &mut Undo,
 ) -> Result<RelocateReport, ProvisionError> {
+    let to_t =
+        &Target::of(cfg, to).ok_or_else(|| ProvisionError::UnknownServer(to.server.clone()))?;
     let ledger = &cfg.migrations.ledger_table;
     let dst_db = open(cfg, to_t).await?;
     let src = copy::Side {
@@ -314,7 +377,14 @@ async fn run(
     progress.step("capturing changes");
     let keyed: Vec<(String, Option<Vec<String>>)> = plans
         .iter()
-        .map(|p| (p.name.clone(), p.key.clone()))
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.key
+                    .as_ref()
+                    .map(|k| k.iter().map(|(c, _)| c.clone()).collect()),
+            )
+        })
         .collect();
     let c = capture::install(
         src_db,
@@ -324,7 +394,7 @@ async fn run(
         src.tenant_id.as_deref(),
     )
     .await?;
-    let c = &*capture_made.insert(c);
+    let c = &*undo.capture.insert(c);
     // The bulk: one snapshot taken after capture began, so every change
     // is in it or in the log (or both: applying one twice is harmless).
     src_db
@@ -335,6 +405,7 @@ async fn run(
         .batch_execute("BEGIN")
         .await
         .map_err(setup_error("(begin)"))?;
+    undo.copied_into_shared = dst.tenant_id.is_some();
     let copied = async {
         let r = copy::bulk(&src, &dst, &plans, &|t, b| progress.bytes(t, b)).await?;
         dst_db
@@ -356,6 +427,11 @@ async fn run(
             return Err(e);
         }
     };
+    // Past the copied ids at once: in the shared tables other tenants draw
+    // from the same sequences while the move goes on.
+    for p in &plans {
+        advance_sequences(&dst_db, &dst.schema, &p.name).await?;
+    }
     let tables: Vec<(String, u64)> = plans
         .iter()
         .zip(&copied)
@@ -379,22 +455,24 @@ async fn run(
     ));
     // The hold.
     let purpose = format!("to {} on server {}", catalog::mode_text(to.mode), to.server);
-    if !holds::hold(cat, &from.key, &purpose).await? {
-        return Err(ProvisionError::Dump(format!(
-            "tenant {:?} is held already: another promote, demote or move runs",
-            from.key
-        )));
-    }
-    *held = true;
+    let hold = holds::hold(cat, &from.key, &purpose)
+        .await?
+        .ok_or_else(|| {
+            ProvisionError::Dump(format!(
+                "tenant {:?} is held already: another promote, demote or move runs",
+                from.key
+            ))
+        })?;
+    let hold = &*undo.hold.insert(hold);
     let hold_began = Instant::now();
     loop {
-        let busy = holds::busy_replicas(cat, &from.key).await?;
+        let busy = holds::busy_replicas(cat, hold).await?;
         if busy.is_empty() {
             break;
         }
         if hold_began.elapsed() >= opts.max_hold {
             return Err(ProvisionError::Dump(format!(
-                "a transaction of tenant {:?} still ran after {:?} on {}: nothing was changed; try again when the tenant's long transactions are done (or raise --max-hold)",
+                "a transaction of tenant {:?} still ran after {:?} on {}: nothing was changed; try again when the tenant's long transactions are done (or raise --max-hold); session-mode clients must disconnect first",
                 from.key,
                 opts.max_hold,
                 busy.join(", ")
@@ -413,12 +491,26 @@ async fn run(
             opts.max_hold
         )));
     }
-    holds::flip(cat, to).await?;
-    let hold = hold_began.elapsed();
-    *held = false;
+    if let Err(e) = holds::flip(cat, from, to, hold).await {
+        // The COMMIT may have happened with its answer lost: ask again.
+        let check = async {
+            let fresh = catalog::Catalog::from_config(cfg)?.open().await?;
+            holds::routed_as(&fresh, to).await
+        };
+        match check.await {
+            Ok(false) => return Err(e.into()),
+            Ok(true) => {}
+            Err(_) => {
+                undo.flip_unknown = true;
+                return Err(e.into());
+            }
+        }
+    }
+    let hold_time = hold_began.elapsed();
+    undo.hold = None;
     progress.step(&format!(
         "route changed after a hold of {} ms",
-        hold.as_millis()
+        hold_time.as_millis()
     ));
     Ok(RelocateReport {
         from: from.clone(),
@@ -426,7 +518,7 @@ async fn run(
         tables,
         caught_up,
         passes,
-        hold,
+        hold: hold_time,
         late_changes: 0,
         leftover: None,
     })
