@@ -156,32 +156,7 @@ impl Home {
         let database = spec.database.clone().unwrap_or_default();
         let step = async {
             if self.made_place {
-                match spec.mode {
-                    TenantMode::Schema => {
-                        let db = connect(&admin_config(cfg, &spec.server, &database)?).await?;
-                        db.batch_execute(&format!(
-                            "DROP SCHEMA IF EXISTS {} CASCADE",
-                            quote_ident(spec.schema.as_deref().unwrap_or_default())
-                        ))
-                        .await
-                        .map_err(setup_error("(drop schema)"))?;
-                    }
-                    _ => {
-                        let admin = connect(&admin_config(
-                            cfg,
-                            &spec.server,
-                            admin_database(cfg, &spec.server),
-                        )?)
-                        .await?;
-                        admin
-                            .batch_execute(&format!(
-                                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                                quote_ident(&database)
-                            ))
-                            .await
-                            .map_err(setup_error("(drop database)"))?;
-                    }
-                }
+                drop_place(cfg, spec).await?;
             }
             if let Some(r) = spec.role.as_ref().filter(|_| self.made_role) {
                 drop_role(cfg, &spec.server, &database, spec.mode, r).await?;
@@ -241,50 +216,53 @@ pub(super) async fn remove_home(
     keep_role: bool,
 ) -> Result<(), ProvisionError> {
     let database = spec.database.clone().unwrap_or_default();
-    match spec.mode {
-        TenantMode::Schema => {
-            let db = connect(&admin_config(cfg, &spec.server, &database)?).await?;
-            let schema = spec
-                .schema
-                .clone()
-                .unwrap_or_else(|| format!("t_{}", spec.key));
-            db.batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                quote_ident(&schema)
-            ))
+    if spec.mode == TenantMode::Shared {
+        let id = spec.id.clone().unwrap_or_default();
+        let schema = spec.schema.clone().unwrap_or_else(|| "public".into());
+        let db = connect(&admin_config(cfg, &spec.server, &database)?).await?;
+        return shared::delete_rows(&db, &schema, &id)
             .await
-            .map_err(setup_error("(drop schema)"))?;
-        }
-        TenantMode::Database => {
-            let admin = connect(&admin_config(
-                cfg,
-                &spec.server,
-                admin_database(cfg, &spec.server),
-            )?)
-            .await?;
-            // DROP DATABASE can't share a (implicit) transaction with anything.
-            admin
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    quote_ident(&database)
-                ))
-                .await
-                .map_err(setup_error("(drop database)"))?;
-        }
-        TenantMode::Shared => {
-            let id = spec.id.clone().unwrap_or_default();
-            let schema = spec.schema.clone().unwrap_or_else(|| "public".into());
-            let db = connect(&admin_config(cfg, &spec.server, &database)?).await?;
-            shared::delete_rows(&db, &schema, &id)
-                .await
-                .map_err(setup_error("(delete shared rows)"))?;
-            return Ok(());
-        }
+            .map_err(setup_error("(delete shared rows)"));
     }
+    drop_place(cfg, spec).await?;
     match spec.role.as_ref().filter(|_| !keep_role) {
         Some(r) => drop_role(cfg, &spec.server, &database, spec.mode, r).await,
         None => Ok(()),
     }
+}
+
+/// Drops a schema or database tenant's schema or database.
+async fn drop_place(cfg: &Config, spec: &TenantConfig) -> Result<(), ProvisionError> {
+    let database = spec.database.clone().unwrap_or_default();
+    if spec.mode == TenantMode::Schema {
+        let db = connect(&admin_config(cfg, &spec.server, &database)?).await?;
+        let schema = spec
+            .schema
+            .clone()
+            .unwrap_or_else(|| format!("t_{}", spec.key));
+        db.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(&schema)
+        ))
+        .await
+        .map_err(setup_error("(drop schema)"))?;
+    } else {
+        let admin = connect(&admin_config(
+            cfg,
+            &spec.server,
+            admin_database(cfg, &spec.server),
+        )?)
+        .await?;
+        // DROP DATABASE can't share a (implicit) transaction with anything.
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(&database)
+            ))
+            .await
+            .map_err(setup_error("(drop database)"))?;
+    }
+    Ok(())
 }
 
 /// `tenant drop`: the tenant's home, role included.
