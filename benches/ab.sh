@@ -15,7 +15,9 @@
 # Env: MODES ("simple extended prepared"), CLIENTS (8), DURATION (10 s),
 # ROUNDS (3), POOL_SIZE (20); EXTRA_A / EXTRA_B: TOML appended to A's / B's
 # config (one binary with and without a setting, e.g.
-# EXTRA_B=$'[metrics]\nlisten = "127.0.0.1:0"'). Needs initdb/pg_ctl, pgbench, psql.
+# EXTRA_B=$'[metrics]\nlisten = "127.0.0.1:0"'); SERVER_A / SERVER_B: "tcp" (default)
+# or "unix", how each reaches PostgreSQL (one binary over both: A/B of the
+# socket kind). Needs initdb/pg_ctl, pgbench, psql.
 set -euo pipefail
 A=${1:?binary A}; B=${2:?binary B}
 MODES=${MODES:-"simple extended prepared"}
@@ -43,7 +45,9 @@ EOF
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
 psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE bench"
 pgbench -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
-config() {
+config() { # port server-kind
+  local host=127.0.0.1
+  [ "$2" = unix ] && host=$WORK
   cat <<EOC
 [proxy]
 listen = "127.0.0.1:$1"
@@ -51,6 +55,7 @@ listen = "127.0.0.1:$1"
 method = "trust"
 users = [{ name = "postgres" }]
 [servers.main]
+host = "$host"
 port = $PG_PORT
 user = "postgres"
 max_connections = 150
@@ -64,8 +69,8 @@ database = "bench"
 tier = "bench"
 EOC
 }
-{ config $PORT_A; printf '%s\n' "${EXTRA_A:-}"; } >"$WORK/a.toml"
-{ config $PORT_B; printf '%s\n' "${EXTRA_B:-}"; } >"$WORK/b.toml"
+{ config $PORT_A "${SERVER_A:-tcp}"; printf '%s\n' "${EXTRA_A:-}"; } >"$WORK/a.toml"
+{ config $PORT_B "${SERVER_B:-tcp}"; printf '%s\n' "${EXTRA_B:-}"; } >"$WORK/b.toml"
 RUST_LOG=warn "$A" serve --config "$WORK/a.toml" >"$WORK/a.log" 2>&1 & PID_A=$!; pids+=($PID_A)
 RUST_LOG=warn "$B" serve --config "$WORK/b.toml" >"$WORK/b.log" 2>&1 & PID_B=$!; pids+=($PID_B)
 for p in $PORT_A $PORT_B; do

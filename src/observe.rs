@@ -50,8 +50,7 @@ async fn not_ready(proxy: &Proxy) -> Option<String> {
     }
     for (name, s) in &proxy.config.servers {
         let reach = tokio::time::timeout(READY_CONNECT, async {
-            if s.host.starts_with('/') {
-                let path = format!("{}/.s.PGSQL.{}", s.host, s.port);
+            if let Some(path) = crate::tls::unix_socket_path(&s.host, s.port) {
                 tokio::net::UnixStream::connect(path).await.map(drop)
             } else {
                 tokio::net::TcpStream::connect((s.host.as_str(), s.port))

@@ -158,26 +158,38 @@ impl ServerConn {
             server: server.clone(),
             source,
         };
-        let fut = TcpStream::connect((&*target.host, target.port));
-        let stream = tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| BackendError::ConnectTimeout(server.clone()))?
-            .map_err(|source| BackendError::Connect {
-                server: server.clone(),
-                host: target.host.to_string(),
-                port: target.port,
-                source,
-            })?;
-        stream.set_nodelay(true).map_err(io_err)?;
-        let tls_err = |message: String| BackendError::Tls {
+        let connect_err = |source| BackendError::Connect {
             server: server.clone(),
-            message,
+            host: target.host.to_string(),
+            port: target.port,
+            source,
         };
-        let tls = crate::tls::ServerTls::get(&target.tls).map_err(|e| tls_err(e.to_string()))?;
-        let mut stream = tokio::time::timeout(timeout, tls.connect(stream, &target.host))
-            .await
-            .map_err(|_| BackendError::ConnectTimeout(server.clone()))?
-            .map_err(|e| tls_err(e.to_string()))?;
+        let mut stream = match crate::tls::unix_socket_path(&target.host, target.port) {
+            // A Unix socket: no TLS (as libpq), no Nagle to turn off.
+            Some(path) => tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path))
+                .await
+                .map_err(|_| BackendError::ConnectTimeout(server.clone()))?
+                .map(crate::tls::Stream::Unix)
+                .map_err(connect_err)?,
+            None => {
+                let fut = TcpStream::connect((&*target.host, target.port));
+                let stream = tokio::time::timeout(timeout, fut)
+                    .await
+                    .map_err(|_| BackendError::ConnectTimeout(server.clone()))?
+                    .map_err(connect_err)?;
+                stream.set_nodelay(true).map_err(io_err)?;
+                let tls_err = |message: String| BackendError::Tls {
+                    server: server.clone(),
+                    message,
+                };
+                let tls =
+                    crate::tls::ServerTls::get(&target.tls).map_err(|e| tls_err(e.to_string()))?;
+                tokio::time::timeout(timeout, tls.connect(stream, &target.host))
+                    .await
+                    .map_err(|_| BackendError::ConnectTimeout(server.clone()))?
+                    .map_err(|e| tls_err(e.to_string()))?
+            }
+        };
         let login = async {
             stream
                 .write_all(&startup_message(target, application_name))
@@ -374,12 +386,7 @@ impl ServerConn {
                 Poll::Pending
             );
         }
-        let tcp = self.stream.tcp();
-        match tcp.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => matches!(tcp.poll_peek(&mut cx, &mut buf), Poll::Pending),
-        }
+        self.stream.idle_and_open(&mut cx, &mut buf)
     }
 
     /// Tells the server goodbye without waiting (used when dropping a link).
@@ -419,12 +426,16 @@ pub async fn send_cancel(
     pid: i32,
     secret: i32,
 ) -> std::io::Result<()> {
-    let tcp = TcpStream::connect((host, port)).await?;
-    let tls = crate::tls::ServerTls::get(tls).map_err(std::io::Error::other)?;
-    let mut s = tls
-        .connect(tcp, host)
-        .await
-        .map_err(std::io::Error::other)?;
+    let mut s = match crate::tls::unix_socket_path(host, port) {
+        Some(path) => crate::tls::Stream::Unix(tokio::net::UnixStream::connect(path).await?),
+        None => {
+            let tcp = TcpStream::connect((host, port)).await?;
+            let tls = crate::tls::ServerTls::get(tls).map_err(std::io::Error::other)?;
+            tls.connect(tcp, host)
+                .await
+                .map_err(std::io::Error::other)?
+        }
+    };
     s.write_all(&messages::cancel_request(pid, secret)).await?;
     s.flush().await?;
     // The server closes the connection once it has read the request.

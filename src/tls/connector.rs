@@ -251,7 +251,13 @@ pub async fn pg_connect(
     use tokio_postgres::config::SslMode;
     let server = ServerTls::get(tls)?;
     let mut pg = pg.clone();
+    let unix = pg
+        .get_hosts()
+        .iter()
+        .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
     pg.ssl_mode(match tls.sslmode {
+        // No TLS over a Unix socket (as libpq).
+        _ if unix => SslMode::Disable,
         ServerSslMode::Disable => SslMode::Disable,
         ServerSslMode::Prefer => SslMode::Prefer,
         _ => SslMode::Require,

@@ -13,7 +13,7 @@ pub use connector::{
     pg_connect, reload_server_tls, PgConnectError, PgConnection, PgStream, ServerTls,
     TlsConnectError,
 };
-pub use stream::{ReadHalf, Stream, WriteHalf};
+pub use stream::{unix_socket_path, ReadHalf, Stream, WriteHalf};
 
 use thiserror::Error;
 

@@ -1,5 +1,6 @@
-//! A connection that is plain TCP or TLS over TCP, on either side (clients
-//! of pgtenant, pgtenant to its servers). An enum, not a boxed trait object:
+//! A connection that is plain TCP, TLS over TCP, or a Unix-domain socket
+//! (to a server on the same machine: no TLS there, as with libpq), on either
+//! side (clients of pgtenant, pgtenant to its servers). An enum, not a boxed trait object:
 //! plaintext, the common case, pays one predictable branch per poll and no
 //! allocation, and `split` stays a borrow split (no lock) for it.
 
@@ -8,12 +9,20 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{tcp, TcpStream};
+use tokio::net::{tcp, unix, TcpStream, UnixStream};
 use tokio_rustls::TlsStream;
 
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    Unix(UnixStream),
+}
+
+/// The socket file of a server whose `host` is a directory (starts with
+/// `/`, as in libpq): `{host}/.s.PGSQL.{port}`.
+pub fn unix_socket_path(host: &str, port: u16) -> Option<std::path::PathBuf> {
+    host.starts_with('/')
+        .then(|| std::path::Path::new(host).join(format!(".s.PGSQL.{port}")))
 }
 
 impl From<TcpStream> for Stream {
@@ -24,27 +33,52 @@ impl From<TcpStream> for Stream {
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.is_tls() { "tls" } else { "plain" };
+        let kind = match self {
+            Stream::Plain(_) => "plain",
+            Stream::Tls(_) => "tls",
+            Stream::Unix(_) => "unix",
+        };
         write!(f, "Stream({kind}, {:?})", self.peer_addr().ok())
     }
 }
 
 impl Stream {
-    /// The socket underneath (readiness checks; never read or write it
-    /// directly when the stream is TLS).
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP socket underneath (none for a Unix socket; never read or
+    /// write it directly when the stream is TLS).
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => t.get_ref().0,
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(t) => Some(t.get_ref().0),
+            Stream::Unix(_) => None,
         }
     }
 
+    /// The peer's address (an error for a Unix socket).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().peer_addr()
+        self.tcp()
+            .ok_or_else(|| io::ErrorKind::Unsupported.into())
+            .and_then(TcpStream::peer_addr)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().local_addr()
+        self.tcp()
+            .ok_or_else(|| io::ErrorKind::Unsupported.into())
+            .and_then(TcpStream::local_addr)
+    }
+
+    /// Whether a plain socket (TCP or Unix) has nothing to read and is not
+    /// closed: an idle server link that is still good. A Unix socket that is
+    /// readable counts as not good (an idle link is sent nothing).
+    pub fn idle_and_open(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> bool {
+        match self {
+            Stream::Unix(u) => matches!(u.poll_read_ready(cx), Poll::Pending),
+            Stream::Plain(tcp) => match tcp.poll_read_ready(cx) {
+                Poll::Pending => true,
+                Poll::Ready(Err(_)) => false,
+                Poll::Ready(Ok(())) => matches!(tcp.poll_peek(cx, buf), Poll::Pending),
+            },
+            Stream::Tls(_) => false,
+        }
     }
 
     pub fn is_tls(&self) -> bool {
@@ -57,6 +91,9 @@ impl Stream {
     pub fn send_final(&mut self, data: &[u8]) {
         match self {
             Stream::Plain(s) => {
+                let _ = s.try_write(data);
+            }
+            Stream::Unix(s) => {
                 let _ = s.try_write(data);
             }
             Stream::Tls(t) => match &mut **t {
@@ -86,6 +123,10 @@ impl Stream {
                 let (r, w) = tokio::io::split(&mut **t);
                 (ReadHalf::Tls(r), WriteHalf::Tls(w))
             }
+            Stream::Unix(s) => {
+                let (r, w) = s.split();
+                (ReadHalf::Unix(r), WriteHalf::Unix(w))
+            }
         }
     }
 }
@@ -107,11 +148,13 @@ fn goodbye<D>(tcp: &TcpStream, conn: &mut tokio_rustls::rustls::ConnectionCommon
 pub enum ReadHalf<'a> {
     Plain(tcp::ReadHalf<'a>),
     Tls(tokio::io::ReadHalf<&'a mut TlsStream<TcpStream>>),
+    Unix(unix::ReadHalf<'a>),
 }
 
 pub enum WriteHalf<'a> {
     Plain(tcp::WriteHalf<'a>),
     Tls(tokio::io::WriteHalf<&'a mut TlsStream<TcpStream>>),
+    Unix(unix::WriteHalf<'a>),
 }
 
 /// Forwards a poll to whichever variant the value holds.
@@ -126,11 +169,15 @@ macro_rules! each {
                 let $s = Pin::new($s);
                 $e
             }
+            Self::Unix($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
         }
     };
 }
 
-/// AsyncRead for a two-variant enum, forwarding to the variant.
+/// AsyncRead for a stream enum, forwarding to the variant.
 macro_rules! forward_read {
     ($t:ty) => {
         impl AsyncRead for $t {
@@ -145,7 +192,7 @@ macro_rules! forward_read {
     };
 }
 
-/// AsyncWrite for a two-variant enum, forwarding to the variant.
+/// AsyncWrite for a stream enum, forwarding to the variant.
 macro_rules! forward_write {
     ($t:ty) => {
         impl AsyncWrite for $t {
@@ -167,6 +214,7 @@ macro_rules! forward_write {
                 match self {
                     Self::Plain(s) => s.is_write_vectored(),
                     Self::Tls(t) => t.is_write_vectored(),
+                    Self::Unix(u) => u.is_write_vectored(),
                 }
             }
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
