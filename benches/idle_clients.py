@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""RSS per idle client of a running pooler (issue 14, goal 3).
+
+Opens N client connections (trust auth, startup + one `SELECT 1` each, as an
+app's pool does, then idle), and reports the pooler's resident memory growth
+per connection (from /proc/PID/status VmRSS), measured after the connections
+settled. Plain protocol over asyncio sockets: the measuring side stays small.
+
+    benches/idle_clients.py --port 6432 --pid $(pidof pgtenant) --user app.acme --db app -n 5000
+
+Raise the fd limit first (ulimit -n 20000) for large N.
+"""
+import argparse
+import asyncio
+import struct
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def read_until_ready(reader):
+    while True:
+        head = await reader.readexactly(5)
+        tag, length = head[0:1], struct.unpack("!i", head[1:])[0]
+        body = await reader.readexactly(length - 4)
+        if tag == b"E":
+            raise RuntimeError(body.decode(errors="replace"))
+        if tag == b"Z":
+            return
+
+
+async def one(host, port, user, db):
+    reader, writer = await asyncio.open_connection(host, port)
+    params = b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0\0"
+    writer.write(struct.pack("!ii", 8 + len(params), 196608) + params)
+    await writer.drain()
+    await read_until_ready(reader)
+    q = b"SELECT 1\0"
+    writer.write(b"Q" + struct.pack("!i", 4 + len(q)) + q)
+    await writer.drain()
+    await read_until_ready(reader)
+    return reader, writer
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--db", required=True)
+    ap.add_argument("-n", type=int, default=2000)
+    a = ap.parse_args()
+    # Warm up: the pooler's pools, server links and allocator arenas.
+    warm = [await one(a.host, a.port, a.user, a.db) for _ in range(20)]
+    await asyncio.sleep(1)
+    before = rss_kib(a.pid)
+    conns = []
+    for i in range(0, a.n, 200):
+        batch = await asyncio.gather(*(one(a.host, a.port, a.user, a.db) for _ in range(min(200, a.n - i))))
+        conns.extend(batch)
+    await asyncio.sleep(2)
+    after = rss_kib(a.pid)
+    per = (after - before) * 1024 / a.n
+    print(f"{a.n} idle clients: RSS {before} KiB -> {after} KiB, {per:.0f} bytes per client")
+    for _, w in conns + warm:
+        w.close()
+
+
+asyncio.run(main())
