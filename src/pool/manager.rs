@@ -410,6 +410,11 @@ impl PoolManager {
         })?;
         let group = &pool.group;
         let budget = &group.budget;
+        // Armed (registered with the budget's notifier) before the last
+        // look at idle links: a link given back after that look wakes this
+        // waiter, so no missed wake-up needs covering by polling. Only the
+        // slow path (the server's budget full) arms it.
+        let mut armed: Option<std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>>> = None;
         loop {
             while let Some(mut link) = group.pop_idle(pool.prefer.as_deref()) {
                 if link.conn.created.elapsed() < self.settings.server_lifetime
@@ -427,16 +432,18 @@ impl PoolManager {
                 Some(s) => s,
                 None if budget.evict_lru_idle() => continue,
                 None => {
-                    // Wait for a free slot, or for an idle link somewhere (ours to
-                    // reuse, or another tenant's to evict).
-                    let idle = budget.link_idle.notified();
+                    let Some(idle) = armed.take() else {
+                        let mut idle = Box::pin(budget.link_idle.notified());
+                        idle.as_mut().enable();
+                        armed = Some(idle);
+                        continue; // look once more, armed
+                    };
+                    // Wait for a free slot, or for an idle link somewhere (ours
+                    // to reuse, or another tenant's to evict).
                     budget.slot_waiters.fetch_add(1, Ordering::Relaxed);
                     let woke = tokio::select! {
                         s = budget.slot() => s,
                         _ = idle => None,
-                        // Re-check now and then: a link returned just before we
-                        // registered as a waiter would otherwise go unnoticed.
-                        _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => None,
                         _ = tokio::time::sleep_until(deadline) => {
                             budget.slot_waiters.fetch_sub(1, Ordering::Relaxed);
                             return Err(PoolError::ServerFull {
