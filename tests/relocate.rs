@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use pgtenant::config::TenantMode;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,7 @@ fn writer(
     key: &str,
     customers: Vec<i32>,
     stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
 ) -> tokio::task::JoinHandle<Log> {
     let conn = format!("host=127.0.0.1 port={port} user=app.{key} dbname={db}");
     let key = key.to_owned();
@@ -78,7 +79,10 @@ fn writer(
             };
             log.longest = log.longest.max(began.elapsed());
             match r {
-                Ok(()) => log.writes += 1,
+                Ok(()) => {
+                    log.writes += 1;
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) => {
                     let (code, message) = sqlstate(&e);
                     log.errors.push(format!("{code} {message}"));
@@ -189,7 +193,8 @@ async fn while_writing(
     let mine = customer_ids(proxy, db, key).await;
     let stop = Arc::new(AtomicBool::new(false));
     let port = proxy.addr.port();
-    let w = writer(port, db, key, mine, stop.clone());
+    let acked = Arc::new(AtomicU64::new(0));
+    let w = writer(port, db, key, mine, stop.clone(), acked.clone());
     let o = match other {
         Some(k) => Some(writer(
             port,
@@ -197,13 +202,25 @@ async fn while_writing(
             k,
             customer_ids(proxy, db, k).await,
             stop.clone(),
+            Arc::default(),
         )),
         None => None,
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Writes in the old home before, in the new one after.
+    let wrote = |n: u64| {
+        let acked = acked.clone();
+        async move {
+            wait_until(Duration::from_secs(20), || {
+                let acked = acked.clone();
+                async move { acked.load(Ordering::Relaxed) >= n }
+            })
+            .await
+        }
+    };
+    assert!(wrote(100).await, "the writer writes before the move");
     let (ok, stdout, stderr) = pgtenant_cli(config, args, "").await;
-    // Writes in the new home too.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let after = acked.load(Ordering::Relaxed);
+    assert!(wrote(after + 100).await, "the writer writes after the move");
     stop.store(true, Ordering::Relaxed);
     let log = w.await.expect("writer");
     eprintln!(
