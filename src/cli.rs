@@ -51,6 +51,9 @@ pub enum Command {
     /// Provision and manage tenants in the catalog.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Load generator for many tenants at once (what pgbench can't vary).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Apply pending migrations to every trial/active tenant (exit 0 all ok,
     /// 1 some failed or drifted, 2 could not run). With `--each -- COMMAND
     /// ARGS...`, run the app's own migration command once per target instead,
@@ -78,6 +81,60 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<MigrateAction>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Create each bench tenant's schema (t_<key>) and table directly on
+    /// PostgreSQL (a superuser or the database owner's URL).
+    Init {
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        tenants: BenchTenants,
+    },
+    /// Run the load through a pooler and check every answer's tenant; exits
+    /// 1 on any error, wrong-tenant answer or tenant never served.
+    Run {
+        /// libpq URL with {tenant} where the key goes, e.g.
+        /// postgres://app.{tenant}@127.0.0.1:6432/app
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        tenants: BenchTenants,
+        /// Client connections kept open, round-robin over the tenants
+        /// (default: the larger of --tenants and --clients).
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Transactions in flight, each on the longest-idle connection.
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Unmeasured run first.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        warmup: std::time::Duration,
+        #[arg(long, value_enum, default_value = "simple")]
+        protocol: crate::bench::Protocol,
+        /// A new connection (login) per transaction: logins per second.
+        #[arg(long)]
+        connect: bool,
+        /// Worker threads (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+/// Which tenants a bench uses: <prefix>1 .. <prefix><tenants>.
+#[derive(Debug, clap::Args)]
+pub struct BenchTenants {
+    #[arg(long, default_value_t = 1000)]
+    tenants: usize,
+    #[arg(long, default_value = "tenant")]
+    prefix: String,
+    /// Rows in each tenant's table.
+    #[arg(long, default_value_t = 1000)]
+    rows: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,6 +390,7 @@ pub fn run() -> ExitCode {
                 .map_err(|e| e.to_string())
         }),
         Command::Migrate { .. } => Ok(()),
+        Command::Bench(cmd) => return bench_command(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -583,4 +641,67 @@ async fn tenant_command(
         }
     }
     Ok(())
+}
+
+fn bench_command(cmd: BenchCommand) -> ExitCode {
+    let threads = match &cmd {
+        BenchCommand::Run {
+            threads: Some(n), ..
+        } => *n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgtenant: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = rt.block_on(async {
+        match cmd {
+            BenchCommand::Init { url, tenants: t } => {
+                let keys = crate::bench::tenant_keys(&t.prefix, t.tenants);
+                crate::bench::init(&url, &keys, t.rows).await.map(|()| true)
+            }
+            BenchCommand::Run {
+                url,
+                tenants: t,
+                connections,
+                clients,
+                duration,
+                warmup,
+                protocol,
+                connect,
+                threads: _,
+            } => {
+                let opts = crate::bench::RunOptions {
+                    url,
+                    keys: crate::bench::tenant_keys(&t.prefix, t.tenants),
+                    connections: connections.unwrap_or(t.tenants.max(clients)),
+                    clients,
+                    duration,
+                    warmup,
+                    protocol,
+                    connect,
+                    rows: t.rows,
+                };
+                crate::bench::run(opts).await.map(|outcome| {
+                    print!("{}", outcome.report());
+                    outcome.passed()
+                })
+            }
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("pgtenant: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

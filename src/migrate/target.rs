@@ -50,11 +50,9 @@ impl Target {
             TenantMode::Database => t.key.clone(),
             _ => server.database.clone(),
         });
-        let schema = match t.mode {
-            TenantMode::Schema => t.schema.clone().unwrap_or_else(|| format!("t_{}", t.key)),
-            TenantMode::Shared => t.schema.clone().unwrap_or_else(|| "public".into()),
-            TenantMode::Database => "public".into(),
-        };
+        // A database tenant's objects live in its database's `public`.
+        let schema = crate::tenant::home_schema(t.mode, &t.key, t.schema.as_deref())
+            .unwrap_or_else(|| "public".into());
         Some(Target {
             server: t.server.clone(),
             database,

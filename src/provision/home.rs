@@ -20,11 +20,11 @@ pub(super) fn route(
         .servers
         .get(server)
         .ok_or_else(|| ProvisionError::UnknownServer(server.to_owned()))?;
-    Ok(match mode {
-        TenantMode::Schema => (s.database.clone(), Some(format!("t_{key}"))),
-        TenantMode::Shared => (s.database.clone(), Some("public".to_owned())),
-        TenantMode::Database => (key.to_owned(), None),
-    })
+    let database = match mode {
+        TenantMode::Database => key.to_owned(),
+        TenantMode::Schema | TenantMode::Shared => s.database.clone(),
+    };
+    Ok((database, crate::tenant::home_schema(mode, key, None)))
 }
 
 /// What `make` created, to be undone if a later step fails.
@@ -239,7 +239,7 @@ async fn drop_place(cfg: &Config, spec: &TenantConfig) -> Result<(), ProvisionEr
         let schema = spec
             .schema
             .clone()
-            .unwrap_or_else(|| format!("t_{}", spec.key));
+            .unwrap_or_else(|| crate::tenant::default_schema(&spec.key));
         db.batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {} CASCADE",
             quote_ident(&schema)

@@ -116,11 +116,7 @@ impl Tenant {
         let tier_name = t.tier.clone().unwrap_or_else(|| "default".into());
         let tier = cfg.tiers.get(&tier_name).cloned().unwrap_or_default();
         let isolation = Isolation::effective(t.mode, tier.isolation);
-        let schema = match t.mode {
-            TenantMode::Schema => Some(t.schema.clone().unwrap_or_else(|| format!("t_{}", t.key))),
-            TenantMode::Shared => Some(t.schema.clone().unwrap_or_else(|| "public".into())),
-            TenantMode::Database => None,
-        };
+        let schema = super::home_schema(t.mode, &t.key, t.schema.as_deref());
         let database = t.database.clone().unwrap_or_else(|| match t.mode {
             TenantMode::Database => t.key.clone(),
             _ => server.database.clone(),
