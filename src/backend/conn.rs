@@ -79,6 +79,9 @@ pub struct LinkState {
     pub pid: i32,
     /// Context isolation: the tenant whose context the link was last put in.
     pub context_owner: Option<Arc<str>>,
+    /// It served another tenant: `DISCARD ALL` goes ahead of the next
+    /// client's first message (pipelined, see `frontend::rewrite::prelude`).
+    pub wipe: bool,
     /// The link's entry in the notification owners registry (see
     /// `notify::owners`), made at its first checkout.
     pub owner: Option<crate::notify::Registration>,
@@ -103,6 +106,7 @@ impl LinkState {
         self.sql_prepared.clear();
         self.foreign = None;
         self.context_owner = None;
+        self.wipe = false;
     }
 }
 
@@ -260,6 +264,7 @@ impl ServerConn {
                 poisoned: false,
                 pid,
                 context_owner: None,
+                wipe: false,
                 owner: None,
             },
             params: Arc::new(params),

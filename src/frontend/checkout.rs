@@ -18,11 +18,15 @@ const MARKER_SQL: &str =
     "SELECT pg_catalog.set_config('synchronous_commit', 'off', true), pg_catalog.pg_notify($1, $2)";
 
 /// Borrows a link for the client's next transaction. A shared link last used
-/// by another tenant is wiped first (statements, settings, cursors, LISTEN,
-/// locks, its signed context), and the wipe must succeed before any of this
-/// client's bytes reach the server: nothing of the client's may run in another
-/// tenant's context, even if pgtenant's own statements were cancelled. A link
-/// starting to serve a tenant also records whose notifications it sends.
+/// by another tenant is wiped (statements, settings, cursors, LISTEN, locks,
+/// its signed context) before any of this client's SQL runs there: awaited
+/// here while a hub listens (with the owner marker, which must commit first),
+/// else pipelined ahead of the client's first message by the relay's prelude,
+/// with the tenant context after it. Either way nothing of the client's may
+/// run in another tenant's context: a failed wipe or context ends the client
+/// before any reply reaches it, and the client's cancels reach the server only
+/// once both were answered. A link starting to serve a tenant also records
+/// whose notifications it sends.
 pub async fn checkout(
     proxy: &Proxy,
     pool: &Arc<TenantPool>,
@@ -47,10 +51,34 @@ pub async fn checkout(
     if conn.state.context_owner.as_ref() == Some(&ctx.owner) {
         return Ok(lease);
     }
-    // The link changes tenant: its owner marker (see notify::owners) commits
-    // before any of the new tenant's SQL runs there.
     let previous = conn.state.context_owner.is_some();
     let pid = conn.state.pid;
+    if !proxy.notify.any_live() {
+        // No hub listens: no owner marker is needed (see notify::owners,
+        // "Unmarked switches"), so nothing is awaited here. The wipe goes
+        // ahead of the client's first message, then the context; a failure
+        // of either ends the client before any reply reaches it.
+        let at = tick();
+        match &conn.state.owner {
+            Some(reg) => owners.switch_unmarked(reg, ctx.owner.clone(), at),
+            None => {
+                conn.state.owner =
+                    Some(owners.register_unmarked(server(), pid, ctx.owner.clone(), at))
+            }
+        }
+        // Read again after the tick: a hub that started meanwhile may have
+        // taken its `lo` before it, and needs the marker after all.
+        if !proxy.notify.any_live() {
+            // Pipelined, not awaited (a third more throughput when many
+            // tenants share few links); the client's cancel target waits
+            // for it (see `ClientState::cancel_after_prelude`).
+            conn.state.wipe |= previous;
+            conn.state.context_owner = Some(ctx.owner.clone());
+            return Ok(lease);
+        }
+    }
+    // The link changes tenant: its owner marker (see notify::owners) commits
+    // before any of the new tenant's SQL runs there.
     let sent = tick();
     match &conn.state.owner {
         Some(reg) => owners.switch(reg, ctx.owner.clone(), sent),

@@ -92,6 +92,11 @@ pub struct ClientState {
     /// A request of this listening client that notifies committed: its own
     /// notifications go out before its ReadyForQuery.
     pub notify_barrier: bool,
+    /// The link was wiped for this client (it served another tenant): its
+    /// cancel target, published only once pgtenant's own prelude (the wipe,
+    /// the tenant context) has been answered. A cancel must never stop those
+    /// two and let the client's SQL run in the previous tenant's context.
+    pub cancel_after_prelude: Option<(super::cancel::CancelSlot, super::cancel::CancelTarget)>,
 }
 
 /// Versions of SQL-level prepared statements, unique in the process.
@@ -138,6 +143,7 @@ impl ClientState {
             sql_prepared: HashMap::new(),
             limits,
             follow_listens: false,
+            cancel_after_prelude: None,
             notify_barrier: false,
         }
     }

@@ -568,6 +568,11 @@ async fn on_server_bytes(
         if cx.t.prelude_failed {
             return Some(RelayEnd::ContextFailed);
         }
+        if !cx.t.ours_pending() {
+            if let Some((slot, target)) = cx.client.cancel_after_prelude.take() {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
+            }
+        }
         // A LISTEN is done once the hub listens: the client's ReadyForQuery
         // (scanned, not yet written) waits for it.
         if cx.client.follow_listens {

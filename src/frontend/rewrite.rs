@@ -41,14 +41,15 @@ pub fn raise_statement(code: &str, message: &str, hint: &str) -> String {
     )
 }
 
-/// Called when a link is lent to the client: a link that may carry another
-/// client's changes made out of sight is `DISCARD ALL`-ed first, one whose
+/// Called when a link is lent to the client: a link that served another
+/// tenant, or may carry another client's changes made out of sight, is
+/// `DISCARD ALL`-ed first, one whose
 /// settings are unknown `RESET ALL`-ed; then the client's settings that differ; then, on shared
 /// links, the tenant context. All injected ahead of the client's first
 /// message, their replies swallowed.
 pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     let id = cx.client.id();
-    if cx.link.foreign.is_some_and(|other| other != id) {
+    if cx.link.wipe || cx.link.foreign.is_some_and(|other| other != id) {
         // Whatever that client did out of sight (a DO block may also prepare
         // statements or listen) is wiped, not only its settings.
         extended::query(out, "DISCARD ALL");

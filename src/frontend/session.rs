@@ -356,13 +356,19 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
                     .client_pid
                     .store(key.pid, std::sync::atomic::Ordering::Relaxed);
             }
-            key.set(Some(CancelTarget {
+            let target = CancelTarget {
                 host: pool.target().host.clone(),
                 port: pool.target().port,
                 tls: pool.target().tls.clone(),
                 pid: conn.state.pid,
                 secret: conn.secret,
-            }));
+            };
+            if conn.state.wipe {
+                key.set(None);
+                client.state.cancel_after_prelude = Some((key.slot.clone(), target));
+            } else {
+                key.set(Some(target));
+            }
             client.up.flush_writes = conn.stream.is_tls();
             let (mut sr, mut sw) = conn.stream.split();
             let end = relay(
@@ -373,6 +379,7 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
             )
             .await;
             key.set(None);
+            client.state.cancel_after_prelude = None;
             flush_stats(&mut client, &pool, &mut total);
             // Transaction mode: one relay is one request-to-idle span.
             if matches!(end, RelayEnd::Release) && transaction_mode {

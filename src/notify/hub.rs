@@ -74,6 +74,19 @@ pub struct Hubs {
     key: MarkerKey,
     connect_timeout: Duration,
     hubs: Mutex<HashMap<HubKey, HubRef>>,
+    /// Hubs started and not yet ended. Counted up before a hub takes its
+    /// `lo` tick: a shared link that switches tenant while this is 0 (read
+    /// after the switch's own tick) needs no owner marker (see `owners`).
+    live: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a hub out of `Hubs::live` when its task ends, however it ends.
+struct LiveHub<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for LiveHub<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Hubs {
@@ -83,7 +96,14 @@ impl Hubs {
             key,
             connect_timeout,
             hubs: Mutex::new(HashMap::new()),
+            live: Default::default(),
         }
+    }
+
+    /// Whether any hub of this process listens, or is starting to. Read
+    /// with SeqCst after a switch's tick (see [`crate::notify::owners`]).
+    pub fn any_live(&self) -> bool {
+        self.live.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     pub fn owners(&self) -> &Arc<Owners> {
@@ -122,6 +142,7 @@ impl Hubs {
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(cmd);
+        self.live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         map.insert(key.clone(), HubRef { id, cmds: tx });
         drop(map);
         let hubs = self.clone();
@@ -139,6 +160,7 @@ impl Hubs {
         target: Target,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
     ) {
+        let _live = LiveHub(&self.live);
         let server: ServerKey = (key.host.clone(), key.port);
         let mut hub = match Hub::start(&target, self.connect_timeout).await {
             Ok(h) => h,

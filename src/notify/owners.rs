@@ -10,6 +10,18 @@
 //!   pid belongs to the marked tenant. The MAC (HMAC-SHA256 under a key
 //!   derived from `role_secret`) and the pid check make a marker unforgeable
 //!   by a tenant's own `pg_notify`; the increasing `seq` makes one unreplayable.
+//! - **Unmarked switches**: while no hub of this process listens (nor is
+//!   starting), a link changes tenant without a marker, its new owner
+//!   recorded as confirmed at once. Safe for hubs started later: the old
+//!   owner's notifications all committed before the switch, so before any
+//!   later LISTEN, and are never delivered; the switch's tick is taken
+//!   before the hub count is read (SeqCst), a hub counts itself before
+//!   taking its `lo`, so a switch that saw no hub has `confirmed < lo`. The
+//!   cost: another replica's hubs cannot attribute that link's
+//!   notifications until it changes tenant with a hub live here (they are
+//!   dropped, never misattributed). It saves a round trip and a committed
+//!   `pg_notify` per tenant switch, which is most checkouts when many
+//!   tenants share few links.
 //! - **This registry**, for what happened before a hub started listening:
 //!   links that serve one tenant for life (role isolation) register once;
 //!   shared links record each owner change with the clock ticks around its
@@ -239,8 +251,30 @@ impl Owners {
         }
     }
 
+    /// A shared link about to serve `owner` with no marker (no hub live):
+    /// in force from tick `at` (see the module doc, "Unmarked switches").
+    pub fn register_unmarked(
+        self: &Arc<Self>,
+        server: ServerKey,
+        pid: i32,
+        owner: Arc<str>,
+        at: u64,
+    ) -> Registration {
+        self.insert(server, pid, owner, false, at, at)
+    }
+
     /// A registered shared link changes owner (before its marker is sent).
     pub fn switch(&self, reg: &Registration, owner: Arc<str>, sent: u64) {
+        self.replace_owner(reg, owner, sent, u64::MAX);
+    }
+
+    /// A registered shared link changes owner with no marker (no hub live),
+    /// in force from tick `at`.
+    pub fn switch_unmarked(&self, reg: &Registration, owner: Arc<str>, at: u64) {
+        self.replace_owner(reg, owner, at, at);
+    }
+
+    fn replace_owner(&self, reg: &Registration, owner: Arc<str>, sent: u64, confirmed: u64) {
         let mut all = self.lock();
         if let Some(e) = all.get_mut(&reg.server).and_then(|m| m.get_mut(&reg.pid)) {
             let before = std::mem::replace(
@@ -248,7 +282,7 @@ impl Owners {
                 Ownership {
                     owner,
                     sent,
-                    confirmed: u64::MAX,
+                    confirmed,
                 },
             );
             e.before = Some(before);
@@ -337,6 +371,25 @@ mod tests {
         assert_eq!(key.verify(42, &forged), None);
         assert_eq!(key.verify(42, "42:7:00:acme"), None);
         assert_eq!(key.verify(42, "garbage"), None);
+    }
+
+    #[test]
+    fn unmarked_switches_are_in_force_for_hubs_started_after_them() {
+        let owners = Arc::new(Owners::default());
+        let link = owners.register_unmarked(server(), 2, "a".into(), 10);
+        owners.switch_unmarked(&link, "b".into(), 15);
+        // A hub listening since 20..21: b's, and a marker up to b's switch
+        // would be a replay.
+        let at = |lo, hi| owners.owner_since_start(&server(), 2, lo, hi).map(|o| o.0);
+        assert_eq!(at(20, 21).as_deref(), Some("b"));
+        assert_eq!(owners.marker_floor(&server(), 2, 20, 21), Some(16));
+        // A hub that started before b's switch (never the case when the
+        // switch saw no hub live) is not told b.
+        assert_eq!(at(12, 13).as_deref(), Some("a"));
+        // Then a marked switch once a hub is live: until its marker, the
+        // previous owner is in force for that hub.
+        owners.switch(&link, "c".into(), 30);
+        assert_eq!(at(20, 21).as_deref(), Some("b"));
     }
 
     #[test]

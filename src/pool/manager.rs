@@ -410,11 +410,12 @@ impl PoolManager {
         })?;
         let group = &pool.group;
         let budget = &group.budget;
-        // Armed (registered with the budget's notifier) before the last
-        // look at idle links: a link given back after that look wakes this
-        // waiter, so no missed wake-up needs covering by polling. Only the
-        // slow path (the server's budget full) arms it.
-        let mut armed: Option<std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>>> = None;
+        // Armed (counted in `slot_waiters` and registered with the budget's
+        // notifier) before the last look at idle links: a link given back
+        // after that look sees the count and wakes this waiter, so no missed
+        // wake-up needs covering by polling. Only the slow path (the
+        // server's budget full) arms it.
+        let mut armed: Option<Armed<'_>> = None;
         loop {
             while let Some(mut link) = group.pop_idle(pool.prefer.as_deref()) {
                 if link.conn.created.elapsed() < self.settings.server_lifetime
@@ -432,20 +433,16 @@ impl PoolManager {
                 Some(s) => s,
                 None if budget.evict_lru_idle() => continue,
                 None => {
-                    let Some(idle) = armed.take() else {
-                        let mut idle = Box::pin(budget.link_idle.notified());
-                        idle.as_mut().enable();
-                        armed = Some(idle);
+                    let Some(mut waiting) = armed.take() else {
+                        armed = Some(Armed::new(budget));
                         continue; // look once more, armed
                     };
                     // Wait for a free slot, or for an idle link somewhere (ours
                     // to reuse, or another tenant's to evict).
-                    budget.slot_waiters.fetch_add(1, Ordering::Relaxed);
                     let woke = tokio::select! {
                         s = budget.slot() => s,
-                        _ = idle => None,
+                        _ = waiting.idle.as_mut() => None,
                         _ = tokio::time::sleep_until(deadline) => {
-                            budget.slot_waiters.fetch_sub(1, Ordering::Relaxed);
                             return Err(PoolError::ServerFull {
                                 tenant: pool.key.clone(),
                                 server: budget.name.clone(),
@@ -453,7 +450,6 @@ impl PoolManager {
                             });
                         }
                     };
-                    budget.slot_waiters.fetch_sub(1, Ordering::Relaxed);
                     match woke {
                         Some(s) => s,
                         None => continue,
@@ -563,6 +559,29 @@ impl PoolManager {
                 self.settings.server_lifetime,
             );
         }
+    }
+}
+
+/// A checkout waiting for the server's budget: counted in `slot_waiters`
+/// (so a link given back wakes one waiter) and registered with the notifier,
+/// both before its last look at idle links; uncounted when dropped.
+struct Armed<'a> {
+    budget: &'a super::budget::ServerBudget,
+    idle: std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>,
+}
+
+impl<'a> Armed<'a> {
+    fn new(budget: &'a super::budget::ServerBudget) -> Self {
+        budget.slot_waiters.fetch_add(1, Ordering::SeqCst);
+        let mut idle = Box::pin(budget.link_idle.notified());
+        idle.as_mut().enable();
+        Armed { budget, idle }
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.budget.slot_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

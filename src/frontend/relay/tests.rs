@@ -26,6 +26,7 @@ pub(super) fn link() -> LinkState {
         poisoned: false,
         pid: 42,
         context_owner: None,
+        wipe: false,
         owner: None,
     }
 }
@@ -399,5 +400,86 @@ async fn a_session_closed_for_what_it_ran_still_gets_its_earlier_replies() {
     assert_eq!(tags(&seen), vec!['C', 'Z', 'C']);
     assert_eq!(seen[0].1, b"SELECT 1\0");
     assert_eq!(seen[2].1, b"DO\0");
+    assert!(l.poisoned);
+}
+
+/// A client whose link served another tenant, with its cancel target held
+/// back (as the session sets it up).
+fn wiped_link_client() -> (Client, LinkState, crate::frontend::cancel::CancelSlot) {
+    let mut c = client(Overrides::default());
+    let mut l = link();
+    l.wipe = true;
+    l.context_owner = Some(Arc::from("beta"));
+    let slot = crate::frontend::cancel::CancelSlot::default();
+    let target = crate::frontend::cancel::CancelTarget {
+        host: Arc::from("127.0.0.1"),
+        port: 5432,
+        tls: Arc::default(),
+        pid: 42,
+        secret: 7,
+    };
+    c.state.cancel_after_prelude = Some((slot.clone(), target));
+    (c, l, slot)
+}
+
+fn published(slot: &crate::frontend::cancel::CancelSlot) -> Option<i32> {
+    slot.lock().expect("slot").as_ref().map(|t| t.pid)
+}
+
+#[tokio::test]
+async fn a_link_from_another_tenant_is_wiped_ahead_and_cancels_wait_for_the_wipe() {
+    let (mut c, mut l, slot) = wiped_link_client();
+    let watched = slot.clone();
+    let (end, seen) = turn(&mut c, &mut l, &query("SELECT 1"), |mut pg| async move {
+        assert_eq!(read_query(&mut pg).await, "DISCARD ALL");
+        assert_eq!(read_query(&mut pg).await, "SELECT 1");
+        // The client's query is on its way, but a cancel could still stop
+        // pgtenant's wipe: none reaches the server yet.
+        assert_eq!(published(&watched), None);
+        pg.write_all(&done("DISCARD ALL", b'I'))
+            .await
+            .expect("prelude reply");
+        for _ in 0..200 {
+            if published(&watched).is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            published(&watched),
+            Some(42),
+            "published once the wipe is answered"
+        );
+        pg.write_all(&done("SELECT 1", b'I')).await.expect("reply");
+        pg
+    })
+    .await;
+    assert!(matches!(end, RelayEnd::Release), "{end:?}");
+    assert_eq!(tags(&seen), vec!['C', 'Z']);
+    assert!(!l.wipe);
+    assert_eq!(l.context_owner, None, "the wipe took the old context away");
+}
+
+#[tokio::test]
+async fn a_failed_wipe_ends_the_client_before_any_reply_and_publishes_no_cancel() {
+    let (mut c, mut l, slot) = wiped_link_client();
+    let (end, seen) = turn(&mut c, &mut l, &query("SELECT 1"), |mut pg| async move {
+        assert_eq!(read_query(&mut pg).await, "DISCARD ALL");
+        assert_eq!(read_query(&mut pg).await, "SELECT 1");
+        let mut reply = error("57014");
+        let mut rfq = BytesMut::new();
+        messages::ready_for_query(&mut rfq, b'I');
+        reply.extend_from_slice(&rfq);
+        reply.extend_from_slice(&done("SELECT 1", b'I'));
+        pg.write_all(&reply).await.expect("replies");
+        pg
+    })
+    .await;
+    assert!(matches!(end, RelayEnd::ContextFailed), "{end:?}");
+    assert!(
+        seen.is_empty(),
+        "nothing of the query's reached the client: {seen:?}"
+    );
+    assert_eq!(published(&slot), None);
     assert!(l.poisoned);
 }
