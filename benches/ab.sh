@@ -17,7 +17,9 @@
 # config (one binary with and without a setting, e.g.
 # EXTRA_B=$'[metrics]\nlisten = "127.0.0.1:0"'); SERVER_A / SERVER_B: "tcp" (default)
 # or "unix", how each reaches PostgreSQL (one binary over both: A/B of the
-# socket kind). Needs initdb/pg_ctl, pgbench, psql.
+# socket kind); ISOLATION: "role" (default: a database tenant) or "context"
+# (a schema tenant on pgbench's tables whose context, search_path and signed
+# id, is set on every checkout). Needs initdb/pg_ctl, pgbench, psql.
 set -euo pipefail
 A=${1:?binary A}; B=${2:?binary B}
 MODES=${MODES:-"simple extended prepared"}
@@ -61,13 +63,15 @@ user = "postgres"
 max_connections = 150
 [tiers.bench]
 pool_size = $POOL_SIZE
+isolation = "${ISOLATION:-role}"
 [[tenants]]
 key = "bench"
-mode = "database"
 server = "main"
 database = "bench"
 tier = "bench"
 EOC
+  if [ "${ISOLATION:-role}" = context ]; then printf 'mode = "schema"\nschema = "public"\n'
+  else printf 'mode = "database"\n'; fi
 }
 { config $PORT_A "${SERVER_A:-tcp}"; printf '%s\n' "${EXTRA_A:-}"; } >"$WORK/a.toml"
 { config $PORT_B "${SERVER_B:-tcp}"; printf '%s\n' "${EXTRA_B:-}"; } >"$WORK/b.toml"

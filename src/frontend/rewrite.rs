@@ -66,8 +66,9 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     // Shared links: the tenant context is re-established on every checkout, so
     // nothing a client did (even through dynamic SQL) carries over.
     if let Some(context) = cx.client.context.as_ref() {
-        context_prelude(context, cx.link, out);
-        cx.t.injected_query(false);
+        for _ in 0..context_prelude(context, cx.link, out) {
+            cx.t.injected_query(false);
+        }
     }
     let client = &mut *cx.client;
     settings_prelude(
@@ -80,18 +81,27 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     );
 }
 
-/// Sets search_path, `pgtenant.tenant_id` and its signature together. The
-/// values travel as bound parameters, never in query text, so no one reads a
-/// signature from `pg_stat_activity` or the server log.
-const CONTEXT_SQL: &str = "SELECT pg_catalog.set_config('search_path', $1, false), \
-     pg_catalog.set_config('pgtenant.tenant_id', $2, false), \
-     pg_catalog.set_config('pgtenant.tenant_sig', $3, false)";
+/// `pg_catalog.set_config(text, text, boolean)`: its OID is fixed in
+/// PostgreSQL's bootstrap catalog (pg_proc.dat), the same in every version.
+const SET_CONFIG_OID: u32 = 2078;
 
-/// One Parse/Bind/Execute/Sync that puts the link in `context`. A link coming
-/// from another tenant was wiped (`DISCARD ALL`, awaited) by the session
-/// first, so if this fails the link has no tenant context at all, never
-/// another tenant's.
-fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut BytesMut) {
+/// The settings that make up a tenant context, in the order they are set.
+const CONTEXT_SETTINGS: [&[u8]; 3] = [
+    b"search_path",
+    b"pgtenant.tenant_id",
+    b"pgtenant.tenant_sig",
+];
+
+/// Puts the link in `context`: search_path, `pgtenant.tenant_id` and its
+/// signature, each by a FunctionCall of `set_config` (no parse or plan on
+/// the server: a third of the cost of the Parse/Bind/Execute it replaces,
+/// paid on every checkout of a shared link). The values travel as
+/// arguments, never in query text, so no one reads a signature from
+/// `pg_stat_activity` or the server log. Returns the requests injected (each
+/// answered by its own ReadyForQuery). A link from another tenant was wiped
+/// (`DISCARD ALL`) ahead of this, so if any fails the link has no tenant
+/// context at all, never another tenant's, and the client is ended.
+fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut BytesMut) -> usize {
     if link.context_owner.as_deref() != Some(&*context.owner) {
         link.context_owner = Some(context.owner.clone());
     }
@@ -103,13 +113,11 @@ fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut Byte
         }
         None => (b"", b""),
     };
-    extended::parse_query(out, b"", CONTEXT_SQL);
-    extended::bind_text(out, &[context.search_path.as_bytes(), id, sig]);
-    extended::execute(out);
-    // Gone before the client's first message: a client's Bind of the
-    // unnamed statement must never run pgtenant's with its own parameters.
-    extended::describe_or_close(out, fe::CLOSE, extended::STATEMENT, b"");
-    extended::sync(out);
+    let values = [context.search_path.as_bytes(), id, sig];
+    for (name, value) in CONTEXT_SETTINGS.iter().zip(values) {
+        extended::function_call_text(out, SET_CONFIG_OID, &[name, value, b"false"]);
+    }
+    CONTEXT_SETTINGS.len()
 }
 
 /// A setting name as SQL: each dotted part quoted.
@@ -259,8 +267,9 @@ fn restore(cx: &mut Ctx<'_>, what: &Restore, out: &mut BytesMut) {
             cx.link.settings_reset();
             client.params = client.startup_params.clone();
             if let Some(context) = client.context.as_ref() {
-                context_prelude(context, cx.link, out);
-                cx.t.injected_query(true);
+                for _ in 0..context_prelude(context, cx.link, out) {
+                    cx.t.injected_query(true);
+                }
             }
             settings_prelude(
                 cx.link,

@@ -90,6 +90,23 @@ pub fn parse_query_text(rest: &[u8]) -> Option<&[u8]> {
     split_name(rest).map(|(q, _)| q)
 }
 
+/// FunctionCall of the function `oid` with text arguments, a text result: no
+/// parsing or planning on the server, and immune to `search_path` (the
+/// function is named by OID). Answered by FunctionCallResponse and
+/// ReadyForQuery, in a transaction of its own.
+pub fn function_call_text(out: &mut BytesMut, oid: u32, args: &[&[u8]]) {
+    let at = begin(out, crate::protocol::tag::frontend::FUNCTION_CALL);
+    out.put_u32(oid);
+    out.put_i16(0);
+    out.put_i16(args.len() as i16);
+    for a in args {
+        out.put_i32(a.len() as i32);
+        out.put_slice(a);
+    }
+    out.put_i16(0);
+    finish(out, at);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +129,14 @@ mod tests {
             u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize,
             out.len() - 1
         );
+    }
+
+    #[test]
+    fn a_function_call_carries_the_oid_and_text_arguments() {
+        let mut out = BytesMut::new();
+        function_call_text(&mut out, 2078, &[b"search_path", b"t_a"]);
+        let want: &[u8] =
+            b"F\0\0\0\x24\0\0\x08\x1e\0\0\0\x02\0\0\0\x0bsearch_path\0\0\0\x03t_a\0\0";
+        assert_eq!(&out[..], want);
     }
 }
