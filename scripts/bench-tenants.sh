@@ -72,6 +72,11 @@ log_min_messages = warning
 EOF
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
 psql -X -q -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -c "CREATE DATABASE bench"
+# Both poolers keep a SCRAM verifier, not the password (as a careful
+# operator does; PgBouncer with a plaintext auth_file runs PBKDF2 per login).
+VERIFIER=$(psql -X -qAt -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres \
+  -c "SET password_encryption = 'scram-sha-256'" -c "CREATE ROLE bench_verifier PASSWORD '$PASSWORD'" \
+  -c "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench_verifier'")
 "$PGTENANT_BIN" bench init --url "postgres://postgres@127.0.0.1:$PG_PORT/bench" \
   --tenants "$TENANTS" 2>&1 | tail -1 >&2
 
@@ -83,7 +88,7 @@ listen = "127.0.0.1:$1"
 max_client_conn = 100000
 [auth]
 method = "$2"
-users = [{ name = "postgres", password = "$PASSWORD" }]
+users = [{ name = "postgres", password = "$VERIFIER" }]
 [servers.main]
 host = "127.0.0.1"
 port = $PG_PORT
@@ -122,7 +127,7 @@ log_connections = 0
 log_disconnections = 0
 EOC
 }
-printf '"postgres" "%s"\n' "$PASSWORD" >"$WORK/userlist.txt"
+printf '"postgres" "%s"\n' "$VERIFIER" >"$WORK/userlist.txt"
 pgtenant_config $PT_TRUST trust >"$WORK/pt-trust.toml"
 pgtenant_config $PT_SCRAM scram-sha-256 >"$WORK/pt-scram.toml"
 pgbouncer_config $PB_TRUST trust >"$WORK/pb-trust.ini"

@@ -3,7 +3,7 @@
 
 use crate::auth::UserDb;
 use crate::config::Config;
-use crate::frontend::{accept_loop, CancelRegistry};
+use crate::frontend::{accept_loop, CancelRegistry, ClientListener};
 use crate::pool::PoolManager;
 use crate::tenant::{Tenant, TenantDirectory};
 use std::net::SocketAddr;
@@ -157,9 +157,37 @@ pub async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
 /// A proxy running in this process (used by `serve` and by tests).
 pub struct Running {
     pub addr: SocketAddr,
+    /// The Unix socket clients may connect to (`[proxy] unix_socket_dir`).
+    pub unix_socket: Option<std::path::PathBuf>,
     pub proxy: Arc<Proxy>,
     /// Where `/metrics` is served (`[metrics] listen`).
     pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Binds `<dir>/.s.PGSQL.<port>` with `mode`. A socket file left by a
+/// process that is gone is replaced; one another process still accepts on is
+/// an error, as for a TCP port in use.
+fn bind_unix(
+    dir: &str,
+    port: u16,
+    mode: u32,
+) -> Result<(tokio::net::UnixListener, std::path::PathBuf), AppError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = crate::tls::unix_socket_path(dir, port)
+        .unwrap_or_else(|| std::path::Path::new(dir).join(format!(".s.PGSQL.{port}")));
+    let failed = |source: std::io::Error| AppError::Listen {
+        addr: path.display().to_string(),
+        source,
+    };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(failed(std::io::ErrorKind::AddrInUse.into()));
+        }
+        std::fs::remove_file(&path).map_err(failed)?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path).map_err(failed)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
+    Ok((listener, path))
 }
 
 impl Running {
@@ -197,7 +225,17 @@ impl Running {
                 Err(e) => tracing::error!(error = %e, "tenant catalog not usable"),
             }
         }
-        tokio::spawn(accept_loop(listener, proxy.clone()));
+        let unix_socket = match &proxy.config.proxy.unix_socket_dir {
+            Some(dir) => {
+                let (unix, path) =
+                    bind_unix(dir, addr.port(), proxy.config.proxy.unix_socket_mode)?;
+                tokio::spawn(accept_loop(ClientListener::Unix(unix), proxy.clone()));
+                tracing::info!(path = %path.display(), "pgtenant listening on a Unix socket");
+                Some(path)
+            }
+            None => None,
+        };
+        tokio::spawn(accept_loop(ClientListener::Tcp(listener), proxy.clone()));
         tokio::spawn(reaper(proxy.clone()));
         let mut metrics_at = None;
         if let Some(at) = proxy.config.metrics.listen.clone() {
@@ -218,6 +256,7 @@ impl Running {
         tracing::info!(%addr, tenants = proxy.tenants.snapshot().len(), "pgtenant listening");
         Ok(Running {
             addr,
+            unix_socket,
             proxy,
             metrics_addr: metrics_at,
         })
@@ -227,6 +266,9 @@ impl Running {
     /// transactions finish, up to `shutdown_timeout`.
     pub async fn shutdown(&self) {
         let _ = self.proxy.shutdown.send(true);
+        if let Some(path) = &self.unix_socket {
+            let _ = std::fs::remove_file(path);
+        }
         let deadline = tokio::time::Instant::now() + self.proxy.config.proxy.shutdown_timeout;
         let all = self.proxy.config.proxy.max_client_conn as u32;
         let drained = tokio::time::timeout_at(deadline, self.proxy.client_slots.acquire_many(all));

@@ -41,9 +41,10 @@ impl AuthRule {
 
     fn matches(&self, login: &LoginFacts<'_>) -> bool {
         let kind = match self.kind {
-            RuleType::Host => true,
-            RuleType::Hostssl => login.tls,
-            RuleType::Hostnossl => !login.tls,
+            RuleType::Local => login.local,
+            RuleType::Host => !login.local,
+            RuleType::Hostssl => !login.local && login.tls,
+            RuleType::Hostnossl => !login.local && !login.tls,
         };
         kind && self.net.is_none_or(|n| n.contains(&canonical(login.addr)))
             && (self.users.is_empty() || self.users.iter().any(|u| u == "*" || u == login.user))
@@ -84,7 +85,10 @@ fn glob(pattern: &str, text: &str) -> bool {
 /// What a rule is matched against.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginFacts<'a> {
+    /// The client's address (unspecified for a Unix socket).
     pub addr: IpAddr,
+    /// Over the Unix socket: only `local` rules apply, as in pg_hba.conf.
+    pub local: bool,
     pub tls: bool,
     pub user: &'a str,
     pub tenant: &'a str,
@@ -100,9 +104,13 @@ pub fn choose(
     if rules.is_empty() {
         return Ok(default);
     }
+    let place = if login.local {
+        "the local socket".to_owned()
+    } else {
+        format!("host \"{}\"", canonical(login.addr))
+    };
     let who = format!(
-        "host \"{}\", user \"{}\", tenant \"{}\", {}",
-        canonical(login.addr),
+        "{place}, user \"{}\", tenant \"{}\", {}",
         login.user,
         login.tenant,
         if login.tls { "TLS" } else { "no encryption" }
@@ -140,6 +148,7 @@ mod tests {
     fn facts<'a>(addr: &str, tls: bool, user: &'a str, tenant: &'a str) -> LoginFacts<'a> {
         LoginFacts {
             addr: addr.parse().expect("address"),
+            local: false,
             tls,
             user,
             tenant,
@@ -206,6 +215,39 @@ mod tests {
         assert_eq!(
             choose(&[], AuthMethod::Md5, &facts("1.2.3.4", false, "a", "b")),
             Ok(AuthMethod::Md5)
+        );
+    }
+
+    #[test]
+    fn local_rules_apply_to_the_unix_socket_only() {
+        use RuleMethod::*;
+        let rules = vec![
+            rule(RuleType::Local, None, &[], &[], Trust),
+            rule(RuleType::Host, None, &[], &[], ScramSha256),
+        ];
+        let unix = LoginFacts {
+            addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            local: true,
+            tls: false,
+            user: "app",
+            tenant: "acme",
+        };
+        assert_eq!(
+            choose(&rules, AuthMethod::Md5, &unix),
+            Ok(AuthMethod::Trust)
+        );
+        assert_eq!(
+            choose(
+                &rules,
+                AuthMethod::Md5,
+                &facts("127.0.0.1", false, "app", "acme")
+            ),
+            Ok(AuthMethod::ScramSha256)
+        );
+        // A host rule with no address never matches the socket.
+        assert_eq!(
+            choose(&rules[1..], AuthMethod::Md5, &unix),
+            Err("no [[auth.rules]] entry for the local socket, user \"app\", tenant \"acme\", no encryption".into())
         );
     }
 }

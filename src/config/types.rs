@@ -41,6 +41,13 @@ pub enum PoolMode {
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
     pub listen: String,
+    /// Also listen on a Unix-domain socket in this directory
+    /// (`<dir>/.s.PGSQL.<port of listen>`, as PostgreSQL and PgBouncer name
+    /// it), so local clients connect with `host=<dir>`. No TLS there (libpq
+    /// never asks for it on a Unix socket; the file's permissions guard it).
+    pub unix_socket_dir: Option<String>,
+    /// The socket file's permissions (octal, as `unix_socket_permissions`).
+    pub unix_socket_mode: u32,
     pub pool_mode: PoolMode,
     pub username_separator: String,
     /// How long a client waits for a server connection before it gets an error.
@@ -87,6 +94,8 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:6432".into(),
+            unix_socket_dir: None,
+            unix_socket_mode: 0o777,
             pool_mode: PoolMode::Transaction,
             username_separator: ".".into(),
             query_wait_timeout: Duration::from_secs(120),
@@ -162,6 +171,9 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleType {
+    /// Unix-domain socket connections (`[proxy] unix_socket_dir`); such a
+    /// rule names no address.
+    Local,
     /// Any TCP connection.
     Host,
     /// TLS connections only.

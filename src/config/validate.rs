@@ -72,7 +72,25 @@ pub fn problems(cfg: &Config) -> Vec<String> {
             cfg.proxy.listen
         ));
     }
+    if let Some(dir) = &cfg.proxy.unix_socket_dir {
+        if !dir.starts_with('/') {
+            out.push(format!(
+                "proxy.unix_socket_dir = {dir:?} is not an absolute directory like \"/var/run/pgtenant\""
+            ));
+        }
+    }
+    if cfg.proxy.unix_socket_mode > 0o777 {
+        out.push(format!(
+            "proxy.unix_socket_mode = {:o} is not a permission mode like 0o770",
+            cfg.proxy.unix_socket_mode
+        ));
+    }
     for (i, r) in cfg.auth.rules.iter().enumerate() {
+        if r.kind == crate::config::RuleType::Local && r.address.is_some() {
+            out.push(format!(
+                "auth.rules[{i}] is type \"local\" (Unix socket): it takes no address"
+            ));
+        }
         if let Some(a) = &r.address {
             if crate::auth::parse_address(a).is_none() {
                 out.push(format!(

@@ -269,6 +269,7 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
             addr: secured
                 .peer
                 .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| p.ip()),
+            local: secured.local,
             tls: secured.tls,
             user: &resolution.user,
             tenant: &resolution.tenant.key,

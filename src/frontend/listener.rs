@@ -1,23 +1,56 @@
-//! Accepts client connections and starts one session task per client.
+//! Accepts client connections (TCP, and the Unix socket when configured)
+//! and starts one session task per client.
 
 use super::handshake::send_fatal;
+use super::secure::ClientSocket;
 use super::session::serve_client;
 use crate::app::{wait_shutdown, Proxy};
 use crate::error::ClientError;
 use crate::protocol::sqlstate;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
+
+/// Where clients connect.
+pub enum ClientListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl ClientListener {
+    /// The next client and the address it counts under for
+    /// `max_logins_per_address` (all Unix-socket clients share one).
+    async fn accept(&self) -> std::io::Result<(ClientSocket, IpAddr)> {
+        match self {
+            ClientListener::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                Ok((ClientSocket::Tcp(stream), peer.ip()))
+            }
+            ClientListener::Unix(l) => {
+                let (stream, _) = l.accept().await?;
+                Ok((ClientSocket::Unix(stream), Ipv4Addr::UNSPECIFIED.into()))
+            }
+        }
+    }
+}
+
+async fn send_fatal_to(socket: ClientSocket, e: ClientError) {
+    match socket {
+        ClientSocket::Tcp(mut s) => send_fatal(&mut s, &e).await,
+        ClientSocket::Unix(mut s) => send_fatal(&mut s, &e).await,
+    }
+}
 
 /// Accepts until shutdown. Over `max_client_conn`, a client gets a FATAL
 /// "too many clients" instead of a session.
-pub async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
+pub async fn accept_loop(listener: ClientListener, proxy: Arc<Proxy>) {
     let mut shutdown = proxy.shutdown_signal();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = wait_shutdown(&mut shutdown) => return,
         };
-        let (mut stream, peer) = match accepted {
+        let (socket, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -26,7 +59,6 @@ pub async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let Some(slot) = proxy.try_client_slot() else {
             proxy
                 .metrics
@@ -35,10 +67,10 @@ pub async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
                 sqlstate::TOO_MANY_CONNECTIONS,
                 "too many clients for pgtenant (max_client_conn)",
             );
-            tokio::spawn(async move { send_fatal(&mut stream, &e).await });
+            tokio::spawn(send_fatal_to(socket, e));
             continue;
         };
-        let pass = match proxy.logins.enter(peer.ip()) {
+        let pass = match proxy.logins.enter(peer) {
             Ok(p) => p,
             Err(why) => {
                 proxy
@@ -46,14 +78,14 @@ pub async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
                     .login_failed(crate::metrics::LoginFailure::TooManyClients);
                 tracing::info!(%peer, why, "refused connection");
                 let e = ClientError::new(sqlstate::TOO_MANY_CONNECTIONS, why);
-                tokio::spawn(async move { send_fatal(&mut stream, &e).await });
+                tokio::spawn(send_fatal_to(socket, e));
                 continue;
             }
         };
         let proxy = proxy.clone();
         tokio::spawn(async move {
             tracing::trace!(%peer, "client connected");
-            serve_client(stream, proxy, pass).await;
+            serve_client(socket, proxy, pass).await;
             drop(slot);
         });
     }

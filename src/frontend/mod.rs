@@ -18,7 +18,7 @@ mod tracker;
 
 pub use cancel::{CancelRegistry, CancelTarget};
 pub use client::{Client, ClientState};
-pub use listener::accept_loop;
+pub use listener::{accept_loop, ClientListener};
 pub use login_gate::{LoginGate, LoginPass};
 pub use owner_route::{Grant, OwnerRoutes};
 pub use relay::{Downstream, RelayEnd, Upstream};

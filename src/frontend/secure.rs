@@ -12,8 +12,15 @@ use crate::protocol::sqlstate;
 use crate::protocol::startup::FirstPacket;
 use crate::tls::{Acceptor, Secured, Stream};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{timeout_at, Instant};
+
+/// A client's accepted socket.
+pub enum ClientSocket {
+    Tcp(TcpStream),
+    /// On `[proxy] unix_socket_dir`.
+    Unix(UnixStream),
+}
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -29,9 +36,22 @@ pub enum Opened {
 }
 
 /// Negotiates encryption and reads what the connection opens with, by
-/// `deadline`.
-pub async fn open(tcp: TcpStream, proxy: &Proxy, deadline: Instant) -> Opened {
+/// `deadline`. A Unix-socket client gets no TLS (libpq never asks for it
+/// there; an SSLRequest is answered 'N'), and `[tls] mode = "require"` does
+/// not apply to it: the socket file's permissions guard that door, as
+/// PostgreSQL's `local` lines do.
+pub async fn open(socket: ClientSocket, proxy: &Proxy, deadline: Instant) -> Opened {
     let (mode, acceptor) = proxy.tls.current();
+    let tcp = match socket {
+        ClientSocket::Tcp(tcp) => tcp,
+        ClientSocket::Unix(unix) => {
+            let secured = Secured {
+                local: true,
+                ..Secured::default()
+            };
+            return negotiate(Stream::Unix(unix), secured, None, mode, proxy, deadline).await;
+        }
+    };
     let mut first = [0u8; 1];
     let peeked = match timeout_at(deadline, tcp.peek(&mut first)).await {
         Ok(p) => p,
@@ -61,11 +81,23 @@ pub async fn open(tcp: TcpStream, proxy: &Proxy, deadline: Instant) -> Opened {
             Err(r) => Opened::Refused(Some(stream), r),
         };
     }
-    let mut secured = Secured {
+    let secured = Secured {
         peer: tcp.peer_addr().ok(),
         ..Secured::default()
     };
-    let mut stream = Stream::from(tcp);
+    negotiate(Stream::from(tcp), secured, acceptor, mode, proxy, deadline).await
+}
+
+/// SSLRequest / GSSENCRequest answers until the startup packet or a cancel
+/// request.
+async fn negotiate(
+    mut stream: Stream,
+    mut secured: Secured,
+    acceptor: Option<std::sync::Arc<Acceptor>>,
+    mode: ClientTlsMode,
+    proxy: &Proxy,
+    deadline: Instant,
+) -> Opened {
     for _ in 0..3 {
         let packet = match timeout_at(deadline, read_first_packet(&mut stream)).await {
             Ok(Ok(p)) => p,
@@ -103,7 +135,9 @@ pub async fn open(tcp: TcpStream, proxy: &Proxy, deadline: Instant) -> Opened {
             FirstPacket::Cancel { pid, secret } => {
                 return Opened::Ready(stream, secured, Opening::Cancel { pid, secret });
             }
-            FirstPacket::Startup(_) if mode == ClientTlsMode::Require && !secured.tls => {
+            FirstPacket::Startup(_)
+                if mode == ClientTlsMode::Require && !secured.tls && !secured.local =>
+            {
                 return Opened::Refused(Some(stream), Refusal::Error(tls_required()));
             }
             FirstPacket::Startup(p) => return Opened::Ready(stream, secured, Opening::Startup(p)),

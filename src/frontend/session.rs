@@ -20,12 +20,15 @@ use crate::tls::Stream;
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Serves one client connection from its first byte to its close.
 /// `pass` is the client's place among connections logging in, given back
 /// once its login ends.
-pub async fn serve_client(tcp: TcpStream, proxy: Arc<Proxy>, pass: super::LoginPass) {
+pub async fn serve_client(
+    socket: super::secure::ClientSocket,
+    proxy: Arc<Proxy>,
+    pass: super::LoginPass,
+) {
     let mut key = proxy.cancels.register();
     let timeout = proxy.config.proxy.client_login_timeout;
     let started = std::time::Instant::now();
@@ -37,7 +40,7 @@ pub async fn serve_client(tcp: TcpStream, proxy: Arc<Proxy>, pass: super::LoginP
             format!("login not completed within client_login_timeout ({timeout:?})"),
         )
     };
-    let (mut stream, secured, params) = match super::secure::open(tcp, &proxy, deadline).await {
+    let (mut stream, secured, params) = match super::secure::open(socket, &proxy, deadline).await {
         Opened::Ready(stream, secured, Opening::Startup(params)) => (stream, secured, params),
         Opened::Ready(_, _, Opening::Cancel { pid, secret }) => {
             return proxy.cancels.cancel(pid, secret).await;

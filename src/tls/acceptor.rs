@@ -55,6 +55,8 @@ pub struct Secured {
     pub tls: bool,
     /// Where the client connects from (for `[[auth.rules]]`).
     pub peer: Option<std::net::SocketAddr>,
+    /// Over the Unix socket (`[proxy] unix_socket_dir`).
+    pub local: bool,
 }
 
 /// The `[tls]` section in force.
@@ -128,6 +130,7 @@ pub async fn accept(
         end_point: acceptor.end_point.clone(),
         tls: true,
         peer: tls.get_ref().0.peer_addr().ok(),
+        local: false,
     };
     Ok((
         Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))),
