@@ -113,11 +113,16 @@ fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut Byte
         }
         None => (b"", b""),
     };
+    // A tenant with no signed id (a `schema` tenant) needs only its
+    // search_path: the id and signature are empty on its links already (a
+    // link from another tenant was wiped, which resets them), and nothing its
+    // own clients could set there is a signature that verifies.
+    let wanted = if context.signed.is_some() { 3 } else { 1 };
     let values = [context.search_path.as_bytes(), id, sig];
-    for (name, value) in CONTEXT_SETTINGS.iter().zip(values) {
+    for (name, value) in CONTEXT_SETTINGS.iter().zip(values).take(wanted) {
         extended::function_call_text(out, SET_CONFIG_OID, &[name, value, b"false"]);
     }
-    CONTEXT_SETTINGS.len()
+    wanted
 }
 
 /// A setting name as SQL: each dotted part quoted.
