@@ -185,8 +185,17 @@ fn bind_unix(
         }
         std::fs::remove_file(&path).map_err(failed)?;
     }
-    let listener = tokio::net::UnixListener::bind(&path).map_err(failed)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
+    // Bound under a temporary name, given its mode, then renamed: no client
+    // can connect while the file still has the umask's permissions.
+    let staging = path.with_extension(format!("{port}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener = tokio::net::UnixListener::bind(&staging).map_err(failed)?;
+    let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&staging, &path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(failed(e));
+    }
     Ok((listener, path))
 }
 

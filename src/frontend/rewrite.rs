@@ -51,7 +51,12 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     let id = cx.client.id();
     if cx.link.wipe || cx.link.foreign.is_some_and(|other| other != id) {
         // Whatever that client did out of sight (a DO block may also prepare
-        // statements or listen) is wiped, not only its settings.
+        // statements or listen) is wiped, not only its settings. Pipelined
+        // ahead of this client's SQL, so nothing the last client left may
+        // make the wipe fail: a 1 ms statement_timeout set out of sight (and
+        // a slow DISCARD TEMP) would end this client after its SQL ran.
+        extended::query(out, "SET statement_timeout = 0; SET lock_timeout = 0");
+        cx.t.injected_query(false);
         extended::query(out, "DISCARD ALL");
         cx.t.injected_query(false);
         cx.link.discarded();
@@ -122,7 +127,11 @@ fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut Byte
     for (name, value) in CONTEXT_SETTINGS.iter().zip(values).take(wanted) {
         extended::function_call_text(out, SET_CONFIG_OID, &[name, value, b"false"]);
     }
-    wanted
+    // The unnamed statement goes too: a client's Bind of it with no Parse
+    // of its own must never run the last client's.
+    extended::describe_or_close(out, fe::CLOSE, extended::STATEMENT, b"");
+    extended::sync(out);
+    wanted + 1
 }
 
 /// A setting name as SQL: each dotted part quoted.

@@ -21,7 +21,8 @@
 //!   notifications until it changes tenant with a hub live here (they are
 //!   dropped, never misattributed). It saves a round trip and a committed
 //!   `pg_notify` per tenant switch, which is most checkouts when many
-//!   tenants share few links.
+//!   tenants share few links. Because of them a hub trusts markers only
+//!   from this process's own links (another replica's would go stale).
 //! - **This registry**, for what happened before a hub started listening:
 //!   links that serve one tenant for life (role isolation) register once;
 //!   shared links record each owner change with the clock ticks around its
@@ -32,8 +33,7 @@
 //!
 //! Not covered (documented in the README): a backend pid reused by the
 //! server within the delivery delay, senders that are not pgtenant links of
-//! this process (direct connections, another replica's links until they
-//! change tenant).
+//! this process (direct connections, cron jobs, another replica's links).
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -321,13 +321,18 @@ impl Owners {
     /// The lowest marker sequence a hub listening since `lo..hi` may accept
     /// from `pid` as its first: anything up to the marker of the owner in
     /// force when the hub started is a replay (it committed before). `None`:
-    /// no marker from `pid` is genuine (it serves one tenant for life).
+    /// no marker from `pid` is trusted (it serves one tenant for life, or it
+    /// is not a link of this process).
     pub fn marker_floor(&self, server: &ServerKey, pid: i32, lo: u64, hi: u64) -> Option<u64> {
         let all = self.lock();
         match all.get(server).and_then(|m| m.get(&pid)) {
             Some(e) if e.fixed => None,
             Some(e) => Some(at_start(e, lo, hi).map_or(0, |o| o.sent + 1)),
-            None => Some(0),
+            // Not a link of this process: another replica may switch it with
+            // no marker (see "Unmarked switches"), so its markers would go
+            // stale unseen. Its notifications are dropped, never
+            // attributed to the tenant of an old marker.
+            None => None,
         }
     }
 
@@ -425,7 +430,11 @@ mod tests {
         assert_eq!(at(1).as_deref(), Some("acme"));
         let fixed = owners.register_fixed(server(), 1, "acme".into());
         assert_eq!(owners.marker_floor(&server(), 1, 20, 21), None, "fixed");
-        assert_eq!(owners.marker_floor(&server(), 3, 20, 21), Some(0));
+        assert_eq!(
+            owners.marker_floor(&server(), 3, 20, 21),
+            None,
+            "not a link of this process (another replica's): its markers are not trusted"
+        );
         // The pid taken by a newer link: the newer one's.
         let newer = owners.register_fixed(server(), 1, "initech".into());
         drop(fixed);

@@ -58,8 +58,18 @@ impl ServerBudget {
         })
     }
 
-    pub(super) async fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().acquire_owned().await.ok()
+    /// Waits for a shared slot or one of `tier`'s reserved ones: a reserved
+    /// slot freed by another tier's eviction wakes its tier's waiter here,
+    /// since a link going idle wakes only one waiter, of any tier.
+    pub(super) async fn slot(&self, tier: &str) -> Option<OwnedSemaphorePermit> {
+        match self.reserved.get(tier) {
+            // Cancel-safe: the losing acquire takes no permit.
+            Some((_, reserved)) => tokio::select! {
+                s = self.slots.clone().acquire_owned() => s.ok(),
+                s = reserved.clone().acquire_owned() => s.ok(),
+            },
+            None => self.slots.clone().acquire_owned().await.ok(),
+        }
     }
 
     /// Closes the least recently used idle link of any group on this server.

@@ -440,7 +440,7 @@ impl PoolManager {
                     // Wait for a free slot, or for an idle link somewhere (ours
                     // to reuse, or another tenant's to evict).
                     let woke = tokio::select! {
-                        s = budget.slot() => s,
+                        s = budget.slot(&pool.tier) => s,
                         _ = waiting.idle.as_mut() => None,
                         _ = tokio::time::sleep_until(deadline) => {
                             return Err(PoolError::ServerFull {

@@ -281,8 +281,15 @@ async fn sql_run_out_of_sight_marks_the_link_for_a_reset_before_others() {
     assert_eq!(l.foreign, Some(a.state.id()));
     let mut b = client(Overrides::default());
     let (_, seen) = turn(&mut b, &mut l, &query("SELECT 1"), |mut pg| async move {
+        assert_eq!(
+            read_query(&mut pg).await,
+            "SET statement_timeout = 0; SET lock_timeout = 0"
+        );
         assert_eq!(read_query(&mut pg).await, "DISCARD ALL");
         assert_eq!(read_query(&mut pg).await, "SELECT 1");
+        pg.write_all(&done("SET", b'I'))
+            .await
+            .expect("prelude reply");
         pg.write_all(&done("DISCARD ALL", b'I'))
             .await
             .expect("prelude reply");
@@ -431,11 +438,18 @@ async fn a_link_from_another_tenant_is_wiped_ahead_and_cancels_wait_for_the_wipe
     let (mut c, mut l, slot) = wiped_link_client();
     let watched = slot.clone();
     let (end, seen) = turn(&mut c, &mut l, &query("SELECT 1"), |mut pg| async move {
+        assert_eq!(
+            read_query(&mut pg).await,
+            "SET statement_timeout = 0; SET lock_timeout = 0"
+        );
         assert_eq!(read_query(&mut pg).await, "DISCARD ALL");
         assert_eq!(read_query(&mut pg).await, "SELECT 1");
         // The client's query is on its way, but a cancel could still stop
         // pgtenant's wipe: none reaches the server yet.
         assert_eq!(published(&watched), None);
+        pg.write_all(&done("SET", b'I'))
+            .await
+            .expect("prelude reply");
         pg.write_all(&done("DISCARD ALL", b'I'))
             .await
             .expect("prelude reply");
@@ -464,9 +478,14 @@ async fn a_link_from_another_tenant_is_wiped_ahead_and_cancels_wait_for_the_wipe
 async fn a_failed_wipe_ends_the_client_before_any_reply_and_publishes_no_cancel() {
     let (mut c, mut l, slot) = wiped_link_client();
     let (end, seen) = turn(&mut c, &mut l, &query("SELECT 1"), |mut pg| async move {
+        assert_eq!(
+            read_query(&mut pg).await,
+            "SET statement_timeout = 0; SET lock_timeout = 0"
+        );
         assert_eq!(read_query(&mut pg).await, "DISCARD ALL");
         assert_eq!(read_query(&mut pg).await, "SELECT 1");
-        let mut reply = error("57014");
+        let mut reply = done("SET", b'I');
+        reply.extend_from_slice(&error("57014"));
         let mut rfq = BytesMut::new();
         messages::ready_for_query(&mut rfq, b'I');
         reply.extend_from_slice(&rfq);
