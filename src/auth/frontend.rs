@@ -47,9 +47,10 @@ async fn expect_password_message<S: AsyncRead + Unpin>(
 /// Runs the configured method for `user` (tenant suffix removed). md5 hashes
 /// the name exactly as the client sent it (`wire_user`, e.g. `app.acme`).
 /// `binding`: over TLS, the certificate's channel-binding data, with which
-/// SCRAM-SHA-256-PLUS is offered first (as PostgreSQL does). On success
-/// nothing has been written after the last auth request: the caller sends
-/// AuthenticationOk.
+/// SCRAM-SHA-256-PLUS is offered first (as PostgreSQL does). On success it
+/// returns what must still go out ahead of AuthenticationOk (SCRAM's final
+/// message): the caller sends both in one write. Two small writes in a row
+/// cost a login 40 ms (Nagle's algorithm meeting the client's delayed ACK).
 pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     method: AuthMethod,
@@ -57,7 +58,7 @@ pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
     user: &str,
     wire_user: &str,
     binding: Option<&[u8]>,
-) -> Result<(), AuthError> {
+) -> Result<BytesMut, AuthError> {
     // An unknown user (or one without a usable password, or expired) goes
     // through the same exchange as a wrong password and gets the same
     // answer: neither the message nor the protocol flow tells them apart.
@@ -68,7 +69,7 @@ pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
     let mut inbuf = BytesMut::new();
     match method {
         AuthMethod::Trust => cred
-            .map(|_| ())
+            .map(|_| out)
             .ok_or_else(|| AuthError::UnknownUser(user.to_owned())),
         AuthMethod::Md5 => {
             let plain = cred.and_then(|c| c.plain.as_deref());
@@ -88,7 +89,8 @@ pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
                 got.as_bytes() == want.as_bytes()
             });
             if matches {
-                Ok(())
+                out.clear();
+                Ok(out)
             } else {
                 Err(AuthError::BadPassword(user.to_owned()))
             }
@@ -142,9 +144,7 @@ pub async fn authenticate_client<S: AsyncRead + AsyncWrite + Unpin>(
             })?;
             out.clear();
             messages::auth_request(&mut out, 12, server_final.as_bytes());
-            stream.write_all(&out).await?;
-            stream.flush().await?;
-            Ok(())
+            Ok(out)
         }
     }
 }

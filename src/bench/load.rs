@@ -254,6 +254,9 @@ async fn worker(shared: Arc<Shared>, measure_from: Instant, until: Instant) -> T
             Some(Err(e)) => {
                 tally.errors += 1;
                 lock(&shared.first_error).get_or_insert(e);
+                // No storm of failing logins (a refused port would take
+                // 100,000 a second, and one may connect to itself).
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             None => {}
         }

@@ -208,7 +208,7 @@ async fn console_login<S: AsyncRead + AsyncWrite + Unpin>(
         crate::config::AuthMethod::Md5 => crate::config::AuthMethod::Md5,
         _ => crate::config::AuthMethod::ScramSha256,
     };
-    authenticate_client(
+    let mut out = authenticate_client(
         stream,
         method,
         proxy.users.get(&user),
@@ -221,7 +221,6 @@ async fn console_login<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::info!(error = %e, %user, "console authentication failed");
         ClientError::from(&e)
     })?;
-    let mut out = BytesMut::new();
     messages::auth_ok(&mut out);
     for (k, v) in crate::admin::greeting(proxy, params) {
         messages::parameter_status(&mut out, &k, &v);
@@ -280,7 +279,7 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
         ClientError::new(crate::protocol::sqlstate::INVALID_AUTHORIZATION, reason)
     })?;
     let cred = credential(proxy, &resolution).await?;
-    authenticate_client(
+    let ahead = authenticate_client(
         stream,
         method,
         cred.as_ref(),
@@ -335,6 +334,7 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         None
     };
+    out.extend_from_slice(&ahead);
     messages::auth_ok(&mut out);
     for (k, v) in server_params.iter() {
         let value = desired.get(&k.to_ascii_lowercase()).unwrap_or(v);

@@ -417,7 +417,7 @@ async fn login(
         messages::negotiate_protocol_version(&mut out, &unsupported);
         stream.write_all(&out).await.map_err(|_| Refusal::Closed)?;
     }
-    authenticate_client(
+    let ahead = authenticate_client(
         stream,
         AuthMethod::ScramSha256,
         route.users.get(&user),
@@ -427,6 +427,12 @@ async fn login(
     )
     .await
     .map_err(|e| ClientError::from(&e))?;
+    // A rare login (one per migration target): SCRAM's final message goes
+    // out now, not with AuthenticationOk after the server login.
+    stream
+        .write_all(&ahead)
+        .await
+        .map_err(|_| Refusal::Closed)?;
     let mut server = route.server.clone();
     server.settings = session_settings(&params, &route.server.settings);
     let app = params.get("application_name").unwrap_or_default();
