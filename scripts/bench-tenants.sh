@@ -38,7 +38,9 @@ PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail 
 PGBOUNCER=${PGBOUNCER:-$(command -v pgbouncer || echo /usr/sbin/pgbouncer)}
 [ -x "$PGTENANT_BIN" ] || { echo "no $PGTENANT_BIN: cargo build --release (or set PGTENANT_BIN)" >&2; exit 2; }
 [ -x "$PGBOUNCER" ] || { echo "pgbouncer missing: apt-get install -y pgbouncer" >&2; exit 2; }
-PG_PORT=55441; PT_TRUST=58451; PT_SCRAM=58452; PB_TRUST=56451; PB_SCRAM=56452
+# Below the ephemeral range (32768-60999): after thousands of logins a
+# port there may be taken by a TIME-WAIT connection.
+PG_PORT=25441; PT_TRUST=28451; PT_SCRAM=28452; PB_TRUST=26451; PB_SCRAM=26452
 PASSWORD=bench-secret
 for p in $PG_PORT $PT_TRUST $PT_SCRAM $PB_TRUST $PB_SCRAM; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "port $p is in use (a run still going?)" >&2; exit 2; fi

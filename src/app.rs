@@ -244,7 +244,7 @@ impl Running {
             }
             None => None,
         };
-        tokio::spawn(accept_loop(ClientListener::Tcp(listener), proxy.clone()));
+        tokio::spawn(accept_loop(ClientListener::tcp(listener), proxy.clone()));
         tokio::spawn(reaper(proxy.clone()));
         let mut metrics_at = None;
         if let Some(at) = proxy.config.metrics.listen.clone() {

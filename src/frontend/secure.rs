@@ -17,7 +17,13 @@ use tokio::time::{timeout_at, Instant};
 
 /// A client's accepted socket.
 pub enum ClientSocket {
-    Tcp(TcpStream),
+    /// With its peer's address and the listener's, as accept() told them
+    /// (asking the kernel again costs two syscalls per login).
+    Tcp(
+        TcpStream,
+        std::net::SocketAddr,
+        Option<std::net::SocketAddr>,
+    ),
     /// On `[proxy] unix_socket_dir`.
     Unix(UnixStream),
 }
@@ -42,8 +48,8 @@ pub enum Opened {
 /// PostgreSQL's `local` lines do.
 pub async fn open(socket: ClientSocket, proxy: &Proxy, deadline: Instant) -> Opened {
     let (mode, acceptor) = proxy.tls.current();
-    let tcp = match socket {
-        ClientSocket::Tcp(tcp) => tcp,
+    let (tcp, peer, listen_addr) = match socket {
+        ClientSocket::Tcp(tcp, peer, listen_addr) => (tcp, peer, listen_addr),
         ClientSocket::Unix(unix) => {
             let secured = Secured {
                 local: true,
@@ -65,7 +71,14 @@ pub async fn open(socket: ClientSocket, proxy: &Proxy, deadline: Instant) -> Ope
         };
         let (mut stream, secured) =
             match timeout_at(deadline, handshake(&acceptor, tcp, true, proxy)).await {
-                Ok(Some(s)) => s,
+                Ok(Some((stream, secured))) => (
+                    stream,
+                    Secured {
+                        peer: Some(peer),
+                        listen_addr,
+                        ..secured
+                    },
+                ),
                 Ok(None) => return Opened::Refused(None, Refusal::Closed),
                 Err(_) => return Opened::TimedOut(None),
             };
@@ -82,7 +95,8 @@ pub async fn open(socket: ClientSocket, proxy: &Proxy, deadline: Instant) -> Ope
         };
     }
     let secured = Secured {
-        peer: tcp.peer_addr().ok(),
+        peer: Some(peer),
+        listen_addr,
         ..Secured::default()
     };
     negotiate(Stream::from(tcp), secured, acceptor, mode, proxy, deadline).await
@@ -122,7 +136,14 @@ async fn negotiate(
                     return Opened::Refused(None, inside_tls());
                 };
                 match timeout_at(deadline, handshake(acceptor, tcp, false, proxy)).await {
-                    Ok(Some((s, info))) => (stream, secured) = (s, info),
+                    Ok(Some((s, info))) => {
+                        stream = s;
+                        secured = Secured {
+                            peer: secured.peer,
+                            listen_addr: secured.listen_addr,
+                            ..info
+                        };
+                    }
                     Ok(None) => return Opened::Refused(None, Refusal::Closed),
                     Err(_) => return Opened::TimedOut(None),
                 }

@@ -72,7 +72,7 @@ pub async fn serve_client(
     proxy.metrics.login_succeeded(started.elapsed());
     drop(in_flight);
     drop(pass);
-    run_session(stream, &proxy, &key, *login).await;
+    run_session(stream, &secured, &proxy, &key, *login).await;
 }
 
 /// Ends a login that was refused: counted, and told when there is a stream.
@@ -157,9 +157,15 @@ where
     }
 }
 
-async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut login: Login) {
+async fn run_session(
+    mut stream: Stream,
+    secured: &crate::tls::Secured,
+    proxy: &Proxy,
+    key: &CancelKey<'_>,
+    mut login: Login,
+) {
     let connected = std::time::Instant::now();
-    let peer = stream.peer_addr().ok();
+    let peer = secured.peer;
     let mut total = crate::pool::SessionStats::default();
     // The link kept between transactions: in session mode the one taken at
     // login (whose pid the client was told); in transaction mode a pinned one.
@@ -185,7 +191,7 @@ async fn run_session(mut stream: Stream, proxy: &Proxy, key: &CancelKey<'_>, mut
             tenant: tenant.key.clone(),
             user: user.clone(),
             addr: peer,
-            local: stream.local_addr().ok(),
+            local: secured.listen_addr,
             application_name: params.get("application_name").cloned().unwrap_or_default(),
         });
     let me = &listed.entry;

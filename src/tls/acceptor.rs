@@ -57,6 +57,8 @@ pub struct Secured {
     pub peer: Option<std::net::SocketAddr>,
     /// Over the Unix socket (`[proxy] unix_socket_dir`).
     pub local: bool,
+    /// The address the client connected to (SHOW CLIENTS' local address).
+    pub listen_addr: Option<std::net::SocketAddr>,
 }
 
 /// The `[tls]` section in force.
@@ -129,8 +131,10 @@ pub async fn accept(
         sni_tenant: None,
         end_point: acceptor.end_point.clone(),
         tls: true,
-        peer: tls.get_ref().0.peer_addr().ok(),
+        // Filled in by the caller, which has them from accept().
+        peer: None,
         local: false,
+        listen_addr: None,
     };
     Ok((
         Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))),
