@@ -46,6 +46,41 @@ async fn bench(args: &[&str]) -> (bool, String, String) {
     pgtenant_cli(std::path::Path::new("/nonexistent.toml"), args, "").await
 }
 
+/// `pgtenant bench run` on `url` over `tenants` of the fixture's tenants
+/// with `clients` in flight for `duration`, no warm-up, one thread, plus
+/// `extra` arguments.
+async fn bench_run(
+    url: &str,
+    tenants: usize,
+    clients: usize,
+    duration: &str,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let (tenants, clients) = (tenants.to_string(), clients.to_string());
+    let mut args = vec![
+        "bench",
+        "run",
+        "--url",
+        url,
+        "--tenants",
+        &tenants,
+        "--prefix",
+        "bt",
+        "--rows",
+        "50",
+        "--clients",
+        &clients,
+        "--duration",
+        duration,
+        "--warmup",
+        "0s",
+        "--threads",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    bench(&args).await
+}
+
 /// The `summary` line's value for `key`.
 fn summary(stdout: &str, key: &str) -> String {
     let line = stdout
@@ -103,31 +138,8 @@ async fn many_tenants_share_few_links_and_every_answer_is_the_tenants_own() {
         "host=127.0.0.1 port={} user=app.{{tenant}} dbname={DB}",
         proxy.addr.port()
     );
-    let n = TENANTS.to_string();
     for protocol in ["simple", "extended", "prepared"] {
-        let (ok, out, err) = bench(&[
-            "bench",
-            "run",
-            "--url",
-            &url,
-            "--tenants",
-            &n,
-            "--prefix",
-            "bt",
-            "--rows",
-            "50",
-            "--clients",
-            "8",
-            "--duration",
-            "2s",
-            "--warmup",
-            "0s",
-            "--protocol",
-            protocol,
-            "--threads",
-            "1",
-        ])
-        .await;
+        let (ok, out, err) = bench_run(&url, TENANTS, 8, "2s", &["--protocol", protocol]).await;
         assert!(ok, "{protocol}: {out}{err}");
         assert!(err.contains("30 connections open over 30 tenants"), "{err}");
         assert_eq!(summary(&out, "errors"), "0", "{protocol}: {out}");
@@ -150,28 +162,7 @@ async fn many_tenants_share_few_links_and_every_answer_is_the_tenants_own() {
     }
 
     // A login per transaction, round-robin over the tenants.
-    let (ok, out, err) = bench(&[
-        "bench",
-        "run",
-        "--url",
-        &url,
-        "--tenants",
-        &n,
-        "--prefix",
-        "bt",
-        "--rows",
-        "50",
-        "--clients",
-        "4",
-        "--duration",
-        "2s",
-        "--warmup",
-        "0s",
-        "--connect",
-        "--threads",
-        "1",
-    ])
-    .await;
+    let (ok, out, err) = bench_run(&url, TENANTS, 4, "2s", &["--connect"]).await;
     assert!(ok, "connect: {out}{err}");
     assert_eq!(summary(&out, "served"), "30", "{out}");
     assert_eq!(summary(&out, "errors"), "0", "{out}");
@@ -186,27 +177,7 @@ async fn answers_from_the_wrong_tenant_fail_the_run() {
         "host=127.0.0.1 port={} user=postgres dbname={DB} application_name={{tenant}} options=-csearch_path=t_bt1",
         pg_port()
     );
-    let (ok, out, err) = bench(&[
-        "bench",
-        "run",
-        "--url",
-        &url,
-        "--tenants",
-        "3",
-        "--prefix",
-        "bt",
-        "--rows",
-        "50",
-        "--clients",
-        "3",
-        "--duration",
-        "1s",
-        "--warmup",
-        "0s",
-        "--threads",
-        "1",
-    ])
-    .await;
+    let (ok, out, err) = bench_run(&url, 3, 3, "1s", &[]).await;
     assert!(!ok, "a run with wrong answers must fail: {out}{err}");
     assert_eq!(summary(&out, "served"), "1", "{out}");
     assert_eq!(summary(&out, "errors"), "0", "{out}");
