@@ -8,6 +8,9 @@
 # Scenarios, each run against each pooler, interleaved, ROUNDS times (median):
 #   one-tenant    200 clients on 200 connections of one tenant (each pooler's
 #                 single-tenant throughput: the baseline)
+#   one-tenant-wide
+#                 200 clients over 1,000 connections of one tenant: what the
+#                 number of connections costs, apart from tenant switches
 #   many-tenants  200 clients over 1,000 connections, one per tenant, each
 #                 transaction on the longest-idle connection, so every tenant
 #                 takes turns; 1,000 schema tenants on 20 server connections
@@ -27,12 +30,12 @@
 #
 # Env: TENANTS (1000), CLIENTS (200), LOGIN_CLIENTS (8), DURATION (10 s),
 # ROUNDS (2), POOL (20), PGTENANT_BIN (target/release/pgtenant), PG_BIN,
-# SCENARIOS ("one-tenant many-tenants login-trust login-scram").
+# SCENARIOS ("one-tenant one-tenant-wide many-tenants login-trust login-scram").
 # Needs initdb/pg_ctl, psql and pgbouncer (apt-get install -y postgresql pgbouncer).
 set -euo pipefail
 TENANTS=${TENANTS:-1000}; CLIENTS=${CLIENTS:-200}; LOGIN_CLIENTS=${LOGIN_CLIENTS:-8}
 DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-2}; POOL=${POOL:-20}
-SCENARIOS=${SCENARIOS:-"one-tenant many-tenants login-trust login-scram"}
+SCENARIOS=${SCENARIOS:-"one-tenant one-tenant-wide many-tenants login-trust login-scram"}
 PGTENANT_BIN=${PGTENANT_BIN:-$PWD/target/release/pgtenant}
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 PGBOUNCER=${PGBOUNCER:-$(command -v pgbouncer || echo /usr/sbin/pgbouncer)}
@@ -165,6 +168,7 @@ run() { # scenario pooler
   local kind=trust args=()
   case "$1" in
     one-tenant) args=(--tenants 1 --connections "$CLIENTS" --clients "$CLIENTS") ;;
+    one-tenant-wide) args=(--tenants 1 --connections "$TENANTS" --clients "$CLIENTS") ;;
     many-tenants) args=(--tenants "$TENANTS" --connections "$TENANTS" --clients "$CLIENTS") ;;
     login-trust) args=(--tenants 1 --clients "$LOGIN_CLIENTS" --connect) ;;
     login-scram) kind=scram; args=(--tenants 1 --clients "$LOGIN_CLIENTS" --connect) ;;
@@ -210,5 +214,7 @@ awk -F'\t' '
         cpu[s SUBSEP "pgtenant"] / cnt[s SUBSEP "pgtenant"], cpu[s SUBSEP "pgbouncer"] / cnt[s SUBSEP "pgbouncer"],
         (bad[s SUBSEP "pgtenant"] || bad[s SUBSEP "pgbouncer"]) ? "  (errors: see log)" : "" }
     one = med("one-tenant" SUBSEP "pgtenant"); many = med("many-tenants" SUBSEP "pgtenant")
+    wide = med("one-tenant-wide" SUBSEP "pgtenant")
     if (one > 0 && many > 0) printf "pgtenant many-tenants / one-tenant: %.2f\n", many / one
+    if (wide > 0 && many > 0) printf "pgtenant many-tenants / one-tenant-wide: %.2f\n", many / wide
   }' "$RES"
