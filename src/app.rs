@@ -173,8 +173,14 @@ fn bind_unix(
     mode: u32,
 ) -> Result<(tokio::net::UnixListener, std::path::PathBuf), AppError> {
     use std::os::unix::fs::PermissionsExt;
-    let path = crate::tls::unix_socket_path(dir, port)
-        .unwrap_or_else(|| std::path::Path::new(dir).join(format!(".s.PGSQL.{port}")));
+    // Named as for server connections (the directory is absolute: checked
+    // with the config).
+    let Some(path) = crate::tls::unix_socket_path(dir, port) else {
+        return Err(AppError::Listen {
+            addr: dir.to_owned(),
+            source: std::io::ErrorKind::InvalidInput.into(),
+        });
+    };
     let failed = |source: std::io::Error| AppError::Listen {
         addr: path.display().to_string(),
         source,

@@ -7,37 +7,15 @@
 mod common;
 
 use common::*;
-use std::fmt::Write;
 
 const DB: &str = "bench_app";
 const TENANTS: usize = 30;
 const MAX_LINKS: usize = 4;
 
 fn config() -> String {
-    let mut cfg = format!(
-        r#"
-[auth]
-method = "trust"
-users = [{{ name = "app" }}]
-
-[servers.main]
-port = {{PG_PORT}}
-database = "{DB}"
-user = "postgres"
-max_connections = {MAX_LINKS}
-
-[tiers.many]
-pool_size = 2
-isolation = "context"
-"#
-    );
-    for i in 1..=TENANTS {
-        let _ = write!(
-            cfg,
-            "\n[[tenants]]\nkey = \"bt{i}\"\nmode = \"schema\"\nserver = \"main\"\ntier = \"many\"\n"
-        );
-    }
-    cfg
+    let keys: Vec<String> = (1..=TENANTS).map(|i| format!("bt{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    context_tenants_config(DB, "postgres", 2, MAX_LINKS, &keys)
 }
 
 /// `pgtenant bench ARGS...`: (success, stdout, stderr).

@@ -12,27 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn config(prefix: &str, tenants: &[&str], pool_size: usize, max_connections: usize) -> String {
-    let mut cfg = format!(
-        r#"
-[auth]
-method = "trust"
-users = [{{ name = "app" }}]
-
-[servers.main]
-port = {{PG_PORT}}
-database = "iso_app"
-user = "{prefix}_svc"
-max_connections = {max_connections}
-
-[tiers.shared]
-pool_size = {pool_size}
-isolation = "context"
-"#
-    );
-    for t in tenants {
-        let _ = write!(cfg, "\n[[tenants]]\nkey = \"{t}\"\nmode = \"schema\"\nserver = \"main\"\ntier = \"shared\"\n");
-    }
-    cfg
+    context_tenants_config(
+        "iso_app",
+        &format!("{prefix}_svc"),
+        pool_size,
+        max_connections,
+        tenants,
+    )
 }
 
 #[tokio::test]

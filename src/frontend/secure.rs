@@ -48,8 +48,15 @@ pub enum Opened {
 /// PostgreSQL's `local` lines do.
 pub async fn open(socket: ClientSocket, proxy: &Proxy, deadline: Instant) -> Opened {
     let (mode, acceptor) = proxy.tls.current();
-    let (tcp, peer, listen_addr) = match socket {
-        ClientSocket::Tcp(tcp, peer, listen_addr) => (tcp, peer, listen_addr),
+    let (tcp, plain) = match socket {
+        ClientSocket::Tcp(tcp, peer, listen_addr) => (
+            tcp,
+            Secured {
+                peer: Some(peer),
+                listen_addr,
+                ..Secured::default()
+            },
+        ),
         ClientSocket::Unix(unix) => {
             let secured = Secured {
                 local: true,
@@ -70,15 +77,8 @@ pub async fn open(socket: ClientSocket, proxy: &Proxy, deadline: Instant) -> Ope
             return Opened::Refused(None, Refusal::Closed);
         };
         let (mut stream, secured) =
-            match timeout_at(deadline, handshake(&acceptor, tcp, true, proxy)).await {
-                Ok(Some((stream, secured))) => (
-                    stream,
-                    Secured {
-                        peer: Some(peer),
-                        listen_addr,
-                        ..secured
-                    },
-                ),
+            match timeout_at(deadline, handshake(&acceptor, tcp, true, proxy, &plain)).await {
+                Ok(Some(s)) => s,
                 Ok(None) => return Opened::Refused(None, Refusal::Closed),
                 Err(_) => return Opened::TimedOut(None),
             };
@@ -94,12 +94,7 @@ pub async fn open(socket: ClientSocket, proxy: &Proxy, deadline: Instant) -> Ope
             Err(r) => Opened::Refused(Some(stream), r),
         };
     }
-    let secured = Secured {
-        peer: Some(peer),
-        listen_addr,
-        ..Secured::default()
-    };
-    negotiate(Stream::from(tcp), secured, acceptor, mode, proxy, deadline).await
+    negotiate(Stream::from(tcp), plain, acceptor, mode, proxy, deadline).await
 }
 
 /// SSLRequest / GSSENCRequest answers until the startup packet or a cancel
@@ -135,15 +130,8 @@ async fn negotiate(
                 let Stream::Plain(tcp) = stream else {
                     return Opened::Refused(None, inside_tls());
                 };
-                match timeout_at(deadline, handshake(acceptor, tcp, false, proxy)).await {
-                    Ok(Some((s, info))) => {
-                        stream = s;
-                        secured = Secured {
-                            peer: secured.peer,
-                            listen_addr: secured.listen_addr,
-                            ..info
-                        };
-                    }
+                match timeout_at(deadline, handshake(acceptor, tcp, false, proxy, &secured)).await {
+                    Ok(Some((s, info))) => (stream, secured) = (s, info),
                     Ok(None) => return Opened::Refused(None, Refusal::Closed),
                     Err(_) => return Opened::TimedOut(None),
                 }
@@ -170,17 +158,21 @@ async fn negotiate(
     )
 }
 
-/// The TLS handshake, and the tenant its server name names (SNI routing).
+/// The TLS handshake, and the tenant its server name names (SNI routing);
+/// the addresses are `plain`'s (from accept()).
 async fn handshake(
     acceptor: &Acceptor,
     tcp: TcpStream,
     direct: bool,
     proxy: &Proxy,
+    plain: &Secured,
 ) -> Option<(Stream, Secured)> {
     let (stream, mut secured) = crate::tls::accept(acceptor, tcp, direct)
         .await
         .map_err(|e| tracing::debug!(error = %e, direct, "client TLS handshake failed"))
         .ok()?;
+    secured.peer = plain.peer;
+    secured.listen_addr = plain.listen_addr;
     if let (Some(name), Some(domain)) = (&secured.sni, proxy.tls.sni_domain()) {
         secured.sni_tenant = crate::tenant::tenant_from_server_name(name, &domain);
     }

@@ -60,14 +60,20 @@ pub fn describe_or_close(out: &mut BytesMut, tag: u8, kind: u8, name: &[u8]) {
 pub fn bind_text(out: &mut BytesMut, params: &[&[u8]]) {
     let at = begin(out, b'B');
     out.put_slice(&[0, 0]);
+    text_values(out, params);
+    finish(out, at);
+}
+
+/// Values as Bind and FunctionCall carry them: no format codes (all text),
+/// each value length-prefixed, then no result format codes (text).
+fn text_values(out: &mut BytesMut, values: &[&[u8]]) {
     out.put_i16(0);
-    out.put_i16(params.len() as i16);
-    for p in params {
-        out.put_i32(p.len() as i32);
-        out.put_slice(p);
+    out.put_i16(values.len() as i16);
+    for v in values {
+        out.put_i32(v.len() as i32);
+        out.put_slice(v);
     }
     out.put_i16(0);
-    finish(out, at);
 }
 
 /// Execute of the unnamed portal, all rows.
@@ -97,13 +103,7 @@ pub fn parse_query_text(rest: &[u8]) -> Option<&[u8]> {
 pub fn function_call_text(out: &mut BytesMut, oid: u32, args: &[&[u8]]) {
     let at = begin(out, crate::protocol::tag::frontend::FUNCTION_CALL);
     out.put_u32(oid);
-    out.put_i16(0);
-    out.put_i16(args.len() as i16);
-    for a in args {
-        out.put_i32(a.len() as i32);
-        out.put_slice(a);
-    }
-    out.put_i16(0);
+    text_values(out, args);
     finish(out, at);
 }
 

@@ -314,6 +314,40 @@ pub async fn provision_tenant(
     spec.id.expect("catalog id")
 }
 
+/// Trust logins for `app`; one server whose `database` is served as `user`,
+/// capped at `max_connections`; `tenants` as schema tenants of a tier with
+/// context isolation (they share server connections) and `pool_size`.
+pub fn context_tenants_config(
+    database: &str,
+    user: &str,
+    pool_size: usize,
+    max_connections: usize,
+    tenants: &[&str],
+) -> String {
+    use std::fmt::Write as _;
+    let mut cfg = format!(
+        r#"
+[auth]
+method = "trust"
+users = [{{ name = "app" }}]
+
+[servers.main]
+port = {{PG_PORT}}
+database = "{database}"
+user = "{user}"
+max_connections = {max_connections}
+
+[tiers.shared]
+pool_size = {pool_size}
+isolation = "context"
+"#
+    );
+    for t in tenants {
+        let _ = write!(cfg, "\n[[tenants]]\nkey = \"{t}\"\nmode = \"schema\"\nserver = \"main\"\ntier = \"shared\"\n");
+    }
+    cfg
+}
+
 /// Runs `pgtenant --config FILE ARGS...` (RUST_LOG=warn) with `stdin`;
 /// (success, stdout, stderr).
 pub async fn pgtenant_cli(
