@@ -55,6 +55,8 @@ async def main():
     ap.add_argument("--user", required=True)
     ap.add_argument("--db", required=True)
     ap.add_argument("-n", type=int, default=2000)
+    # pgtenant gives an idle client's buffers back after 1-2 s idle.
+    ap.add_argument("--settle", type=float, default=4.0, help="seconds idle before measuring")
     a = ap.parse_args()
     # Warm up: the pooler's pools, server links and allocator arenas.
     warm = [await one(a.host, a.port, a.user, a.db) for _ in range(20)]
@@ -64,7 +66,7 @@ async def main():
     for i in range(0, a.n, 200):
         batch = await asyncio.gather(*(one(a.host, a.port, a.user, a.db) for _ in range(min(200, a.n - i))))
         conns.extend(batch)
-    await asyncio.sleep(2)
+    await asyncio.sleep(a.settle)
     after = rss_kib(a.pid)
     per = (after - before) * 1024 / a.n
     print(f"{a.n} idle clients: RSS {before} KiB -> {after} KiB, {per:.0f} bytes per client")

@@ -129,8 +129,18 @@ impl Proxy {
     }
 
     /// Starts shutting down (SHUTDOWN, signals): see [`Running::shutdown`].
+    /// Sessions learn it from their signals; a session listed after this
+    /// sees `shutting_down` (the roster's locks order the two).
     pub fn begin_shutdown(&self) {
         let _ = self.shutdown.send(true);
+        self.pools
+            .roster
+            .raise(None, crate::pool::signals::Signal::SHUTDOWN);
+    }
+
+    /// Whether shutdown has started.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// Becomes true once shutdown starts.
@@ -280,7 +290,7 @@ impl Running {
     /// Graceful shutdown: stop accepting, close idle clients, let in-flight
     /// transactions finish, up to `shutdown_timeout`.
     pub async fn shutdown(&self) {
-        let _ = self.proxy.shutdown.send(true);
+        self.proxy.begin_shutdown();
         if let Some(path) = &self.unix_socket {
             let _ = std::fs::remove_file(path);
         }
@@ -299,8 +309,20 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.proxy.shutdown.send(true);
+        self.proxy.begin_shutdown();
     }
+}
+
+/// How the binary returns freed heap memory to the OS (see
+/// [`set_memory_release`]).
+static MEMORY_RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Set by the binary, which owns the allocator: returns freed heap pages to
+/// the OS after idle clients gave their relay buffers back (glibc keeps them
+/// resident otherwise). Unset (in tests, say), the buffers are still freed
+/// for reuse; only the process's resident size stays higher.
+pub fn set_memory_release(release: fn()) {
+    let _ = MEMORY_RELEASE.set(release);
 }
 
 async fn reaper(proxy: Arc<Proxy>) {
@@ -309,9 +331,28 @@ async fn reaper(proxy: Arc<Proxy>) {
         .clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+    let mut trim = tokio::time::interval(Duration::from_secs(1));
+    let mut trimmed = 0;
+    let mut released = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => proxy.pools.reap(),
+            _ = trim.tick() => {
+                let asked = proxy.pools.roster.trim_idle();
+                trimmed += asked;
+                if asked > 0 {
+                    tracing::debug!(clients = asked, "idle clients give their buffers back");
+                }
+                // Once a wave of idling ended (or every 30 s while clients
+                // keep going idle), and only when it was worth 2 MiB or more.
+                if trimmed >= 64 && (asked == 0 || released.elapsed() >= Duration::from_secs(30)) {
+                    if let Some(release) = MEMORY_RELEASE.get() {
+                        release();
+                    }
+                    trimmed = 0;
+                    released = tokio::time::Instant::now();
+                }
+            }
             _ = upkeep.tick() => proxy.metrics.upkeep(),
             _ = wait_shutdown(&mut shutdown) => return,
         }

@@ -77,8 +77,24 @@ pub async fn checkout(
             return Ok(lease);
         }
     }
-    // The link changes tenant: its owner marker (see notify::owners) commits
-    // before any of the new tenant's SQL runs there.
+    // Boxed: a rare path (a hub listens) with a large future.
+    Box::pin(switch_marked(proxy, pool, lease.conn(), ctx, previous)).await?;
+    Ok(lease)
+}
+
+/// The link changes tenant while a hub listens: the wipe and its owner
+/// marker (see notify::owners) are awaited, and the marker commits before
+/// any of the new tenant's SQL runs there.
+async fn switch_marked(
+    proxy: &Proxy,
+    pool: &Arc<TenantPool>,
+    conn: &mut crate::backend::ServerConn,
+    ctx: &TenantContext,
+    previous: bool,
+) -> Result<(), ClientError> {
+    let owners = proxy.notify.owners();
+    let pid = conn.state.pid;
+    let server = || (pool.target().host.clone(), pool.target().port);
     let sent = tick();
     match &conn.state.owner {
         Some(reg) => owners.switch(reg, ctx.owner.clone(), sent),
@@ -115,5 +131,5 @@ pub async fn checkout(
         owners.confirm(reg, tick());
     }
     conn.state.context_owner = Some(ctx.owner.clone());
-    Ok(lease)
+    Ok(())
 }

@@ -11,7 +11,7 @@ use crate::pool::{Quota, Slot};
 use crate::prepared::ClientStatements;
 use crate::sql::parsed::Guard;
 use crate::sql::{Effects, Restore};
-use crate::tenant::{Target, TenantContext};
+use crate::tenant::TenantContext;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -162,8 +162,9 @@ impl ClientState {
 #[derive(Debug)]
 pub struct ListenSetup {
     pub hubs: Arc<Hubs>,
-    /// The server, database and role of the client's pool.
-    pub target: Target,
+    /// The client's pool: its target (server, database and role) is where
+    /// the hub listens. Shared, not copied: every client carries a setup.
+    pub pool: Arc<crate::pool::TenantPool>,
     pub tenant: Arc<str>,
     /// How long a LISTEN waits for the hub to be listening.
     pub timeout: Duration,
@@ -173,13 +174,14 @@ pub struct ListenSetup {
 #[derive(Debug, Default)]
 pub struct Listen {
     pub setup: Option<ListenSetup>,
-    pub listener: Option<Listener>,
+    /// Boxed: few clients listen, every client carries the field.
+    pub listener: Option<Box<Listener>>,
 }
 
 impl Listen {
     /// The client listens: notifications may arrive for it.
     pub fn waiting(&self) -> bool {
-        self.listener.as_ref().is_some_and(Listener::listening)
+        self.listener.as_ref().is_some_and(|l| l.listening())
     }
 
     /// Makes the hub listen on exactly `want` for the client; true once it
@@ -192,12 +194,12 @@ impl Listen {
             return true;
         }
         let listener = self.listener.get_or_insert_with(|| {
-            Listener::new(
+            Box::new(Listener::new(
                 setup.hubs.clone(),
-                setup.target.clone(),
+                setup.pool.target().clone(),
                 setup.tenant.clone(),
                 client,
-            )
+            ))
         });
         let Some(waits) = listener.follow(want) else {
             return false;
@@ -239,18 +241,48 @@ pub struct Client {
     /// pgtenant is shutting down: a client idle on a held link (session
     /// mode, pinned) is told so and let go. `None` in tests.
     pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Its relay buffers were given back while it idled.
+    trimmed: bool,
 }
 
 impl Client {
+    /// A client with its relay buffers ready (tests drive the relay directly).
     pub fn new(state: ClientState) -> Self {
+        let mut client = Self::logged_in(state);
+        client.refill();
+        client
+    }
+
+    /// A client just logged in: its buffers are taken with its first
+    /// request ([`Client::refill`]), so a connected, never-used client
+    /// (an app's pool warming up) holds none.
+    pub fn logged_in(state: ClientState) -> Self {
         Self {
-            up: Upstream::new(),
-            down: Downstream::new(),
+            up: Upstream::default(),
+            down: Downstream::default(),
             t: TxnTracker::default(),
             state,
             listen: Listen::default(),
             shutdown: None,
+            trimmed: true,
         }
+    }
+
+    /// Idle a while: gives the relay buffers' memory back (an idle client
+    /// then holds none), keeping whatever is still in them.
+    pub fn trim(&mut self) {
+        super::relay::trim_buffers(&mut self.up, &mut self.down);
+        self.trimmed = true;
+    }
+
+    /// Its next request came: takes the buffers' usual size again if they
+    /// were given back. True when it did.
+    pub fn refill(&mut self) -> bool {
+        if !std::mem::take(&mut self.trimmed) {
+            return false;
+        }
+        super::relay::refill_buffers(&mut self.up, &mut self.down);
+        true
     }
 }
 

@@ -16,6 +16,10 @@ use bytes::{Buf, BytesMut};
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// What each relay buffer (client-to-server, server-to-client) starts with:
+/// a typical request or result in one read.
+pub const RELAY_BUF_SIZE: usize = 16 * 1024;
+
 /// Client-to-server bytes. `buf[..scanned]` may be forwarded as is; once
 /// something was rewritten, bytes go through `out` (in order) until it drains.
 #[derive(Debug, Default)]
@@ -35,16 +39,18 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new() -> Self {
-        Self {
-            buf: BytesMut::with_capacity(16 * 1024),
-            ..Self::default()
-        }
-    }
-
     /// Nothing read and unforwarded, and no message half-way through.
     pub fn drained(&self) -> bool {
         self.scanned == 0 && self.out.is_empty() && self.scanner.at_boundary() && !self.unflushed
+    }
+
+    /// Gives back the memory of buffers with nothing in them.
+    fn trim(&mut self) {
+        for b in [&mut self.buf, &mut self.out, &mut self.scratch] {
+            if b.is_empty() {
+                *b = BytesMut::new();
+            }
+        }
     }
 
     fn output(&self) -> &[u8] {
@@ -89,16 +95,15 @@ pub struct Downstream {
 }
 
 impl Downstream {
-    pub fn new() -> Self {
-        Self {
-            buf: BytesMut::with_capacity(16 * 1024),
-            ..Self::default()
-        }
-    }
-
     /// Nothing read and unforwarded, not even part of a header.
     pub fn drained(&self) -> bool {
         self.buf.is_empty() && self.scanner.at_boundary()
+    }
+
+    fn trim(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
     }
 
     fn wrote(&mut self, n: usize) {
@@ -107,6 +112,19 @@ impl Downstream {
         self.sent += n as u64;
         self.unflushed = self.flush_writes;
     }
+}
+
+/// Both directions' buffers of an idle client: given back while it idles
+/// (see `Roster::trim_idle`), taken again with its next request.
+pub fn trim_buffers(up: &mut Upstream, down: &mut Downstream) {
+    up.trim();
+    down.trim();
+}
+
+/// Reserves both buffers' usual size again after [`trim_buffers`].
+pub fn refill_buffers(up: &mut Upstream, down: &mut Downstream) {
+    up.buf.reserve(RELAY_BUF_SIZE);
+    down.buf.reserve(RELAY_BUF_SIZE);
 }
 
 fn frame_len(buf: &[u8], at: usize) -> usize {
@@ -452,6 +470,7 @@ where
         state,
         listen,
         shutdown,
+        ..
     } = client;
     t.reset();
     let release_when_idle = state.transaction_mode;

@@ -7,10 +7,11 @@ use super::client::{Client, ClientLimits, ClientState, PinReason};
 use super::handshake::{login, send_fatal, LoggedIn, Login, Opening, Refusal};
 use super::relay::{flush, relay, RelayEnd, Upstream};
 use super::secure::Opened;
-use crate::app::{wait_shutdown, Proxy};
+use crate::app::Proxy;
 use crate::config::PoolMode;
 use crate::error::ClientError;
 use crate::metrics::LoginFailure;
+use crate::pool::signals::Signal;
 use crate::pool::{ErrorKind, Lease};
 use crate::protocol::frame::{no_peek, Flow};
 use crate::protocol::messages::{self, Severity};
@@ -30,6 +31,25 @@ pub async fn serve_client(
     pass: super::LoginPass,
 ) {
     let mut key = proxy.cancels.register();
+    // Boxed: a login's futures (TLS, SCRAM, the catalog) are several times
+    // larger than an idle session's, and a task's future is as large as its
+    // largest state for as long as the client stays connected.
+    let Some((stream, secured, login)) = Box::pin(log_in(socket, &proxy, pass, &mut key)).await
+    else {
+        return;
+    };
+    run_session(stream, &secured, &proxy, &key, login).await;
+}
+
+/// From a client's first byte to its session: TLS, the startup packet, the
+/// tenant, authentication. `None` when the connection ended there (refused,
+/// timed out, a cancel request, or the admin console, served here).
+async fn log_in(
+    socket: super::secure::ClientSocket,
+    proxy: &Arc<Proxy>,
+    pass: super::LoginPass,
+    key: &mut CancelKey<'_>,
+) -> Option<(Stream, crate::tls::Secured, Box<Login>)> {
     let timeout = proxy.config.proxy.client_login_timeout;
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -40,39 +60,48 @@ pub async fn serve_client(
             format!("login not completed within client_login_timeout ({timeout:?})"),
         )
     };
-    let (mut stream, secured, params) = match super::secure::open(socket, &proxy, deadline).await {
+    let (mut stream, secured, params) = match super::secure::open(socket, proxy, deadline).await {
         Opened::Ready(stream, secured, Opening::Startup(params)) => (stream, secured, params),
         Opened::Ready(_, _, Opening::Cancel { pid, secret }) => {
-            return proxy.cancels.cancel(pid, secret).await;
+            proxy.cancels.cancel(pid, secret).await;
+            return None;
         }
-        Opened::Refused(stream, refusal) => return refused(&proxy, stream, refusal).await,
+        Opened::Refused(stream, refusal) => {
+            refused(proxy, stream, refusal).await;
+            return None;
+        }
         Opened::TimedOut(stream) => {
             proxy.metrics.login_failed(LoginFailure::Timeout);
             if let Some(mut s) = stream {
                 send_fatal(&mut s, &timed_out()).await;
             }
-            return;
+            return None;
         }
     };
-    let login = login(&mut stream, &proxy, &mut key, params, &secured);
+    let login = login(&mut stream, proxy, key, params, &secured);
     let login = match tokio::time::timeout_at(deadline, login).await {
         Ok(Ok(LoggedIn::Tenant(l))) => l,
         Ok(Ok(LoggedIn::Console { user })) => {
             proxy.metrics.login_succeeded(started.elapsed());
             drop(in_flight);
             drop(pass);
-            return crate::admin::serve_console(stream, proxy.clone(), user).await;
+            crate::admin::serve_console(stream, proxy.clone(), user).await;
+            return None;
         }
-        Ok(Err(refusal)) => return refused(&proxy, Some(stream), refusal).await,
+        Ok(Err(refusal)) => {
+            refused(proxy, Some(stream), refusal).await;
+            return None;
+        }
         Err(_) => {
             proxy.metrics.login_failed(LoginFailure::Timeout);
-            return send_fatal(&mut stream, &timed_out()).await;
+            send_fatal(&mut stream, &timed_out()).await;
+            return None;
         }
     };
     proxy.metrics.login_succeeded(started.elapsed());
     drop(in_flight);
     drop(pass);
-    run_session(stream, &secured, &proxy, &key, *login).await;
+    Some((stream, secured, login))
 }
 
 /// Ends a login that was refused: counted, and told when there is a stream.
@@ -162,16 +191,13 @@ async fn run_session(
     secured: &crate::tls::Secured,
     proxy: &Proxy,
     key: &CancelKey<'_>,
-    mut login: Login,
+    login: Box<Login>,
 ) {
     let connected = std::time::Instant::now();
     let peer = secured.peer;
     let mut total = crate::pool::SessionStats::default();
-    // The link kept between transactions: in session mode the one taken at
-    // login (whose pid the client was told); in transaction mode a pinned one.
-    let mut held: Option<Lease> = login.lease.take();
-    // Owned: a route change (promote, move, a new schema) moves the client
-    // to the tenant's new pool between transactions.
+    // Taken out of its box field by field (the box stays small in this
+    // future; a moved-out whole would be stored twice).
     let Login {
         tenant,
         pool,
@@ -179,8 +205,13 @@ async fn run_session(
         params,
         settings,
         _client_slot: client_slot,
-        lease: _,
-    } = login;
+        lease,
+    } = *login;
+    // The link kept between transactions: in session mode the one taken at
+    // login (whose pid the client was told); in transaction mode a pinned one.
+    let mut held: Option<Lease> = lease;
+    // Owned: a route change (promote, move, a new schema) moves the client
+    // to the tenant's new pool between transactions.
     let (mut tenant, mut pool, mut client_slot) = (tenant, pool, client_slot);
     let transaction_mode = tenant.pool_mode == PoolMode::Transaction;
     // Its SHOW CLIENTS row while it is connected.
@@ -195,15 +226,19 @@ async fn run_session(
             application_name: params.get("application_name").cloned().unwrap_or_default(),
         });
     let me = &listed.entry;
-    let mut killed_me = me.kill.subscribe();
+    me.set_buffers(false);
+    if proxy.shutting_down() {
+        // Listed after the shutdown's broadcast (see Proxy::begin_shutdown).
+        me.signals.raise(Signal::SHUTDOWN);
+    }
     let limits = ClientLimits {
         max_settings: proxy.config.proxy.max_client_settings,
         max_statements: proxy.config.proxy.max_client_statements,
         max_listens: proxy.config.proxy.max_client_listens,
     };
-    let mut client = Client::new(ClientState::new(
-        params.clone(),
-        settings.clone(),
+    let mut client = Client::logged_in(ClientState::new(
+        params,
+        settings,
         transaction_mode,
         tenant.context.clone(),
         pool.pins.clone(),
@@ -211,16 +246,14 @@ async fn run_session(
     ));
     client.listen.setup = Some(super::client::ListenSetup {
         hubs: proxy.notify.clone(),
-        target: pool.target().clone(),
+        pool: pool.clone(),
         tenant: Arc::from(tenant.key.as_str()),
         timeout: proxy.pools.settings().server_connect_timeout,
     });
-    let mut shutdown = proxy.shutdown_signal();
     client.shutdown = Some(proxy.shutdown_signal());
     if pool.timings.enabled {
         client.t.query_timer = Some(pool.timings.query.clone());
     }
-    let mut kills = pool.kills.subscribe();
     // TLS holds written bytes until flushed; plain TCP never needs it.
     client.down.flush_writes = stream.is_tls();
     let (mut cr, mut cw) = stream.split();
@@ -246,20 +279,21 @@ async fn run_session(
                         }
                         continue;
                     }
-                    _ = wait_shutdown(&mut shutdown) => {
-                        let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
-                        send_error(&mut cw, &e, Severity::Fatal).await;
-                        return give_back(held.take(), reset_timeout);
-                    }
-                    _ = kills.changed() => {
-                        send_error(&mut cw, &killed(), Severity::Fatal).await;
-                        return give_back(held.take(), reset_timeout);
-                    }
-                    _ = killed_me.changed() => {
-                        send_error(&mut cw, &killed(), Severity::Fatal).await;
-                        return give_back(held.take(), reset_timeout);
+                    _ = me.signals.wait(Signal::KILL | Signal::SHUTDOWN | Signal::TRIM) => {
+                        if let Some(e) = stopped(me) {
+                            send_error(&mut cw, &e, Severity::Fatal).await;
+                            return give_back(held.take(), reset_timeout);
+                        }
+                        // Idle a while (see Roster::trim_idle).
+                        me.signals.lower(Signal::TRIM);
+                        client.trim();
+                        me.set_buffers(false);
+                        continue;
                     }
                 }
+            }
+            if client.refill() {
+                me.set_buffers(true);
             }
             if client.up.buf[0] == fe::TERMINATE {
                 return give_back(held.take(), reset_timeout);
@@ -275,8 +309,8 @@ async fn run_session(
                     me.held();
                     tokio::select! {
                         _ = proxy.pools.wait_open(&pool, held.is_some()) => {}
-                        _ = wait_shutdown(&mut shutdown) => {
-                            let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
+                        _ = me.signals.wait(Signal::KILL | Signal::SHUTDOWN) => {
+                            let e = stopped(me).unwrap_or_else(killed);
                             send_error(&mut cw, &e, Severity::Fatal).await;
                             return give_back(held.take(), reset_timeout);
                         }
@@ -310,11 +344,10 @@ async fn run_session(
                         client.state.context = now.context.clone();
                         client.state.pins = next.pins.clone();
                         if let Some(setup) = client.listen.setup.as_mut() {
-                            setup.target = next.target().clone();
+                            setup.pool = next.clone();
                         }
                         client.t.query_timer =
                             next.timings.enabled.then(|| next.timings.query.clone());
-                        kills = next.kills.subscribe();
                         tracing::info!(tenant = %now.key, %user, "client follows its tenant to a new home");
                         (tenant, pool, client_slot) = (now, next, slot);
                     }
@@ -328,7 +361,7 @@ async fn run_session(
                     break;
                 }
             }
-            if kills.has_changed().unwrap_or(false) || killed_me.has_changed().unwrap_or(false) {
+            if me.signals.has(Signal::KILL) {
                 send_error(&mut cw, &killed(), Severity::Fatal).await;
                 return give_back(held.take(), reset_timeout);
             }
@@ -410,7 +443,9 @@ async fn run_session(
             match end {
                 RelayEnd::Release => {
                     if client.state.check_pins || client.state.pinned() {
-                        match update_pin(&mut client.state, lease.conn(), reset_timeout).await {
+                        // Boxed: rare, and its query's future is large.
+                        let check = update_pin(&mut client.state, lease.conn(), reset_timeout);
+                        match Box::pin(check).await {
                             Ok(()) => {}
                             Err(e) => {
                                 tracing::warn!(tenant = %tenant.key, error = %e, "could not check what pins a client to its server connection");
@@ -433,9 +468,8 @@ async fn run_session(
                     if flush(&mut cw, &mut client.down).await.is_err() {
                         return give_back(held.take(), reset_timeout);
                     }
-                    if *shutdown.borrow() {
-                        let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
-                        send_error(&mut cw, &e, Severity::Fatal).await;
+                    if me.signals.has(Signal::SHUTDOWN) {
+                        send_error(&mut cw, &shutting_down(), Severity::Fatal).await;
                         return give_back(held.take(), reset_timeout);
                     }
                 }
@@ -547,6 +581,21 @@ fn flush_stats(
         total.bytes_received += stats.bytes_received;
         total.bytes_sent += stats.bytes_sent;
     }
+}
+
+/// Why the client must go, if it must: a KILL, or pgtenant shutting down.
+fn stopped(me: &crate::pool::roster::ClientEntry) -> Option<ClientError> {
+    if me.signals.has(Signal::KILL) {
+        Some(killed())
+    } else if me.signals.has(Signal::SHUTDOWN) {
+        Some(shutting_down())
+    } else {
+        None
+    }
+}
+
+fn shutting_down() -> ClientError {
+    ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down")
 }
 
 /// What a client of a tenant the admin KILLed is told.
@@ -663,4 +712,22 @@ fn still_allowed(proxy: &Proxy, key: &str) -> Result<(), ClientError> {
         None => ResolveError::Removed(key.to_owned()),
     };
     Err(ClientError::from(&refusal))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future an async fn of three owned arguments returns.
+    fn future_size<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A connected client costs its task's future for as long as it stays,
+    /// idle or not: the login and the rare paths (connecting, pin checks,
+    /// the owner marker) are boxed so that it stays small.
+    #[test]
+    fn a_client_task_future_stays_small() {
+        let size = future_size(super::serve_client);
+        println!("serve_client future: {size} bytes");
+        assert!(size <= 5120, "serve_client's future grew to {size} bytes");
+    }
 }

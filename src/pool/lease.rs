@@ -11,14 +11,19 @@ use std::time::Duration;
 
 #[derive(Debug)]
 pub struct Lease {
-    link: Option<Link>,
+    link: Option<Box<Link>>,
     pool: Arc<TenantPool>,
     lifetime: Duration,
     _quota: Slot,
 }
 
 impl Lease {
-    pub(super) fn new(link: Link, pool: Arc<TenantPool>, lifetime: Duration, quota: Slot) -> Self {
+    pub(super) fn new(
+        link: Box<Link>,
+        pool: Arc<TenantPool>,
+        lifetime: Duration,
+        quota: Slot,
+    ) -> Self {
         link.listing.entry.lent();
         Self {
             link: Some(link),

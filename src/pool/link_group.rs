@@ -31,7 +31,10 @@ pub struct LinkGroup {
     pub name: String,
     pub target: Target,
     pub application_name: String,
-    idle: Mutex<Vec<Link>>,
+    /// Boxed: a lease moves a pointer, and a client future holding a
+    /// lease stays small.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<Link>>>,
     params: Mutex<Option<ServerParams>>,
     pub(super) budget: Arc<ServerBudget>,
     /// Bumped by RECONNECT: links of older generations are closed when idle.
@@ -60,13 +63,14 @@ impl LinkGroup {
         }
     }
 
-    fn idle_links(&self) -> std::sync::MutexGuard<'_, Vec<Link>> {
+    #[allow(clippy::vec_box)]
+    fn idle_links(&self) -> std::sync::MutexGuard<'_, Vec<Box<Link>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The most recently used idle link, preferring one last in the context of
     /// tenant `prefer` (its statements are likely there, no cursor to close).
-    pub(super) fn pop_idle(&self, prefer: Option<&str>) -> Option<Link> {
+    pub(super) fn pop_idle(&self, prefer: Option<&str>) -> Option<Box<Link>> {
         let mut idle = self.idle_links();
         if let Some(want) = prefer {
             let len = idle.len();
@@ -97,7 +101,7 @@ impl LinkGroup {
         self.reconnected_us.load(Ordering::Relaxed)
     }
 
-    pub(super) fn push_idle(&self, mut link: Link) {
+    pub(super) fn push_idle(&self, mut link: Box<Link>) {
         if link.generation != self.generation() {
             return;
         }

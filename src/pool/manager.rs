@@ -254,11 +254,11 @@ impl PoolManager {
             .collect()
     }
 
-    /// KILL: the tenant's clients are disconnected.
+    /// KILL: the tenant's clients are disconnected (idle ones at once, the
+    /// others when their transaction ends).
     pub fn kill(&self, tenant: &str) {
-        for p in self.pools.iter().filter(|p| p.key == tenant) {
-            p.kills.send_modify(|n| *n += 1);
-        }
+        self.roster
+            .raise(Some(tenant), super::signals::Signal::KILL);
     }
 
     /// How a refused login of `repair.role` is repaired.
@@ -456,7 +456,9 @@ impl PoolManager {
                     }
                 }
             };
-            let conn = match self.connect(group).await {
+            // Boxed: connecting (TLS, authentication) is rare and its future
+            // large; inline, every waiting client's task would carry it.
+            let conn = match Box::pin(self.connect(group)).await {
                 Err(BackendError::Refused { code, .. })
                     if code == "28P01" && self.may_repair(group) =>
                 {
@@ -478,7 +480,7 @@ impl PoolManager {
                             tracing::error!(error = %e, "could not repair the shared role's login")
                         }
                     }
-                    self.connect(group).await?
+                    Box::pin(self.connect(group)).await?
                 }
                 other => other?,
             };
@@ -494,12 +496,12 @@ impl PoolManager {
                 port: t.port,
                 local: conn.stream.local_addr().ok(),
             });
-            let link = Link {
+            let link = Box::new(Link {
                 conn,
                 _slot: slot,
                 listing,
                 generation: group.generation(),
-            };
+            });
             return Ok(Lease::new(
                 link,
                 pool.clone(),

@@ -13,6 +13,7 @@ mod link_group;
 mod manager;
 mod quota;
 pub mod roster;
+pub mod signals;
 mod tenant_pool;
 
 pub use budget::ServerBudget;

@@ -2,9 +2,10 @@
 //! session and per server connection, updated with a few relaxed stores per
 //! transaction (never per message), read by the console.
 
+use super::signals::{Signal, Signals};
 use dashmap::DashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,8 +44,12 @@ pub struct ClientEntry {
     server_pid: AtomicI32,
     /// Named statements it has prepared.
     statements: AtomicU32,
-    /// KILL_CLIENT: set to disconnect it.
-    pub kill: tokio::sync::watch::Sender<bool>,
+    /// KILL, shutdown, trim: read by its session between transactions.
+    pub signals: Signals,
+    /// It holds relay buffers (false once it gave them back while idle).
+    buffers: AtomicBool,
+    /// `request_us` as the last idle sweep saw it (see [`Roster::trim_idle`]).
+    swept_request_us: AtomicU64,
 }
 
 impl ClientPhase {
@@ -94,6 +99,17 @@ impl ClientEntry {
         self.server_pid.store(pid, Ordering::Relaxed);
         self.phase
             .store(ClientPhase::Active as u8, Ordering::Relaxed);
+    }
+
+    /// Whether it holds relay buffers (false: it gave them back while idle).
+    pub fn holds_buffers(&self) -> bool {
+        self.buffers.load(Ordering::Relaxed)
+    }
+
+    /// Whether it holds relay buffers; set by its session when it takes
+    /// them again, and when it gave them back.
+    pub fn set_buffers(&self, held: bool) {
+        self.buffers.store(held, Ordering::Relaxed);
     }
 
     /// Its transaction ended; `kept` when it keeps its server connection.
@@ -225,7 +241,10 @@ impl Roster {
             request_us: AtomicU64::new(0),
             server_pid: AtomicI32::new(0),
             statements: AtomicU32::new(0),
-            kill: tokio::sync::watch::channel(false).0,
+            signals: Signals::default(),
+            buffers: AtomicBool::new(true),
+            // Never a request time: its first sweep only records.
+            swept_request_us: AtomicU64::new(u64::MAX),
         });
         self.clients.insert(id, entry.clone());
         ClientListing {
@@ -268,6 +287,37 @@ impl Roster {
         let mut v: Vec<_> = self.servers.iter().map(|e| e.value().clone()).collect();
         v.sort_by_key(|s| s.pid);
         v
+    }
+
+    /// Raises `signal` for every client (of `tenant` only, when given).
+    pub fn raise(&self, tenant: Option<&str>, signal: Signal) {
+        for c in self.clients.iter() {
+            if tenant.is_none_or(|t| c.tenant == t) {
+                c.signals.raise(signal);
+            }
+        }
+    }
+
+    /// Asks clients idle since the last sweep, with no request in between,
+    /// to give their relay buffers back. Called every second or so: a
+    /// client between two transactions of a busy app keeps them (no
+    /// allocation per transaction), one idle for a second or two holds
+    /// none. Returns how many were asked.
+    pub fn trim_idle(&self) -> usize {
+        let mut asked = 0;
+        for c in self.clients.iter() {
+            let request = c.request_us();
+            let swept = c.swept_request_us.swap(request, Ordering::Relaxed);
+            if swept == request
+                && c.phase() == ClientPhase::Idle
+                && c.buffers.load(Ordering::Relaxed)
+                && !c.signals.has(Signal::TRIM)
+            {
+                c.signals.raise(Signal::TRIM);
+                asked += 1;
+            }
+        }
+        asked
     }
 
     pub fn client(&self, id: u64) -> Option<Arc<ClientEntry>> {

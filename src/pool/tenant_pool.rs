@@ -45,8 +45,6 @@ pub struct TenantPool {
     pub waiting: std::sync::atomic::AtomicUsize,
     /// PAUSE: its new transactions wait.
     pub paused: std::sync::atomic::AtomicBool,
-    /// KILL: bumped to disconnect its clients.
-    pub kills: tokio::sync::watch::Sender<u64>,
 }
 
 impl TenantPool {
@@ -69,7 +67,6 @@ impl TenantPool {
             timings: metering.timings,
             waiting: Default::default(),
             paused: Default::default(),
-            kills: tokio::sync::watch::channel(0).0,
         }
     }
 

@@ -32,7 +32,7 @@ impl Command for KillClient {
                     format!("no client with id {id}"),
                 )
             })?;
-            client.kill.send_replace(true);
+            client.signals.raise(crate::pool::signals::Signal::KILL);
             Ok(Output::done("KILL_CLIENT"))
         })
     }
