@@ -6,12 +6,26 @@
 use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-#[derive(Debug, Clone, Default)]
+/// Reported settings by value. Shared between a client's startup values and
+/// its current ones until it changes one (`Arc::make_mut`), so the
+/// fingerprint's cache takes `&self`.
+#[derive(Debug, Default)]
 pub struct Settings {
     values: HashMap<String, String>,
-    fingerprint: Option<u64>,
+    /// The cached fingerprint; 0: not computed since the last change.
+    fingerprint: AtomicU64,
+}
+
+impl Clone for Settings {
+    fn clone(&self) -> Self {
+        Self {
+            values: self.values.clone(),
+            fingerprint: AtomicU64::new(self.fingerprint.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl Settings {
@@ -22,27 +36,29 @@ impl Settings {
     pub fn insert(&mut self, key: String, value: String) {
         if self.values.get(&key) != Some(&value) {
             self.values.insert(key, value);
-            self.fingerprint = None;
+            *self.fingerprint.get_mut() = 0;
         }
     }
 
     pub fn remove(&mut self, key: &str) {
         if self.values.remove(key).is_some() {
-            self.fingerprint = None;
+            *self.fingerprint.get_mut() = 0;
         }
     }
 
-    /// A hash of the values of `keys`, recomputed only after a change.
-    pub fn fingerprint(&mut self, keys: &[&str]) -> u64 {
-        if let Some(f) = self.fingerprint {
-            return f;
+    /// A hash of the values of `keys` (always the same keys), recomputed
+    /// only after a change.
+    pub fn fingerprint(&self, keys: &[&str]) -> u64 {
+        let cached = self.fingerprint.load(Ordering::Relaxed);
+        if cached != 0 {
+            return cached;
         }
         let mut h = DefaultHasher::new();
         for k in keys {
             self.values.get(*k).hash(&mut h);
         }
-        let f = h.finish();
-        self.fingerprint = Some(f);
+        let f = h.finish().max(1);
+        self.fingerprint.store(f, Ordering::Relaxed);
         f
     }
 }
@@ -51,7 +67,7 @@ impl FromIterator<(String, String)> for Settings {
     fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
         Self {
             values: iter.into_iter().collect(),
-            fingerprint: None,
+            fingerprint: AtomicU64::new(0),
         }
     }
 }
@@ -117,9 +133,11 @@ mod tests {
     #[test]
     fn fingerprint_follows_changes() {
         let keys = ["a", "b"];
-        let mut x: Settings = [("a".to_string(), "1".to_string())].into_iter().collect();
+        let x: Settings = [("a".to_string(), "1".to_string())].into_iter().collect();
+        let before = x.fingerprint(&keys);
+        // A clone carries the cached fingerprint, and drops it on a change.
         let mut y = x.clone();
-        assert_eq!(x.fingerprint(&keys), y.fingerprint(&keys));
+        assert_eq!(before, y.fingerprint(&keys));
         y.insert("b".into(), "2".into());
         assert_ne!(x.fingerprint(&keys), y.fingerprint(&keys));
         y.remove("b");

@@ -46,10 +46,11 @@ pub struct ClientLimits {
 #[derive(Debug)]
 pub struct ClientState {
     pub statements: ClientStatements,
-    /// Wanted values of the reported settings (`policy::REPORTED_PARAMS`).
-    pub params: Settings,
+    /// Wanted values of the reported settings (`policy::REPORTED_PARAMS`);
+    /// the same map as `startup_params` until the client changes one.
+    pub params: Arc<Settings>,
     /// Their values at login: what RESET / DISCARD ALL go back to.
-    pub startup_params: Settings,
+    pub startup_params: Arc<Settings>,
     /// Every other setting the client changed.
     pub settings: ClientSettings,
     pub transaction_mode: bool,
@@ -120,6 +121,7 @@ impl ClientState {
         } else {
             Guard::Role
         };
+        let params = Arc::new(params);
         Self {
             statements: ClientStatements::new(),
             startup_params: params.clone(),

@@ -272,7 +272,8 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
                     if reported(&key) {
                         cx.link.params.insert(key.clone(), v.to_owned());
                         if !swallowing || restoring {
-                            cx.client.params.insert(key, v.to_owned());
+                            std::sync::Arc::make_mut(&mut cx.client.params)
+                                .insert(key, v.to_owned());
                         }
                     }
                 }

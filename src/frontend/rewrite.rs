@@ -79,7 +79,7 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     settings_prelude(
         cx.link,
         cx.t,
-        &mut client.params,
+        &client.params,
         &client.settings.current,
         out,
         false,
@@ -186,7 +186,7 @@ fn resets_prelude(
 fn settings_prelude(
     link: &mut LinkState,
     t: &mut TxnTracker,
-    want_params: &mut Settings,
+    want_params: &Settings,
     want: &Overrides,
     out: &mut BytesMut,
     restore: bool,
@@ -257,7 +257,7 @@ fn restore(cx: &mut Ctx<'_>, what: &Restore, out: &mut BytesMut) {
                     let back = cx.link.startup.get(name).cloned();
                     let want = client.startup_params.get(name).cloned();
                     if let Some(v) = &want {
-                        client.params.insert(name.clone(), v.clone());
+                        Arc::make_mut(&mut client.params).insert(name.clone(), v.clone());
                         if back.as_ref() != Some(v) {
                             let _ = write!(sql, "SET {name} = {};", literal(v));
                         }
@@ -288,7 +288,7 @@ fn restore(cx: &mut Ctx<'_>, what: &Restore, out: &mut BytesMut) {
             settings_prelude(
                 cx.link,
                 cx.t,
-                &mut client.params,
+                &client.params,
                 &client.settings.startup,
                 out,
                 true,

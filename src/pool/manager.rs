@@ -458,32 +458,7 @@ impl PoolManager {
             };
             // Boxed: connecting (TLS, authentication) is rare and its future
             // large; inline, every waiting client's task would carry it.
-            let conn = match Box::pin(self.connect(group)).await {
-                Err(BackendError::Refused { code, .. })
-                    if code == "28P01" && self.may_repair(group) =>
-                {
-                    // Shared tenants all log in as one role, which can change
-                    // its own password: put it back and try once more.
-                    let t = &group.target;
-                    let Some(repair) = &self.repair else {
-                        return Err(PoolError::Backend(BackendError::Refused {
-                            server: t.server.to_string(),
-                            code,
-                            message: "password authentication failed".into(),
-                        }));
-                    };
-                    match (repair.run)(t.server.to_string(), t.database.clone()).await {
-                        Ok(()) => {
-                            tracing::warn!(server = %t.server, "the shared role's password had been changed; reset it")
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not repair the shared role's login")
-                        }
-                    }
-                    Box::pin(self.connect(group)).await?
-                }
-                other => other?,
-            };
+            let conn = Box::pin(self.connect_repairing(group)).await?;
             group.remember_params(&conn.params);
             let t = &group.target;
             let listing = self.roster.add_server(super::roster::NewServer {
@@ -508,6 +483,36 @@ impl PoolManager {
                 self.settings.server_lifetime,
                 quota,
             ));
+        }
+    }
+
+    /// Connects a new link of `group`. Shared tenants all log in as one
+    /// role, which can change its own password: a refused login of it puts
+    /// the password back and tries once more.
+    async fn connect_repairing(&self, group: &LinkGroup) -> Result<ServerConn, BackendError> {
+        match self.connect(group).await {
+            Err(BackendError::Refused { code, .. })
+                if code == "28P01" && self.may_repair(group) =>
+            {
+                let t = &group.target;
+                let Some(repair) = &self.repair else {
+                    return Err(BackendError::Refused {
+                        server: t.server.to_string(),
+                        code,
+                        message: "password authentication failed".into(),
+                    });
+                };
+                match (repair.run)(t.server.to_string(), t.database.clone()).await {
+                    Ok(()) => {
+                        tracing::warn!(server = %t.server, "the shared role's password had been changed; reset it")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not repair the shared role's login")
+                    }
+                }
+                self.connect(group).await
+            }
+            other => other,
         }
     }
 
