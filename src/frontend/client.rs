@@ -55,7 +55,7 @@ pub struct ClientState {
     pub settings: ClientSettings,
     pub transaction_mode: bool,
     /// Context isolation: the tenant context set on every checkout.
-    pub context: Option<TenantContext>,
+    pub context: Option<Arc<TenantContext>>,
     pub guard: Guard,
     /// Effects of the unnamed statement (its Parse), and of the unnamed
     /// portal (its Bind), applied at Execute.
@@ -112,7 +112,7 @@ impl ClientState {
         params: Settings,
         startup_settings: Overrides,
         transaction_mode: bool,
-        context: Option<TenantContext>,
+        context: Option<Arc<TenantContext>>,
         pins: Arc<Quota>,
         limits: ClientLimits,
     ) -> Self {

@@ -322,7 +322,7 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
     let (desired, settings) = client_settings(proxy, &pool, &server_params, &params, guard).await?;
     // Session mode: the client's own backend from the start, as directly.
     let lease = if tenant.pool_mode == crate::config::PoolMode::Session {
-        let mut lease = super::checkout::checkout(proxy, &pool, tenant.context.as_ref()).await?;
+        let mut lease = super::checkout::checkout(proxy, &pool, tenant.context.as_deref()).await?;
         let pid = lease.conn().state.pid;
         if !key.rebind(pid) {
             tracing::debug!(

@@ -3,7 +3,7 @@
 
 use super::handshake::send_fatal;
 use super::secure::ClientSocket;
-use super::session::serve_client;
+use super::session::{serve_client, Accepted};
 use crate::app::{wait_shutdown, Proxy};
 use crate::error::ClientError;
 use crate::protocol::sqlstate;
@@ -92,12 +92,9 @@ pub async fn accept_loop(listener: ClientListener, proxy: Arc<Proxy>) {
                 continue;
             }
         };
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            tracing::trace!(%peer, "client connected");
-            serve_client(socket, proxy, pass).await;
-            drop(slot);
-        });
+        tracing::trace!(%peer, "client connected");
+        let accepted = Box::new(Accepted { socket, pass, slot });
+        tokio::spawn(serve_client(accepted, proxy.clone()));
     }
 }
 

@@ -39,7 +39,8 @@ pub struct Tenant {
     /// Server connections clients may keep pinned between transactions.
     pub max_pinned: usize,
     /// Context isolation: what pgtenant sets on a shared link at each checkout.
-    pub context: Option<TenantContext>,
+    /// Shared by every client of the tenant (each session holds it).
+    pub context: Option<Arc<TenantContext>>,
 }
 
 /// A tenant's context on shared links, set at every checkout (pipelined ahead
@@ -160,10 +161,12 @@ impl Tenant {
             }
             _ => None,
         };
-        let context = (isolation == Isolation::Context).then(|| TenantContext {
-            owner: t.key.as_str().into(),
-            search_path: search_path.clone().unwrap_or_else(|| "public".into()),
-            signed,
+        let context = (isolation == Isolation::Context).then(|| {
+            Arc::new(TenantContext {
+                owner: t.key.as_str().into(),
+                search_path: search_path.clone().unwrap_or_else(|| "public".into()),
+                signed,
+            })
         });
         let settings: Vec<(String, String)> = match &context {
             Some(_) if t.mode == TenantMode::Shared => SHARED_PINS
