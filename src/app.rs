@@ -132,7 +132,8 @@ impl Proxy {
     /// Sessions learn it from their signals; a session listed after this
     /// sees `shutting_down` (the roster's locks order the two).
     pub fn begin_shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        // Stored even with no receiver left: `shutting_down` reads it.
+        self.shutdown.send_replace(true);
         self.pools
             .roster
             .raise(None, crate::pool::signals::Signal::SHUTDOWN);
@@ -346,8 +347,9 @@ async fn reaper(proxy: Arc<Proxy>) {
                 // Once a wave of idling ended (or every 30 s while clients
                 // keep going idle), and only when it was worth 2 MiB or more.
                 if trimmed >= 64 && (asked == 0 || released.elapsed() >= Duration::from_secs(30)) {
-                    if let Some(release) = MEMORY_RELEASE.get() {
-                        release();
+                    if let Some(release) = MEMORY_RELEASE.get().copied() {
+                        // It walks the whole heap: off the runtime's threads.
+                        tokio::task::spawn_blocking(release);
                     }
                     trimmed = 0;
                     released = tokio::time::Instant::now();

@@ -30,9 +30,16 @@ async fn fixture() {
     tenant_fixture("ic_app", &[("t_acme", "Acme")]).await;
 }
 
-/// The one client in the roster.
-fn only_client(proxy: &pgtenant::app::Running) -> Arc<ClientEntry> {
-    let clients = proxy.proxy.pools.roster.clients();
+/// The one client in the roster, once listed (a client is listed just
+/// after its login's ReadyForQuery went out).
+async fn only_client(proxy: &pgtenant::app::Running) -> Arc<ClientEntry> {
+    let roster = &proxy.proxy.pools.roster;
+    let listed = wait_until(Duration::from_secs(5), || async {
+        !roster.clients().is_empty()
+    })
+    .await;
+    assert!(listed, "the client is listed");
+    let clients = roster.clients();
     assert_eq!(clients.len(), 1, "one client connected");
     clients[0].clone()
 }
@@ -45,9 +52,9 @@ async fn an_idle_client_gives_its_buffers_back_and_takes_them_with_its_next_requ
         .await
         .expect("connect");
     // Logged in, never used: no buffers yet.
-    assert!(!only_client(&proxy).holds_buffers());
+    assert!(!only_client(&proxy).await.holds_buffers());
     assert_eq!(scalar(&client, "SELECT name FROM customers").await, "Acme");
-    let me = only_client(&proxy);
+    let me = only_client(&proxy).await;
     assert!(
         me.holds_buffers(),
         "a client that just ran a request keeps its buffers"
@@ -84,7 +91,7 @@ async fn kill_and_shutdown_reach_clients_idle_with_or_without_buffers() {
         .await
         .expect("connect");
     assert_eq!(scalar(&client, "SELECT 1::text").await, "1");
-    let me = only_client(&proxy);
+    let me = only_client(&proxy).await;
     assert!(wait_until(Duration::from_secs(10), || async { !me.holds_buffers() }).await);
     me.signals.raise(pgtenant::pool::signals::Signal::KILL);
     let closed = wait_until(Duration::from_secs(5), || async { client.is_closed() }).await;

@@ -46,6 +46,14 @@ impl Settings {
         }
     }
 
+    /// [`Settings::insert`] into a map that may be shared: copied first
+    /// only when the value differs.
+    pub fn insert_shared(map: &mut Arc<Settings>, key: String, value: String) {
+        if map.get(&key) != Some(&value) {
+            Arc::make_mut(map).insert(key, value);
+        }
+    }
+
     /// A hash of the values of `keys` (always the same keys), recomputed
     /// only after a change.
     pub fn fingerprint(&self, keys: &[&str]) -> u64 {

@@ -272,8 +272,11 @@ fn scan_server(down: &mut Downstream, cx: &mut Ctx<'_>) -> Result<(), FrameError
                     if reported(&key) {
                         cx.link.params.insert(key.clone(), v.to_owned());
                         if !swallowing || restoring {
-                            std::sync::Arc::make_mut(&mut cx.client.params)
-                                .insert(key, v.to_owned());
+                            crate::backend::Settings::insert_shared(
+                                &mut cx.client.params,
+                                key,
+                                v.to_owned(),
+                            );
                         }
                     }
                 }

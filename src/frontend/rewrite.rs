@@ -257,7 +257,7 @@ fn restore(cx: &mut Ctx<'_>, what: &Restore, out: &mut BytesMut) {
                     let back = cx.link.startup.get(name).cloned();
                     let want = client.startup_params.get(name).cloned();
                     if let Some(v) = &want {
-                        Arc::make_mut(&mut client.params).insert(name.clone(), v.clone());
+                        Settings::insert_shared(&mut client.params, name.clone(), v.clone());
                         if back.as_ref() != Some(v) {
                             let _ = write!(sql, "SET {name} = {};", literal(v));
                         }

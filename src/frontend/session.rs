@@ -301,7 +301,6 @@ impl<'a> Session<'a> {
                 application_name: params.get("application_name").cloned().unwrap_or_default(),
             });
         let me = &listed.entry;
-        me.set_buffers(false);
         if proxy.shutting_down() {
             // Listed after the shutdown's broadcast (see Proxy::begin_shutdown).
             me.signals.raise(Signal::SHUTDOWN);
@@ -384,11 +383,11 @@ impl Session<'_> {
                 }
             }
         }
-        if client.refill() {
-            me.set_buffers(true);
-        }
         if client.up.buf[0] == fe::TERMINATE {
             return self.end();
+        }
+        if client.refill() {
+            me.set_buffers(true);
         }
         true
     }
@@ -487,6 +486,11 @@ impl Session<'_> {
                 break;
             }
         }
+        if me.signals.has(Signal::TRIM) {
+            // Raised by a sweep that saw this client idle just before its
+            // request (see Roster::trim_idle): it is busy now.
+            me.signals.lower(Signal::TRIM);
+        }
         if me.signals.has(Signal::KILL) {
             send_error(cw, &killed(), Severity::Fatal).await;
             return give_back(held.take(), reset_timeout);
@@ -509,6 +513,7 @@ impl Session<'_> {
                     if refuse_request(cr, cw, &mut client.up, &e).await.is_err() {
                         return Step::End;
                     }
+                    me.idle(held.is_some(), client.state.statements.len());
                     return Step::Next;
                 }
             },

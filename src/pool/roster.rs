@@ -242,7 +242,8 @@ impl Roster {
             server_pid: AtomicI32::new(0),
             statements: AtomicU32::new(0),
             signals: Signals::default(),
-            buffers: AtomicBool::new(true),
+            // A new client takes its buffers with its first request.
+            buffers: AtomicBool::new(false),
             // Never a request time: its first sweep only records.
             swept_request_us: AtomicU64::new(u64::MAX),
         });
@@ -298,18 +299,22 @@ impl Roster {
         }
     }
 
-    /// Asks clients idle since the last sweep, with no request in between,
-    /// to give their relay buffers back. Called every second or so: a
-    /// client between two transactions of a busy app keeps them (no
-    /// allocation per transaction), one idle for a second or two holds
+    /// Asks clients idle at this sweep and the last, with no request in
+    /// between, to give their relay buffers back. Called every second or
+    /// so: a client between two transactions of a busy app keeps them (no
+    /// allocation per transaction), one idle for a full sweep interval holds
     /// none. Returns how many were asked.
     pub fn trim_idle(&self) -> usize {
         let mut asked = 0;
         for c in self.clients.iter() {
+            let idle = c.phase() == ClientPhase::Idle;
             let request = c.request_us();
-            let swept = c.swept_request_us.swap(request, Ordering::Relaxed);
-            if swept == request
-                && c.phase() == ClientPhase::Idle
+            // Recorded only while idle: a transaction running across this
+            // sweep makes the next one a first look again.
+            let seen = if idle { request } else { u64::MAX };
+            let swept = c.swept_request_us.swap(seen, Ordering::Relaxed);
+            if idle
+                && swept == request
                 && c.buffers.load(Ordering::Relaxed)
                 && !c.signals.has(Signal::TRIM)
             {
@@ -330,5 +335,65 @@ impl Roster {
             .iter()
             .find(|c| c.server_pid() == pid)
             .map(|c| c.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roster_with_client() -> (Arc<Roster>, ClientListing) {
+        let roster = Arc::new(Roster::default());
+        let listing = roster.add_client(NewClient {
+            tenant: "acme".into(),
+            user: "app".into(),
+            addr: None,
+            local: None,
+            application_name: String::new(),
+        });
+        (roster, listing)
+    }
+
+    #[test]
+    fn a_client_is_trimmed_only_after_a_full_sweep_interval_idle() {
+        let (roster, listing) = roster_with_client();
+        let c = &listing.entry;
+        // Logged in, never used: no buffers, nothing to ask.
+        assert_eq!(roster.trim_idle(), 0);
+        assert_eq!(roster.trim_idle(), 0);
+        // A request, still running at the next sweep.
+        c.set_buffers(true);
+        c.waiting();
+        c.active(42);
+        assert_eq!(roster.trim_idle(), 0, "busy");
+        c.idle(false, 0);
+        // Idle now, but it was busy at the last sweep: a first look.
+        assert_eq!(roster.trim_idle(), 0, "idle for less than an interval");
+        assert_eq!(roster.trim_idle(), 1, "idle across a whole interval");
+        assert!(c.signals.has(Signal::TRIM));
+        // Asked once: not again while the request is pending.
+        assert_eq!(roster.trim_idle(), 0);
+        c.signals.lower(Signal::TRIM);
+        c.set_buffers(false);
+        // Gave its buffers back: nothing more to ask.
+        assert_eq!(roster.trim_idle(), 0);
+    }
+
+    #[test]
+    fn kill_reaches_only_the_tenants_clients() {
+        let (roster, acme) = roster_with_client();
+        let beta = roster.add_client(NewClient {
+            tenant: "beta".into(),
+            user: "app".into(),
+            addr: None,
+            local: None,
+            application_name: String::new(),
+        });
+        roster.raise(Some("acme"), Signal::KILL);
+        assert!(acme.entry.signals.has(Signal::KILL));
+        assert!(!beta.entry.signals.has(Signal::KILL));
+        roster.raise(None, Signal::SHUTDOWN);
+        assert!(acme.entry.signals.has(Signal::SHUTDOWN));
+        assert!(beta.entry.signals.has(Signal::SHUTDOWN));
     }
 }
