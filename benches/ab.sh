@@ -24,27 +24,9 @@ set -euo pipefail
 A=${1:?binary A}; B=${2:?binary B}
 MODES=${MODES:-"simple extended prepared"}
 CLIENTS=${CLIENTS:-8}; DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; POOL_SIZE=${POOL_SIZE:-20}
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-PG_PORT=${PG_PORT:-55431}; PORT_A=58441; PORT_B=58442
-WORK=$(mktemp -d /tmp/pgtenant-ab.XXXXXX); chmod 755 "$WORK"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust >/dev/null
-cat >>"$WORK/data/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$WORK'
-max_connections = 200
-fsync = off
-EOF
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
+PG_PORT=${PG_PORT:-25431}; PORT_A=28441; PORT_B=28442
+CLUSTER_NAME=pgtenant-ab; . "$(dirname "$0")/cluster.sh"
+cluster_start "$PG_PORT" 200
 psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE bench"
 pgbench -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
 config() { # port server-kind

@@ -11,28 +11,10 @@
 set -euo pipefail
 A=${1:?binary A}; B=${2:?binary B}
 TENANTS=${TENANTS:-2}; POOL_SIZE=${POOL_SIZE:-1}; DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-PG_PORT=${PG_PORT:-55432}; PORT_A=58451; PORT_B=58452
+PG_PORT=${PG_PORT:-25432}; PORT_A=28461; PORT_B=28462
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/pgtenant-abs.XXXXXX); chmod 755 "$WORK"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust >/dev/null
-cat >>"$WORK/data/postgresql.conf" <<EOC
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$WORK'
-max_connections = 100
-fsync = off
-EOC
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
+CLUSTER_NAME=pgtenant-abs; . "$(dirname "$0")/cluster.sh"
+cluster_start "$PG_PORT" 100
 for db in app platform; do psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE $db"; done
 config() {
   cat <<EOC

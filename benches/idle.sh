@@ -14,29 +14,12 @@ set -euo pipefail
 BIN=${1:?pgtenant binary}
 N=${N:-5000}; SETTLE=${SETTLE:-4}
 HERE=$(cd "$(dirname "$0")" && pwd)
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 PG_PORT=${PG_PORT:-25491}; PT_PORT=26491; PB_PORT=26492
 PGBOUNCER=${PGBOUNCER:-$(command -v pgbouncer || echo /usr/sbin/pgbouncer)}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -gt $((N + 100)) ] || { echo "ulimit -n $(ulimit -n) is too low for N=$N" >&2; exit 2; }
-WORK=$(mktemp -d /tmp/pgtenant-idle.XXXXXX); chmod 755 "$WORK"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust >/dev/null
-cat >>"$WORK/data/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$WORK'
-max_connections = 100
-EOF
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
+CLUSTER_NAME=pgtenant-idle; . "$HERE/cluster.sh"
+cluster_start "$PG_PORT" 100
 psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE bench"
 cat >"$WORK/pt.toml" <<EOF
 [proxy]
@@ -59,7 +42,6 @@ server = "main"
 database = "bench"
 tier = "bench"
 EOF
-wait_port() { for _ in $(seq 1 100); do pg_isready -q -h 127.0.0.1 -p "$1" && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 RUST_LOG=warn "$BIN" serve --config "$WORK/pt.toml" >"$WORK/pt.log" 2>&1 & PT=$!; pids+=($PT)
 wait_port $PT_PORT
 echo "pgtenant:  $(python3 "$HERE/idle_clients.py" --port $PT_PORT --pid $PT --user postgres --db bench -n "$N" --settle "$SETTLE")"
@@ -81,8 +63,9 @@ max_client_conn = $((N + 100))
 logfile = $WORK/pb.log
 EOF
   [ "$(id -u)" = 0 ] && chown postgres "$WORK/pb.ini" "$WORK/userlist.txt"
-  as_pg bash -c "ulimit -n $(ulimit -n); exec $PGBOUNCER $WORK/pb.ini" >"$WORK/pb.stdout" 2>&1 & pids+=($!)
+  # setpriv and bash -c both exec: "$!" is PgBouncer's own PID.
+  "${AS_PG[@]}" bash -c "ulimit -n $(ulimit -n); exec $PGBOUNCER $WORK/pb.ini" >"$WORK/pb.stdout" 2>&1 &
+  PB=$!; pids+=("$PB")
   wait_port $PB_PORT
-  PB=$(pgrep -n -f "pgbouncer $WORK/pb.ini")
   echo "PgBouncer: $(python3 "$HERE/idle_clients.py" --port $PB_PORT --pid "$PB" --user postgres --db bench -n "$N" --settle "$SETTLE")"
 fi

@@ -37,7 +37,6 @@ TENANTS=${TENANTS:-1000}; CLIENTS=${CLIENTS:-200}; LOGIN_CLIENTS=${LOGIN_CLIENTS
 DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-2}; POOL=${POOL:-20}
 SCENARIOS=${SCENARIOS:-"one-tenant one-tenant-wide many-tenants login-trust login-scram"}
 PGTENANT_BIN=${PGTENANT_BIN:-$PWD/target/release/pgtenant}
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 PGBOUNCER=${PGBOUNCER:-$(command -v pgbouncer || echo /usr/sbin/pgbouncer)}
 [ -x "$PGTENANT_BIN" ] || { echo "no $PGTENANT_BIN: cargo build --release (or set PGTENANT_BIN)" >&2; exit 2; }
 [ -x "$PGBOUNCER" ] || { echo "pgbouncer missing: apt-get install -y pgbouncer" >&2; exit 2; }
@@ -50,32 +49,11 @@ for p in $PG_PORT $PT_TRUST $PT_SCRAM $PB_TRUST $PB_SCRAM; do
 done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-WORK=$(mktemp -d /tmp/bench-tenants.XXXXXX); chmod 755 "$WORK"
-# setpriv execs, so "$!" of a backgrounded "${AS_PG[@]}" cmd is cmd's own PID
-AS_PG=(); [ "$(id -u)" = 0 ] && AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups --)
-as_pg() { "${AS_PG[@]}" "$@"; }
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+CLUSTER_NAME=bench-tenants; . "$(dirname "$0")/../benches/cluster.sh"
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 log "PostgreSQL on $PG_PORT, $TENANTS tenants"
-as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust >/dev/null
-cat >>"$WORK/data/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$WORK'
-max_connections = 200
-shared_buffers = 256MB
-fsync = off
-log_min_messages = warning
-EOF
-as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w start >/dev/null
+cluster_start "$PG_PORT" 200 $'shared_buffers = 256MB\nlog_min_messages = warning'
 psql -X -q -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -c "CREATE DATABASE bench"
 # Both poolers keep a SCRAM verifier, not the password (as a careful
 # operator does; PgBouncer with a plaintext auth_file runs PBKDF2 per login).
