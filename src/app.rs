@@ -461,7 +461,7 @@ pub fn reload(proxy: &Proxy) -> Result<Vec<String>, String> {
     Ok(notes)
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

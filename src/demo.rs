@@ -181,7 +181,9 @@ pub async fn run(listen_port: u16) -> Result<(), DemoError> {
     }
     println!("  psql \"host=127.0.0.1 port={port} user=app password={DEMO_PASSWORD} dbname=app options=-ctenant=acme\" -c 'SELECT * FROM customers'");
     println!("\nCtrl-C stops pgtenant and removes the throw-away cluster.");
-    let _ = tokio::signal::ctrl_c().await;
+    // SIGTERM too (a supervisor, `timeout`, `docker stop`): its default
+    // action would leave the throw-away PostgreSQL running.
+    crate::app::wait_for_signal().await;
     running.shutdown().await;
     drop(cluster);
     Ok(())
