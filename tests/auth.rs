@@ -291,7 +291,7 @@ async fn catalog_users_log_in_to_their_tenant_only() {
     let cfg = catalog_config(&text);
     provision_tenant(&cfg, "cu1", pgtenant::config::TenantMode::Schema, "default").await;
     provision_tenant(&cfg, "cu2", pgtenant::config::TenantMode::Schema, "default").await;
-    let path = std::env::temp_dir().join(format!("pgtenant-au-cat-{}.toml", std::process::id()));
+    let path = scratch("au-cat.toml");
     std::fs::write(&path, text.replace("{PG_PORT}", &pg_port().to_string())).expect("config");
     let proxy = start_proxy(&text).await;
 

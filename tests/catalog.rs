@@ -47,11 +47,7 @@ async fn setup() -> (pgtenant::app::Running, PathBuf) {
     tenant_fixture("ct_app", &[("t_static", "Static")]).await;
     tenant_fixture("ct_platform", &[]).await;
     let text = config_text();
-    let path = std::env::temp_dir().join(format!(
-        "pgtenant-ct-{}-{}.toml",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let path = scratch(&format!("ct-{}.toml", rand_suffix()));
     std::fs::write(&path, &text).expect("write config");
     (start_proxy(&text).await, path)
 }
@@ -240,7 +236,7 @@ async fn provisioned_roles_make_postgres_enforce_isolation() {
         "database = \"ct_platform\"",
         "database = \"ct_platform\"\nrole_secret = \"test-role-secret\"",
     );
-    let path = std::env::temp_dir().join(format!("pgtenant-ct-roles-{}.toml", std::process::id()));
+    let path = scratch("ct-roles.toml");
     std::fs::write(&path, &text).expect("write config");
     let proxy = start_proxy(&text).await;
     for key in ["rla", "rlb"] {

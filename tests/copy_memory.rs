@@ -46,7 +46,7 @@ async fn two_hundred_megabytes_each_way_in_bounded_memory() {
         .local_addr()
         .expect("addr")
         .port();
-    let dir = std::env::temp_dir().join(format!("pgtenant-cm-{}", std::process::id()));
+    let dir = scratch("cm");
     std::fs::create_dir_all(&dir).expect("dir");
     let cfg = dir.join("pgtenant.toml");
     std::fs::write(

@@ -49,7 +49,7 @@ async fn fill(proxy: &pgtenant::app::Running, key: &str, n: i32) {
 }
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pgtenant-dump-{name}-{}", std::process::id()));
+    let d = scratch(&format!("dump-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     d
 }
@@ -72,7 +72,7 @@ async fn dumps_restore_into_any_mode_with_ids_and_checksums_kept() {
     ] {
         provision_tenant(&cfg, key, mode, "default").await;
     }
-    let path = std::env::temp_dir().join(format!("pgtenant-dump-{}.toml", std::process::id()));
+    let path = scratch("dump.toml");
     std::fs::write(&path, text().replace("{PG_PORT}", &pg_port().to_string())).expect("config");
     let proxy = start_proxy(&text()).await;
     fill(&proxy, "dother", 7).await;

@@ -50,8 +50,7 @@ impl Matrix {
         let app_db = format!("{prefix}_app");
         let text = catalog_config_text(&app_db, "fw_platform", "[tiers.t]\npool_size = 3")
             .replace("{PG_PORT}", &pg_port().to_string());
-        let config =
-            std::env::temp_dir().join(format!("pgtenant-fw-{prefix}-{}.toml", std::process::id()));
+        let config = scratch(&format!("fw-{prefix}.toml"));
         std::fs::write(&config, &text).expect("write the config");
         let cfg = catalog_config(&text);
         for (suffix, mode) in [
@@ -512,7 +511,7 @@ async fn pgx_app() -> PathBuf {
                 "pgx v4 missing at {}: run ./scripts/test.sh, which installs golang-go and golang-github-jackc-pgx-v4-dev",
                 gopath.display()
             );
-            let bin = std::env::temp_dir().join(format!("pgtenant-pgx-app-{}", std::process::id()));
+            let bin = scratch("pgx-app");
             let out = tokio::process::Command::new("go")
                 .args(["build", "-o"])
                 .arg(&bin)

@@ -43,7 +43,7 @@ async fn a_createrole_createdb_admin_provisions_migrates_serves_and_drops_every_
     assert_eq!(attributes(ADMIN_ROLE).await, "f,t,t,f", "the managed shape");
     assert_eq!(attributes(SERVICE_ROLE).await, "f,f,f,f", "a plain login");
 
-    let base = std::env::temp_dir().join(format!("pgtenant-managed-{}", std::process::id()));
+    let base = scratch("managed");
     let _ = std::fs::remove_dir_all(&base);
     let dir = migrations_copy(&base);
     let text = catalog_config_text("mg_app", "mg_platform", "").replace(

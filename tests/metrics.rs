@@ -224,7 +224,7 @@ async fn promtool_accepts_a_scrape_under_load_and_prometheus_scrapes_it() {
     for l in load {
         l.await.expect("load");
     }
-    let dir = std::env::temp_dir().join(format!("pgtenant-prom-{}", std::process::id()));
+    let dir = scratch("prom");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("scrape.txt"), &text).expect("write scrape");

@@ -240,7 +240,7 @@ async fn each_waits_for_the_targets_migration_lock() {
 
 #[tokio::test]
 async fn tenant_create_serves_a_tenant_only_after_its_each_command() {
-    let base = std::env::temp_dir().join(format!("pgtenant-ed-{}", std::process::id()));
+    let base = scratch("ed");
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).expect("scratch dir");
     let script = format!(

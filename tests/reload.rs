@@ -52,7 +52,7 @@ async fn quota(admin: &tokio_postgres::Client) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_resizes_one_tenant_and_refuses_a_bad_file() {
     tenant_fixture("rl_app", &[("t_acme", "Acme"), ("t_globex", "Globex")]).await;
-    let path = std::env::temp_dir().join(format!("pgtenant-rl-{}.toml", std::process::id()));
+    let path = scratch("rl.toml");
     let proxy = start_proxy_from_file(&config(2), &path).await;
     let acme = connect(&proxy, "user=app.acme dbname=rl_app")
         .await
@@ -130,7 +130,7 @@ schema = "{schema}"
             pg = pg_port()
         )
     };
-    let path = std::env::temp_dir().join(format!("pgtenant-rl-move-{}.toml", std::process::id()));
+    let path = scratch("rl-move.toml");
     let proxy = start_proxy_from_file(&config("t_old"), &path).await;
     let c = connect(&proxy, "user=app.mover dbname=rl_move")
         .await

@@ -303,10 +303,7 @@ fn assert_smooth(what: &str, log: &Log) {
 }
 
 fn config_file(text: &str, name: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "pgtenant-relocate-{name}-{}.toml",
-        std::process::id()
-    ));
+    let path = scratch(&format!("relocate-{name}.toml"));
     std::fs::write(&path, text.replace("{PG_PORT}", &pg_port().to_string())).expect("config");
     path
 }

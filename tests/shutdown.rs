@@ -39,7 +39,7 @@ server = "main"
 "#,
         pg = pg_port()
     );
-    let path = std::env::temp_dir().join(format!("pgtenant-sd-{}.toml", std::process::id()));
+    let path = scratch("sd.toml");
     std::fs::write(&path, config).expect("config");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgtenant"))
         .args(["serve", "--config"])

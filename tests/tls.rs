@@ -249,7 +249,7 @@ async fn certificates_reload_with_the_config_and_a_bad_one_keeps_the_old() {
     fixture().await;
     let first = test_ca("reload-1");
     let second = test_ca("reload-2");
-    let dir = std::env::temp_dir().join(format!("pgtenant-tls-reload-{}", std::process::id()));
+    let dir = scratch("tls-reload");
     std::fs::create_dir_all(&dir).expect("dir");
     // The config names one pair of files; an operator replaces them.
     let live = TestCa {

@@ -84,7 +84,7 @@ async fn serves_and_cancels_over_a_unix_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_connect_over_a_unix_socket_under_local_rules() {
     tenant_fixture("ux_app", &[("t_acme", "Acme")]).await;
-    let dir = std::env::temp_dir().join(format!("pgtenant-ux-{}", std::process::id()));
+    let dir = scratch("ux");
     std::fs::create_dir_all(&dir).expect("socket dir");
     let cfg = format!(
         r#"

@@ -2,7 +2,7 @@
 //! folder and config file, with helpers to provision tenants and run
 //! `pgtenant migrate` (as a library call or as the CLI).
 
-use super::{managed_database, pg_port, ADMIN_ROLE, SERVICE_ROLE};
+use super::{managed_database, pg_port, scratch, ADMIN_ROLE, SERVICE_ROLE};
 use pgtenant::config::{Config, TenantMode, TenantStatus};
 use pgtenant::migrate::{self, Report, RunOptions};
 use pgtenant::provision::{self, CreateRequest};
@@ -17,7 +17,7 @@ pub struct Fx {
 
 impl Fx {
     pub async fn new(name: &str, extra: &str) -> Fx {
-        let base = std::env::temp_dir().join(format!("pgtenant-mg-{name}-{}", std::process::id()));
+        let base = scratch(&format!("mg-{name}"));
         let dir = base.join("migrations");
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&dir).expect("migrations dir");

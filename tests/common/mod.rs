@@ -23,6 +23,15 @@ pub fn cluster() -> &'static TempCluster {
     })
 }
 
+/// A path for a test's files (configs, certificates, builds) inside the
+/// binary's cluster directory, which the cluster's watchdog removes when the
+/// binary exits: nothing is left behind in the system's temporary directory.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = cluster().dir.join("scratch");
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir.join(name)
+}
+
 pub fn pg_port() -> u16 {
     cluster().port
 }

@@ -3,6 +3,7 @@
 //! client certificate for user `tls_client`, as PEM files in a folder of the
 //! test's own; and clients that trust it.
 
+use super::scratch;
 use std::path::{Path, PathBuf};
 use tokio_postgres::Client;
 use tokio_rustls::rustls;
@@ -21,7 +22,7 @@ pub const CLIENT_CN: &str = "tls_client";
 /// Generates a CA and a server certificate under `temp/pgtenant-tls-NAME-PID`.
 pub fn test_ca(name: &str) -> TestCa {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-    let dir = std::env::temp_dir().join(format!("pgtenant-tls-{name}-{}", std::process::id()));
+    let dir = scratch(&format!("tls-{name}"));
     std::fs::create_dir_all(&dir).expect("tls dir");
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
