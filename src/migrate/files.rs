@@ -161,7 +161,23 @@ pub fn migration_files(dir: &Path) -> std::io::Result<Vec<MigrationFile>> {
 mod tests {
     use super::*;
 
-    fn folder(files: &[(&str, &str)]) -> std::path::PathBuf {
+    /// A migrations folder, removed when dropped.
+    struct Folder(std::path::PathBuf);
+
+    impl std::ops::Deref for Folder {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn folder(files: &[(&str, &str)]) -> Folder {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("pgtenant-files-{}-{n}", std::process::id()));
@@ -170,7 +186,7 @@ mod tests {
         for (name, sql) in files {
             std::fs::write(dir.join(name), sql).expect("write");
         }
-        dir
+        Folder(dir)
     }
 
     #[test]
