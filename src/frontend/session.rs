@@ -623,8 +623,7 @@ impl Session<'_> {
             }
             RelayEnd::Shutdown => {
                 let _ = flush(cw, &mut client.down).await;
-                let e = ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down");
-                send_error(cw, &e, Severity::Fatal).await;
+                send_error(cw, &shutting_down(), Severity::Fatal).await;
                 return give_back(Some(lease), reset_timeout);
             }
             RelayEnd::ListenFailed => {
