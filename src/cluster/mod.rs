@@ -27,6 +27,8 @@ pub struct TempCluster {
     bindir: PathBuf,
     run_as: Option<String>,
     stopped: bool,
+    /// The server's command-line options (`pg_ctl -o`), to start it again.
+    opts: String,
 }
 
 fn is_root() -> bool {
@@ -66,6 +68,7 @@ impl TempCluster {
             bindir,
             run_as,
             stopped: false,
+            opts: String::new(),
         };
         if let Some(user) = &cluster.run_as {
             let out = Command::new("chown")
@@ -99,15 +102,8 @@ impl TempCluster {
                 cluster.port,
                 cluster.dir.display()
             );
-            let out = cluster
-                .command("pg_ctl")
-                .args(["-w", "-t", "60", "-D"])
-                .arg(&data)
-                .args(["-l"])
-                .arg(cluster.dir.join("server.log"))
-                .args(["-o", &opts, "start"])
-                .output();
-            match check("pg_ctl start", out) {
+            cluster.opts = opts;
+            match cluster.start_server() {
                 Ok(()) => return Ok(cluster),
                 Err(e) if attempt == 2 => {
                     let log =
@@ -124,6 +120,32 @@ impl TempCluster {
             step: "pg_ctl start",
             detail: "no free port".into(),
         })
+    }
+
+    /// Starts the server again after [`TempCluster::stop_server`], on the
+    /// same port, and waits until it accepts connections.
+    pub fn start_server(&self) -> Result<(), ClusterError> {
+        let out = self
+            .command("pg_ctl")
+            .args(["-w", "-t", "60", "-D"])
+            .arg(self.data_dir())
+            .args(["-l"])
+            .arg(self.dir.join("server.log"))
+            .args(["-o", &self.opts, "start"])
+            .output();
+        check("pg_ctl start", out)
+    }
+
+    /// Stops the server and waits until it is down; `mode` is pg_ctl's
+    /// `smart`, `fast` or `immediate` (fault tests: a restart under load).
+    pub fn stop_server(&self, mode: &str) -> Result<(), ClusterError> {
+        let out = self
+            .command("pg_ctl")
+            .args(["-w", "-t", "60", "-D"])
+            .arg(self.data_dir())
+            .args(["-m", mode, "stop"])
+            .output();
+        check("pg_ctl stop", out)
     }
 
     pub fn data_dir(&self) -> PathBuf {

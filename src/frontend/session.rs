@@ -152,8 +152,10 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut told = false;
+    // Kept across reads: the request's last message may arrive in pieces
+    // (a trimmed client's first read takes only 64 bytes).
+    let mut ended = false;
     loop {
-        let mut ended = false;
         let mut flushed = false;
         let scan = up.scanner.scan(&up.buf, 0, no_peek, |tag, _| {
             if ended {
@@ -497,8 +499,17 @@ impl Session<'_> {
         }
         let mut lease = match held.take() {
             Some(l) => l,
-            None => match checkout(proxy, pool, client.state.context.as_deref()).await {
-                Ok(l) => {
+            None => match until_gone(
+                checkout(proxy, pool, client.state.context.as_deref()),
+                cr,
+                &mut client.up,
+            )
+            .await
+            {
+                // Gone while waiting: its place in the queue and its quota
+                // go to the clients still there.
+                None => return Step::End,
+                Some(Ok(l)) => {
                     let waited = asked.elapsed();
                     pool.timings.pool_wait.record(waited.as_secs_f64());
                     pool.counters.wait_us.fetch_add(
@@ -507,7 +518,7 @@ impl Session<'_> {
                     );
                     l
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::warn!(tenant = %tenant.key, user = %me.user, error = %e.message, "checkout failed");
                     pool.counters.error(checkout_error_kind(e.code), 1);
                     if refuse_request(cr, cw, &mut client.up, &e).await.is_err() {
@@ -599,6 +610,19 @@ impl Session<'_> {
             RelayEnd::Terminate | RelayEnd::ClientClosed | RelayEnd::ClientIo(_) => {
                 if link_clean && (!transaction_mode || client.state.pinned()) {
                     tokio::spawn(lease.reset_and_release(reset_timeout));
+                } else if !matches!(end, RelayEnd::Terminate) && client.t.awaiting_reply() {
+                    // Gone without a goodbye while its query may run:
+                    // PostgreSQL would finish it for nobody (it notices a
+                    // closed client only when it next writes). Cancelled
+                    // first, then the link is closed (a client that sent
+                    // Terminate after its query wants it finished).
+                    let t = pool.target();
+                    tokio::spawn(cancel_then_close(
+                        lease,
+                        t.host.clone(),
+                        t.port,
+                        t.tls.clone(),
+                    ));
                 }
                 // Otherwise the lease drops here: a link left mid-transaction is
                 // closed (the server rolls back), never handed to another client.
@@ -644,6 +668,51 @@ impl Session<'_> {
         }
         Step::Next
     }
+}
+
+/// A client pipelining more than this while it waits for a server link is
+/// no longer read until it has one (TCP pushes back).
+const WAITING_READ_LIMIT: usize = 64 * 1024;
+
+/// Runs `work` (a checkout) while watching the client's socket: `None` if
+/// the client went away first. Bytes it sends meanwhile join its request.
+/// Polled after `work`, so a checkout that finds a link at once costs no
+/// read.
+async fn until_gone<T>(
+    work: impl std::future::Future<Output = T>,
+    cr: &mut ReadHalf<'_>,
+    up: &mut Upstream,
+) -> Option<T> {
+    let gone = async {
+        while up.buf.len() < WAITING_READ_LIMIT {
+            match cr.read_buf(&mut up.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => up.received += n as u64,
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        biased;
+        done = work => Some(done),
+        () = gone => None,
+    }
+}
+
+/// Cancels the query running on `lease`'s server backend, then closes the
+/// link: its transaction rolls back and the backend is free at once.
+async fn cancel_then_close(
+    mut lease: Lease,
+    host: Arc<str>,
+    port: u16,
+    tls: Arc<crate::config::ServerTlsSettings>,
+) {
+    let conn = lease.conn();
+    let (pid, secret) = (conn.state.pid, conn.secret);
+    if let Err(e) = crate::backend::send_cancel(&host, port, &tls, pid, secret).await {
+        tracing::warn!(pid, error = %e, "could not cancel the query of a client that went away");
+    }
+    drop(lease);
 }
 
 /// The `pgtenant_logins_failed_total` reason of a refused login.
@@ -841,5 +910,46 @@ mod tests {
         let size = future_size(super::serve_client);
         println!("serve_client future: {size} bytes");
         assert!(size <= 2560, "serve_client's future grew to {size} bytes");
+    }
+
+    /// A refused request whose Query arrives in pieces (a trimmed client's
+    /// first read takes 64 bytes) still gets its error and ReadyForQuery;
+    /// it used to wait forever for more once the first piece was scanned.
+    #[tokio::test]
+    async fn a_refused_request_read_in_pieces_is_answered() {
+        use super::*;
+        let sql = format!(
+            "BEGIN; INSERT INTO t.ledger VALUES ({}); COMMIT",
+            "1".repeat(60)
+        );
+        let mut query = BytesMut::new();
+        messages::query(&mut query, &sql);
+        let (mut client, server) = tokio::io::duplex(4096);
+        let (mut r, mut w) = tokio::io::split(server);
+        let mut up = Upstream::default();
+        up.buf.extend_from_slice(&query[..64]);
+        client
+            .write_all(&query[64..])
+            .await
+            .expect("rest of the query");
+        let e = ClientError::new(sqlstate::CONNECTION_FAILURE, "no server");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            refuse_request(&mut r, &mut w, &mut up, &e),
+        )
+        .await
+        .expect("answered, not waiting for more")
+        .expect("written");
+        let mut tags = Vec::new();
+        for _ in 0..2 {
+            let mut head = [0u8; 5];
+            client.read_exact(&mut head).await.expect("header");
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let mut body = vec![0u8; len - 4];
+            client.read_exact(&mut body).await.expect("body");
+            tags.push(head[0]);
+        }
+        assert_eq!(tags, vec![b'E', b'Z']);
+        assert!(up.buf.is_empty() && up.scanner.at_boundary());
     }
 }

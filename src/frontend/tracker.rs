@@ -187,6 +187,12 @@ impl TxnTracker {
         self.pending == 0 && !self.unsynced && !self.copy_in && self.status == b'I'
     }
 
+    /// The server owes an answer to something sent: a query may be running
+    /// (not merely a transaction left open between statements).
+    pub fn awaiting_reply(&self) -> bool {
+        self.pending > 0 || self.unsynced || self.copy_in
+    }
+
     /// Counts a message the client sent (forwarded as is or renamed).
     pub fn client_message(&mut self, tag: u8) {
         if self.query_timer.is_some()

@@ -389,6 +389,8 @@ pub async fn pgtenant_cli(
     )
 }
 
+pub mod fault;
+pub mod ledger;
 pub mod migrate_fx;
 pub mod raw;
 pub mod tls;
