@@ -178,3 +178,131 @@ async fn hundreds_of_clients_killed_mid_transaction_leak_nothing_and_commit_noth
         "every killed client's session ended"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stalled_mid_result_fails_the_query_after_query_timeout() {
+    use common::fault::{Dir, Fault, FaultRelay};
+    fixture("stall").await;
+    let relay = FaultRelay::start(([127, 0, 0, 1], pg_port()).into()).await;
+    let config = tenant_config("stall", 5, "query_timeout = \"1s\"")
+        .replace("{PG_PORT}", &relay.port().to_string());
+    let proxy = start_proxy(&config).await;
+    // Stalled before the answer: the client gets 57014, then the close.
+    let mut client = RawConn::connect(proxy.addr, &[("user", "app.stall"), ("database", DB)], "")
+        .await
+        .expect("login");
+    relay.set(Dir::Down, Fault::Stall);
+    let stalled = Instant::now();
+    client.send(&query("SELECT 'never seen'")).await;
+    let (tag, body) = tokio::time::timeout(
+        Duration::from_secs(10),
+        common::raw::read_msg(&mut client.stream),
+    )
+    .await
+    .expect("the client still hangs 10 s after the stall")
+    .expect("an error before the close");
+    let took = stalled.elapsed();
+    assert_eq!(tag, b'E');
+    let (code, message) = common::raw::error_fields(&body);
+    assert_eq!(code, "57014", "{message}");
+    assert!(message.contains("query_timeout"), "{message}");
+    assert!(
+        common::raw::read_msg(&mut client.stream).await.is_err(),
+        "then closed"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "failed after {took:?}"
+    );
+    relay.set(Dir::Down, Fault::Pass);
+
+    // Stalled mid-result: the rows already on their way arrive whole, then
+    // the error or (mid-row) the close; never a half row followed by bytes.
+    let mut client = RawConn::connect(proxy.addr, &[("user", "app.stall"), ("database", DB)], "")
+        .await
+        .expect("login");
+    client
+        .send(&query(
+            "SELECT g, repeat('x', 100) FROM generate_series(1, 2000000) g",
+        ))
+        .await;
+    let first = common::raw::read_msg(&mut client.stream)
+        .await
+        .expect("first reply");
+    assert_eq!(first.0, b'T', "RowDescription first");
+    relay.set(Dir::Down, Fault::Stall);
+    let stalled = Instant::now();
+    // Everything up to the close, then walked message by message.
+    let mut bytes = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut client.stream, &mut bytes),
+    )
+    .await
+    .expect("the client still hangs 10 s after the stall")
+    .expect("read to the close");
+    let (mut at, mut rows, mut ended) = (0, 0, None);
+    while at + 5 <= bytes.len() {
+        let len = u32::from_be_bytes([bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]]);
+        let end = at + 1 + len as usize;
+        if end > bytes.len() {
+            break; // a row cut off by the close
+        }
+        let body = &bytes[at + 5..end];
+        match bytes[at] {
+            b'D' => {
+                assert!(well_formed_row(body, 2), "row {rows} is garbled");
+                rows += 1;
+            }
+            b'E' => ended = Some(common::raw::error_fields(body)),
+            tag => panic!("unexpected message {:?}", tag as char),
+        }
+        at = end;
+    }
+    // Nothing follows a row cut off mid-way: an error there would be read
+    // as the rest of the row.
+    let tail = &bytes[at..];
+    assert!(
+        !tail.windows(5).any(|w| w == b"57014"),
+        "an error message was sent inside a half-sent row"
+    );
+    let took = stalled.elapsed();
+    if let Some((code, message)) = ended {
+        assert_eq!(code, "57014", "{message}");
+    }
+    assert!(rows > 0, "rows already sent arrived");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "failed after {took:?}"
+    );
+    // The network comes back: the stalled link is gone, new clients are served.
+    relay.set(Dir::Down, Fault::Pass);
+    let again = connect(&proxy, &format!("user=app.stall dbname={DB}"))
+        .await
+        .expect("new client");
+    assert_eq!(scalar(&again, "SELECT 'after'").await, "after");
+    drop(again);
+    let (seen, counted) = links_settle(&proxy, "stall").await;
+    assert_eq!(seen, counted, "links on the server vs pgtenant's count");
+    assert_eq!(counted, 1, "only the new client's link is left");
+    let errors = proxy.proxy.pools.pools()[0]
+        .counters
+        .errors(pgtenant::pool::ErrorKind::Timeout);
+    assert_eq!(errors, 2, "both counted as timeout errors");
+}
+
+/// A DataRow body of `fields` columns whose lengths add up exactly.
+fn well_formed_row(body: &[u8], fields: u16) -> bool {
+    if body.len() < 2 || u16::from_be_bytes([body[0], body[1]]) != fields {
+        return false;
+    }
+    let mut at = 2;
+    for _ in 0..fields {
+        let Some(len) = body.get(at..at + 4) else {
+            return false;
+        };
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        at += 4 + len.max(0) as usize;
+    }
+    at == body.len()
+}

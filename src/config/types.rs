@@ -64,6 +64,16 @@ pub struct ProxyConfig {
     /// A client that hasn't finished logging in by then is disconnected.
     #[serde(deserialize_with = "super::duration::deserialize")]
     pub client_login_timeout: Duration,
+    /// A server that owes an answer (a query, a Sync) and has sent nothing
+    /// for this long is given up on: pgtenant cancels the query, closes the
+    /// server connection and the client's (57014). Covers a stalled network
+    /// or a frozen server, which would otherwise hang the client forever.
+    /// Unlike PgBouncer's `query_timeout`, a query that keeps sending rows
+    /// is never cut off; a silent one (`pg_sleep`, a long sort) is, so set
+    /// it above the longest silent query, or use `statement_timeout`.
+    /// 0 (the default, as PgBouncer's): off.
+    #[serde(deserialize_with = "super::duration::deserialize")]
+    pub query_timeout: Duration,
     /// SIGTERM / shutdown waits this long for in-flight transactions.
     #[serde(deserialize_with = "super::duration::deserialize")]
     pub shutdown_timeout: Duration,
@@ -103,6 +113,7 @@ impl Default for ProxyConfig {
             server_lifetime: Duration::from_secs(3600),
             server_connect_timeout: Duration::from_secs(15),
             client_login_timeout: Duration::from_secs(60),
+            query_timeout: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
             max_client_conn: 10_000,
             max_prepared_statements: 100,

@@ -243,6 +243,8 @@ pub struct Client {
     /// pgtenant is shutting down: a client idle on a held link (session
     /// mode, pinned) is told so and let go. `None` in tests.
     pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+    /// `query_timeout`: how long a server owing an answer may stay silent.
+    pub server_silence: Option<std::time::Duration>,
     /// Its relay buffers were given back while it idled.
     trimmed: bool,
 }
@@ -266,6 +268,7 @@ impl Client {
             state,
             listen: Listen::default(),
             shutdown: None,
+            server_silence: None,
             trimmed: true,
         }
     }

@@ -445,6 +445,8 @@ pub enum RelayEnd {
     ListenFailed,
     /// pgtenant is shutting down and the client was between transactions.
     Shutdown,
+    /// The server owed an answer and sent nothing for `query_timeout`.
+    ServerSilent,
 }
 
 enum Step {
@@ -474,8 +476,15 @@ where
         state,
         listen,
         shutdown,
+        server_silence,
         ..
     } = client;
+    // `query_timeout`: when the server was last heard from (or last sent
+    // something to answer), and an alarm re-armed only when it rings early,
+    // so a read costs one clock read and no timer update. Off: nothing.
+    let silence = *server_silence;
+    let mut heard = silence.map(|_| tokio::time::Instant::now());
+    let mut alarm = silence.map(|d| Box::pin(tokio::time::sleep(d)));
     t.reset();
     let release_when_idle = state.transaction_mode;
     let cx = &mut Ctx {
@@ -504,6 +513,10 @@ where
             && !up_has_output;
         let deliver = between && listen.waiting();
         let watch_shutdown = between && !terminating && shutdown.is_some();
+        // Silence counts only while pgtenant is reading the server for an
+        // answer it owes (not while a slow client holds its output back).
+        let watch_silence =
+            alarm.is_some() && cx.t.awaiting_reply() && !down_unflushed && down.scanned == 0;
         // A TLS write flushes as a step of its own: cancel-safe in the
         // select (a dropped flush loses nothing), and never taken on TCP.
         let up_step = async {
@@ -530,6 +543,9 @@ where
             step = down_step => match step {
                 Step::Read(Ok(0)) => return RelayEnd::ServerClosed,
                 Step::Read(Ok(_)) => {
+                    if let Some(h) = heard.as_mut() {
+                        *h = tokio::time::Instant::now();
+                    }
                     if let Some(end) = on_server_bytes(down, cx, listen).await {
                         return end;
                     }
@@ -559,11 +575,24 @@ where
                 }
                 Step::Read(Err(e)) => return RelayEnd::ClientIo(e),
                 Step::Wrote(Ok(0)) => return RelayEnd::ServerClosed,
-                Step::Wrote(Ok(n)) => up.wrote(n),
+                Step::Wrote(Ok(n)) => {
+                    up.wrote(n);
+                    if let Some(h) = heard.as_mut() {
+                        *h = tokio::time::Instant::now();
+                    }
+                }
                 Step::Wrote(Err(e)) | Step::Flushed(Err(e)) => return RelayEnd::ServerIo(e),
                 Step::Flushed(Ok(())) => up.unflushed = false,
             },
             _ = shutting_down(shutdown), if watch_shutdown => return RelayEnd::Shutdown,
+            () = ring(&mut alarm), if watch_silence => {
+                if let (Some(h), Some(d), Some(a)) = (heard, silence, alarm.as_mut()) {
+                    if h.elapsed() >= d {
+                        return RelayEnd::ServerSilent;
+                    }
+                    a.as_mut().reset(h + d);
+                }
+            }
             note = listen.next(), if deliver => match note {
                 Some(note) => {
                     down.buf.extend_from_slice(&note);
@@ -572,6 +601,14 @@ where
                 None => return RelayEnd::ListenFailed,
             },
         }
+    }
+}
+
+/// Waits for the `query_timeout` alarm, if there is one.
+async fn ring(alarm: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match alarm {
+        Some(a) => a.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -5,7 +5,7 @@ use super::cancel::{CancelKey, CancelTarget};
 use super::checkout::checkout;
 use super::client::{Client, ClientLimits, ClientState, PinReason};
 use super::handshake::{login, send_fatal, LoggedIn, Login, Opening, Refusal};
-use super::relay::{flush, relay, RelayEnd, Upstream};
+use super::relay::{flush, relay, Downstream, RelayEnd, Upstream};
 use super::secure::Opened;
 use crate::app::Proxy;
 use crate::config::PoolMode;
@@ -327,6 +327,8 @@ impl<'a> Session<'a> {
             timeout: proxy.pools.settings().server_connect_timeout,
         });
         client.shutdown = Some(proxy.shutdown_signal());
+        let silence = proxy.config.proxy.query_timeout;
+        client.server_silence = (!silence.is_zero()).then_some(silence);
         if pool.timings.enabled {
             client.t.query_timer = Some(pool.timings.query.clone());
         }
@@ -571,6 +573,7 @@ impl Session<'_> {
             | RelayEnd::ServerIo(_)
             | RelayEnd::ServerProtocol(_)
             | RelayEnd::ContextFailed => pool.counters.error(ErrorKind::Server, 1),
+            RelayEnd::ServerSilent => pool.counters.error(ErrorKind::Timeout, 1),
             _ => {}
         }
         let link_clean = client.t.idle() && client.down.drained() && client.up.drained();
@@ -587,8 +590,7 @@ impl Session<'_> {
                                 sqlstate::CONNECTION_FAILURE,
                                 "server connection lost; pgtenant closed the client",
                             );
-                            let _ = flush(cw, &mut client.down).await;
-                            send_error(cw, &e, Severity::Fatal).await;
+                            last_word(cw, &mut client.down, &e).await;
                             return Step::End;
                         }
                     }
@@ -655,14 +657,31 @@ impl Session<'_> {
                 send_error(cw, &listen_lost(), Severity::Fatal).await;
                 return Step::End;
             }
+            RelayEnd::ServerSilent => {
+                let waited = proxy.config.proxy.query_timeout;
+                tracing::warn!(tenant = %tenant.key, pid = lease.conn().state.pid, ?waited, "server sent nothing for query_timeout while an answer was due; closing its connection and the client's");
+                let t = pool.target();
+                tokio::spawn(cancel_then_close(
+                    lease,
+                    t.host.clone(),
+                    t.port,
+                    t.tls.clone(),
+                ));
+                let e = ClientError::new(
+                    sqlstate::QUERY_CANCELED,
+                    format!("the server sent nothing for {waited:?} while an answer was due (query_timeout); pgtenant closed the server connection and this one"),
+                )
+                .hint("the transaction did not commit; reconnect and retry. Raise query_timeout if queries may run silent this long");
+                last_word(cw, &mut client.down, &e).await;
+                return Step::End;
+            }
             RelayEnd::ServerClosed | RelayEnd::ServerIo(_) | RelayEnd::ServerProtocol(_) => {
                 tracing::warn!(tenant = %tenant.key, end = ?end, "server link lost");
-                let _ = flush(cw, &mut client.down).await;
                 let e = ClientError::new(
                     sqlstate::CONNECTION_FAILURE,
                     "server connection lost; pgtenant closed the client",
                 );
-                send_error(cw, &e, Severity::Fatal).await;
+                last_word(cw, &mut client.down, &e).await;
                 return Step::End;
             }
         }
@@ -699,6 +718,23 @@ async fn until_gone<T>(
     }
 }
 
+/// Ends a client whose server link failed mid-request: what it was sent
+/// goes out, then `e` as a FATAL. Unless the client is mid-message (a result
+/// streamed in part): anything more would be read as the rest of that
+/// message, so it is closed without a word (libpq: "server closed the
+/// connection unexpectedly").
+async fn last_word(cw: &mut WriteHalf<'_>, down: &mut Downstream, e: &ClientError) {
+    let _ = flush(cw, down).await;
+    if down.scanner.at_boundary() {
+        send_error(cw, e, Severity::Fatal).await;
+    } else {
+        tracing::info!(error = %e.message, "client closed mid-message, without an error message");
+    }
+}
+
+/// How long a cancel request may take before the link is closed anyway.
+const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Cancels the query running on `lease`'s server backend, then closes the
 /// link: its transaction rolls back and the backend is free at once.
 async fn cancel_then_close(
@@ -709,8 +745,12 @@ async fn cancel_then_close(
 ) {
     let conn = lease.conn();
     let (pid, secret) = (conn.state.pid, conn.secret);
-    if let Err(e) = crate::backend::send_cancel(&host, port, &tls, pid, secret).await {
-        tracing::warn!(pid, error = %e, "could not cancel the query of a client that went away");
+    // Bounded: the network that stalled the link may stall this too.
+    let cancel = crate::backend::send_cancel(&host, port, &tls, pid, secret);
+    match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(pid, error = %e, "could not cancel a server query"),
+        Err(_) => tracing::warn!(pid, "the server did not take a cancel request in time"),
     }
     drop(lease);
 }

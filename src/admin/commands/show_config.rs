@@ -23,6 +23,7 @@ fn entries(p: &ProxyConfig) -> Vec<(&'static str, String)> {
         ("server_lifetime", ms(p.server_lifetime)),
         ("server_connect_timeout", ms(p.server_connect_timeout)),
         ("client_login_timeout", ms(p.client_login_timeout)),
+        ("query_timeout", ms(p.query_timeout)),
         ("shutdown_timeout", ms(p.shutdown_timeout)),
         ("max_client_conn", p.max_client_conn.to_string()),
         (
