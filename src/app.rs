@@ -53,6 +53,9 @@ pub struct Proxy {
     pub logins: Arc<crate::frontend::LoginGate>,
     /// The catalog was read at least once (for `/readyz`).
     pub catalog_loaded: std::sync::atomic::AtomicBool,
+    /// Since when the catalog has been unreachable (Unix ms; 0: it answers).
+    /// Serving goes on from the last snapshot; `/readyz` says degraded.
+    pub catalog_down_since_ms: std::sync::atomic::AtomicU64,
     /// The client side's TLS certificate and mode (RELOAD swaps them).
     pub tls: crate::tls::ClientTls,
     /// `[[auth.rules]]`, compiled.
@@ -101,6 +104,7 @@ impl Proxy {
             shutdown: watch::channel(false).0,
             client_slots: Arc::new(Semaphore::new(config.proxy.max_client_conn)),
             catalog_loaded: Default::default(),
+            catalog_down_since_ms: Default::default(),
             tls: Default::default(),
             auth_rules: config
                 .auth

@@ -23,7 +23,11 @@ pub fn routes(proxy: Arc<Proxy>) -> Routes {
                 },
                 "/healthz" => Reply::text(200, "ok\n"),
                 "/readyz" => match not_ready(&proxy).await {
-                    None => Reply::text(200, "ready\n"),
+                    None => match degraded(&proxy) {
+                        None => Reply::text(200, "ready\n"),
+                        // Still serving: a load balancer keeps it in.
+                        Some(why) => Reply::text(200, format!("degraded: {why}\n")),
+                    },
                     Some(why) => Reply::text(503, format!("not ready: {why}\n")),
                 },
                 _ => Reply::text(404, "try /metrics, /healthz or /readyz\n"),
@@ -40,7 +44,29 @@ pub fn scrape(proxy: &Proxy) -> String {
         counters: proxy.pools.counters(),
         tenants: &tenants,
         migrations: proxy.sidecar.status.all(),
+        catalog_up: proxy.config.catalog.as_ref().map(|_| {
+            proxy.catalog_loaded.load(Ordering::Acquire)
+                && proxy.catalog_down_since_ms.load(Ordering::Relaxed) == 0
+        }),
     })
+}
+
+/// What works less well than it should while the proxy still serves: the
+/// catalog unreachable (tenants served from the last snapshot; new tenants
+/// and changes wait until it is back).
+fn degraded(proxy: &Proxy) -> Option<String> {
+    let since = proxy.catalog_down_since_ms.load(Ordering::Relaxed);
+    if since == 0 {
+        return None;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(since, |d| d.as_millis() as u64);
+    Some(format!(
+        "the tenant catalog has been unreachable for {}s; serving the last snapshot of {} tenant(s), changes wait until it is back",
+        now.saturating_sub(since) / 1000,
+        proxy.tenants.snapshot().len()
+    ))
 }
 
 /// Why the proxy can't serve yet, if it can't.

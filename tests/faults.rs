@@ -306,3 +306,234 @@ fn well_formed_row(body: &[u8], fields: u16) -> bool {
     }
     at == body.len()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_lost_serving_goes_on_from_its_snapshot_and_readyz_says_degraded() {
+    use common::fault::{Accept, FaultRelay};
+    managed_roles().await;
+    // The catalog is reached through the relay; tenants' data directly.
+    let relay = FaultRelay::start(([127, 0, 0, 1], pg_port()).into()).await;
+    let text = catalog_config_text("flt_cat_app", "flt_cat_platform", "[tiers.default]\npool_size = 4")
+        .replace(
+            "[catalog]\nserver = \"main\"",
+            "[catalog]\nserver = \"cat\"",
+        )
+        + &format!(
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n[servers.cat]\nport = {}\ndatabase = \"flt_cat_app\"\nuser = \"{SERVICE_ROLE}\"\nadmin_user = \"{ADMIN_ROLE}\"\n",
+            relay.port()
+        );
+    let cfg = catalog_config(&text);
+    managed_database("flt_cat_app").await;
+    managed_database("flt_cat_platform").await;
+    pgtenant::provision::create(
+        &cfg,
+        &pgtenant::provision::CreateRequest {
+            key: "alpha".into(),
+            mode: pgtenant::config::TenantMode::Schema,
+            tier: "default".into(),
+            server: Some("main".into()),
+        },
+    )
+    .await
+    .expect("create alpha on main");
+    let proxy = start_proxy(&text).await;
+    let alpha = "user=app.alpha dbname=flt_cat_app";
+    let before = connect(&proxy, alpha).await.expect("alpha client");
+    assert_eq!(scalar(&before, "SELECT current_schema()").await, "t_alpha");
+    assert_eq!(
+        metrics_get(&proxy, "/readyz").await,
+        (200, "ready\n".into())
+    );
+    let up = r#"pgtenant_catalog_up 1"#;
+    assert!(metrics_get(&proxy, "/metrics").await.1.contains(up));
+
+    // The catalog's server goes away (open connections reset, new ones refused).
+    relay.accept(Accept::Close);
+    relay.reset_all();
+    let degraded = wait_until(Duration::from_secs(5), || async {
+        let (status, body) = metrics_get(&proxy, "/readyz").await;
+        status == 200 && body.starts_with("degraded: the tenant catalog has been unreachable")
+    })
+    .await;
+    assert!(
+        degraded,
+        "readyz: {:?}",
+        metrics_get(&proxy, "/readyz").await
+    );
+    assert!(metrics_get(&proxy, "/metrics")
+        .await
+        .1
+        .contains("pgtenant_catalog_up 0"));
+    // Serving goes on from the snapshot: the open client, and a new one.
+    assert_eq!(scalar(&before, "SELECT 'still'").await, "still");
+    let during = connect(&proxy, alpha)
+        .await
+        .expect("a new client while the catalog is down");
+    assert_eq!(scalar(&during, "SELECT 'served'").await, "served");
+    // A change made meanwhile (straight in the catalog's database) waits...
+    admin_sql(
+        "flt_cat_platform",
+        "UPDATE pgtenant.tenants SET status = 'suspended' WHERE key = 'alpha'",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        connect(&proxy, alpha).await.is_ok(),
+        "the snapshot still serves alpha"
+    );
+
+    // ...and takes effect once the catalog is back.
+    relay.accept(Accept::Forward);
+    let back = wait_until(Duration::from_secs(5), || async {
+        metrics_get(&proxy, "/readyz").await == (200, "ready\n".into())
+    })
+    .await;
+    assert!(back, "readyz: {:?}", metrics_get(&proxy, "/readyz").await);
+    assert!(metrics_get(&proxy, "/metrics").await.1.contains(up));
+    let refused = wait_until(Duration::from_secs(2), || async {
+        matches!(connect(&proxy, alpha).await, Err(e) if sqlstate(&e).0 == "08004")
+    })
+    .await;
+    assert!(
+        refused,
+        "the suspension made while the catalog was down applies"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_runner_killed_mid_run_is_resumed_cleanly_by_the_next() {
+    use common::migrate_fx::Fx;
+    let fx = Fx::new("flt_mk", "concurrency = 2").await;
+    let keys = ["mk_a", "mk_b", "mk_c", "mk_d"];
+    for k in keys {
+        fx.create(k, pgtenant::config::TenantMode::Schema).await;
+    }
+    fx.write("001_first.sql", "CREATE TABLE first (id int);");
+    fx.write(
+        "002_slow.sql",
+        "CREATE TABLE second (id int);\nSELECT pg_sleep(2);",
+    );
+    fx.write("003_third.sql", "CREATE TABLE third (id int);");
+    let mut runner = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgtenant"))
+        .arg("migrate")
+        .arg("--config")
+        .arg(&fx.path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("pgtenant migrate");
+    let admin = direct("postgres").await;
+    let mid_run = wait_until(Duration::from_secs(20), || async {
+        scalar(
+            &admin,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'flt_mk_app' \
+             AND state = 'active' AND query LIKE '%pg_sleep(2)%'",
+        )
+        .await
+            != "0"
+    })
+    .await;
+    assert!(mid_run, "the runner reached the slow migration");
+    runner.start_kill().expect("kill -9");
+    runner.wait().await.expect("reaped");
+    // The next run waits out the dead runner's locks and finishes the job.
+    let (code, out) = fx.cli(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    let db = direct("flt_mk_app").await;
+    for k in keys {
+        let versions = column(
+            &db,
+            &format!(
+                "SELECT version || ':' || count(*) FROM t_{k}.pgtenant_migrations \
+                 GROUP BY version ORDER BY version"
+            ),
+        )
+        .await;
+        assert_eq!(
+            versions,
+            ["1:1", "2:1", "3:1"],
+            "{k}: each version exactly once"
+        );
+        let tables = column(
+            &db,
+            &format!(
+                "SELECT table_name::text FROM information_schema.tables \
+                 WHERE table_schema = 't_{k}' AND table_name IN ('first', 'second', 'third') \
+                 ORDER BY 1"
+            ),
+        )
+        .await;
+        assert_eq!(tables, ["first", "second", "third"], "{k}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_beyond_max_client_conn_is_refused_while_connected_clients_keep_their_latency() {
+    const CAP: usize = 200;
+    fixture("flood").await;
+    let proxy = start_proxy(&tenant_config(
+        "flood",
+        4,
+        &format!("max_client_conn = {CAP}"),
+    ))
+    .await;
+    let normal = connect(&proxy, &format!("user=app.flood dbname={DB}"))
+        .await
+        .expect("normal client");
+    let mut held = Vec::new();
+    for _ in 1..CAP {
+        held.push(
+            RawConn::connect(proxy.addr, &[("user", "app.flood"), ("database", DB)], "")
+                .await
+                .expect("a client under the cap"),
+        );
+    }
+    // 500 more, all at once: each is told why, at once, and closed.
+    let flood: Vec<_> = (0..500)
+        .map(|_| {
+            let addr = proxy.addr;
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+                let startup =
+                    common::raw::startup_packet(&[("user", "app.flood"), ("database", DB)]);
+                tokio::io::AsyncWriteExt::write_all(&mut s, &startup)
+                    .await
+                    .ok()?;
+                let (tag, body) =
+                    tokio::time::timeout(Duration::from_secs(5), common::raw::read_msg(&mut s))
+                        .await
+                        .ok()?
+                        .ok()?;
+                (tag == b'E').then(|| common::raw::error_fields(&body).0)
+            })
+        })
+        .collect();
+    // Meanwhile the connected client's queries stay quick.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let t0 = Instant::now();
+        assert_eq!(scalar(&normal, "SELECT 'ok'").await, "ok");
+        slowest = slowest.max(t0.elapsed());
+    }
+    let mut refused = 0;
+    for f in flood {
+        assert_eq!(f.await.expect("flood task"), Some("53300".to_owned()));
+        refused += 1;
+    }
+    assert_eq!(refused, 500);
+    assert!(
+        slowest < Duration::from_millis(250),
+        "slowest query {slowest:?} during the flood"
+    );
+    // Places come back as clients leave.
+    drop(held.pop());
+    let admitted = wait_until(Duration::from_secs(2), || async {
+        connect(&proxy, &format!("user=app.flood dbname={DB}"))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(admitted, "a place freed by a client leaving is taken again");
+}

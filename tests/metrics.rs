@@ -44,25 +44,6 @@ async fn start() -> pgtenant::app::Running {
     start_proxy(CONFIG).await
 }
 
-/// `GET path` on the metrics listener: (status, body).
-async fn get(proxy: &pgtenant::app::Running, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = proxy.metrics_addr.expect("metrics listener");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("response");
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or_default();
-    (status, body.to_owned())
-}
-
 /// The value of the series `name{labels}` (labels as rendered), 0 if absent.
 fn value(scrape: &str, series: &str) -> f64 {
     scrape
@@ -78,7 +59,7 @@ fn value(scrape: &str, series: &str) -> f64 {
 }
 
 async fn scrape(proxy: &pgtenant::app::Running) -> String {
-    let (status, body) = get(proxy, "/metrics").await;
+    let (status, body) = metrics_get(proxy, "/metrics").await;
     assert_eq!(status, 200);
     body
 }
@@ -89,9 +70,12 @@ const ACME_QUERIES: &str = r#"pgtenant_queries_total{tenant="acme",tier="default
 #[tokio::test]
 async fn counters_are_exact_and_refusals_are_counted_by_reason() {
     let proxy = start().await;
-    assert_eq!(get(&proxy, "/healthz").await, (200, "ok\n".into()));
-    assert_eq!(get(&proxy, "/readyz").await, (200, "ready\n".into()));
-    assert_eq!(get(&proxy, "/nope").await.0, 404);
+    assert_eq!(metrics_get(&proxy, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(
+        metrics_get(&proxy, "/readyz").await,
+        (200, "ready\n".into())
+    );
+    assert_eq!(metrics_get(&proxy, "/nope").await.0, 404);
     let before = scrape(&proxy).await;
     let acme = connect(&proxy, "user=app.acme password=s3cret dbname=mx_app")
         .await

@@ -8,6 +8,7 @@ use crate::app::{wait_shutdown, Proxy};
 use crate::config::{Config, TenantConfig};
 use crate::tenant::Tenant;
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::{AsyncMessage, Client};
@@ -128,6 +129,9 @@ async fn reload(
     proxy
         .tenant_users
         .replace(catalog::load_users(client).await?);
+    if proxy.catalog_down_since_ms.swap(0, Ordering::Relaxed) != 0 {
+        tracing::info!("tenant catalog reachable again");
+    }
     if last.as_ref() != Some(&rows) {
         let mut tenants = merge(&proxy.live_config(), &rows);
         crate::sidecar::hold_reactivated(proxy, &mut tenants);
@@ -238,7 +242,19 @@ pub async fn watch(
     loop {
         let r = session(&proxy, &cat, &mut last, &mut me).await;
         if let Err(e) = r {
-            tracing::error!(error = %e, "tenant catalog unavailable; serving the last known tenants");
+            // Said once per outage, not every retry.
+            let down = &proxy.catalog_down_since_ms;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_millis() as u64);
+            if down
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                tracing::error!(error = %e, "tenant catalog unavailable; serving the last known tenants and retrying every second");
+            } else {
+                tracing::debug!(error = %e, "tenant catalog still unavailable");
+            }
         } else if *shutdown.borrow() {
             return;
         }

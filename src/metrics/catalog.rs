@@ -149,6 +149,12 @@ pub const TENANTS: Def = def(
     "Known tenants by status.",
     &["status"],
 );
+pub const CATALOG_UP: Def = def(
+    "pgtenant_catalog_up",
+    Gauge,
+    "1 when the tenant catalog answered its last read; 0 while it is unreachable (tenants are served from the last snapshot).",
+    &[],
+);
 pub const LOGIN_SECONDS: Def = def(
     "pgtenant_login_duration_seconds",
     Histogram,
@@ -187,6 +193,7 @@ pub const ALL: &[Def] = &[
     POOL_WAIT_SECONDS,
     SERVER_CONNECTIONS,
     TENANTS,
+    CATALOG_UP,
     LOGIN_SECONDS,
     LOGINS_IN_FLIGHT,
     LOGINS_FAILED,

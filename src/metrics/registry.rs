@@ -55,6 +55,8 @@ pub struct View<'a> {
     pub counters: Vec<(String, Arc<TenantCounters>)>,
     pub tenants: &'a HashMap<String, Arc<Tenant>>,
     pub migrations: Vec<(String, TenantMigration)>,
+    /// The catalog answered its last read (`None`: no catalog configured).
+    pub catalog_up: Option<bool>,
 }
 
 fn key(d: &Def, labels: &[(&'static str, String)]) -> Key {
@@ -308,6 +310,9 @@ impl Metrics {
         for (status, n) in statuses {
             gauge(&c::TENANTS, &[("status", status.to_owned())], n as f64);
         }
+        if let Some(up) = view.catalog_up {
+            gauge(&c::CATALOG_UP, &[], if up { 1.0 } else { 0.0 });
+        }
         self.handle.render()
     }
 }
@@ -351,6 +356,7 @@ mod tests {
             counters: counters.to_vec(),
             tenants: &HashMap::new(),
             migrations: Vec::new(),
+            catalog_up: None,
         })
     }
 

@@ -163,6 +163,25 @@ where
     }
 }
 
+/// `GET path` on pgtenant's metrics listener: (status, body).
+pub async fn metrics_get(proxy: &Running, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = proxy.metrics_addr.expect("metrics listener");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("response");
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or_default();
+    (status, body.to_owned())
+}
+
 /// SQLSTATE and message of a failed call.
 pub fn sqlstate(e: &tokio_postgres::Error) -> (String, String) {
     match e.as_db_error() {
