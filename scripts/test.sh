@@ -66,3 +66,5 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 # Tests mostly wait on sockets; more threads than cores keeps the run short.
 RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" cargo test --locked
+# Two minutes of the soak (scripts/soak.sh): faults under load, then a ledger check.
+./scripts/soak.sh 2m

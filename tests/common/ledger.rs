@@ -102,6 +102,35 @@ impl Ledger {
     /// transaction, reconnecting when the connection is lost. Returns the
     /// number of acknowledged commits.
     pub async fn write(self: Arc<Self>, conninfo: String, table: String, writer: i32) -> usize {
+        let label = table.clone();
+        self.write_as(conninfo, table, label, writer).await
+    }
+
+    /// An id for a write that must never commit (a client killed before
+    /// its COMMIT): checks report it as unexpected if it shows up.
+    pub fn never_committed(&self) -> i64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Commits acknowledged so far, across tables.
+    pub fn acked_total(&self) -> usize {
+        self.acked
+            .lock()
+            .expect("ledger lock")
+            .values()
+            .map(|s| s.len())
+            .sum()
+    }
+
+    /// [`Ledger::write`] into `table` (as the session resolves it), with
+    /// the commits recorded under `label` (a tenant's key).
+    pub async fn write_as(
+        self: Arc<Self>,
+        conninfo: String,
+        table: String,
+        label: String,
+        writer: i32,
+    ) -> usize {
         let mut client = None;
         let mut done = 0;
         while !self.stop.load(Ordering::Relaxed) {
@@ -138,7 +167,7 @@ impl Ledger {
                     self.acked
                         .lock()
                         .expect("ledger lock")
-                        .entry(table.clone())
+                        .entry(label.clone())
                         .or_default()
                         .insert(id);
                     done += 1;
@@ -148,7 +177,7 @@ impl Ledger {
                     self.doubtful
                         .lock()
                         .expect("ledger lock")
-                        .entry(table.clone())
+                        .entry(label.clone())
                         .or_default()
                         .insert(id);
                     if c.is_closed() {
