@@ -15,7 +15,8 @@
 # Env: MODES ("simple extended prepared"), CLIENTS (8), DURATION (10 s),
 # ROUNDS (3), POOL_SIZE (20); EXTRA_A / EXTRA_B: TOML appended to A's / B's
 # config (one binary with and without a setting, e.g.
-# EXTRA_B=$'[metrics]\nlisten = "127.0.0.1:0"'); SERVER_A / SERVER_B: "tcp" (default)
+# EXTRA_B=$'[metrics]\nlisten = "127.0.0.1:0"'); PROXY_A / PROXY_B: lines for A's /
+# B's [proxy] table (e.g. PROXY_B='query_timeout = "30s"'); SERVER_A / SERVER_B: "tcp" (default)
 # or "unix", how each reaches PostgreSQL (one binary over both: A/B of the
 # socket kind); ISOLATION: "role" (default: a database tenant) or "context"
 # (a schema tenant on pgbench's tables whose context, search_path and signed
@@ -29,12 +30,13 @@ CLUSTER_NAME=pgtenant-ab; . "$(dirname "$0")/cluster.sh"
 cluster_start "$PG_PORT" 200
 psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE bench"
 pgbench -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
-config() { # port server-kind
+config() { # port server-kind [proxy]-lines
   local host=127.0.0.1
   [ "$2" = unix ] && host=$WORK
   cat <<EOC
 [proxy]
 listen = "127.0.0.1:$1"
+${3:-}
 [auth]
 method = "trust"
 users = [{ name = "postgres" }]
@@ -55,8 +57,8 @@ EOC
   if [ "${ISOLATION:-role}" = context ]; then printf 'mode = "schema"\nschema = "public"\n'
   else printf 'mode = "database"\n'; fi
 }
-{ config $PORT_A "${SERVER_A:-tcp}"; printf '%s\n' "${EXTRA_A:-}"; } >"$WORK/a.toml"
-{ config $PORT_B "${SERVER_B:-tcp}"; printf '%s\n' "${EXTRA_B:-}"; } >"$WORK/b.toml"
+{ config $PORT_A "${SERVER_A:-tcp}" "${PROXY_A:-}"; printf '%s\n' "${EXTRA_A:-}"; } >"$WORK/a.toml"
+{ config $PORT_B "${SERVER_B:-tcp}" "${PROXY_B:-}"; printf '%s\n' "${EXTRA_B:-}"; } >"$WORK/b.toml"
 RUST_LOG=warn "$A" serve --config "$WORK/a.toml" >"$WORK/a.log" 2>&1 & PID_A=$!; pids+=($PID_A)
 RUST_LOG=warn "$B" serve --config "$WORK/b.toml" >"$WORK/b.log" 2>&1 & PID_B=$!; pids+=($PID_B)
 for p in $PORT_A $PORT_B; do

@@ -92,7 +92,7 @@ impl Proxy {
             users: UserDb::from_config(&config),
             pools,
             metrics,
-            cancels: CancelRegistry::default(),
+            cancels: CancelRegistry::new(&config.peering),
             notify: Arc::new(crate::notify::Hubs::new(
                 Arc::default(),
                 crate::notify::MarkerKey::new(

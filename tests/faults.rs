@@ -537,3 +537,78 @@ async fn a_flood_beyond_max_client_conn_is_refused_while_connected_clients_keep_
     .await;
     assert!(admitted, "a place freed by a client leaving is taken again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_landing_on_the_other_replica_still_cancels_the_query() {
+    fixture("peer").await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    };
+    let ports = [free(), free()];
+    let replica = |me: usize| {
+        let other = 1 - me;
+        let text = tenant_config("peer", 4, &format!("listen = \"127.0.0.1:{}\"", ports[me]))
+            .replace("{PG_PORT}", &pg_port().to_string())
+            + &format!(
+                "[peering]\nid = {}\npeers = [{{ id = {}, host = \"127.0.0.1\", port = {} }}]\n",
+                me + 1,
+                other + 1,
+                ports[other]
+            );
+        let cfg = pgtenant::config::parse_str(&text, "replica").expect("valid config");
+        pgtenant::app::Running::start(cfg)
+    };
+    let a = replica(0).await.expect("replica 1");
+    let b = replica(1).await.expect("replica 2");
+    let admin = direct("postgres").await;
+    let mut client = RawConn::connect(a.addr, &[("user", "app.peer"), ("database", DB)], "")
+        .await
+        .expect("login on replica 1");
+    let (pid, secret) = client.key;
+    assert_eq!((pid >> 19) & 1023, 1, "the key names replica 1");
+    client.send(&query("SELECT pg_sleep(30)")).await;
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            running(&admin, "peer", "SELECT pg_sleep").await == 1
+        })
+        .await,
+        "the query runs"
+    );
+    // The load balancer sends the client's CancelRequest to replica 2.
+    let t0 = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(b.addr)
+        .await
+        .expect("replica 2");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        &pgtenant::protocol::messages::cancel_request(pid, secret),
+    )
+    .await
+    .expect("cancel request");
+    let mut sink = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut sink).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), client.until_ready())
+        .await
+        .expect("the query was cancelled, not left for 30 s");
+    let tags: Vec<u8> = answer.iter().map(|m| m.0).collect();
+    assert_eq!(
+        tags,
+        [b'T', b'E', b'Z'],
+        "RowDescription, the error, ReadyForQuery"
+    );
+    let (code, message) = common::raw::error_fields(&answer[1].1);
+    assert_eq!(code, "57014", "{message}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t0.elapsed()
+    );
+    // The client goes on: its connection is in a normal state.
+    assert_eq!(
+        client.simple("SELECT 'after'").await.expect("next query"),
+        ["after"]
+    );
+}

@@ -106,6 +106,34 @@ server = "main"
     }
 
     #[test]
+    fn peering_ids_are_checked() {
+        let bad = "[peering]\nid = 2\npeers = [{ id = 2, host = \"a\", port = 1 }, { id = 3, host = \"b\", port = 1 }, { id = 3, host = \"c\", port = 1 }, { id = 1024, host = \"d\", port = 1 }]\n";
+        let e = parse_str(&format!("{MINIMAL}\n{bad}"), "t").expect_err("bad peering");
+        let text = e.to_string();
+        for want in [
+            "id 2 is this replica's own peering.id",
+            "id 3 is listed twice",
+            "id 1024 must be 1 to 1023",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
+        let e = parse_str(
+            &format!("{MINIMAL}\n[peering]\npeers = [{{ id = 1, host = \"a\", port = 1 }}]\n"),
+            "t",
+        )
+        .expect_err("peers without an id");
+        assert!(e.to_string().contains("needs peering.id"), "{e}");
+        let ok = parse_str(
+            &format!(
+                "{MINIMAL}\n[peering]\nid = 1\npeers = [{{ id = 2, host = \"a\", port = 1 }}]\n"
+            ),
+            "t",
+        )
+        .expect("valid peering");
+        assert_eq!((ok.peering.id, ok.peering.peers[0].port), (1, 1));
+    }
+
+    #[test]
     fn bad_duration_is_explained() {
         let e = parse_str(
             &format!("[proxy]\nquery_wait_timeout = \"5 parsecs\"\n{MINIMAL}"),

@@ -25,6 +25,28 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     #[serde(default)]
     pub migrations: MigrationsConfig,
+    #[serde(default)]
+    pub peering: PeeringConfig,
+}
+
+/// Cancel peering, as PgBouncer's `[peers]`: replicas behind one load
+/// balancer forward a CancelRequest that reached the wrong one. Each
+/// replica's id is carried in the cancel keys it hands out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeeringConfig {
+    /// This replica's id, 1 to 1023, unique among its peers; 0: peering off.
+    pub id: u16,
+    /// The other replicas, where their clients connect (their listeners).
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub id: u16,
+    pub host: String,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

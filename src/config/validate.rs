@@ -124,6 +124,7 @@ pub fn problems(cfg: &Config) -> Vec<String> {
     if cfg.proxy.username_separator.is_empty() {
         out.push("proxy.username_separator must not be empty".into());
     }
+    out.extend(peering_problems(&cfg.peering));
     for (name, s) in &cfg.servers {
         if let Err(e) = secret(&s.password, &s.password_env) {
             out.push(format!("servers.{name}: {e}"));
@@ -246,6 +247,32 @@ pub fn problems(cfg: &Config) -> Vec<String> {
         }
         if let Err(e) = secret(&t.role_password, &t.role_password_env) {
             out.push(format!("{at} role password: {e}"));
+        }
+    }
+    out
+}
+
+/// `[peering]`: ids in range, unique, not our own.
+fn peering_problems(p: &super::types::PeeringConfig) -> Vec<String> {
+    let max = crate::frontend::MAX_PEER_ID;
+    let mut out = Vec::new();
+    if p.id > max {
+        out.push(format!("peering.id must be 1 to {max} (0: peering off)"));
+    }
+    if p.id == 0 && !p.peers.is_empty() {
+        out.push("peering.peers needs peering.id (this replica's own id, 1 to 1023)".into());
+    }
+    let mut seen = HashSet::new();
+    for peer in &p.peers {
+        if peer.id == 0 || peer.id > max {
+            out.push(format!("peering.peers: id {} must be 1 to {max}", peer.id));
+        } else if peer.id == p.id {
+            out.push(format!(
+                "peering.peers: id {} is this replica's own peering.id",
+                peer.id
+            ));
+        } else if !seen.insert(peer.id) {
+            out.push(format!("peering.peers: id {} is listed twice", peer.id));
         }
     }
     out

@@ -327,7 +327,7 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
         if !key.rebind(pid) {
             tracing::debug!(
                 pid,
-                "backend pid already in use as a client key; keeping pgtenant's own"
+                "keeping pgtenant's own cancel key (the backend pid is another client's key, or peering is on)"
             );
         }
         Some(lease)

@@ -16,7 +16,7 @@ mod session;
 mod session_state;
 mod tracker;
 
-pub use cancel::{CancelRegistry, CancelTarget};
+pub use cancel::{CancelRegistry, CancelTarget, MAX_PEER_ID};
 pub use client::{Client, ClientState};
 pub use listener::{accept_loop, ClientListener};
 pub use login_gate::{LoginGate, LoginPass};
