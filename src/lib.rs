@@ -16,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod frontend;
+pub mod log_throttle;
 pub mod metrics;
 pub mod migrate;
 pub mod net;

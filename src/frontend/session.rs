@@ -521,7 +521,14 @@ impl Session<'_> {
                     l
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(tenant = %tenant.key, user = %me.user, error = %e.message, "checkout failed");
+                    match pool.warnings.pass() {
+                        Some(held_back) => {
+                            tracing::warn!(tenant = %tenant.key, user = %me.user, error = %e.message, held_back, "checkout failed")
+                        }
+                        None => {
+                            tracing::debug!(tenant = %tenant.key, user = %me.user, error = %e.message, "checkout failed")
+                        }
+                    }
                     pool.counters.error(checkout_error_kind(e.code), 1);
                     if refuse_request(cr, cw, &mut client.up, &e).await.is_err() {
                         return Step::End;
@@ -676,7 +683,12 @@ impl Session<'_> {
                 return Step::End;
             }
             RelayEnd::ServerClosed | RelayEnd::ServerIo(_) | RelayEnd::ServerProtocol(_) => {
-                tracing::warn!(tenant = %tenant.key, end = ?end, "server link lost");
+                match pool.warnings.pass() {
+                    Some(held_back) => {
+                        tracing::warn!(tenant = %tenant.key, end = ?end, held_back, "server link lost")
+                    }
+                    None => tracing::debug!(tenant = %tenant.key, end = ?end, "server link lost"),
+                }
                 let e = ClientError::new(
                     sqlstate::CONNECTION_FAILURE,
                     "server connection lost; pgtenant closed the client",

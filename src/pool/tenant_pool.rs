@@ -45,6 +45,8 @@ pub struct TenantPool {
     pub waiting: std::sync::atomic::AtomicUsize,
     /// PAUSE: its new transactions wait.
     pub paused: std::sync::atomic::AtomicBool,
+    /// Paces the warnings an outage repeats for each of its requests.
+    pub warnings: crate::log_throttle::Throttle,
 }
 
 impl TenantPool {
@@ -67,6 +69,7 @@ impl TenantPool {
             timings: metering.timings,
             waiting: Default::default(),
             paused: Default::default(),
+            warnings: Default::default(),
         }
     }
 
