@@ -625,13 +625,7 @@ impl Session<'_> {
                     // closed client only when it next writes). Cancelled
                     // first, then the link is closed (a client that sent
                     // Terminate after its query wants it finished).
-                    let t = pool.target();
-                    tokio::spawn(cancel_then_close(
-                        lease,
-                        t.host.clone(),
-                        t.port,
-                        t.tls.clone(),
-                    ));
+                    cancel_then_close(lease, pool);
                 }
                 // Otherwise the lease drops here: a link left mid-transaction is
                 // closed (the server rolls back), never handed to another client.
@@ -667,13 +661,7 @@ impl Session<'_> {
             RelayEnd::ServerSilent => {
                 let waited = proxy.config.proxy.query_timeout;
                 tracing::warn!(tenant = %tenant.key, pid = lease.conn().state.pid, ?waited, "server sent nothing for query_timeout while an answer was due; closing its connection and the client's");
-                let t = pool.target();
-                tokio::spawn(cancel_then_close(
-                    lease,
-                    t.host.clone(),
-                    t.port,
-                    t.tls.clone(),
-                ));
+                cancel_then_close(lease, pool);
                 let e = ClientError::new(
                     sqlstate::QUERY_CANCELED,
                     format!("the server sent nothing for {waited:?} while an answer was due (query_timeout); pgtenant closed the server connection and this one"),
@@ -748,23 +736,23 @@ async fn last_word(cw: &mut WriteHalf<'_>, down: &mut Downstream, e: &ClientErro
 const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Cancels the query running on `lease`'s server backend, then closes the
-/// link: its transaction rolls back and the backend is free at once.
-async fn cancel_then_close(
-    mut lease: Lease,
-    host: Arc<str>,
-    port: u16,
-    tls: Arc<crate::config::ServerTlsSettings>,
-) {
-    let conn = lease.conn();
-    let (pid, secret) = (conn.state.pid, conn.secret);
-    // Bounded: the network that stalled the link may stall this too.
-    let cancel = crate::backend::send_cancel(&host, port, &tls, pid, secret);
-    match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(pid, error = %e, "could not cancel a server query"),
-        Err(_) => tracing::warn!(pid, "the server did not take a cancel request in time"),
-    }
-    drop(lease);
+/// link (in a task of its own): its transaction rolls back and the backend
+/// is free at once.
+fn cancel_then_close(mut lease: Lease, pool: &crate::pool::TenantPool) {
+    let t = pool.target();
+    let (host, port, tls) = (t.host.clone(), t.port, t.tls.clone());
+    tokio::spawn(async move {
+        let conn = lease.conn();
+        let (pid, secret) = (conn.state.pid, conn.secret);
+        // Bounded: the network that stalled the link may stall this too.
+        let cancel = crate::backend::send_cancel(&host, port, &tls, pid, secret);
+        match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(pid, error = %e, "could not cancel a server query"),
+            Err(_) => tracing::warn!(pid, "the server did not take a cancel request in time"),
+        }
+        drop(lease);
+    });
 }
 
 /// The `pgtenant_logins_failed_total` reason of a refused login.
