@@ -182,6 +182,13 @@ async fn hundreds_of_clients_killed_mid_transaction_leak_nothing_and_commit_noth
         .await,
         "every killed client's session ended"
     );
+    let waiting = proxy.proxy.pools.pools()[0]
+        .waiting
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        waiting, 0,
+        "clients that left the queue are not counted waiting"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +199,7 @@ async fn a_server_stalled_mid_result_fails_the_query_after_query_timeout() {
     let config = tenant_config("stall", 5, "query_timeout = \"1s\"")
         .replace("{PG_PORT}", &relay.port().to_string());
     let proxy = start_proxy(&config).await;
-    // Stalled before the answer: the client gets 57014, then the close.
+    // Stalled before the answer: the client gets 08006, then the close.
     let mut client = RawConn::connect(proxy.addr, &[("user", "app.stall"), ("database", DB)], "")
         .await
         .expect("login");
@@ -209,7 +216,7 @@ async fn a_server_stalled_mid_result_fails_the_query_after_query_timeout() {
     let took = stalled.elapsed();
     assert_eq!(tag, b'E');
     let (code, message) = common::raw::error_fields(&body);
-    assert_eq!(code, "57014", "{message}");
+    assert_eq!(code, "08006", "{message}");
     assert!(message.contains("query_timeout"), "{message}");
     assert!(
         common::raw::read_msg(&mut client.stream).await.is_err(),
@@ -268,12 +275,12 @@ async fn a_server_stalled_mid_result_fails_the_query_after_query_timeout() {
     // as the rest of the row.
     let tail = &bytes[at..];
     assert!(
-        !tail.windows(5).any(|w| w == b"57014"),
+        !tail.windows(5).any(|w| w == b"08006"),
         "an error message was sent inside a half-sent row"
     );
     let took = stalled.elapsed();
     if let Some((code, message)) = ended {
-        assert_eq!(code, "57014", "{message}");
+        assert_eq!(code, "08006", "{message}");
     }
     assert!(rows > 0, "rows already sent arrived");
     assert!(
@@ -282,6 +289,25 @@ async fn a_server_stalled_mid_result_fails_the_query_after_query_timeout() {
     );
     // The network comes back: the stalled link is gone, new clients are served.
     relay.set(Dir::Down, Fault::Pass);
+    // A server waiting on its client is not silent: a COPY FROM STDIN whose
+    // client pauses longer than query_timeout goes through.
+    let copier = connect(&proxy, &format!("user=app.stall dbname={DB}"))
+        .await
+        .expect("copy client");
+    let sink = copier
+        .copy_in::<_, bytes::Bytes>("COPY ledger (id, writer) FROM STDIN")
+        .await
+        .expect("copy starts");
+    let mut sink = std::pin::pin!(sink);
+    futures_util::SinkExt::send(&mut sink, bytes::Bytes::from_static(b"1\t7\n"))
+        .await
+        .expect("first row");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    futures_util::SinkExt::send(&mut sink, bytes::Bytes::from_static(b"2\t7\n"))
+        .await
+        .expect("second row");
+    assert_eq!(sink.finish().await.expect("copy done after a pause"), 2);
+
     let again = connect(&proxy, &format!("user=app.stall dbname={DB}"))
         .await
         .expect("new client");
@@ -351,6 +377,28 @@ async fn the_catalog_lost_serving_goes_on_from_its_snapshot_and_readyz_says_degr
     );
     let up = r#"pgtenant_catalog_up 1"#;
     assert!(metrics_get(&proxy, "/metrics").await.1.contains(up));
+
+    // The network to the catalog drops everything silently: noticed by the
+    // watcher's own deadline (5 s), not only when a connection resets.
+    relay.set_both(common::fault::Fault::Stall);
+    let degraded = wait_until(Duration::from_secs(10), || async {
+        metrics_get(&proxy, "/readyz")
+            .await
+            .1
+            .starts_with("degraded:")
+    })
+    .await;
+    assert!(
+        degraded,
+        "a silent catalog is reported: {:?}",
+        metrics_get(&proxy, "/readyz").await
+    );
+    relay.set_both(common::fault::Fault::Pass);
+    let back = wait_until(Duration::from_secs(5), || async {
+        metrics_get(&proxy, "/readyz").await == (200, "ready\n".into())
+    })
+    .await;
+    assert!(back, "readyz: {:?}", metrics_get(&proxy, "/readyz").await);
 
     // The catalog's server goes away (open connections reset, new ones refused).
     relay.accept(Accept::Close);

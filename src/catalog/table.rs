@@ -91,6 +91,8 @@ pub enum CatalogError {
     Secret(String),
     #[error("TLS to the server: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("catalog database: no answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 impl From<crate::tls::PgConnectError> for CatalogError {

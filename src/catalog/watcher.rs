@@ -154,6 +154,18 @@ async fn reload(
     Ok(())
 }
 
+/// How long the catalog may take to answer one step (connect, a reload):
+/// a network that drops packets silently would otherwise hang the watcher
+/// with the catalog still reported up.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// `step`, or a timeout error if the catalog doesn't answer in time.
+async fn answered<T>(step: impl std::future::Future<Output = T>) -> Result<T, CatalogError> {
+    tokio::time::timeout(ANSWER_WITHIN, step)
+        .await
+        .map_err(|_| CatalogError::Timeout(ANSWER_WITHIN))
+}
+
 /// One connected watching session; returns on error or shutdown.
 async fn session(
     proxy: &Arc<Proxy>,
@@ -161,7 +173,7 @@ async fn session(
     last: &mut Option<Vec<TenantConfig>>,
     me: &mut Replica,
 ) -> Result<(), CatalogError> {
-    let (client, mut conn) = cat.pg_config().connect_raw().await?;
+    let (client, mut conn) = answered(cat.pg_config().connect_raw()).await??;
     let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
@@ -177,11 +189,9 @@ async fn session(
             }
         }
     });
-    catalog::ensure_schema(&client).await?;
-    client
-        .batch_execute(&format!("LISTEN {}", catalog::CHANNEL))
-        .await?;
-    reload(proxy, &client, last, me).await?;
+    answered(catalog::ensure_schema(&client)).await??;
+    answered(client.batch_execute(&format!("LISTEN {}", catalog::CHANNEL))).await??;
+    answered(reload(proxy, &client, last, me)).await??;
     let mut shutdown = proxy.shutdown_signal();
     let mut draining = *shutdown.borrow();
     let mut tick = tokio::time::interval(POLL);
@@ -191,12 +201,12 @@ async fn session(
                 if n.is_none() {
                     return Ok(()); // connection gone: reconnect
                 }
-                reload(proxy, &client, last, me).await?;
+                answered(reload(proxy, &client, last, me)).await??;
             }
-            _ = tick.tick() => reload(proxy, &client, last, me).await?,
+            _ = tick.tick() => answered(reload(proxy, &client, last, me)).await??,
             _ = tokio::time::sleep(QUIET_POLL), if me.awaiting_quiet() => {
                 if me.quiet_now(proxy).len() != me.quiet.len() {
-                    me.report(proxy, &client).await?;
+                    answered(me.report(proxy, &client)).await??;
                 }
             }
             _ = tokio::time::sleep(DRAIN_POLL), if draining => {
@@ -209,7 +219,7 @@ async fn session(
             }
             _ = proxy.sidecar.republish.notified() => {
                 *last = None;
-                reload(proxy, &client, last, me).await?;
+                answered(reload(proxy, &client, last, me)).await??;
             }
             _ = wait_shutdown(&mut shutdown), if !draining => draining = true,
         }

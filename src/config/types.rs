@@ -88,7 +88,7 @@ pub struct ProxyConfig {
     pub client_login_timeout: Duration,
     /// A server that owes an answer (a query, a Sync) and has sent nothing
     /// for this long is given up on: pgtenant cancels the query, closes the
-    /// server connection and the client's (57014). Covers a stalled network
+    /// server connection and the client's (08006). Covers a stalled network
     /// or a frozen server, which would otherwise hang the client forever.
     /// Unlike PgBouncer's `query_timeout`, a query that keeps sending rows
     /// is never cut off; a silent one (`pg_sleep`, a long sort) is, so set

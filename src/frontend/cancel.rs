@@ -66,7 +66,8 @@ pub struct CancelKey<'a> {
 
 impl Drop for CancelKey<'_> {
     fn drop(&mut self) {
-        self.registry.clients.remove(&self.pid);
+        // Under the registry's own key (with peering, the hop count left out).
+        self.registry.clients.remove(&self.registry.local(self.pid));
     }
 }
 
@@ -269,6 +270,16 @@ mod tests {
         let key = r.register();
         let passed_once = (key.pid & !HOPS_MASK) | (1 << HOPS_SHIFT);
         assert_eq!(r.local(passed_once), r.local(key.pid));
+    }
+
+    #[test]
+    fn a_dropped_key_leaves_the_registry_with_or_without_peering() {
+        for r in [CancelRegistry::default(), registry(3, &[4])] {
+            let keys: Vec<_> = (0..100).map(|_| r.register()).collect();
+            assert_eq!(r.clients.len(), 100);
+            drop(keys);
+            assert_eq!(r.clients.len(), 0, "every key removed");
+        }
     }
 
     #[test]

@@ -485,6 +485,7 @@ where
     let silence = *server_silence;
     let mut heard = silence.map(|_| tokio::time::Instant::now());
     let mut alarm = silence.map(|d| Box::pin(tokio::time::sleep(d)));
+    let mut watching = false;
     t.reset();
     let release_when_idle = state.transaction_mode;
     let cx = &mut Ctx {
@@ -516,7 +517,13 @@ where
         // Silence counts only while pgtenant is reading the server for an
         // answer it owes (not while a slow client holds its output back).
         let watch_silence =
-            alarm.is_some() && cx.t.awaiting_reply() && !down_unflushed && down.scanned == 0;
+            alarm.is_some() && cx.t.server_owes_answer() && !down_unflushed && down.scanned == 0;
+        if watch_silence && !watching {
+            // Silence counts from when pgtenant listens again (a slow
+            // client may have held the output back for long).
+            heard = Some(tokio::time::Instant::now());
+        }
+        watching = watch_silence;
         // A TLS write flushes as a step of its own: cancel-safe in the
         // select (a dropped flush loses nothing), and never taken on TCP.
         let up_step = async {

@@ -662,11 +662,14 @@ impl Session<'_> {
                 let waited = proxy.config.proxy.query_timeout;
                 tracing::warn!(tenant = %tenant.key, pid = lease.conn().state.pid, ?waited, "server sent nothing for query_timeout while an answer was due; closing its connection and the client's");
                 cancel_then_close(lease, pool);
+                // A connection failure, not a cancelled statement: whether
+                // the request ran (a COMMIT may have) is unknown, as when a
+                // connection breaks.
                 let e = ClientError::new(
-                    sqlstate::QUERY_CANCELED,
+                    sqlstate::CONNECTION_FAILURE,
                     format!("the server sent nothing for {waited:?} while an answer was due (query_timeout); pgtenant closed the server connection and this one"),
                 )
-                .hint("the transaction did not commit; reconnect and retry. Raise query_timeout if queries may run silent this long");
+                .hint("an open transaction was rolled back; a request answered by nothing (a COMMIT) may or may not have run. Raise query_timeout if queries may run silent this long");
                 last_word(cw, &mut client.down, &e).await;
                 return Step::End;
             }

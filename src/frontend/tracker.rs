@@ -193,6 +193,13 @@ impl TxnTracker {
         self.pending > 0 || self.unsynced || self.copy_in
     }
 
+    /// The server owes a ReadyForQuery and is not waiting on the client
+    /// (COPY FROM STDIN, a portal suspended until the next Execute): its
+    /// silence means it is stalled or busy, not that the client is.
+    pub fn server_owes_answer(&self) -> bool {
+        self.pending > 0 && !self.copy_in
+    }
+
     /// Counts a message the client sent (forwarded as is or renamed).
     pub fn client_message(&mut self, tag: u8) {
         if self.query_timer.is_some()

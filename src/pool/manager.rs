@@ -394,13 +394,13 @@ impl PoolManager {
         let quota = match pool.quota.try_acquire() {
             Ok(slot) => Some(slot),
             Err(_) => {
-                pool.waiting.fetch_add(1, Ordering::Relaxed);
-                let slot = tokio::time::timeout_at(deadline, pool.quota.acquire())
+                // Counted until this wait ends, however it ends: a client
+                // that goes away while queued drops this future.
+                let _waiting = Waiting::new(&pool.waiting);
+                tokio::time::timeout_at(deadline, pool.quota.acquire())
                     .await
                     .ok()
-                    .and_then(Result::ok);
-                pool.waiting.fetch_sub(1, Ordering::Relaxed);
-                slot
+                    .and_then(Result::ok)
             }
         }
         .ok_or_else(|| PoolError::QuotaWait {
@@ -566,6 +566,22 @@ impl PoolManager {
                 self.settings.server_lifetime,
             );
         }
+    }
+}
+
+/// One client counted in a pool's `waiting` while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -11,7 +11,6 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
-pub const QUERY_CANCELED: &str = "57014";
 pub const INTERNAL_ERROR: &str = "XX000";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
 pub const UNDEFINED_OBJECT: &str = "42704";
