@@ -708,6 +708,9 @@ async fn until_gone<T>(
     let gone = async {
         while up.buf.len() < WAITING_READ_LIMIT {
             match cr.read_buf(&mut up.buf).await {
+                // A client that said goodbye (Terminate) before closing
+                // wants what it sent run, as PostgreSQL would: it waits.
+                Ok(0) | Err(_) if said_goodbye(&up.buf) => break,
                 Ok(0) | Err(_) => return,
                 Ok(n) => up.received += n as u64,
             }
@@ -719,6 +722,19 @@ async fn until_gone<T>(
         done = work => Some(done),
         () = gone => None,
     }
+}
+
+/// `buf` holds whole messages up to a Terminate.
+fn said_goodbye(buf: &[u8]) -> bool {
+    let mut at = 0;
+    while at + 5 <= buf.len() {
+        if buf[at] == fe::TERMINATE {
+            return true;
+        }
+        let len = u32::from_be_bytes([buf[at + 1], buf[at + 2], buf[at + 3], buf[at + 4]]);
+        at = at.saturating_add(1 + len as usize);
+    }
+    false
 }
 
 /// Ends a client whose server link failed mid-request: what it was sent
@@ -953,6 +969,21 @@ mod tests {
         let size = future_size(super::serve_client);
         println!("serve_client future: {size} bytes");
         assert!(size <= 2560, "serve_client's future grew to {size} bytes");
+    }
+
+    #[test]
+    fn a_goodbye_is_seen_only_after_whole_messages() {
+        use super::*;
+        let mut buf = BytesMut::new();
+        messages::query(&mut buf, "INSERT INTO t VALUES (1)");
+        assert!(!said_goodbye(&buf));
+        let mut with_x = buf.clone();
+        with_x.extend_from_slice(&[fe::TERMINATE, 0, 0, 0, 4]);
+        assert!(said_goodbye(&with_x));
+        // A Terminate byte inside a message's body is not one.
+        let mut inside = BytesMut::new();
+        messages::query(&mut inside, "X");
+        assert!(!said_goodbye(&inside[..inside.len() - 1]));
     }
 
     /// A refused request whose Query arrives in pieces (a trimmed client's
