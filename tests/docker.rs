@@ -82,7 +82,7 @@ fn dashboard_queries_name_declared_metrics() {
         .collect();
     let mut used = BTreeSet::new();
     let panels = json["panels"].as_array().expect("panels");
-    assert_eq!(panels.len(), 15);
+    assert_eq!(panels.len(), 16);
     for p in panels {
         assert_eq!(p["datasource"]["uid"], "prometheus", "{}", p["title"]);
         for t in p["targets"].as_array().expect("targets") {
