@@ -164,10 +164,14 @@ async fn hundreds_of_clients_killed_mid_transaction_leak_nothing_and_commit_noth
         .expect("new client");
     assert_eq!(scalar(&fresh, "SELECT 41 + 1").await, "42");
     let took = killed.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "a new client waited {took:?}"
-    );
+    println!("{clients_n} clients killed: a new client was served after {took:?}");
+    // A big run may allow more (PGTENANT_KILLED_WAIT_MS): 8,000 sessions
+    // unwinding on two cores take about a second.
+    let allowed = std::env::var("PGTENANT_KILLED_WAIT_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(1), Duration::from_millis);
+    assert!(took < allowed, "a new client waited {took:?}");
     drop(fresh);
     // Every killed transaction rolled back, no link leaked, no client left.
     let (seen, counted) = links_settle(&proxy, "killed").await;
