@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ab_instructions.sh — A/B of two pgtenant binaries by the instructions they
-# retire per transaction, counted by valgrind's callgrind: the same count
+# retire per transaction, counted by valgrind's callgrind: nearly the same count
 # for the same binary and load whatever else the machine does, where time
 # (ab.sh) swings ±10% on a shared 2-vCPU machine (an A/A run of ab.sh gave
 # 0.92-1.15). Only the client sessions' code is counted (serve_client and
