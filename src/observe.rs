@@ -59,9 +59,7 @@ fn degraded(proxy: &Proxy) -> Option<String> {
     if since == 0 {
         return None;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(since, |d| d.as_millis() as u64);
+    let now = crate::pool::roster::now_us() / 1000;
     Some(format!(
         "the tenant catalog has been unreachable for {}s; serving the last snapshot of {} tenant(s), changes wait until it is back",
         now.saturating_sub(since) / 1000,

@@ -254,9 +254,7 @@ pub async fn watch(
         if let Err(e) = r {
             // Said once per outage, not every retry.
             let down = &proxy.catalog_down_since_ms;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_millis() as u64);
+            let now = (crate::pool::roster::now_us() / 1000).max(1);
             if down
                 .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()

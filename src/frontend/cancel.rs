@@ -170,8 +170,8 @@ impl CancelRegistry {
         let entry = self.clients.get(&self.local(pid));
         if entry.is_none() {
             if let Some((peer, host, port)) = self.peer_of(pid) {
-                let passed =
-                    (pid & !HOPS_MASK) | ((((pid & HOPS_MASK) >> HOPS_SHIFT) - 1) << HOPS_SHIFT);
+                // One hop less (peer_of saw at least one left).
+                let passed = pid - (1 << HOPS_SHIFT);
                 match tokio::time::timeout(PEER_TIMEOUT, pass_on(host, *port, passed, secret)).await
                 {
                     Ok(Ok(())) => tracing::debug!(peer, "cancel request passed to its replica"),

@@ -14,6 +14,7 @@ mod rewrite;
 mod secure;
 mod session;
 mod session_state;
+mod silence;
 mod tracker;
 
 pub use cancel::{CancelRegistry, CancelTarget, MAX_PEER_ID};

@@ -479,13 +479,7 @@ where
         server_silence,
         ..
     } = client;
-    // `query_timeout`: when the server was last heard from (or last sent
-    // something to answer), and an alarm re-armed only when it rings early,
-    // so a read costs one clock read and no timer update. Off: nothing.
-    let silence = *server_silence;
-    let mut heard = silence.map(|_| tokio::time::Instant::now());
-    let mut alarm = silence.map(|d| Box::pin(tokio::time::sleep(d)));
-    let mut watching = false;
+    let mut silence = super::silence::SilenceWatch::new(*server_silence);
     t.reset();
     let release_when_idle = state.transaction_mode;
     let cx = &mut Ctx {
@@ -517,13 +511,8 @@ where
         // Silence counts only while pgtenant is reading the server for an
         // answer it owes (not while a slow client holds its output back).
         let watch_silence =
-            alarm.is_some() && cx.t.server_owes_answer() && !down_unflushed && down.scanned == 0;
-        if watch_silence && !watching {
-            // Silence counts from when pgtenant listens again (a slow
-            // client may have held the output back for long).
-            heard = Some(tokio::time::Instant::now());
-        }
-        watching = watch_silence;
+            silence.is_on() && cx.t.server_owes_answer() && !down_unflushed && down.scanned == 0;
+        silence.watch(watch_silence);
         // A TLS write flushes as a step of its own: cancel-safe in the
         // select (a dropped flush loses nothing), and never taken on TCP.
         let up_step = async {
@@ -550,9 +539,7 @@ where
             step = down_step => match step {
                 Step::Read(Ok(0)) => return RelayEnd::ServerClosed,
                 Step::Read(Ok(_)) => {
-                    if let Some(h) = heard.as_mut() {
-                        *h = tokio::time::Instant::now();
-                    }
+                    silence.heard();
                     if let Some(end) = on_server_bytes(down, cx, listen).await {
                         return end;
                     }
@@ -584,22 +571,13 @@ where
                 Step::Wrote(Ok(0)) => return RelayEnd::ServerClosed,
                 Step::Wrote(Ok(n)) => {
                     up.wrote(n);
-                    if let Some(h) = heard.as_mut() {
-                        *h = tokio::time::Instant::now();
-                    }
+                    silence.heard();
                 }
                 Step::Wrote(Err(e)) | Step::Flushed(Err(e)) => return RelayEnd::ServerIo(e),
                 Step::Flushed(Ok(())) => up.unflushed = false,
             },
             _ = shutting_down(shutdown), if watch_shutdown => return RelayEnd::Shutdown,
-            () = ring(&mut alarm), if watch_silence => {
-                if let (Some(h), Some(d), Some(a)) = (heard, silence, alarm.as_mut()) {
-                    if h.elapsed() >= d {
-                        return RelayEnd::ServerSilent;
-                    }
-                    a.as_mut().reset(h + d);
-                }
-            }
+            () = silence.silent(), if watch_silence => return RelayEnd::ServerSilent,
             note = listen.next(), if deliver => match note {
                 Some(note) => {
                     down.buf.extend_from_slice(&note);
@@ -608,14 +586,6 @@ where
                 None => return RelayEnd::ListenFailed,
             },
         }
-    }
-}
-
-/// Waits for the `query_timeout` alarm, if there is one.
-async fn ring(alarm: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
-    match alarm {
-        Some(a) => a.as_mut().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -640,22 +640,19 @@ impl Session<'_> {
                 tracing::error!(tenant = %tenant.key, "could not set the tenant context or session settings on a server connection");
                 // Replies to its earlier requests first: a pipelining client
                 // waits for their ReadyForQuery.
-                let _ = flush(cw, &mut client.down).await;
                 let e = ClientError::new(
                     sqlstate::CONNECTION_FAILURE,
                     "pgtenant could not set the tenant context or this session's settings on a server connection; the connection was closed",
                 );
-                send_error(cw, &e, Severity::Fatal).await;
+                last_word(cw, &mut client.down, &e).await;
                 return Step::End;
             }
             RelayEnd::Shutdown => {
-                let _ = flush(cw, &mut client.down).await;
-                send_error(cw, &shutting_down(), Severity::Fatal).await;
+                last_word(cw, &mut client.down, &shutting_down()).await;
                 return give_back(Some(lease), reset_timeout);
             }
             RelayEnd::ListenFailed => {
-                let _ = flush(cw, &mut client.down).await;
-                send_error(cw, &listen_lost(), Severity::Fatal).await;
+                last_word(cw, &mut client.down, &listen_lost()).await;
                 return Step::End;
             }
             RelayEnd::ServerSilent => {
@@ -726,15 +723,16 @@ async fn until_gone<T>(
 
 /// `buf` holds whole messages up to a Terminate.
 fn said_goodbye(buf: &[u8]) -> bool {
-    let mut at = 0;
-    while at + 5 <= buf.len() {
-        if buf[at] == fe::TERMINATE {
-            return true;
+    let mut found = false;
+    let _ = crate::protocol::frame::FrameScanner::new().scan(buf, 0, no_peek, |tag, _| {
+        found = tag == fe::TERMINATE;
+        if found {
+            Flow::StopBefore
+        } else {
+            Flow::Continue
         }
-        let len = u32::from_be_bytes([buf[at + 1], buf[at + 2], buf[at + 3], buf[at + 4]]);
-        at = at.saturating_add(1 + len as usize);
-    }
-    false
+    });
+    found
 }
 
 /// Ends a client whose server link failed mid-request: what it was sent
