@@ -71,9 +71,10 @@ pub fn prelude(cx: &mut Ctx<'_>, out: &mut BytesMut) {
     // Shared links: the tenant context is re-established on every checkout, so
     // nothing a client did (even through dynamic SQL) carries over.
     if let Some(context) = cx.client.context.as_ref() {
-        for _ in 0..context_prelude(context, cx.link, out) {
+        for _ in 0..context_calls(context, cx.link, out) {
             cx.t.injected_query(false);
         }
+        cx.t.injected(fe::CLOSE);
     }
     let client = &mut *cx.client;
     settings_prelude(
@@ -97,16 +98,22 @@ const CONTEXT_SETTINGS: [&[u8]; 3] = [
     b"pgtenant.tenant_sig",
 ];
 
-/// Puts the link in `context`: search_path, `pgtenant.tenant_id` and its
-/// signature, each by a FunctionCall of `set_config` (no parse or plan on
-/// the server: a third of the cost of the Parse/Bind/Execute it replaces,
-/// paid on every checkout of a shared link). The values travel as
+/// Puts the link in `context`, on every checkout of a shared link: a
+/// FunctionCall of `set_config` per setting (search_path,
+/// `pgtenant.tenant_id`, its signature: no parse or plan on the server),
+/// then the unnamed statement's Close, with no Sync: the client's own
+/// messages end that batch (a Close starts no transaction and can't fail),
+/// so the server flushes once less per checkout. The values travel as
 /// arguments, never in query text, so no one reads a signature from
-/// `pg_stat_activity` or the server log. Returns the requests injected (each
-/// answered by its own ReadyForQuery). A link from another tenant was wiped
-/// (`DISCARD ALL`) ahead of this, so if any fails the link has no tenant
-/// context at all, never another tenant's, and the client is ended.
-fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut BytesMut) -> usize {
+/// `pg_stat_activity` or the server log. A FunctionCall costs the server
+/// less than anything parsed: `BEGIN`, a prepared SELECT of `set_config`
+/// and `COMMIT` bound with no Sync (one flush per checkout instead of two)
+/// cost the server 10% more CPU per transaction (`benches/ab_tenants.sh`).
+/// A link from another tenant was wiped (`DISCARD ALL`) ahead of this, so
+/// if a call fails the link has no tenant context at all, never another
+/// tenant's, and the client is ended. Returns the calls injected, each
+/// answered by its own ReadyForQuery; the caller counts the Close.
+fn context_calls(context: &TenantContext, link: &mut LinkState, out: &mut BytesMut) -> usize {
     if link.context_owner.as_deref() != Some(&*context.owner) {
         link.context_owner = Some(context.owner.clone());
     }
@@ -130,8 +137,16 @@ fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut Byte
     // The unnamed statement goes too: a client's Bind of it with no Parse
     // of its own must never run the last client's.
     extended::describe_or_close(out, fe::CLOSE, extended::STATEMENT, b"");
+    wanted
+}
+
+/// Puts the link back in `context` after a client's `RESET ALL`/`DISCARD
+/// ALL`: [`context_calls`] and a Sync for its Close. Returns the requests
+/// injected.
+fn context_prelude(context: &TenantContext, link: &mut LinkState, out: &mut BytesMut) -> usize {
+    let calls = context_calls(context, link, out);
     extended::sync(out);
-    wanted + 1
+    calls + 1
 }
 
 /// A setting name as SQL: each dotted part quoted.

@@ -502,3 +502,70 @@ async fn a_failed_wipe_ends_the_client_before_any_reply_and_publishes_no_cancel(
     assert_eq!(published(&slot), None);
     assert!(l.poisoned);
 }
+
+/// A client of a schema tenant on context isolation.
+fn context_client() -> Client {
+    let params: Settings = [("application_name".to_owned(), "pgtenant/x".to_owned())]
+        .into_iter()
+        .collect();
+    let context = crate::tenant::TenantContext {
+        owner: Arc::from("acme"),
+        search_path: "\"t_acme\", public".to_owned(),
+        signed: None,
+    };
+    Client::new(ClientState::new(
+        params,
+        Overrides::default(),
+        true,
+        Some(Arc::new(context)),
+        Quota::new(1),
+        ClientLimits {
+            max_settings: 10,
+            max_statements: 10,
+            max_listens: 10,
+        },
+    ))
+}
+
+#[tokio::test]
+async fn the_tenant_context_rides_ahead_of_the_first_message_with_no_sync_of_its_own() {
+    let mut c = context_client();
+    let mut l = link();
+    for round in 0..2 {
+        let (end, seen) = turn(&mut c, &mut l, &query("SELECT 1"), |mut pg| async move {
+            let (tag, body) = read_msg(&mut pg).await;
+            assert_eq!(tag, b'F', "set_config by FunctionCall");
+            assert!(
+                body.windows(16).any(|w| w == b"\"t_acme\", public"),
+                "the search_path travels as an argument"
+            );
+            let (tag, body) = read_msg(&mut pg).await;
+            assert_eq!(
+                (tag, body.as_slice()),
+                (b'C', &b"S\0"[..]),
+                "Close of the unnamed statement"
+            );
+            // No Sync: the client's own message ends the batch.
+            assert_eq!(read_query(&mut pg).await, "SELECT 1");
+            let mut reply = BytesMut::new();
+            let at = messages::begin(&mut reply, b'V');
+            reply.extend_from_slice(&[0, 0, 0, 1, b'x']);
+            messages::finish(&mut reply, at);
+            messages::ready_for_query(&mut reply, b'I');
+            let at = messages::begin(&mut reply, b'3');
+            messages::finish(&mut reply, at);
+            reply.extend_from_slice(&done("SELECT 1", b'I'));
+            pg.write_all(&reply).await.expect("replies");
+            pg
+        })
+        .await;
+        assert!(matches!(end, RelayEnd::Release), "round {round}: {end:?}");
+        assert_eq!(
+            tags(&seen),
+            vec!['C', 'Z'],
+            "round {round}: only the client's reply"
+        );
+        assert_eq!(seen[0].1, b"SELECT 1\0");
+        assert_eq!(l.context_owner.as_deref(), Some("acme"));
+    }
+}
