@@ -10,7 +10,8 @@
 #
 # Scenarios: one-tenant (CLIENTS clients on as many connections of one
 # tenant) and many-tenants (CLIENTS clients over TENANTS connections, one
-# per tenant, so every tenant takes turns on POOL server connections).
+# per tenant, so every tenant takes turns on POOL server connections);
+# login (a trust login per transaction, 8 clients: logins per second).
 # Env: TENANTS (1000), CLIENTS (200), POOL (20), DURATION (8 s), ROUNDS (3),
 # PROTOCOL (simple), SCENARIOS ("one-tenant many-tenants").
 # Needs initdb/pg_ctl and psql.
@@ -70,6 +71,7 @@ run() { # scenario port pid -> "tps pooler_us server_us"
   case "$1" in
     one-tenant) args=(--tenants 1 --connections "$CLIENTS" --clients "$CLIENTS") ;;
     many-tenants) args=(--tenants "$TENANTS" --connections "$TENANTS" --clients "$CLIENTS") ;;
+    login) args=(--tenants 1 --clients 8 --connect) ;;
   esac
   local p0 s0 p1 s1 out tps
   p0=$(ticks "$3"); s0=$(server_ticks)

@@ -168,3 +168,84 @@ async fn slow_logins_are_cut_off() {
     assert_eq!(&answer, b"N");
     still_serving(&proxy).await;
 }
+
+/// Reads messages until ReadyForQuery; returns their tags and the text of
+/// the first DataRow's first column. Fails the test on a hang or an error.
+async fn tags_until_ready(s: &mut TcpStream) -> (Vec<u8>, Option<String>) {
+    let read = async {
+        let mut tags = Vec::new();
+        let mut first = None;
+        loop {
+            let (tag, body) = read_msg(s).await.expect("proxy answers");
+            assert_ne!(tag, b'E', "error: {:?}", common::raw::error_fields(&body));
+            if tag == b'D' && first.is_none() {
+                let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
+                first = Some(String::from_utf8_lossy(&body[6..6 + len]).into_owned());
+            }
+            tags.push(tag);
+            if tag == b'Z' {
+                return (tags, first);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("proxy must answer, not hang")
+}
+
+/// pgtenant peeks at the startup packet and reads it in one go when it has
+/// all arrived; a packet that arrives in pieces, one longer than the peek,
+/// and a query pipelined right behind the packet all log in the same.
+#[tokio::test]
+async fn startup_packets_are_read_however_they_arrive() {
+    use common::raw::{message, startup_packet};
+    tenant_fixture("mf_app", &[("t_acme", "Acme")]).await;
+    let proxy = start_proxy(CONFIG).await;
+    let query = |sql: &str| message(b'Q', &[sql.as_bytes(), b"\0"].concat());
+    // Longer than the 64 bytes a new client's first read takes.
+    let sql = "SELECT name FROM customers WHERE name <> 'a name no customer has, to be long'";
+    let long_name = "x".repeat(600);
+    let cases: [(&str, Vec<(&str, &str)>); 3] = [
+        (
+            "in pieces",
+            vec![("user", "app.acme"), ("database", "mf_app")],
+        ),
+        (
+            "longer than the peek",
+            vec![
+                ("user", "app.acme"),
+                ("database", "mf_app"),
+                ("application_name", &long_name),
+            ],
+        ),
+        (
+            "pipelined",
+            vec![("user", "app.acme"), ("database", "mf_app")],
+        ),
+    ];
+    for (case, params) in cases {
+        let packet = startup_packet(&params);
+        let mut s = TcpStream::connect(proxy.addr).await.expect("tcp");
+        match case {
+            "in pieces" => {
+                s.write_all(&packet[..6]).await.expect("send");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                s.write_all(&packet[6..]).await.expect("send");
+            }
+            "pipelined" => {
+                let both = [packet, query(sql)].concat();
+                s.write_all(&both).await.expect("send");
+            }
+            _ => s.write_all(&packet).await.expect("send"),
+        }
+        let (tags, _) = tags_until_ready(&mut s).await;
+        assert_eq!(tags.first(), Some(&b'R'), "{case}: AuthenticationOk first");
+        if case != "pipelined" {
+            s.write_all(&query(sql)).await.expect("send");
+        }
+        let (tags, name) = tags_until_ready(&mut s).await;
+        assert_eq!(tags, b"TDCZ", "{case}");
+        assert_eq!(name.as_deref(), Some("Acme"), "{case}");
+    }
+    still_serving(&proxy).await;
+}

@@ -91,6 +91,42 @@ pub(super) async fn read_first_packet<S: AsyncRead + Unpin>(
     Ok(parse_first_packet(&body).map_err(|e| ClientError::from(&e))?)
 }
 
+/// Reads the first packet of a plain TCP connection: a peek sees what has
+/// arrived, and when that is the whole packet (nearly always: a client sends
+/// it in one write), one read takes it. Two syscalls where
+/// [`read_first_packet`] makes three (length, then body, after the peek
+/// that looks for direct TLS). A packet still arriving is read as usual.
+/// `peeked`: what the caller's own peek saw, if it made one just before.
+pub(super) async fn read_first_packet_peeked(
+    tcp: &mut tokio::net::TcpStream,
+    peeked: Option<&[u8]>,
+) -> Result<FirstPacket, Refusal> {
+    let mut own = [0u8; PEEK_LEN];
+    let seen = match peeked {
+        Some(p) => p,
+        None => {
+            let n = tcp.peek(&mut own).await.map_err(|_| Refusal::Closed)?;
+            &own[..n]
+        }
+    };
+    if seen.len() >= 4 {
+        let len = u32::from_be_bytes([seen[0], seen[1], seen[2], seen[3]]);
+        let body_len = check_length(len).map_err(|e| ClientError::from(&e))?;
+        if 4 + body_len <= seen.len() {
+            let mut packet = vec![0u8; 4 + body_len];
+            tcp.read_exact(&mut packet)
+                .await
+                .map_err(|_| Refusal::Closed)?;
+            return Ok(parse_first_packet(&packet[4..]).map_err(|e| ClientError::from(&e))?);
+        }
+    }
+    read_first_packet(tcp).await
+}
+
+/// How much of a first packet a peek looks at: startup packets are 60-200
+/// bytes in practice (libpq, pgjdbc, npgsql); a longer one is read in two.
+pub(super) const PEEK_LEN: usize = 256;
+
 /// Where a login's password comes from, first found: `[auth] users`, the
 /// tenant's own users in the catalog, then `auth_query` on the tenant's
 /// server. None: unknown (it still gets the full exchange).

@@ -4,7 +4,7 @@
 //! request. `[tls] mode = "require"` refuses a plaintext login (28000); a
 //! plaintext cancel request is still served (it carries its own secret).
 
-use super::handshake::{read_first_packet, Opening, Refusal};
+use super::handshake::{read_first_packet, read_first_packet_peeked, Opening, Refusal, PEEK_LEN};
 use crate::app::Proxy;
 use crate::config::ClientTlsMode;
 use crate::error::ClientError;
@@ -62,15 +62,26 @@ pub async fn open(socket: ClientSocket, proxy: &Proxy, deadline: Instant) -> Ope
                 local: true,
                 ..Secured::default()
             };
-            return negotiate(Stream::Unix(unix), secured, None, mode, proxy, deadline).await;
+            return negotiate(
+                Stream::Unix(unix),
+                secured,
+                &[],
+                None,
+                mode,
+                proxy,
+                deadline,
+            )
+            .await;
         }
     };
-    let mut first = [0u8; 1];
+    // A peek: a TLS acceptor needs the bytes left there. What it saw of a
+    // plaintext packet spares `negotiate` a peek of its own.
+    let mut first = [0u8; PEEK_LEN];
     let peeked = match timeout_at(deadline, tcp.peek(&mut first)).await {
         Ok(p) => p,
         Err(_) => return Opened::TimedOut(Some(tcp.into())),
     };
-    if matches!(peeked, Ok(1)) && first[0] == TLS_HANDSHAKE {
+    if matches!(peeked, Ok(n) if n >= 1) && first[0] == TLS_HANDSHAKE {
         // Direct TLS: nothing can be said in the protocol before the
         // handshake, so a refusal is a close, as PostgreSQL does.
         let Some(acceptor) = acceptor else {
@@ -94,21 +105,45 @@ pub async fn open(socket: ClientSocket, proxy: &Proxy, deadline: Instant) -> Ope
             Err(r) => Opened::Refused(Some(stream), r),
         };
     }
-    negotiate(Stream::from(tcp), plain, acceptor, mode, proxy, deadline).await
+    let seen = match peeked {
+        Ok(n) => &first[..n],
+        Err(_) => &[],
+    };
+    negotiate(
+        Stream::from(tcp),
+        plain,
+        seen,
+        acceptor,
+        mode,
+        proxy,
+        deadline,
+    )
+    .await
 }
 
 /// SSLRequest / GSSENCRequest answers until the startup packet or a cancel
 /// request.
+/// `peeked`: what `open`'s peek saw of the first packet (empty: nothing).
 async fn negotiate(
     mut stream: Stream,
     mut secured: Secured,
+    peeked: &[u8],
     acceptor: Option<std::sync::Arc<Acceptor>>,
     mode: ClientTlsMode,
     proxy: &Proxy,
     deadline: Instant,
 ) -> Opened {
-    for _ in 0..3 {
-        let packet = match timeout_at(deadline, read_first_packet(&mut stream)).await {
+    for round in 0..3 {
+        let read = async {
+            match &mut stream {
+                Stream::Plain(tcp) => {
+                    let seen = (round == 0 && !peeked.is_empty()).then_some(peeked);
+                    read_first_packet_peeked(tcp, seen).await
+                }
+                other => read_first_packet(other).await,
+            }
+        };
+        let packet = match timeout_at(deadline, read).await {
             Ok(Ok(p)) => p,
             Ok(Err(r)) => return Opened::Refused(Some(stream), r),
             Err(_) => return Opened::TimedOut(Some(stream)),

@@ -392,6 +392,19 @@ impl Session<'_> {
         }
         if client.refill() {
             me.set_buffers(true);
+            // A trimmed client's wait reads 64 bytes (all an idle client
+            // holds), and a new client starts trimmed. The rest of a longer
+            // first message has most likely arrived with it: read it now, so
+            // the request reaches the server in one write (the relay would
+            // forward the part it has, then the rest: two writes, two
+            // wake-ups of the server). Polled once; if nothing is there, the
+            // relay reads it as usual.
+            if !crate::protocol::frame::first_whole(&client.up.buf) {
+                use futures_util::FutureExt;
+                if let Some(Ok(n)) = cr.read_buf(&mut client.up.buf).now_or_never() {
+                    client.up.received += n as u64;
+                }
+            }
         }
         true
     }

@@ -121,6 +121,12 @@ pub fn server_peek(tag: u8) -> usize {
     usize::from(tag == b'Z')
 }
 
+/// The buffer holds its first message whole (header and body).
+pub fn first_whole(buf: &[u8]) -> bool {
+    // A tag byte, then a length that counts itself but not the tag.
+    buf.len() >= 5 && buf.len() > u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize
+}
+
 /// Client-to-server traffic needs no body bytes.
 #[inline]
 pub fn no_peek(_tag: u8) -> usize {
@@ -252,5 +258,15 @@ mod properties {
             let mut scanner = FrameScanner::new();
             let _ = scanner.scan(&bytes, 0, |_| 4, |_, _| Flow::Continue);
         }
+    }
+
+    #[test]
+    fn first_whole_needs_the_whole_first_message() {
+        let q = [b'Q', 0, 0, 0, 6, b'x', 0];
+        assert!(first_whole(&q));
+        assert!(first_whole(&[&q[..], b"Q\0"].concat()));
+        assert!(!first_whole(&q[..6]));
+        assert!(!first_whole(&q[..4]));
+        assert!(!first_whole(&[]));
     }
 }
