@@ -28,29 +28,8 @@ psql -X -q -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -c "CREATE DATABASE 
 "$B" bench init --url "postgres://postgres@127.0.0.1:$PG_PORT/bench" --tenants "$TENANTS" >/dev/null 2>&1
 # Statistics once, so no ANALYZE runs (and invalidates caches) mid-run.
 psql -X -q -h 127.0.0.1 -p $PG_PORT -U postgres -d bench -c "ANALYZE"
-config() { # port
-  cat <<EOC
-[proxy]
-listen = "127.0.0.1:$1"
-max_client_conn = 100000
-[auth]
-method = "trust"
-users = [{ name = "postgres" }]
-[servers.main]
-host = "127.0.0.1"
-port = $PG_PORT
-database = "bench"
-user = "postgres"
-max_connections = $POOL
-[tiers.many]
-pool_size = $POOL
-isolation = "context"
-max_client_conn = 100000
-EOC
-  for i in $(seq 1 "$TENANTS"); do
-    printf '[[tenants]]\nkey = "tenant%d"\nmode = "schema"\nserver = "main"\ntier = "many"\n' "$i"
-  done
-}
+. "$(dirname "$0")/tenants_config.sh"
+config() { tenants_config "$1" trust '[{ name = "postgres" }]'; }
 config $PORT_A >"$WORK/a.toml"; config $PORT_B >"$WORK/b.toml"
 RUST_LOG=warn "$A" serve --config "$WORK/a.toml" >"$WORK/a.log" 2>&1 & PID_A=$!; pids+=($PID_A)
 RUST_LOG=warn "$B" serve --config "$WORK/b.toml" >"$WORK/b.log" 2>&1 & PID_B=$!; pids+=($PID_B)

@@ -64,28 +64,9 @@ VERIFIER=$(psql -X -qAt -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres \
   --tenants "$TENANTS" 2>&1 | tail -1 >&2
 
 # ---------------------------------------------------------------- poolers
+. "$(dirname "$0")/../benches/tenants_config.sh"
 pgtenant_config() { # port auth-method
-  cat <<EOC
-[proxy]
-listen = "127.0.0.1:$1"
-max_client_conn = 100000
-[auth]
-method = "$2"
-users = [{ name = "postgres", password = "$VERIFIER" }]
-[servers.main]
-host = "127.0.0.1"
-port = $PG_PORT
-database = "bench"
-user = "postgres"
-max_connections = $POOL
-[tiers.many]
-pool_size = $POOL
-isolation = "context"
-max_client_conn = 100000
-EOC
-  for i in $(seq 1 "$TENANTS"); do
-    printf '[[tenants]]\nkey = "tenant%d"\nmode = "schema"\nserver = "main"\ntier = "many"\n' "$i"
-  done
+  tenants_config "$1" "$2" "[{ name = \"postgres\", password = \"$VERIFIER\" }]"
 }
 pgbouncer_config() { # port auth_type
   echo "[databases]"
