@@ -543,11 +543,17 @@ where
                     if let Some(end) = on_server_bytes(down, cx, listen).await {
                         return end;
                     }
+                    // Not while part of the client's next message waits
+                    // for the rest (unscanned in `up.buf`): the link would
+                    // go back, and the session take one again at once for
+                    // those bytes, and put a shared link in context again,
+                    // once per round trip while the client is slow.
                     if release_when_idle
                         && cx.t.idle()
                         && down.scanner.at_boundary()
                         && down.scanned == down.buf.len()
                         && up.drained()
+                        && up.buf.is_empty()
                     {
                         return RelayEnd::Release;
                     }

@@ -569,3 +569,33 @@ async fn the_tenant_context_rides_ahead_of_the_first_message_with_no_sync_of_its
         assert_eq!(l.context_owner.as_deref(), Some("acme"));
     }
 }
+
+#[tokio::test]
+async fn a_link_is_not_given_back_while_part_of_the_next_message_waits() {
+    let mut c = context_client();
+    let mut l = link();
+    let next = query("SELECT 2");
+    let bytes = [query("SELECT 1"), next[..3].to_vec()].concat();
+    let (end, seen) = turn(&mut c, &mut l, &bytes, |mut pg| async move {
+        assert_eq!(read_msg(&mut pg).await.0, b'F');
+        assert_eq!(read_msg(&mut pg).await.0, b'C');
+        assert_eq!(read_query(&mut pg).await, "SELECT 1");
+        let mut reply = BytesMut::new();
+        let at = messages::begin(&mut reply, b'V');
+        reply.extend_from_slice(&[0, 0, 0, 1, b'x']);
+        messages::finish(&mut reply, at);
+        messages::ready_for_query(&mut reply, b'I');
+        let at = messages::begin(&mut reply, b'3');
+        messages::finish(&mut reply, at);
+        reply.extend_from_slice(&done("SELECT 1", b'I'));
+        pg.write_all(&reply).await.expect("replies");
+        // A relay that gave the link back would have ended by now; this one
+        // waits for the rest of "SELECT 2" until the server goes.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(pg);
+        tokio::io::duplex(1).0
+    })
+    .await;
+    assert!(matches!(end, RelayEnd::ServerClosed), "{end:?}");
+    assert_eq!(tags(&seen), vec!['C', 'Z'], "the first request's answer");
+}
