@@ -3,10 +3,16 @@
 
 use super::cancel::{CancelKey, CancelTarget};
 use super::checkout::checkout;
-use super::client::{Client, ClientLimits, ClientState, PinReason};
+use super::client::{Client, ClientLimits, ClientState};
+use super::departure::{cancel_then_close, until_gone};
 use super::handshake::{login, send_fatal, LoggedIn, Login, Opening, Refusal};
+use super::pin_check::update_pin;
 use super::relay::{flush, relay, Downstream, RelayEnd, Upstream};
 use super::secure::Opened;
+use super::session_end::{
+    checkout_error_kind, killed, listen_lost, login_failure, moved, moved_away, shutting_down,
+    still_allowed, stopped,
+};
 use crate::app::Proxy;
 use crate::config::PoolMode;
 use crate::error::ClientError;
@@ -401,8 +407,11 @@ impl Session<'_> {
             // relay reads it as usual.
             if !crate::protocol::frame::first_whole(&client.up.buf) {
                 use futures_util::FutureExt;
-                if let Some(Ok(n)) = cr.read_buf(&mut client.up.buf).now_or_never() {
-                    client.up.received += n as u64;
+                match cr.read_buf(&mut client.up.buf).now_or_never() {
+                    Some(Ok(n)) => client.up.received += n as u64,
+                    // A TLS error may not show again until more bytes come.
+                    Some(Err(_)) => return self.end(),
+                    None => {}
                 }
             }
         }
@@ -702,52 +711,6 @@ impl Session<'_> {
     }
 }
 
-/// A client pipelining more than this while it waits for a server link is
-/// no longer read until it has one (TCP pushes back).
-const WAITING_READ_LIMIT: usize = 64 * 1024;
-
-/// Runs `work` (a checkout) while watching the client's socket: `None` if
-/// the client went away first. Bytes it sends meanwhile join its request.
-/// Polled after `work`, so a checkout that finds a link at once costs no
-/// read.
-async fn until_gone<T>(
-    work: impl std::future::Future<Output = T>,
-    cr: &mut ReadHalf<'_>,
-    up: &mut Upstream,
-) -> Option<T> {
-    let gone = async {
-        while up.buf.len() < WAITING_READ_LIMIT {
-            match cr.read_buf(&mut up.buf).await {
-                // A client that said goodbye (Terminate) before closing
-                // wants what it sent run, as PostgreSQL would: it waits.
-                Ok(0) | Err(_) if said_goodbye(&up.buf) => break,
-                Ok(0) | Err(_) => return,
-                Ok(n) => up.received += n as u64,
-            }
-        }
-        std::future::pending::<()>().await
-    };
-    tokio::select! {
-        biased;
-        done = work => Some(done),
-        () = gone => None,
-    }
-}
-
-/// `buf` holds whole messages up to a Terminate.
-fn said_goodbye(buf: &[u8]) -> bool {
-    let mut found = false;
-    let _ = crate::protocol::frame::FrameScanner::new().scan(buf, 0, no_peek, |tag, _| {
-        found = tag == fe::TERMINATE;
-        if found {
-            Flow::StopBefore
-        } else {
-            Flow::Continue
-        }
-    });
-    found
-}
-
 /// Ends a client whose server link failed mid-request: what it was sent
 /// goes out, then `e` as a FATAL. Unless the client is mid-message (a result
 /// streamed in part): anything more would be read as the rest of that
@@ -759,51 +722,6 @@ async fn last_word(cw: &mut WriteHalf<'_>, down: &mut Downstream, e: &ClientErro
         send_error(cw, e, Severity::Fatal).await;
     } else {
         tracing::info!(error = %e.message, "client closed mid-message, without an error message");
-    }
-}
-
-/// How long a cancel request may take before the link is closed anyway.
-const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Cancels the query running on `lease`'s server backend, then closes the
-/// link (in a task of its own): its transaction rolls back and the backend
-/// is free at once.
-fn cancel_then_close(mut lease: Lease, pool: &crate::pool::TenantPool) {
-    let t = pool.target();
-    let (host, port, tls) = (t.host.clone(), t.port, t.tls.clone());
-    tokio::spawn(async move {
-        let conn = lease.conn();
-        let (pid, secret) = (conn.state.pid, conn.secret);
-        // Bounded: the network that stalled the link may stall this too.
-        let cancel = crate::backend::send_cancel(&host, port, &tls, pid, secret);
-        match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(pid, error = %e, "could not cancel a server query"),
-            Err(_) => tracing::warn!(pid, "the server did not take a cancel request in time"),
-        }
-        drop(lease);
-    });
-}
-
-/// The `pgtenant_logins_failed_total` reason of a refused login.
-fn login_failure(code: &str) -> LoginFailure {
-    match code {
-        sqlstate::INVALID_PASSWORD => LoginFailure::Auth,
-        sqlstate::INVALID_AUTHORIZATION
-        | sqlstate::INVALID_CATALOG_NAME
-        | sqlstate::CONNECTION_REJECTED
-        | sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE => LoginFailure::RefusedTenant,
-        sqlstate::TOO_MANY_CONNECTIONS => LoginFailure::TooManyClients,
-        _ => LoginFailure::Protocol,
-    }
-}
-
-/// The `pgtenant_errors_total` kind of a failed checkout.
-fn checkout_error_kind(code: &str) -> ErrorKind {
-    match code.get(..2) {
-        Some("53") => ErrorKind::Quota,
-        Some("08") => ErrorKind::Server,
-        _ => ErrorKind::Timeout,
     }
 }
 
@@ -832,37 +750,6 @@ fn flush_stats(
     }
 }
 
-/// Why the client must go, if it must: a KILL, or pgtenant shutting down.
-fn stopped(me: &crate::pool::roster::ClientEntry) -> Option<ClientError> {
-    if me.signals.has(Signal::KILL) {
-        Some(killed())
-    } else if me.signals.has(Signal::SHUTDOWN) {
-        Some(shutting_down())
-    } else {
-        None
-    }
-}
-
-fn shutting_down() -> ClientError {
-    ClientError::new(sqlstate::ADMIN_SHUTDOWN, "pgtenant is shutting down")
-}
-
-/// What a client of a tenant the admin KILLed is told.
-fn killed() -> ClientError {
-    ClientError::new(
-        sqlstate::ADMIN_SHUTDOWN,
-        "terminating connection due to administrator command (KILL / KILL_CLIENT)",
-    )
-}
-
-/// A listening client whose notifications can't reach it any more.
-fn listen_lost() -> ClientError {
-    ClientError::new(
-        sqlstate::CONNECTION_FAILURE,
-        "pgtenant's LISTEN connection for this tenant failed (or this client left too many notifications unread); reconnect and LISTEN again",
-    )
-}
-
 /// A link kept by a pinned client that leaves between transactions: wiped
 /// (`DISCARD ALL` releases its locks, closes its cursors, drops its temporary
 /// tables) before anyone else gets it; closed if that fails.
@@ -871,97 +758,6 @@ fn give_back(held: Option<Lease>, timeout: std::time::Duration) -> Step {
         tokio::spawn(lease.reset_and_release(timeout));
     }
     Step::End
-}
-
-/// What pins a session to its backend: session advisory locks, held cursors,
-/// temporary tables. Asked of the server itself after a transaction that may
-/// have taken or released one, so pgtenant never guesses from SQL text.
-/// Its own transaction with no statement timeout: the client's settings
-/// (say statement_timeout = 1ms) must not make the check fail.
-const PIN_CHECK_SQL: &str = "BEGIN; SET LOCAL statement_timeout = 0; SELECT \
-    (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted), \
-    (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable), \
-    (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't' AND relnamespace = pg_catalog.pg_my_temp_schema()); COMMIT";
-
-async fn update_pin(
-    client: &mut ClientState,
-    conn: &mut crate::backend::ServerConn,
-    timeout: std::time::Duration,
-) -> Result<(), String> {
-    client.check_pins = false;
-    let rows = tokio::time::timeout(timeout, conn.query_rows(PIN_CHECK_SQL))
-        .await
-        .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let count = |i: usize| -> u32 {
-        rows.first()
-            .and_then(|r| r.get(i).cloned().flatten())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let reason = PinReason {
-        advisory_locks: count(0),
-        held_cursors: count(1),
-        temp_tables: count(2),
-    };
-    match (client.pin.is_some(), reason.any()) {
-        (_, true) => {
-            if client.pin.is_none() {
-                tracing::info!(
-                    advisory_locks = reason.advisory_locks,
-                    held_cursors = reason.held_cursors,
-                    temp_tables = reason.temp_tables,
-                    "client pinned to its server connection until these are released"
-                );
-            }
-            // Pinned by something pgtenant did not see coming: count it if
-            // the cap allows (the link is held either way).
-            if client.pin_slot.is_none() {
-                client.pin_slot = client.pins.try_acquire().ok();
-            }
-            client.pin = Some(reason);
-        }
-        (true, false) => {
-            tracing::debug!("client unpinned from its server connection");
-            client.pin = None;
-            client.pin_slot = None;
-        }
-        (false, false) => client.pin_slot = None,
-    }
-    Ok(())
-}
-
-/// Whether the tenant may still run transactions after a catalog change.
-/// The tenant as the directory has it now, when its route (server,
-/// database, schema, role, isolation) differs from `current`'s.
-fn moved(
-    proxy: &Proxy,
-    current: &Arc<crate::tenant::Tenant>,
-) -> Option<Arc<crate::tenant::Tenant>> {
-    proxy.tenants.get(&current.key).filter(|now| {
-        !Arc::ptr_eq(now, current)
-            && (now.target != current.target || now.context.is_some() != current.context.is_some())
-    })
-}
-
-fn moved_away(key: &str) -> ClientError {
-    ClientError::new(
-        sqlstate::ADMIN_SHUTDOWN,
-        format!("tenant \"{key}\" moved to a new home while this session held server state"),
-    )
-    .hint("reconnect: the new connection goes to the tenant's new home")
-}
-
-fn still_allowed(proxy: &Proxy, key: &str) -> Result<(), ClientError> {
-    use crate::config::TenantStatus;
-    use crate::tenant::ResolveError;
-    let refusal = match proxy.tenants.get(key).map(|t| t.status) {
-        Some(TenantStatus::Active | TenantStatus::Trial) => return Ok(()),
-        Some(TenantStatus::Suspended) => ResolveError::Suspended(key.to_owned()),
-        Some(TenantStatus::Cancelled) => ResolveError::Cancelled(key.to_owned()),
-        None => ResolveError::Removed(key.to_owned()),
-    };
-    Err(ClientError::from(&refusal))
 }
 
 #[cfg(test)]
@@ -980,21 +776,6 @@ mod tests {
         let size = future_size(super::serve_client);
         println!("serve_client future: {size} bytes");
         assert!(size <= 2560, "serve_client's future grew to {size} bytes");
-    }
-
-    #[test]
-    fn a_goodbye_is_seen_only_after_whole_messages() {
-        use super::*;
-        let mut buf = BytesMut::new();
-        messages::query(&mut buf, "INSERT INTO t VALUES (1)");
-        assert!(!said_goodbye(&buf));
-        let mut with_x = buf.clone();
-        with_x.extend_from_slice(&[fe::TERMINATE, 0, 0, 0, 4]);
-        assert!(said_goodbye(&with_x));
-        // A Terminate byte inside a message's body is not one.
-        let mut inside = BytesMut::new();
-        messages::query(&mut inside, "X");
-        assert!(!said_goodbye(&inside[..inside.len() - 1]));
     }
 
     /// A refused request whose Query arrives in pieces (a trimmed client's
