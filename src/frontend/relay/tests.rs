@@ -32,6 +32,11 @@ pub(super) fn link() -> LinkState {
 }
 
 pub(super) fn client(startup: Overrides) -> Client {
+    client_in(startup, None)
+}
+
+/// A transaction-mode client, on a shared link's `context` if given.
+fn client_in(startup: Overrides, context: Option<Arc<crate::tenant::TenantContext>>) -> Client {
     let params: Settings = [("application_name".to_owned(), "pgtenant/x".to_owned())]
         .into_iter()
         .collect();
@@ -39,7 +44,7 @@ pub(super) fn client(startup: Overrides) -> Client {
         params,
         startup,
         true,
-        None,
+        context,
         Quota::new(1),
         ClientLimits {
             max_settings: 10,
@@ -505,26 +510,26 @@ async fn a_failed_wipe_ends_the_client_before_any_reply_and_publishes_no_cancel(
 
 /// A client of a schema tenant on context isolation.
 fn context_client() -> Client {
-    let params: Settings = [("application_name".to_owned(), "pgtenant/x".to_owned())]
-        .into_iter()
-        .collect();
     let context = crate::tenant::TenantContext {
         owner: Arc::from("acme"),
         search_path: "\"t_acme\", public".to_owned(),
         signed: None,
     };
-    Client::new(ClientState::new(
-        params,
-        Overrides::default(),
-        true,
-        Some(Arc::new(context)),
-        Quota::new(1),
-        ClientLimits {
-            max_settings: 10,
-            max_statements: 10,
-            max_listens: 10,
-        },
-    ))
+    client_in(Overrides::default(), Some(Arc::new(context)))
+}
+
+/// The server's answers to a context prelude of one call (FunctionCall
+/// result, ReadyForQuery, CloseComplete), then to the client's `tag` query.
+fn context_then(tag: &str) -> Vec<u8> {
+    let mut reply = BytesMut::new();
+    let at = messages::begin(&mut reply, b'V');
+    reply.extend_from_slice(&[0, 0, 0, 1, b'x']);
+    messages::finish(&mut reply, at);
+    messages::ready_for_query(&mut reply, b'I');
+    let at = messages::begin(&mut reply, b'3');
+    messages::finish(&mut reply, at);
+    reply.extend_from_slice(&done(tag, b'I'));
+    reply.to_vec()
 }
 
 #[tokio::test]
@@ -547,15 +552,9 @@ async fn the_tenant_context_rides_ahead_of_the_first_message_with_no_sync_of_its
             );
             // No Sync: the client's own message ends the batch.
             assert_eq!(read_query(&mut pg).await, "SELECT 1");
-            let mut reply = BytesMut::new();
-            let at = messages::begin(&mut reply, b'V');
-            reply.extend_from_slice(&[0, 0, 0, 1, b'x']);
-            messages::finish(&mut reply, at);
-            messages::ready_for_query(&mut reply, b'I');
-            let at = messages::begin(&mut reply, b'3');
-            messages::finish(&mut reply, at);
-            reply.extend_from_slice(&done("SELECT 1", b'I'));
-            pg.write_all(&reply).await.expect("replies");
+            pg.write_all(&context_then("SELECT 1"))
+                .await
+                .expect("replies");
             pg
         })
         .await;
@@ -580,15 +579,9 @@ async fn a_link_is_not_given_back_while_part_of_the_next_message_waits() {
         assert_eq!(read_msg(&mut pg).await.0, b'F');
         assert_eq!(read_msg(&mut pg).await.0, b'C');
         assert_eq!(read_query(&mut pg).await, "SELECT 1");
-        let mut reply = BytesMut::new();
-        let at = messages::begin(&mut reply, b'V');
-        reply.extend_from_slice(&[0, 0, 0, 1, b'x']);
-        messages::finish(&mut reply, at);
-        messages::ready_for_query(&mut reply, b'I');
-        let at = messages::begin(&mut reply, b'3');
-        messages::finish(&mut reply, at);
-        reply.extend_from_slice(&done("SELECT 1", b'I'));
-        pg.write_all(&reply).await.expect("replies");
+        pg.write_all(&context_then("SELECT 1"))
+            .await
+            .expect("replies");
         // A relay that gave the link back would have ended by now; this one
         // waits for the rest of "SELECT 2" until the server goes.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
