@@ -9,7 +9,7 @@ use super::policy::reported;
 use super::rewrite::{self, Ctx};
 use super::tracker::Answered;
 use crate::backend::LinkState;
-use crate::protocol::frame::{Flow, FrameError, FrameScanner};
+use crate::protocol::frame::{frame_len, Flow, FrameError, FrameScanner};
 use crate::protocol::tag::{backend as be, frontend as fe};
 use crate::sql::SessionOp;
 use bytes::{Buf, BytesMut};
@@ -125,10 +125,6 @@ pub fn trim_buffers(up: &mut Upstream, down: &mut Downstream) {
 pub fn refill_buffers(up: &mut Upstream, down: &mut Downstream) {
     up.buf.reserve(RELAY_BUF_SIZE);
     down.buf.reserve(RELAY_BUF_SIZE);
-}
-
-fn frame_len(buf: &[u8], at: usize) -> usize {
-    1 + u32::from_be_bytes([buf[at + 1], buf[at + 2], buf[at + 3], buf[at + 4]]) as usize
 }
 
 /// Client messages pgtenant reads whole (small in practice; PostgreSQL holds

@@ -121,10 +121,16 @@ pub fn server_peek(tag: u8) -> usize {
     usize::from(tag == b'Z')
 }
 
+/// The whole length of the message whose header starts at `at` (its tag
+/// byte, then a length that counts itself but not the tag).
+#[inline]
+pub fn frame_len(buf: &[u8], at: usize) -> usize {
+    1 + u32::from_be_bytes([buf[at + 1], buf[at + 2], buf[at + 3], buf[at + 4]]) as usize
+}
+
 /// The buffer holds its first message whole (header and body).
 pub fn first_whole(buf: &[u8]) -> bool {
-    // A tag byte, then a length that counts itself but not the tag.
-    buf.len() >= 5 && buf.len() > u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize
+    buf.len() >= 5 && buf.len() >= frame_len(buf, 0)
 }
 
 /// Client-to-server traffic needs no body bytes.
