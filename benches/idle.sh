@@ -8,11 +8,15 @@
 #   cargo build --release && benches/idle.sh target/release/pgtenant
 #
 # Env: N (5000 clients; each side needs N file descriptors, and `ulimit -n`
-# caps it), SETTLE (4 s). PgBouncer runs when installed
+# caps it), SETTLE (4 s), PARAMS (more startup parameters, as a driver sends
+# them; PARAMS=jdbc is pgjdbc's set: client_encoding, DateStyle, TimeZone,
+# extra_float_digits, application_name). PgBouncer runs when installed
 # (apt-get install -y pgbouncer). Needs initdb/pg_ctl, psql, python3.
 set -euo pipefail
 BIN=${1:?pgtenant binary}
-N=${N:-5000}; SETTLE=${SETTLE:-4}
+N=${N:-5000}; SETTLE=${SETTLE:-4}; PARAMS=${PARAMS:-}
+[ "$PARAMS" = jdbc ] && PARAMS="client_encoding=UTF8 DateStyle=ISO TimeZone=UTC extra_float_digits=2 application_name=pgjdbc"
+PARAM_ARGS=(); for p in $PARAMS; do PARAM_ARGS+=(--param "$p"); done
 HERE=$(cd "$(dirname "$0")" && pwd)
 PG_PORT=${PG_PORT:-25491}; PT_PORT=26491; PB_PORT=26492
 PGBOUNCER=${PGBOUNCER:-$(command -v pgbouncer || echo /usr/sbin/pgbouncer)}
@@ -44,7 +48,7 @@ tier = "bench"
 EOF
 RUST_LOG=warn "$BIN" serve --config "$WORK/pt.toml" >"$WORK/pt.log" 2>&1 & PT=$!; pids+=($PT)
 wait_port $PT_PORT
-echo "pgtenant:  $(python3 "$HERE/idle_clients.py" --port $PT_PORT --pid $PT --user postgres --db bench -n "$N" --settle "$SETTLE")"
+echo "pgtenant:  $(python3 "$HERE/idle_clients.py" --port $PT_PORT --pid $PT --user postgres --db bench -n "$N" --settle "$SETTLE" "${PARAM_ARGS[@]}")"
 kill $PT
 if [ -x "$PGBOUNCER" ]; then
   printf '"postgres" ""\n' >"$WORK/userlist.txt"
@@ -58,6 +62,7 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $WORK/userlist.txt
 pool_mode = transaction
+ignore_startup_parameters = extra_float_digits
 default_pool_size = 20
 max_client_conn = $((N + 100))
 logfile = $WORK/pb.log
@@ -67,5 +72,5 @@ EOF
   "${AS_PG[@]}" bash -c "ulimit -n $(ulimit -n); exec $PGBOUNCER $WORK/pb.ini" >"$WORK/pb.stdout" 2>&1 &
   PB=$!; pids+=("$PB")
   wait_port $PB_PORT
-  echo "PgBouncer: $(python3 "$HERE/idle_clients.py" --port $PB_PORT --pid "$PB" --user postgres --db bench -n "$N" --settle "$SETTLE")"
+  echo "PgBouncer: $(python3 "$HERE/idle_clients.py" --port $PB_PORT --pid "$PB" --user postgres --db bench -n "$N" --settle "$SETTLE" "${PARAM_ARGS[@]}")"
 fi

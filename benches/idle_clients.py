@@ -34,9 +34,13 @@ async def read_until_ready(reader):
             return
 
 
-async def one(host, port, user, db):
+async def one(host, port, user, db, extra=()):
     reader, writer = await asyncio.open_connection(host, port)
-    params = b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0\0"
+    params = b"user\0" + user.encode() + b"\0database\0" + db.encode() + b"\0"
+    for kv in extra:
+        k, v = kv.split("=", 1)
+        params += k.encode() + b"\0" + v.encode() + b"\0"
+    params += b"\0"
     writer.write(struct.pack("!ii", 8 + len(params), 196608) + params)
     await writer.drain()
     await read_until_ready(reader)
@@ -55,16 +59,18 @@ async def main():
     ap.add_argument("--user", required=True)
     ap.add_argument("--db", required=True)
     ap.add_argument("-n", type=int, default=2000)
+    # More startup parameters, as a driver sends them: --param DateStyle=ISO
+    ap.add_argument("--param", action="append", default=[])
     # pgtenant gives an idle client's buffers back after 1-2 s idle.
     ap.add_argument("--settle", type=float, default=4.0, help="seconds idle before measuring")
     a = ap.parse_args()
     # Warm up: the pooler's pools, server links and allocator arenas.
-    warm = [await one(a.host, a.port, a.user, a.db) for _ in range(20)]
+    warm = [await one(a.host, a.port, a.user, a.db, a.param) for _ in range(20)]
     await asyncio.sleep(1)
     before = rss_kib(a.pid)
     conns = []
     for i in range(0, a.n, 200):
-        batch = await asyncio.gather(*(one(a.host, a.port, a.user, a.db) for _ in range(min(200, a.n - i))))
+        batch = await asyncio.gather(*(one(a.host, a.port, a.user, a.db, a.param) for _ in range(min(200, a.n - i))))
         conns.extend(batch)
     await asyncio.sleep(a.settle)
     after = rss_kib(a.pid)

@@ -80,12 +80,22 @@ impl FromIterator<(String, String)> for Settings {
     }
 }
 
+/// Same values (the cached fingerprint aside).
+impl PartialEq for Settings {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+    }
+}
+
 /// Settings changed from the session's defaults: name -> replay statement.
 /// An order-independent hash is kept up to date on every change, so "is this
-/// link already in step with this client" is one comparison.
+/// link already in step with this client" is one comparison. The map is
+/// shared until changed (`Arc::make_mut`), and absent while empty: a client's
+/// startup and current settings, and clients of one app that send the same
+/// startup packet, hold one copy (see `TenantPool::share_startup`).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    map: BTreeMap<String, Arc<str>>,
+    map: Option<Arc<BTreeMap<String, Arc<str>>>>,
     hash: u64,
 }
 
@@ -97,40 +107,50 @@ fn entry_hash(name: &str, replay: &str) -> u64 {
 
 impl Overrides {
     pub fn set(&mut self, name: &str, replay: Arc<str>) {
+        if self.get(name) == Some(&replay) {
+            return;
+        }
         self.remove(name);
         self.hash ^= entry_hash(name, &replay);
-        self.map.insert(name.to_owned(), replay);
+        let map = self.map.get_or_insert_with(Default::default);
+        Arc::make_mut(map).insert(name.to_owned(), replay);
     }
 
     pub fn remove(&mut self, name: &str) {
-        if let Some(old) = self.map.remove(name) {
+        let Some(map) = self.map.as_mut().filter(|m| m.contains_key(name)) else {
+            return;
+        };
+        if let Some(old) = Arc::make_mut(map).remove(name) {
             self.hash ^= entry_hash(name, &old);
+        }
+        if map.is_empty() {
+            self.map = None;
         }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<str>> {
-        self.map.get(name)
+        self.map.as_ref()?.get(name)
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.map.contains_key(name)
+        self.get(name).is_some()
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.as_ref().map_or(0, |m| m.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_none()
     }
 
     /// Same settings (one comparison in the common case).
     pub fn same_as(&self, other: &Overrides) -> bool {
-        self.hash == other.hash && self.map.len() == other.map.len()
+        self.hash == other.hash && self.len() == other.len()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<str>)> {
-        self.map.iter()
+        self.map.iter().flat_map(|m| m.iter())
     }
 }
 
@@ -150,5 +170,36 @@ mod tests {
         assert_ne!(x.fingerprint(&keys), y.fingerprint(&keys));
         y.remove("b");
         assert_eq!(x.fingerprint(&keys), y.fingerprint(&keys));
+    }
+
+    #[test]
+    fn overrides_are_shared_until_one_copy_changes() {
+        let mut a = Overrides::default();
+        a.set(
+            "extra_float_digits",
+            Arc::from("SET extra_float_digits = 3"),
+        );
+        a.set("geqo", Arc::from("SET geqo = off"));
+        let mut b = a.clone();
+        let shared = |x: &Overrides, y: &Overrides| match (&x.map, &y.map) {
+            (Some(m), Some(n)) => Arc::ptr_eq(m, n),
+            _ => false,
+        };
+        assert!(shared(&a, &b));
+        // Setting the value it already has copies nothing.
+        b.set("geqo", Arc::from("SET geqo = off"));
+        assert!(shared(&a, &b));
+        b.set("geqo", Arc::from("SET geqo = on"));
+        assert!(!shared(&a, &b));
+        assert!(!a.same_as(&b));
+        assert_eq!(a.get("geqo").map(|r| &**r), Some("SET geqo = off"));
+        assert_eq!(b.get("geqo").map(|r| &**r), Some("SET geqo = on"));
+        b.set("geqo", Arc::from("SET geqo = off"));
+        assert!(a.same_as(&b));
+        b.remove("geqo");
+        b.remove("extra_float_digits");
+        assert!(b.is_empty() && b.map.is_none());
+        assert!(b.same_as(&Overrides::default()));
+        assert_eq!(a.len(), 2);
     }
 }

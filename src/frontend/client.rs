@@ -109,7 +109,7 @@ pub fn next_sql_version() -> u64 {
 
 impl ClientState {
     pub fn new(
-        params: Settings,
+        params: Arc<Settings>,
         startup_settings: Overrides,
         transaction_mode: bool,
         context: Option<Arc<TenantContext>>,
@@ -121,7 +121,6 @@ impl ClientState {
         } else {
             Guard::Role
         };
-        let params = Arc::new(params);
         Self {
             statements: ClientStatements::new(),
             startup_params: params.clone(),

@@ -29,7 +29,7 @@ pub struct Login {
     /// Held for the session: counts against the tenant's `max_client_conn`.
     pub _client_slot: Slot,
     /// The client's values of the reported settings (`policy::REPORTED_PARAMS`).
-    pub params: Settings,
+    pub params: Arc<Settings>,
     /// Every other setting from its startup packet, as replay statements.
     pub settings: Overrides,
     /// Session mode: the client's link, taken at login so its BackendKeyData
@@ -381,12 +381,13 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
     stream.write_all(&out).await.map_err(|_| Refusal::Closed)?;
     stream.flush().await.map_err(|_| Refusal::Closed)?;
     tracing::debug!(tenant = %tenant.key, user = %resolution.user, by = ?resolution.by, "client logged in");
+    let (params, settings) = pool.share_startup(desired.into_iter().collect(), settings);
     Ok(Login {
         tenant,
         user: resolution.user,
         pool,
         _client_slot: client_slot,
-        params: desired.into_iter().collect(),
+        params,
         settings,
         lease,
     })

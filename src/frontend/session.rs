@@ -215,7 +215,7 @@ async fn run_session(
     let peer = secured.peer;
     // Built in a plain function: a local moved into the session would keep
     // its own slot in this future.
-    let mut session = Session::start(stream.is_tls(), secured, proxy, key, login);
+    let mut session = Session::start(stream.is_tls(), secured, proxy, key, *login);
     let (mut cr, mut cw) = stream.split();
     while session.next_request(&mut cr, &mut cw).await {
         // Boxed, one allocation per request: the transaction path's future
@@ -282,7 +282,7 @@ impl<'a> Session<'a> {
         secured: &crate::tls::Secured,
         proxy: &'a Proxy,
         key: &'a CancelKey<'a>,
-        login: Box<Login>,
+        login: Login,
     ) -> Self {
         let Login {
             tenant,
@@ -292,7 +292,7 @@ impl<'a> Session<'a> {
             settings,
             _client_slot: client_slot,
             lease,
-        } = *login;
+        } = login;
         // The link kept between transactions: in session mode the one taken at
         // login (whose pid the client was told); in transaction mode a pinned one.
         let held: Option<Lease> = lease;

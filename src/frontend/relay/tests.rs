@@ -41,7 +41,7 @@ fn client_in(startup: Overrides, context: Option<Arc<crate::tenant::TenantContex
         .into_iter()
         .collect();
     Client::new(ClientState::new(
-        params,
+        Arc::new(params),
         startup,
         true,
         context,
@@ -312,7 +312,7 @@ async fn replies_to_a_restore_arriving_with_the_clients_are_swallowed() {
         .into_iter()
         .collect();
     let mut c = Client::new(ClientState::new(
-        params,
+        Arc::new(params),
         Overrides::default(),
         true,
         None,
