@@ -31,7 +31,9 @@ pub struct Proxy {
     pub tenants: TenantDirectory,
     pub users: UserDb,
     pub pools: PoolManager,
-    pub cancels: CancelRegistry,
+    pub cancels: Arc<CancelRegistry>,
+    /// Idle client sessions waiting without a task (see `frontend::parking`).
+    pub(crate) parking: Arc<crate::frontend::ParkingLot<Box<crate::frontend::ParkedSession>>>,
     /// LISTEN hubs and the owners of notification senders.
     pub notify: Arc<crate::notify::Hubs>,
     /// Migration status and catch-up of reactivated tenants (`serve` only).
@@ -92,7 +94,8 @@ impl Proxy {
             users: UserDb::from_config(&config),
             pools,
             metrics,
-            cancels: CancelRegistry::new(&config.peering),
+            cancels: Arc::new(CancelRegistry::new(&config.peering)),
+            parking: Arc::new(crate::frontend::parking_lot()),
             notify: Arc::new(crate::notify::Hubs::new(
                 Arc::default(),
                 crate::notify::MarkerKey::new(
@@ -155,6 +158,11 @@ impl Proxy {
 
     pub(crate) fn try_client_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.client_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Idle clients whose sessions wait in the parking lot, without a task.
+    pub fn parked_clients(&self) -> usize {
+        self.parking.len()
     }
 
     /// Clients currently connected.
@@ -318,18 +326,6 @@ impl Drop for Running {
     }
 }
 
-/// How the binary returns freed heap memory to the OS (see
-/// [`set_memory_release`]).
-static MEMORY_RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
-
-/// Set by the binary, which owns the allocator: returns freed heap pages to
-/// the OS after idle clients gave their relay buffers back (glibc keeps them
-/// resident otherwise). Unset (in tests, say), the buffers are still freed
-/// for reuse; only the process's resident size stays higher.
-pub fn set_memory_release(release: fn()) {
-    let _ = MEMORY_RELEASE.set(release);
-}
-
 async fn reaper(proxy: Arc<Proxy>) {
     let mut shutdown = proxy.shutdown_signal();
     let every = (proxy.config.proxy.server_idle_timeout / 4)
@@ -337,26 +333,13 @@ async fn reaper(proxy: Arc<Proxy>) {
     let mut tick = tokio::time::interval(every);
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     let mut trim = tokio::time::interval(Duration::from_secs(1));
-    let mut trimmed = 0;
-    let mut released = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => proxy.pools.reap(),
             _ = trim.tick() => {
                 let asked = proxy.pools.roster.trim_idle();
-                trimmed += asked;
                 if asked > 0 {
-                    tracing::debug!(clients = asked, "idle clients give their buffers back");
-                }
-                // Once a wave of idling ended (or every 30 s while clients
-                // keep going idle), and only when it was worth 2 MiB or more.
-                if trimmed >= 64 && (asked == 0 || released.elapsed() >= Duration::from_secs(30)) {
-                    if let Some(release) = MEMORY_RELEASE.get().copied() {
-                        // It walks the whole heap: off the runtime's threads.
-                        tokio::task::spawn_blocking(release);
-                    }
-                    trimmed = 0;
-                    released = tokio::time::Instant::now();
+                    tracing::debug!(clients = asked, "idle clients rest (park, or give their buffers back)");
                 }
             }
             _ = upkeep.tick() => proxy.metrics.upkeep(),

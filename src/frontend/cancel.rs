@@ -57,21 +57,22 @@ pub struct CancelRegistry {
 }
 
 /// Removes a client's key when its session ends.
-pub struct CancelKey<'a> {
-    registry: &'a CancelRegistry,
+pub struct CancelKey {
+    /// Shared, not borrowed: a parked session keeps its key without a task.
+    registry: Arc<CancelRegistry>,
     pub pid: i32,
     pub secret: i32,
     pub slot: CancelSlot,
 }
 
-impl Drop for CancelKey<'_> {
+impl Drop for CancelKey {
     fn drop(&mut self) {
         // Under the registry's own key (with peering, the hop count left out).
         self.registry.clients.remove(&self.registry.local(self.pid));
     }
 }
 
-impl CancelKey<'_> {
+impl CancelKey {
     /// Takes `pid` as the client's key (session mode: its server backend's
     /// own pid, so `pg_backend_pid()` and notifications match what it was
     /// told). Keeps the old key if another client holds that pid.
@@ -143,7 +144,7 @@ impl CancelRegistry {
     }
 
     /// A fresh random key (pid, secret) for a new client.
-    pub fn register(&self) -> CancelKey<'_> {
+    pub fn register(self: &Arc<Self>) -> CancelKey {
         loop {
             let pid = self.fresh_pid();
             let secret = rand::random::<i32>();
@@ -154,7 +155,7 @@ impl CancelRegistry {
                     slot: slot.clone(),
                 });
                 return CancelKey {
-                    registry: self,
+                    registry: self.clone(),
                     pid,
                     secret,
                     slot,
@@ -227,8 +228,8 @@ mod tests {
     use super::*;
     use crate::config::{PeerConfig, PeeringConfig};
 
-    fn registry(id: u16, peers: &[u16]) -> CancelRegistry {
-        CancelRegistry::new(&PeeringConfig {
+    fn registry(id: u16, peers: &[u16]) -> Arc<CancelRegistry> {
+        Arc::new(CancelRegistry::new(&PeeringConfig {
             id,
             peers: peers
                 .iter()
@@ -238,7 +239,7 @@ mod tests {
                     port: 6000 + p,
                 })
                 .collect(),
-        })
+        }))
     }
 
     #[test]
@@ -274,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_dropped_key_leaves_the_registry_with_or_without_peering() {
-        for r in [CancelRegistry::default(), registry(3, &[4])] {
+        for r in [Arc::new(CancelRegistry::default()), registry(3, &[4])] {
             let keys: Vec<_> = (0..100).map(|_| r.register()).collect();
             assert_eq!(r.clients.len(), 100);
             drop(keys);
@@ -284,7 +285,7 @@ mod tests {
 
     #[test]
     fn without_peering_keys_use_31_random_bits_and_session_mode_rebinds() {
-        let r = CancelRegistry::default();
+        let r = Arc::new(CancelRegistry::default());
         let mut key = r.register();
         assert!(key.pid >= 0);
         assert!(key.rebind(4242), "takes the backend's pid");

@@ -85,7 +85,7 @@ pub struct ClientState {
     pub evictions: u64,
     /// SQL-level prepared statements: name -> (version, PREPARE text). The
     /// version tells a link's copy from another client's of the same name.
-    pub sql_prepared: HashMap<String, (u64, Arc<str>)>,
+    pub sql_prepared: SqlPrepared,
     pub limits: ClientLimits,
     /// A request that LISTENs or UNLISTENs was answered: the hub must follow
     /// before the client hears back.
@@ -99,6 +99,9 @@ pub struct ClientState {
     /// two and let the client's SQL run in the previous tenant's context.
     pub cancel_after_prelude: Option<(super::cancel::CancelSlot, super::cancel::CancelTarget)>,
 }
+
+/// SQL-level prepared statements: name -> (version, PREPARE text).
+pub type SqlPrepared = HashMap<String, (u64, Arc<str>)>;
 
 /// Versions of SQL-level prepared statements, unique in the process.
 static NEXT_SQL_VERSION: AtomicU64 = AtomicU64::new(1);

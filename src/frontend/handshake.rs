@@ -205,7 +205,7 @@ pub(super) async fn opening<S: AsyncRead + AsyncWrite + Unpin>(
 pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     proxy: &Proxy,
-    key: &mut CancelKey<'_>,
+    key: &mut CancelKey,
     params: StartupParams,
     secured: &Secured,
 ) -> Result<LoggedIn, Refusal> {
@@ -226,7 +226,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 async fn console_login<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     proxy: &Proxy,
-    key: &CancelKey<'_>,
+    key: &CancelKey,
     params: &StartupParams,
     secured: &Secured,
 ) -> Result<LoggedIn, Refusal> {
@@ -272,7 +272,7 @@ async fn console_login<S: AsyncRead + AsyncWrite + Unpin>(
 async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     proxy: &Proxy,
-    key: &mut CancelKey<'_>,
+    key: &mut CancelKey,
     params: StartupParams,
     secured: &Secured,
 ) -> Result<Login, Refusal> {

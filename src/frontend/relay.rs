@@ -44,6 +44,11 @@ impl Upstream {
         self.scanned == 0 && self.out.is_empty() && self.scanner.at_boundary() && !self.unflushed
     }
 
+    /// Nothing in it at all, read or to write: the client can park.
+    pub fn at_rest(&self) -> bool {
+        self.buf.is_empty() && self.scratch.is_empty() && self.drained()
+    }
+
     /// Gives back the memory of buffers with nothing in them.
     fn trim(&mut self) {
         for b in [&mut self.buf, &mut self.out, &mut self.scratch] {
@@ -104,6 +109,11 @@ impl Downstream {
         if self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
+    }
+
+    /// Nothing in it at all, not even unflushed TLS bytes: the client can park.
+    pub fn at_rest(&self) -> bool {
+        self.drained() && !self.unflushed
     }
 
     fn wrote(&mut self, n: usize) {

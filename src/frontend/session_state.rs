@@ -62,6 +62,45 @@ impl ClientSettings {
         }
     }
 
+    /// Between transactions with nothing but its settings to keep: no
+    /// channel listened on or about to be, no transaction state.
+    pub fn at_rest(&self) -> bool {
+        let Self {
+            startup: _,
+            current: _,
+            listening,
+            listening_changed,
+            txn:
+                Txn {
+                    open,
+                    failed,
+                    start,
+                    savepoints,
+                },
+        } = self;
+        listening.is_empty()
+            && !listening_changed
+            && !open
+            && !failed
+            && start.is_none()
+            && savepoints.is_empty()
+    }
+
+    /// The settings of a client at rest ([`ClientSettings::at_rest`]):
+    /// what it started with and what it has now.
+    pub fn into_resting(self) -> (Overrides, Overrides) {
+        (self.startup, self.current)
+    }
+
+    /// A client at rest's settings again, from [`ClientSettings::into_resting`].
+    pub fn resumed(startup: Overrides, current: Overrides) -> Self {
+        Self {
+            startup,
+            current,
+            ..Self::default()
+        }
+    }
+
     /// A change in an open transaction may have to be undone: transaction
     /// control must be watched (it is otherwise ignored, for speed).
     pub fn watching_transaction(&self) -> bool {

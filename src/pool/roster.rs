@@ -31,8 +31,11 @@ pub enum ClientPhase {
 #[derive(Debug)]
 pub struct ClientEntry {
     pub id: u64,
-    pub tenant: String,
-    pub user: String,
+    /// Shared with the tenant's pool and its other clients (see
+    /// `TenantPool::name`, `TenantPool::share_user`): every idle client
+    /// carries its entry.
+    pub tenant: Arc<str>,
+    pub user: Arc<str>,
     pub addr: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
     pub application_name: String,
@@ -48,6 +51,11 @@ pub struct ClientEntry {
     pub signals: Signals,
     /// It holds relay buffers (false once it gave them back while idle).
     buffers: AtomicBool,
+    /// Idle a while, it gave back what it could (parked, or its buffers);
+    /// cleared by its next request. Idle sweeps ask only clients without it.
+    rested: AtomicBool,
+    /// Its session waits in the parking lot, without a task.
+    parked: AtomicBool,
     /// `request_us` as the last idle sweep saw it (see [`Roster::trim_idle`]).
     swept_request_us: AtomicU64,
 }
@@ -110,6 +118,20 @@ impl ClientEntry {
     /// them again, and when it gave them back.
     pub fn set_buffers(&self, held: bool) {
         self.buffers.store(held, Ordering::Relaxed);
+    }
+
+    /// It gave back what it could while idle (true), or took a request.
+    pub fn set_rested(&self, rested: bool) {
+        self.rested.store(rested, Ordering::Relaxed);
+    }
+
+    /// Whether its session is parked (waits without a task).
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    pub fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::Relaxed);
     }
 
     /// Its transaction ended; `kept` when it keeps its server connection.
@@ -198,8 +220,8 @@ impl Drop for ServerListing {
 
 /// What a new client entry is made of.
 pub struct NewClient {
-    pub tenant: String,
-    pub user: String,
+    pub tenant: Arc<str>,
+    pub user: Arc<str>,
     pub addr: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
     pub application_name: String,
@@ -223,7 +245,7 @@ impl Roster {
         self.clients
             .iter()
             .filter(|c| matches!(c.phase(), ClientPhase::Active | ClientPhase::Waiting))
-            .map(|c| c.tenant.clone())
+            .map(|c| c.tenant.to_string())
             .collect()
     }
 
@@ -244,6 +266,9 @@ impl Roster {
             signals: Signals::default(),
             // A new client takes its buffers with its first request.
             buffers: AtomicBool::new(false),
+            // Not yet: a client that logs in and idles parks too.
+            rested: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
             // Never a request time: its first sweep only records.
             swept_request_us: AtomicU64::new(u64::MAX),
         });
@@ -293,17 +318,19 @@ impl Roster {
     /// Raises `signal` for every client (of `tenant` only, when given).
     pub fn raise(&self, tenant: Option<&str>, signal: Signal) {
         for c in self.clients.iter() {
-            if tenant.is_none_or(|t| c.tenant == t) {
+            if tenant.is_none_or(|t| *c.tenant == *t) {
                 c.signals.raise(signal);
             }
         }
     }
 
     /// Asks clients idle at this sweep and the last, with no request in
-    /// between, to give their relay buffers back. Called every second or
-    /// so: a client between two transactions of a busy app keeps them (no
+    /// between, to rest: park (their session waits without a task) or at
+    /// least give their relay buffers back. Called every second or so: a
+    /// client between two transactions of a busy app keeps them (no
     /// allocation per transaction), one idle for a full sweep interval holds
-    /// none. Returns how many were asked.
+    /// none. A client is asked once per idle spell. Returns how many were
+    /// asked.
     pub fn trim_idle(&self) -> usize {
         let mut asked = 0;
         for c in self.clients.iter() {
@@ -315,7 +342,7 @@ impl Roster {
             let swept = c.swept_request_us.swap(seen, Ordering::Relaxed);
             if idle
                 && swept == request
-                && c.buffers.load(Ordering::Relaxed)
+                && !c.rested.load(Ordering::Relaxed)
                 && !c.signals.has(Signal::TRIM)
             {
                 c.signals.raise(Signal::TRIM);
@@ -355,14 +382,18 @@ mod tests {
     }
 
     #[test]
-    fn a_client_is_trimmed_only_after_a_full_sweep_interval_idle() {
+    fn a_client_is_asked_to_rest_only_after_a_full_sweep_interval_idle() {
         let (roster, listing) = roster_with_client();
         let c = &listing.entry;
-        // Logged in, never used: no buffers, nothing to ask.
-        assert_eq!(roster.trim_idle(), 0);
-        assert_eq!(roster.trim_idle(), 0);
+        // Logged in, never used: asked after its first full interval too
+        // (an app's pool warming up parks).
+        assert_eq!(roster.trim_idle(), 0, "a first look");
+        assert_eq!(roster.trim_idle(), 1, "idle since login");
+        c.signals.lower(Signal::TRIM);
+        c.set_rested(true);
+        assert_eq!(roster.trim_idle(), 0, "rested: not asked again");
         // A request, still running at the next sweep.
-        c.set_buffers(true);
+        c.set_rested(false);
         c.waiting();
         c.active(42);
         assert_eq!(roster.trim_idle(), 0, "busy");
@@ -374,8 +405,8 @@ mod tests {
         // Asked once: not again while the request is pending.
         assert_eq!(roster.trim_idle(), 0);
         c.signals.lower(Signal::TRIM);
-        c.set_buffers(false);
-        // Gave its buffers back: nothing more to ask.
+        c.set_rested(true);
+        // Rested: nothing more to ask.
         assert_eq!(roster.trim_idle(), 0);
     }
 

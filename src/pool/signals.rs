@@ -66,6 +66,12 @@ impl Signals {
         }
     }
 
+    /// Wakes `waker` at the next raise instead of a waiting task's: a
+    /// parked session's parking lot (see `frontend::parking`).
+    pub fn watch(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
     /// Resolves once one of `wanted` is raised.
     pub async fn wait(&self, wanted: Signal) {
         std::future::poll_fn(|cx| self.poll_wait(wanted, cx)).await

@@ -24,6 +24,8 @@ pub struct PoolStats {
 #[derive(Debug)]
 pub struct TenantPool {
     pub key: String,
+    /// The key again, shared by its clients' roster entries and LISTEN setups.
+    pub name: Arc<str>,
     /// For the server budget's reserved slots.
     pub tier: String,
     pub(super) quota: Arc<Quota>,
@@ -58,6 +60,7 @@ pub struct TenantPool {
 #[derive(Debug, Default)]
 pub struct SharedStartups {
     seen: Mutex<Vec<(Arc<Settings>, Overrides)>>,
+    users: Mutex<Vec<Arc<str>>>,
 }
 
 impl SharedStartups {
@@ -81,6 +84,21 @@ impl SharedStartups {
         seen.push(shared.clone());
         shared
     }
+
+    /// The same user name as an earlier login's, as its copy (the most
+    /// recent [`Self::KEPT`] names are remembered).
+    pub fn share_user(&self, user: &str) -> Arc<str> {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = users.iter().find(|u| ***u == *user) {
+            return u.clone();
+        }
+        let shared: Arc<str> = Arc::from(user);
+        if users.len() == Self::KEPT {
+            users.remove(0);
+        }
+        users.push(shared.clone());
+        shared
+    }
 }
 
 impl TenantPool {
@@ -92,6 +110,7 @@ impl TenantPool {
         let prefer = tenant.context.as_ref().map(|c| c.owner.clone());
         Self {
             key: key.to_owned(),
+            name: Arc::from(key.as_str()),
             tier: tier.to_owned(),
             quota: Quota::new(quota),
             group,
@@ -116,6 +135,11 @@ impl TenantPool {
         settings: Overrides,
     ) -> (Arc<Settings>, Overrides) {
         self.startups.share(params, settings)
+    }
+
+    /// A login's user name, shared with an earlier client's of the same.
+    pub fn share_user(&self, user: &str) -> Arc<str> {
+        self.startups.share_user(user)
     }
 
     /// Applies a catalog change of the tenant's limits to the running pool.
@@ -198,5 +222,9 @@ mod tests {
         }
         let (p, o) = startup("web", "3");
         assert!(!Arc::ptr_eq(&first, &shared.share(p, o).0));
+        let app = shared.share_user("app");
+        assert!(Arc::ptr_eq(&app, &shared.share_user("app")));
+        assert_eq!(&*shared.share_user("worker"), "worker");
+        assert!(!Arc::ptr_eq(&app, &shared.share_user("worker")));
     }
 }

@@ -94,6 +94,42 @@ impl ClientStatements {
     }
 }
 
+/// A parked client's named statements (see `frontend::session::parked`):
+/// none is two numbers, some keep their map, boxed.
+#[derive(Debug)]
+pub enum ParkedStatements {
+    None { client_id: u64, next: u64 },
+    Some(Box<ClientStatements>),
+}
+
+impl ClientStatements {
+    /// For a client that parks; an emptied map's memory goes.
+    pub fn park(self) -> ParkedStatements {
+        if self.by_name.is_empty() {
+            ParkedStatements::None {
+                client_id: self.client_id,
+                next: self.next,
+            }
+        } else {
+            ParkedStatements::Some(Box::new(self))
+        }
+    }
+}
+
+impl ParkedStatements {
+    /// The client's statements again, its id and numbering unchanged.
+    pub fn resume(self) -> ClientStatements {
+        match self {
+            ParkedStatements::None { client_id, next } => ClientStatements {
+                client_id,
+                next,
+                by_name: HashMap::new(),
+            },
+            ParkedStatements::Some(kept) => *kept,
+        }
+    }
+}
+
 /// The statements one server link holds, least recently used first out.
 #[derive(Debug)]
 pub struct LinkStatements {

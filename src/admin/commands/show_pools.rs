@@ -46,7 +46,7 @@ impl Command for ShowPools {
                 // how long the oldest has waited.
                 let waits: Vec<u64> = clients
                     .iter()
-                    .filter(|c| c.tenant == p.key && c.phase().is_waiting())
+                    .filter(|c| *c.tenant == *p.key && c.phase().is_waiting())
                     .map(|c| now.saturating_sub(c.request_us()))
                     .collect();
                 let maxwait = waits.iter().copied().max().unwrap_or(0);
