@@ -48,6 +48,7 @@ pub fn scrape(proxy: &Proxy) -> String {
             proxy.catalog_loaded.load(Ordering::Acquire)
                 && proxy.catalog_down_since_ms.load(Ordering::Relaxed) == 0
         }),
+        parked: proxy.parked_clients(),
     })
 }
 

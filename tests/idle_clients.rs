@@ -156,6 +156,8 @@ async fn a_parked_session_resumes_with_its_statements_and_settings() {
         let parked = wait_until(Duration::from_secs(10), || async { me.is_parked() }).await;
         assert!(parked, "parked, round {round}");
         assert_eq!(proxy.proxy.parked_clients(), 1);
+        let gauge = |n: usize| format!("\npgtenant_clients_parked {n}\n");
+        assert!(pgtenant::observe::scrape(&proxy.proxy).contains(&gauge(1)));
         assert!(!me.holds_buffers());
         let row = client
             .query_one(&stmt, &[&"!"])
@@ -164,6 +166,7 @@ async fn a_parked_session_resumes_with_its_statements_and_settings() {
         assert_eq!(row.get::<_, String>(0), "Acme!");
         assert!(!me.is_parked(), "a request takes it out of the lot");
         assert_eq!(proxy.proxy.parked_clients(), 0);
+        assert!(pgtenant::observe::scrape(&proxy.proxy).contains(&gauge(0)));
         assert_eq!(scalar(&client, "SHOW work_mem").await, "7MB");
         assert_eq!(scalar(&client, "EXECUTE doubled(21)").await, "42");
         assert_eq!(

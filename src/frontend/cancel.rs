@@ -54,6 +54,9 @@ struct Peering {
 pub struct CancelRegistry {
     clients: DashMap<i32, Entry>,
     peering: Option<Peering>,
+    /// The slot of every parked client's key: always empty (a parked client
+    /// uses no server), so a parked client holds no slot of its own.
+    parked: CancelSlot,
 }
 
 /// Removes a client's key when its session ends.
@@ -102,6 +105,29 @@ impl CancelKey {
     pub fn set(&self, target: Option<CancelTarget>) {
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = target;
     }
+
+    /// Its client parks: the key keeps its pid and secret and takes the
+    /// registry's shared empty slot (a cancel finds no server, as for any
+    /// idle client). Never [`CancelKey::set`] until [`CancelKey::resume`].
+    pub fn park(&mut self) {
+        self.rebind_slot(self.registry.parked.clone());
+    }
+
+    /// Its client is back from the parking lot: a slot of its own again.
+    pub fn resume(&mut self) {
+        self.rebind_slot(CancelSlot::default());
+    }
+
+    fn rebind_slot(&mut self, slot: CancelSlot) {
+        if let Some(mut e) = self
+            .registry
+            .clients
+            .get_mut(&self.registry.local(self.pid))
+        {
+            e.slot = slot.clone();
+        }
+        self.slot = slot;
+    }
 }
 
 impl CancelRegistry {
@@ -117,6 +143,7 @@ impl CancelRegistry {
                     .map(|p| (p.id, (p.host.clone(), p.port)))
                     .collect(),
             }),
+            parked: CancelSlot::default(),
         }
     }
 
@@ -281,6 +308,43 @@ mod tests {
             drop(keys);
             assert_eq!(r.clients.len(), 0, "every key removed");
         }
+    }
+
+    #[test]
+    fn a_parked_key_shares_the_empty_slot_and_gets_its_own_back() {
+        let r = Arc::new(CancelRegistry::default());
+        let mut key = r.register();
+        let other = r.register();
+        let in_registry = |k: &CancelKey| r.clients.get(&r.local(k.pid)).map(|e| e.slot.clone());
+        key.park();
+        assert!(Arc::ptr_eq(&key.slot, &r.parked));
+        assert!(Arc::ptr_eq(&in_registry(&key).expect("listed"), &r.parked));
+        assert!(!Arc::ptr_eq(
+            &in_registry(&other).expect("listed"),
+            &r.parked
+        ));
+        key.resume();
+        assert!(!Arc::ptr_eq(&key.slot, &r.parked));
+        let own = in_registry(&key).expect("listed");
+        assert!(
+            Arc::ptr_eq(&own, &key.slot),
+            "the registry reads the key's own slot"
+        );
+        key.set(Some(CancelTarget {
+            host: Arc::from("db"),
+            port: 5432,
+            tls: Arc::default(),
+            pid: 77,
+            secret: 5,
+        }));
+        assert_eq!(own.lock().expect("slot").as_ref().map(|t| t.pid), Some(77));
+        assert!(
+            r.parked.lock().expect("slot").is_none(),
+            "the shared slot stays empty"
+        );
+        let pid = key.pid;
+        drop(key);
+        assert!(r.clients.get(&r.local(pid)).is_none());
     }
 
     #[test]

@@ -412,7 +412,7 @@ impl Session {
         tracing::info!(
             tenant = %tenant.key,
             user = %listed.entry.user,
-            addr = ?listed.entry.addr,
+            addr = ?listed.entry.addr(),
             duration_ms = connected.elapsed().as_millis() as u64,
             transactions = total.transactions,
             bytes_received = total.bytes_received,

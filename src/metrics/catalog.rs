@@ -167,6 +167,12 @@ pub const LOGINS_IN_FLIGHT: Def = def(
     "Clients connected but not yet logged in.",
     &[],
 );
+pub const CLIENTS_PARKED: Def = def(
+    "pgtenant_clients_parked",
+    Gauge,
+    "Idle clients whose sessions wait in the parking lot, without a task (a part of the idle client connections).",
+    &[],
+);
 pub const LOGINS_FAILED: Def = def(
     "pgtenant_logins_failed_total",
     Counter,
@@ -196,6 +202,7 @@ pub const ALL: &[Def] = &[
     CATALOG_UP,
     LOGIN_SECONDS,
     LOGINS_IN_FLIGHT,
+    CLIENTS_PARKED,
     LOGINS_FAILED,
 ];
 

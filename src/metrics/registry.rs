@@ -57,6 +57,8 @@ pub struct View<'a> {
     pub migrations: Vec<(String, TenantMigration)>,
     /// The catalog answered its last read (`None`: no catalog configured).
     pub catalog_up: Option<bool>,
+    /// Idle clients parked (see `frontend::parking`).
+    pub parked: usize,
 }
 
 fn key(d: &Def, labels: &[(&'static str, String)]) -> Key {
@@ -313,6 +315,7 @@ impl Metrics {
         if let Some(up) = view.catalog_up {
             gauge(&c::CATALOG_UP, &[], if up { 1.0 } else { 0.0 });
         }
+        gauge(&c::CLIENTS_PARKED, &[], view.parked as f64);
         self.handle.render()
     }
 }
@@ -357,6 +360,7 @@ mod tests {
             tenants: &HashMap::new(),
             migrations: Vec::new(),
             catalog_up: None,
+            parked: 0,
         })
     }
 

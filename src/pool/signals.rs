@@ -66,8 +66,9 @@ impl Signals {
         }
     }
 
-    /// Wakes `waker` at the next raise instead of a waiting task's: a
-    /// parked session's parking lot (see `frontend::parking`).
+    /// Wakes `waker` at the next raise (of any signal) instead of a waiting
+    /// task's: a parked session's parking lot (see `frontend::parking`),
+    /// which watches again after each ring.
     pub fn watch(&self, waker: &std::task::Waker) {
         self.waker.register(waker);
     }

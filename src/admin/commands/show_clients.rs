@@ -88,8 +88,8 @@ impl Command for ShowSockets {
             match side {
                 Side::Clients => {
                     for c in roster.clients() {
-                        let (addr, port) = split(c.addr);
-                        let (laddr, lport) = split(c.local);
+                        let (addr, port) = split(c.addr());
+                        let (laddr, lport) = split(c.local());
                         let phase = c.phase();
                         let waited = match phase {
                             ClientPhase::Waiting | ClientPhase::Held => {

@@ -47,6 +47,8 @@ struct RestingClient {
     startup: Overrides,
     current: Overrides,
     context: Option<Arc<crate::tenant::TenantContext>>,
+    /// As it was (a tenant's move changes its context, not its guard).
+    guard: crate::sql::parsed::Guard,
     unnamed_statement: Option<Arc<Effects>>,
     unnamed_portal: Option<Arc<Effects>>,
     /// Boxed: few clients PREPARE in SQL, every parked one carries it.
@@ -55,7 +57,7 @@ struct RestingClient {
 
 /// The parking lot the proxy keeps for its sessions.
 pub(crate) fn parking_lot() -> crate::frontend::parking::ParkingLot<Box<ParkedSession>> {
-    crate::frontend::parking::ParkingLot::new(resume, signalled)
+    crate::frontend::parking::ParkingLot::new(resume, watch)
 }
 
 /// Parks the session, its task ending; or hands both back when it cannot.
@@ -78,15 +80,12 @@ pub(super) fn park(stream: Stream, session: Box<Session>) -> Result<(), (Stream,
         }
     };
     let lot = session.proxy.parking.clone();
-    let Some(waker) = lot.waker() else {
-        return back(socket, session);
-    };
-    // Registered before the lot looks at the signals (see ParkingLot::park).
-    session.listed.entry.signals.watch(&waker);
     let me = session.listed.entry.clone();
+    let mut session = session;
+    session.key.park();
+    me.set_rested(true);
     me.set_parked(true);
     me.set_buffers(false);
-    me.set_rested(true);
     match lot.park(socket, session.into_parked()) {
         Ok(()) => Ok(()),
         Err((socket, parked)) => {
@@ -117,7 +116,10 @@ fn into_stream(socket: ParkedSocket) -> std::io::Result<Stream> {
 
 /// The lot's way back: the session's task again, on its socket.
 fn resume(socket: ParkedSocket, parked: Box<ParkedSession>) {
-    parked.listed.entry.set_parked(false);
+    let me = &parked.listed.entry;
+    me.set_parked(false);
+    // A sweep that saw it just before it parked: it has rested already.
+    me.signals.lower(Signal::TRIM);
     let session = parked.resumed();
     match into_stream(socket) {
         Ok(stream) => {
@@ -130,14 +132,13 @@ fn resume(socket: ParkedSocket, parked: Box<ParkedSession>) {
     }
 }
 
-/// A KILL or shutdown for a parked session: it goes back to act on it.
+/// The lot's waker hears the parked session's signals; a KILL or shutdown
+/// raised already sends it back to act on it.
 #[allow(clippy::borrowed_box)] // the lot's items are the boxes
-fn signalled(parked: &Box<ParkedSession>) -> bool {
-    parked
-        .listed
-        .entry
-        .signals
-        .has(Signal::KILL | Signal::SHUTDOWN)
+fn watch(parked: &Box<ParkedSession>, lot: &std::task::Waker) -> bool {
+    let signals = &parked.listed.entry.signals;
+    signals.watch(lot);
+    signals.has(Signal::KILL | Signal::SHUTDOWN)
 }
 
 impl Session {
@@ -238,7 +239,7 @@ impl Session {
             settings,
             transaction_mode: _,
             context,
-            guard: _,
+            guard,
             unnamed_statement,
             unnamed_portal,
             named_portals: _,
@@ -280,6 +281,7 @@ impl Session {
                 startup,
                 current,
                 context,
+                guard,
                 unnamed_statement,
                 unnamed_portal,
                 sql_prepared: (!sql_prepared.is_empty()).then(|| Box::new(sql_prepared)),
@@ -311,7 +313,8 @@ impl ParkedSession {
             bytes_sent,
             ..Default::default()
         };
-        // From its roster entry: one clock less to keep while parked.
+        // From its roster entry: one clock less to keep while parked (the
+        // wall clock's: the close log's duration follows a clock step).
         let since = crate::pool::roster::now_us().saturating_sub(listed.entry.connected_us);
         let connected = std::time::Instant::now()
             .checked_sub(std::time::Duration::from_micros(since))
@@ -329,6 +332,7 @@ impl ParkedSession {
                     limits,
                 );
                 state.statements = resting.statements.resume();
+                state.guard = resting.guard;
                 state.startup_params = resting.startup_params;
                 state.settings = ClientSettings::resumed(resting.startup, resting.current);
                 state.unnamed_statement = resting.unnamed_statement;
@@ -338,6 +342,8 @@ impl ParkedSession {
             },
             false,
         );
+        let mut key = key;
+        key.resume();
         Box::new(Session {
             reset_timeout: proxy.pools.settings().server_connect_timeout,
             proxy,
