@@ -51,6 +51,22 @@ async def one(host, port, user, db, extra=()):
     return reader, writer
 
 
+async def latency_us(reader, writer, n=2000):
+    """Median and 99th percentile round trip of `SELECT 1` on one connection."""
+    q = b"SELECT 1\0"
+    msg = b"Q" + struct.pack("!i", 4 + len(q)) + q
+    times = []
+    loop = asyncio.get_running_loop()
+    for _ in range(n):
+        t = loop.time()
+        writer.write(msg)
+        await writer.drain()
+        await read_until_ready(reader)
+        times.append((loop.time() - t) * 1e6)
+    times.sort()
+    return times[len(times) // 2], times[len(times) * 99 // 100]
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
@@ -77,14 +93,21 @@ async def main():
         await read_until_ready(reader)
     await asyncio.sleep(1)
     before = rss_kib(a.pid)
+    # A normal client's latency, alone and then beside the idle ones.
+    alone = await latency_us(*warm[0])
     conns = []
     for i in range(0, a.n, 200):
         batch = await asyncio.gather(*(one(a.host, a.port, a.user, a.db, a.param) for _ in range(min(200, a.n - i))))
         conns.extend(batch)
     await asyncio.sleep(a.settle)
     after = rss_kib(a.pid)
+    beside = await latency_us(*warm[0])
     per = (after - before) * 1024 / a.n
-    print(f"{a.n} idle clients: RSS {before} KiB -> {after} KiB, {per:.0f} bytes per client")
+    print(
+        f"{a.n} idle clients: RSS {before} KiB -> {after} KiB, {per:.0f} bytes per client; "
+        f"a busy client's SELECT 1 median/p99 {alone[0]:.0f}/{alone[1]:.0f} us alone, "
+        f"{beside[0]:.0f}/{beside[1]:.0f} us beside them"
+    )
     for _, w in conns + warm:
         w.close()
 
