@@ -46,6 +46,27 @@ async fn only_client(proxy: &pgtenant::app::Running) -> Arc<ClientEntry> {
     clients[0].clone()
 }
 
+/// A client that ran one query and then parked, with its roster entry.
+async fn a_parked_client(
+    proxy: &pgtenant::app::Running,
+) -> (tokio_postgres::Client, Arc<ClientEntry>) {
+    let client = connect(proxy, "user=app.acme dbname=ic_app")
+        .await
+        .expect("connect");
+    assert_eq!(scalar(&client, "SELECT 1::text").await, "1");
+    let me = only_client(proxy).await;
+    assert!(wait_until(Duration::from_secs(10), || async { me.is_parked() }).await);
+    (client, me)
+}
+
+/// Whether every client's roster entry went within 5 s.
+async fn roster_empties(proxy: &pgtenant::app::Running) -> bool {
+    wait_until(Duration::from_secs(5), || async {
+        proxy.proxy.pools.roster.clients().is_empty()
+    })
+    .await
+}
+
 #[tokio::test]
 async fn an_idle_client_gives_its_buffers_back_and_takes_them_with_its_next_request() {
     fixture().await;
@@ -91,29 +112,19 @@ async fn an_idle_client_gives_its_buffers_back_and_takes_them_with_its_next_requ
 async fn kill_and_shutdown_reach_clients_idle_with_or_without_buffers() {
     fixture().await;
     let proxy = start_proxy(CONFIG).await;
-    // KILL_CLIENT of an idle client that gave its buffers back.
-    let client = connect(&proxy, "user=app.acme dbname=ic_app")
-        .await
-        .expect("connect");
-    assert_eq!(scalar(&client, "SELECT 1::text").await, "1");
-    let me = only_client(&proxy).await;
-    assert!(wait_until(Duration::from_secs(10), || async { me.is_parked() }).await);
+    // KILL_CLIENT of an idle client that parked.
+    let (client, me) = a_parked_client(&proxy).await;
     assert!(!me.holds_buffers());
     me.signals.raise(pgtenant::pool::signals::Signal::KILL);
     let closed = wait_until(Duration::from_secs(5), || async { client.is_closed() }).await;
     assert!(closed, "a killed idle client is disconnected");
-    let gone = wait_until(Duration::from_secs(5), || async {
-        proxy.proxy.pools.roster.clients().is_empty()
-    })
-    .await;
-    assert!(gone, "its roster entry goes with it");
+    assert!(
+        roster_empties(&proxy).await,
+        "its roster entry goes with it"
+    );
     assert_eq!(proxy.proxy.parked_clients(), 0);
     // Shutdown of a parked client: told 57P01.
-    let client = connect(&proxy, "user=app.acme dbname=ic_app")
-        .await
-        .expect("connect");
-    let me = only_client(&proxy).await;
-    assert!(wait_until(Duration::from_secs(10), || async { me.is_parked() }).await);
+    let (client, _) = a_parked_client(&proxy).await;
     proxy.proxy.begin_shutdown();
     let closed = wait_until(Duration::from_secs(5), || async { client.is_closed() }).await;
     assert!(closed, "shutdown disconnects a parked client");
@@ -184,19 +195,10 @@ async fn a_parked_session_resumes_with_its_statements_and_settings() {
 async fn a_parked_client_that_leaves_is_gone() {
     fixture().await;
     let proxy = start_proxy(CONFIG).await;
-    let client = connect(&proxy, "user=app.acme dbname=ic_app")
-        .await
-        .expect("connect");
-    assert_eq!(scalar(&client, "SELECT 1::text").await, "1");
-    let me = only_client(&proxy).await;
-    assert!(wait_until(Duration::from_secs(10), || async { me.is_parked() }).await);
+    let (client, _) = a_parked_client(&proxy).await;
     assert_eq!(proxy.proxy.client_count(), 1);
     drop(client);
-    let gone = wait_until(Duration::from_secs(5), || async {
-        proxy.proxy.pools.roster.clients().is_empty()
-    })
-    .await;
-    assert!(gone, "its roster entry goes");
+    assert!(roster_empties(&proxy).await, "its roster entry goes");
     assert_eq!(proxy.proxy.parked_clients(), 0);
     assert_eq!(
         proxy.proxy.client_count(),
