@@ -18,6 +18,9 @@ have_server || need_install+=(postgresql)
 command -v psql >/dev/null || need_install+=(postgresql-client)
 command -v pgbench >/dev/null || need_install+=(postgresql-client)
 command -v runuser >/dev/null || need_install+=(util-linux)
+# jemalloc (the binary's allocator) is built from source by its crate: make and a C compiler.
+command -v make >/dev/null || need_install+=(make)
+command -v cc >/dev/null || need_install+=(gcc)
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then need_install+=(postgresql); fi
 # The driver and framework matrix (tests/drivers.rs, tests/frameworks.rs): psycopg 3,
 # asyncpg, Django, SQLAlchemy and Alembic in a venv; node-postgres and TypeORM via npm;
