@@ -182,3 +182,67 @@ schema = "{schema}"
     );
     proxy.shutdown().await;
 }
+
+/// A client that follows its tenant into context isolation takes the guard
+/// a login there gets: the search_path it set while role-isolated is
+/// forgotten (the context's schema serves it), and it may not set one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_following_its_tenant_into_context_isolation_takes_its_guard() {
+    tenant_fixture("rl_guard", &[("t_old", "Old home"), ("t_new", "New home")]).await;
+    let config = |tier: &str, schema: &str| {
+        format!(
+            r#"
+[auth]
+method = "trust"
+users = [{{ name = "app" }}]
+
+[servers.main]
+port = {pg}
+database = "rl_guard"
+user = "postgres"
+
+[tiers.shared]
+isolation = "context"
+
+[[tenants]]
+key = "mover"
+mode = "schema"
+server = "main"
+schema = "{schema}"
+{tier}
+"#,
+            pg = pg_port()
+        )
+    };
+    let path = scratch("rl-guard.toml");
+    let proxy = start_proxy_from_file(&config("", "t_old"), &path).await;
+    let c = connect(&proxy, "user=app.mover dbname=rl_guard")
+        .await
+        .expect("client");
+    // Role isolation: search_path is an ordinary setting.
+    c.batch_execute("SET search_path = t_old, public")
+        .await
+        .expect("set search_path while role-isolated");
+    assert_eq!(
+        column(&c, "SELECT name FROM customers").await,
+        vec!["Old home"]
+    );
+
+    std::fs::write(&path, config("tier = \"shared\"", "t_new")).expect("config");
+    pgtenant::app::reload(&proxy.proxy).expect("reload");
+    assert_eq!(
+        column(&c, "SELECT name FROM customers").await,
+        vec!["New home"],
+        "the context's search_path, not the one set before the move"
+    );
+    let e = c
+        .batch_execute("SET search_path = t_old, public")
+        .await
+        .expect_err("search_path is the context's now");
+    assert_eq!(sqlstate(&e).0, "42501");
+    assert_eq!(
+        column(&c, "SELECT name FROM customers").await,
+        vec!["New home"]
+    );
+    proxy.shutdown().await;
+}

@@ -119,11 +119,7 @@ impl ClientState {
         pins: Arc<Quota>,
         limits: ClientLimits,
     ) -> Self {
-        let guard = if context.is_some() {
-            Guard::Context
-        } else {
-            Guard::Role
-        };
+        let guard = Guard::of(context.is_some());
         Self {
             statements: ClientStatements::new(),
             startup_params: params.clone(),

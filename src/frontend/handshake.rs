@@ -350,11 +350,7 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::warn!(tenant = %tenant.key, error = %e, "no server parameters at login");
         ClientError::from(&e)
     })?;
-    let guard = if tenant.context.is_some() {
-        Guard::Context
-    } else {
-        Guard::Role
-    };
+    let guard = Guard::of(tenant.context.is_some());
     let (desired, settings) = client_settings(proxy, &pool, &server_params, &params, guard).await?;
     // Session mode: the client's own backend from the start, as directly.
     let lease = if tenant.pool_mode == crate::config::PoolMode::Session {

@@ -561,6 +561,13 @@ impl Session {
                     };
                     flush_stats(client, pool, total);
                     client.state.context = now.context.clone();
+                    // The guard a login to the new home gets (a move into
+                    // context isolation protects search_path from now on).
+                    let guard = crate::sql::parsed::Guard::of(now.context.is_some());
+                    if guard != client.state.guard {
+                        client.state.guard = guard;
+                        client.state.settings.drop_protected(guard);
+                    }
                     client.state.pins = next.pins.clone();
                     if let Some(setup) = client.listen.setup.as_mut() {
                         setup.pool = next.clone();

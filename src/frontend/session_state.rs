@@ -101,6 +101,22 @@ impl ClientSettings {
         }
     }
 
+    /// Forgets the settings `guard` protects, as a login under it would
+    /// never have taken them (a client following its tenant into context
+    /// isolation: its `search_path` is the context's now).
+    pub fn drop_protected(&mut self, guard: crate::sql::parsed::Guard) {
+        for overrides in [&mut self.startup, &mut self.current] {
+            let names: Vec<String> = overrides
+                .iter()
+                .map(|(name, _)| name.clone())
+                .filter(|name| crate::sql::parsed::protected(name, guard))
+                .collect();
+            for name in names {
+                overrides.remove(&name);
+            }
+        }
+    }
+
     /// A change in an open transaction may have to be undone: transaction
     /// control must be watched (it is otherwise ignored, for speed).
     pub fn watching_transaction(&self) -> bool {

@@ -28,6 +28,17 @@ pub enum Guard {
     Context,
 }
 
+impl Guard {
+    /// The guard of a tenant with a context (context isolation) or without.
+    pub fn of(context_isolated: bool) -> Guard {
+        if context_isolated {
+            Guard::Context
+        } else {
+            Guard::Role
+        }
+    }
+}
+
 /// Settings a client may not change on a link guarded by `guard` (lowercase).
 pub fn protected(name: &str, guard: Guard) -> bool {
     matches!(name, "role" | "session_authorization")
