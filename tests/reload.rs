@@ -102,6 +102,35 @@ async fn reload_resizes_one_tenant_and_refuses_a_bad_file() {
     proxy.shutdown().await;
 }
 
+/// One schema tenant, "mover", in `schema` of `database` (trust logins for
+/// `app`); `tenant_extra` is more of its `[[tenants]]` table (a tier). A tier
+/// with context isolation, "shared", is there for it to move into.
+fn mover_config(database: &str, schema: &str, tenant_extra: &str) -> String {
+    format!(
+        r#"
+[auth]
+method = "trust"
+users = [{{ name = "app" }}]
+
+[servers.main]
+port = {pg}
+database = "{database}"
+user = "postgres"
+
+[tiers.shared]
+isolation = "context"
+
+[[tenants]]
+key = "mover"
+mode = "schema"
+server = "main"
+schema = "{schema}"
+{tenant_extra}
+"#,
+        pg = pg_port()
+    )
+}
+
 /// A tenant's route changes (here its schema, by RELOAD; promote and move
 /// flip the catalog the same way): connected clients follow it at their
 /// next transaction, with their session settings; a client holding server
@@ -109,27 +138,7 @@ async fn reload_resizes_one_tenant_and_refuses_a_bad_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connected_clients_follow_their_tenant_to_a_new_home() {
     tenant_fixture("rl_move", &[("t_old", "Old home"), ("t_new", "New home")]).await;
-    let config = |schema: &str| {
-        format!(
-            r#"
-[auth]
-method = "trust"
-users = [{{ name = "app" }}]
-
-[servers.main]
-port = {pg}
-database = "rl_move"
-user = "postgres"
-
-[[tenants]]
-key = "mover"
-mode = "schema"
-server = "main"
-schema = "{schema}"
-"#,
-            pg = pg_port()
-        )
-    };
+    let config = |schema: &str| mover_config("rl_move", schema, "");
     let path = scratch("rl-move.toml");
     let proxy = start_proxy_from_file(&config("t_old"), &path).await;
     let c = connect(&proxy, "user=app.mover dbname=rl_move")
@@ -189,31 +198,7 @@ schema = "{schema}"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_following_its_tenant_into_context_isolation_takes_its_guard() {
     tenant_fixture("rl_guard", &[("t_old", "Old home"), ("t_new", "New home")]).await;
-    let config = |tier: &str, schema: &str| {
-        format!(
-            r#"
-[auth]
-method = "trust"
-users = [{{ name = "app" }}]
-
-[servers.main]
-port = {pg}
-database = "rl_guard"
-user = "postgres"
-
-[tiers.shared]
-isolation = "context"
-
-[[tenants]]
-key = "mover"
-mode = "schema"
-server = "main"
-schema = "{schema}"
-{tier}
-"#,
-            pg = pg_port()
-        )
-    };
+    let config = |tier: &str, schema: &str| mover_config("rl_guard", schema, tier);
     let path = scratch("rl-guard.toml");
     let proxy = start_proxy_from_file(&config("", "t_old"), &path).await;
     let c = connect(&proxy, "user=app.mover dbname=rl_guard")
