@@ -81,8 +81,6 @@ pub(super) fn park(stream: Stream, session: Box<Session>) -> Result<(), (Stream,
     };
     let lot = session.proxy.parking.clone();
     let me = session.listed.entry.clone();
-    let mut session = session;
-    session.key.park();
     me.set_rested(true);
     me.set_parked(true);
     me.set_buffers(false);
@@ -213,9 +211,11 @@ impl Session {
             && cancel_after_prelude.is_none()
     }
 
-    /// The parked form of a session at rest; its counters are flushed first.
+    /// The parked form of a session at rest; its counters are flushed first,
+    /// and its cancel key takes the shared empty slot ([`CancelKey::park`]).
     fn into_parked(mut self: Box<Self>) -> Box<ParkedSession> {
         super::flush_stats(&mut self.client, &self.pool, &mut self.total);
+        self.key.park();
         let Session {
             proxy,
             key,
