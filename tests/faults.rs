@@ -311,6 +311,19 @@ async fn a_server_stalled_mid_result_fails_the_query_after_query_timeout() {
         .await
         .expect("second row");
     assert_eq!(sink.finish().await.expect("copy done after a pause"), 2);
+    drop(copier);
+    // The copier's link goes back to the pool just after its client has the
+    // answer: wait for it there, or the next client may open a second link.
+    let pool = &proxy.proxy.pools.pools()[0];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.stats().active != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        pool.stats().active,
+        0,
+        "the copier's link is back in the pool"
+    );
 
     let again = connect(&proxy, &format!("user=app.stall dbname={DB}"))
         .await
