@@ -320,6 +320,19 @@ async fn reset_all_and_discard_all_go_back_to_startup_values() {
         .await
         .expect("extended RESET");
     assert_eq!(values(&a, "SHOW work_mem").await, vec!["5MB"]);
+    // A RESET beside a COPY statement is refused (pgtenant's restore would be
+    // read as COPY data); beside a mere mention of the word, it runs.
+    values(&a, "SET work_mem = '72MB'").await;
+    assert_eq!(
+        values(&a, "RESET ALL; SELECT 'copy_jobs'").await,
+        vec!["copy_jobs"]
+    );
+    assert_eq!(values(&a, "SHOW work_mem").await, vec!["5MB"]);
+    let err = a
+        .simple_query("RESET ALL; COPY (SELECT 1) TO STDOUT")
+        .await
+        .expect_err("RESET beside COPY");
+    assert_eq!(sqlstate(&err).0, "0A000");
     // The link went back to the pool, not closed.
     assert_eq!(values(&a, "SELECT pg_backend_pid()").await, pid);
     proxy.shutdown().await;

@@ -15,7 +15,7 @@ use crate::backend::{LinkState, Overrides, Settings};
 use crate::prepared::Statement;
 use crate::protocol::extended::{self, split_name};
 use crate::protocol::tag::frontend as fe;
-use crate::sql::{literal, Effects, Restore, SessionOp};
+use crate::sql::{literal, Effects, Restore, SessionOp, Token};
 use crate::tenant::{quote_ident, TenantContext};
 use bytes::BytesMut;
 use std::fmt::Write as _;
@@ -486,9 +486,17 @@ fn replacement(cx: &mut Ctx<'_>, plan: &QueryPlan) -> Option<String> {
         .map(|name| deallocate(cx, name))
 }
 
-/// The query may start a COPY (checked only when it also resets settings).
-fn may_copy(sql: &[u8]) -> bool {
-    sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
+/// The query string has a COPY statement (checked only when it also resets
+/// settings, so lexing here costs ordinary queries nothing). COPY to or from
+/// the client runs only as a statement of its own, never inside a function, so
+/// a statement's first word decides: `SELECT * FROM copy_jobs` is no COPY.
+/// Text that is not UTF-8 is taken as one, to stay on the safe side.
+fn runs_copy(sql: &[u8]) -> bool {
+    std::str::from_utf8(sql).map_or(true, |sql| {
+        crate::sql::statements(sql)
+            .iter()
+            .any(|s| matches!(s.first(), Some(Token::Word(w)) if w == "copy"))
+    })
 }
 
 /// `name` is one of the client's SQL-level prepared statements.
@@ -530,7 +538,7 @@ fn rewrite(cx: &mut Ctx<'_>, msg: &[u8], out: &mut BytesMut) -> bool {
         fe::QUERY => {
             let sql = body.strip_suffix(&[0]).unwrap_or(body);
             let plan = plan(cx, sql, false);
-            if plan.effects.restore != Restore::Nothing && may_copy(sql) {
+            if plan.effects.restore != Restore::Nothing && runs_copy(sql) {
                 // pgtenant's restore would be read as COPY data.
                 cx.t.client_message(tag);
                 let why = "RESET and COPY in one query string are not supported through pgtenant; send them as separate queries";
@@ -726,6 +734,20 @@ fn known(cx: &Ctx<'_>, name: &[u8]) -> Option<Arc<Statement>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_copy_statement_counts_as_copy() {
+        assert!(runs_copy(b"RESET ALL; COPY t FROM STDIN"));
+        assert!(runs_copy(
+            b"reset all;\n  /* then */ copy (select 1) to stdout"
+        ));
+        assert!(!runs_copy(b"RESET ALL; SELECT * FROM copy_jobs"));
+        assert!(!runs_copy(b"RESET ALL; SELECT 'copy'"));
+        assert!(!runs_copy(
+            b"RESET ALL; INSERT INTO t VALUES ('COPY t FROM STDIN')"
+        ));
+        assert!(runs_copy(&[b'R', 0xff, b';']), "not UTF-8: taken as a COPY");
+    }
 
     #[test]
     fn raise_statement_cannot_be_broken_out_of() {

@@ -412,7 +412,8 @@ impl Session {
         tracing::info!(
             tenant = %tenant.key,
             user = %listed.entry.user,
-            addr = ?listed.entry.addr(),
+            // `Some(ip:port)` was Debug noise: the address, or "unix".
+            address = %listed.entry.addr().map_or_else(|| "unix".to_owned(), |a| a.to_string()),
             duration_ms = connected.elapsed().as_millis() as u64,
             transactions = total.transactions,
             bytes_received = total.bytes_received,
