@@ -178,6 +178,61 @@ async fn settings_follow_their_client_to_another_link_and_no_further() {
     proxy.shutdown().await;
 }
 
+/// `set_config('name', $1, false)` (an app setting the user its RLS policies
+/// read, the value bound by the driver): pgtenant asks the server for the
+/// value when the transaction ends and follows it like a literal SET.
+#[tokio::test]
+async fn a_setting_with_a_bound_value_follows_its_client() {
+    fixtures("bv").await;
+    let proxy = start_proxy(&config("bv", 2, "")).await;
+    let a = client(&proxy, "bv").await;
+    let b = client(&proxy, "bv").await;
+    let c = client(&proxy, "bv").await;
+    let show =
+        "SELECT pg_backend_pid()::text, coalesce(current_setting('myapp.user_id', true), '')";
+    // Each way of setting it, and the value A must see on its next link.
+    let set_bound = "SELECT set_config('myapp.user_id', $1, false), pg_backend_pid()::text";
+    for (round, expected) in [(0, "99"), (1, "99"), (2, "12"), (3, "7")] {
+        let set_pid: String = match round {
+            // Bound over the extended protocol, in an implicit transaction.
+            0 => a.query_one(set_bound, &[&"99"]).await.expect("set").get(1),
+            // Inside a transaction that rolls back: the old value stays.
+            1 => {
+                values(&a, "BEGIN").await;
+                let pid: String = a.query_one(set_bound, &[&"5"]).await.expect("set").get(1);
+                values(&a, "ROLLBACK").await;
+                pid
+            }
+            // Computed in SQL.
+            2 => values(&a, "SELECT set_config('myapp.user_id', (SELECT '1' || '2'), false); SELECT pg_backend_pid()")
+                .await
+                .pop()
+                .expect("pid"),
+            // Bound inside a transaction that commits.
+            _ => {
+                values(&a, "BEGIN").await;
+                let pid: String = a.query_one(set_bound, &[&"7"]).await.expect("set").get(1);
+                values(&a, "COMMIT").await;
+                pid
+            }
+        };
+        let (holder, other) = hold_both(&b, &c, &set_pid).await;
+        values(other, "COMMIT").await;
+        let got = values(&a, show).await;
+        assert_ne!(got[0], set_pid, "round {round}: A moved to another link");
+        assert_eq!(got[1], expected, "round {round}: A keeps its value there");
+        // The link A set it on was reset before another client took it.
+        assert_eq!(
+            values(holder, show).await,
+            vec![set_pid.clone(), String::new()]
+        );
+        values(holder, "COMMIT").await;
+    }
+    values(&a, "RESET ALL").await;
+    assert_eq!(values(&a, show).await[1], "");
+    proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn changes_made_out_of_sight_never_reach_the_next_client() {
     fixtures("ou").await;

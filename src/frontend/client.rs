@@ -70,6 +70,9 @@ pub struct ClientState {
     pub unlisten_after_sync: bool,
     /// Something that may pin the link ran: check at the transaction's end.
     pub check_pins: bool,
+    /// Settings set to values pgtenant could not read (`learned_settings`):
+    /// asked of the server at the transaction's end.
+    pub learn: Vec<String>,
     /// Why the client keeps its link between transactions, if it does.
     pub pin: Option<PinReason>,
     /// Its place in the tenant's `max_pinned`, taken when a statement that
@@ -134,6 +137,7 @@ impl ClientState {
             restore_after_sync: Restore::Nothing,
             unlisten_after_sync: false,
             check_pins: false,
+            learn: Vec::new(),
             pin: None,
             pin_slot: None,
             pins,

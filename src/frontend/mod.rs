@@ -6,6 +6,7 @@ mod checkout;
 mod client;
 mod departure;
 mod handshake;
+mod learned_settings;
 mod listener;
 mod login_gate;
 mod owner_route;

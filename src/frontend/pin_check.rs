@@ -3,6 +3,24 @@
 //! something (SPEC §4: advisory locks, held cursors, temporary tables).
 
 use super::client::{ClientState, PinReason};
+use super::learned_settings::learn_settings;
+
+/// What a transaction-mode client's transaction left on its link that
+/// pgtenant must ask the server about: its pins, and settings whose values
+/// no SQL text showed. Runs before the link goes back to the pool.
+pub(super) async fn after_transaction(
+    client: &mut ClientState,
+    conn: &mut crate::backend::ServerConn,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    if client.check_pins || client.pinned() {
+        update_pin(client, conn, timeout).await?;
+    }
+    if !client.learn.is_empty() {
+        learn_settings(client, conn, timeout).await?;
+    }
+    Ok(())
+}
 
 /// What pins a session to its backend: session advisory locks, held cursors,
 /// temporary tables. Asked of the server itself after a transaction that may
@@ -14,7 +32,7 @@ pub(super) const PIN_CHECK_SQL: &str = "BEGIN; SET LOCAL statement_timeout = 0; 
     (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable), \
     (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't' AND relnamespace = pg_catalog.pg_my_temp_schema()); COMMIT";
 
-pub(super) async fn update_pin(
+async fn update_pin(
     client: &mut ClientState,
     conn: &mut crate::backend::ServerConn,
     timeout: std::time::Duration,

@@ -109,8 +109,41 @@ enum SetConfig {
     Session { name: String, value: String },
     /// `set_config('name', ..., true)`: ends with the transaction.
     Local { name: String, value: Option<String> },
-    /// A computed name, value or scope.
-    Computed { name: Option<String> },
+    /// A computed name, value or scope. `learn`: the name is a literal and
+    /// the scope `false` (`set_config('app.user', $1, false)`), so the value
+    /// it took can be asked of the server when the transaction ends.
+    Computed { name: Option<String>, learn: bool },
+}
+
+/// The tokens of a call's argument list from its `(` at `open` to its `)`,
+/// split at the commas outside nested parentheses (None: never closed).
+fn call_args(tokens: &[Token], open: usize) -> Option<Vec<&[Token]>> {
+    let (mut depth, mut start, mut args) = (0usize, open + 1, Vec::new());
+    for (i, t) in tokens.iter().enumerate().skip(open) {
+        match t {
+            Token::Other('(') => depth += 1,
+            Token::Other(')') if depth == 1 => {
+                args.push(&tokens[start..i]);
+                return Some(args);
+            }
+            Token::Other(')') => depth -= 1,
+            Token::Other(',') if depth == 1 => {
+                args.push(&tokens[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The statement that puts a session setting back on another link.
+pub(super) fn set_config_replay(name: &str, value: &str) -> Arc<str> {
+    Arc::from(format!(
+        "SELECT pg_catalog.set_config({}, {}, false)",
+        literal(name),
+        literal(value)
+    ))
 }
 
 fn set_config_calls(tokens: &[Token]) -> Vec<SetConfig> {
@@ -144,7 +177,13 @@ fn set_config_calls(tokens: &[Token]) -> Vec<SetConfig> {
                     },
                 }
             }
-            _ => SetConfig::Computed { name },
+            _ => {
+                let learn = name.is_some()
+                    && call_args(tokens, i + 1).is_some_and(|args| {
+                        matches!(args.as_slice(), [[Token::Str(_)], _, [Token::Word(scope)]] if scope == "false")
+                    });
+                SetConfig::Computed { name, learn }
+            }
         });
     }
     out
@@ -154,14 +193,12 @@ fn set_config_refusal(calls: &[SetConfig], guard: Guard) -> Option<String> {
     calls.iter().find_map(|c| match c {
         SetConfig::Session { name, .. }
         | SetConfig::Local { name, .. }
-        | SetConfig::Computed { name: Some(name) }
-            if protected(name, guard) =>
-        {
-            Some(format!(
-                "set_config('{name}', ...) is not allowed: {MANAGED}"
-            ))
-        }
-        SetConfig::Computed { name: None } if guard == Guard::Context => Some(format!(
+        | SetConfig::Computed {
+            name: Some(name), ..
+        } if protected(name, guard) => Some(format!(
+            "set_config('{name}', ...) is not allowed: {MANAGED}"
+        )),
+        SetConfig::Computed { name: None, .. } if guard == Guard::Context => Some(format!(
             "set_config() with a computed setting name is not allowed: {MANAGED}"
         )),
         _ => None,
@@ -386,13 +423,18 @@ fn set_config_effects(calls: &[SetConfig], fx: &mut Effects) {
             SetConfig::Session { name, .. } if reported(name) || transaction_scoped(name) => {}
             SetConfig::Session { name, value } => fx.ops.push(SessionOp::Set {
                 name: name.clone(),
-                replay: Arc::from(format!(
-                    "SELECT pg_catalog.set_config({}, {}, false)",
-                    literal(name),
-                    literal(value)
-                )),
+                replay: set_config_replay(name, value),
             }),
             SetConfig::Local { .. } => {}
+            // Still untracked (the link is reset before another client takes
+            // it), and learned: the client's next link gets the value too.
+            SetConfig::Computed {
+                name: Some(name),
+                learn: true,
+            } if !reported(name) && !transaction_scoped(name) => {
+                fx.untracked = true;
+                fx.learn.push(name.clone());
+            }
             SetConfig::Computed { .. } => fx.untracked = true,
         }
     }
@@ -419,10 +461,11 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
                 name,
                 value: Some(value),
             } => turns_off_conforming_strings(name, &[Token::Str(value.clone())]),
-            SetConfig::Local { name, value: None } | SetConfig::Computed { name: Some(name) } => {
-                name == "standard_conforming_strings"
-            }
-            SetConfig::Computed { name: None } => false,
+            SetConfig::Local { name, value: None }
+            | SetConfig::Computed {
+                name: Some(name), ..
+            } => name == "standard_conforming_strings",
+            SetConfig::Computed { name: None, .. } => false,
         }) {
             return QueryPlan::refuse(FEATURE_NOT_SUPPORTED, CONFORMING_STRINGS.to_owned());
         }
@@ -529,7 +572,27 @@ mod tests {
             )]
         );
         assert!(effects("SELECT set_config('myapp.user_id', '7', true)").is_empty());
-        assert!(effects("SELECT set_config('myapp.user_id', $1, false)").untracked);
+        let bound = effects("SELECT set_config('myapp.user_id', $1, false)");
+        assert!(bound.untracked);
+        assert_eq!(bound.learn, vec!["myapp.user_id".to_owned()]);
+        let learned = |sql: &str| effects(sql).learn;
+        assert_eq!(
+            learned("SELECT set_config('app.x', 'a' || f($1, (2)), false)"),
+            vec!["app.x".to_owned()]
+        );
+        // Not learned: a scope that isn't `false`, a computed name, a
+        // reported setting (ParameterStatus tells its value), a name whose
+        // literal is only the start of an expression.
+        for sql in [
+            "SELECT set_config('app.x', $1, true)",
+            "SELECT set_config('app.x', $1, $2)",
+            "SELECT set_config(lower('APP.X'), $1, false)",
+            "SELECT set_config('application_name', $1, false)",
+            "SELECT set_config('app' || '.x', $1, false)",
+        ] {
+            assert!(effects(sql).untracked, "{sql}");
+            assert_eq!(learned(sql), Vec::<String>::new(), "{sql}");
+        }
         assert!(effects("DO $$BEGIN SET statement_timeout = 1; END$$").untracked);
         assert_eq!(
             effects("SET application_name = 'x'"),

@@ -418,6 +418,14 @@ fn apply_effects(cx: &mut Ctx<'_>, fx: &Effects) {
     if fx.untracked {
         cx.link.foreign = Some(cx.client.id());
     }
+    if cx.client.transaction_mode {
+        for name in &fx.learn {
+            let learn = &mut cx.client.learn;
+            if !learn.contains(name) && learn.len() < super::learned_settings::MAX_LEARNED {
+                learn.push(name.clone());
+            }
+        }
+    }
     if fx.may_pin {
         cx.client.check_pins = true;
     }

@@ -9,7 +9,7 @@ use super::checkout::checkout;
 use super::client::{Client, ClientLimits, ClientState};
 use super::departure::{cancel_then_close, until_gone};
 use super::handshake::{login, send_fatal, LoggedIn, Login, Opening, Refusal};
-use super::pin_check::update_pin;
+use super::pin_check::after_transaction;
 use super::relay::{flush, relay, Downstream, RelayEnd, Upstream};
 use super::secure::Opened;
 use super::session_end::{
@@ -683,20 +683,20 @@ impl Session {
         let link_clean = client.t.idle() && client.down.drained() && client.up.drained();
         match end {
             RelayEnd::Release => {
-                if client.state.check_pins || client.state.pinned() {
-                    // Boxed: rare, and its query's future is large.
-                    let check = update_pin(&mut client.state, lease.conn(), reset_timeout);
-                    match Box::pin(check).await {
-                        Ok(()) => {}
-                        Err(e) => {
-                            tracing::warn!(tenant = %tenant.key, error = %e, "could not check what pins a client to its server connection");
-                            let e = ClientError::new(
-                                sqlstate::CONNECTION_FAILURE,
-                                "server connection lost; pgtenant closed the client",
-                            );
-                            last_word(cw, &mut client.down, &e).await;
-                            return Step::End;
-                        }
+                if client.state.check_pins
+                    || client.state.pinned()
+                    || !client.state.learn.is_empty()
+                {
+                    // Boxed: rare, and its queries' futures are large.
+                    let ask = after_transaction(&mut client.state, lease.conn(), reset_timeout);
+                    if let Err(e) = Box::pin(ask).await {
+                        tracing::warn!(tenant = %tenant.key, error = %e, "could not ask the server connection what a client's transaction left on it");
+                        let e = ClientError::new(
+                            sqlstate::CONNECTION_FAILURE,
+                            "server connection lost; pgtenant closed the client",
+                        );
+                        last_word(cw, &mut client.down, &e).await;
+                        return Step::End;
                     }
                 }
                 if client.state.pinned() {

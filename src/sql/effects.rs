@@ -93,6 +93,10 @@ pub struct Effects {
     /// with a computed argument): the link is reset before another client
     /// uses it.
     pub untracked: bool,
+    /// Session settings set to values no SQL text shows
+    /// (`set_config('app.user', $1, false)`): asked of the server when the
+    /// transaction ends, then followed like any other.
+    pub learn: Vec<String>,
     /// May take something that can't move between links (a session advisory
     /// lock, a WITH HOLD cursor, a temporary table).
     pub may_pin: bool,

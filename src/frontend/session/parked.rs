@@ -182,6 +182,7 @@ impl Session {
             restore_after_sync,
             unlisten_after_sync,
             check_pins,
+            learn,
             pin,
             pin_slot,
             pins: _,
@@ -204,6 +205,7 @@ impl Session {
             && matches!(restore_after_sync, Restore::Nothing)
             && !unlisten_after_sync
             && !check_pins
+            && learn.is_empty()
             && pin.is_none()
             && pin_slot.is_none()
             && !follow_listens
@@ -246,6 +248,7 @@ impl Session {
             restore_after_sync: _,
             unlisten_after_sync: _,
             check_pins: _,
+            learn: _,
             pin: _,
             pin_slot: _,
             pins: _,
