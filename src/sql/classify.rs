@@ -61,37 +61,78 @@ pub enum SessionStatement {
     Close,
 }
 
+/// The first two letters (lowercase) of the words `may_touch_session` looks
+/// for, as a table: `table[first] >> (second - 'a') & 1`.
+const fn bigrams(lists: &[&[&[u8; 2]]]) -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut l = 0;
+    while l < lists.len() {
+        let mut k = 0;
+        while k < lists[l].len() {
+            table[lists[l][k][0] as usize] |= 1 << (lists[l][k][1] - b'a');
+            k += 1;
+        }
+        l += 1;
+    }
+    table
+}
+
+/// set, discard, deallocate, do, listen, prepare, execute, alter, advisory,
+/// hold, temp, close, notify.
+const SESSION_WORDS: &[&[u8; 2]] = &[
+    b"se", b"di", b"de", b"do", b"li", b"pr", b"ex", b"al", b"ad", b"ho", b"te", b"cl", b"no",
+];
+/// savepoint, start, end, abort, commit, rollback, release, begin.
+const TRANSACTION_WORDS: &[&[u8; 2]] = &[b"sa", b"st", b"en", b"ab", b"co", b"ro", b"re", b"be"];
+static SESSION_STARTS: [u32; 256] = bigrams(&[SESSION_WORDS]);
+static WATCHED_STARTS: [u32; 256] = bigrams(&[SESSION_WORDS, TRANSACTION_WORDS]);
+
 /// Cheap pre-filter: can `sql` contain a session statement at all? Ordinary
 /// queries pay one pass over their bytes and no lexing. `in_txn_watch` adds
 /// transaction-control words: needed only while a client has session changes
 /// in an open transaction (they must be undone if it rolls back).
 pub fn may_touch_session(sql: &[u8], in_txn_watch: bool) -> bool {
-    // One dispatch on each byte's first letter; a needle is compared only
-    // where its first letter is (this runs on every query).
-    let at = |i: usize, n: &[u8]| {
+    // This runs on every Query and Parse. Most letters of ordinary SQL start
+    // no word looked for: one table lookup on each byte pair rules a place
+    // out, and only the rare places that pass are compared with the words.
+    let starts = if in_txn_watch {
+        &WATCHED_STARTS
+    } else {
+        &SESSION_STARTS
+    };
+    sql.windows(2).enumerate().any(|(i, pair)| {
+        let second = (pair[1] | 0x20).wrapping_sub(b'a');
+        second < 26
+            && (starts[(pair[0] | 0x20) as usize] >> second) & 1 == 1
+            && word_at(sql, i, in_txn_watch)
+    })
+}
+
+/// Does one of `may_touch_session`'s words start at `i`?
+fn word_at(sql: &[u8], i: usize, in_txn_watch: bool) -> bool {
+    let at = |n: &[u8]| {
         sql.get(i..i + n.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(n))
     };
     let ident = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
     // A whole word: `do` and `end` are too common inside other words.
-    let word = |i: usize, n: &[u8]| {
-        at(i, n) && (i == 0 || !ident(sql.get(i - 1))) && !ident(sql.get(i + n.len()))
-    };
-    (0..sql.len()).any(|i| match sql[i] | 0x20 {
-        b's' => at(i, b"set") || (in_txn_watch && (at(i, b"savepoint") || at(i, b"start"))),
-        b'd' => at(i, b"discard") || at(i, b"deallocate") || word(i, b"do"),
-        b'l' => at(i, b"listen"),
-        b'p' => at(i, b"prepare"),
-        b'e' => at(i, b"execute") || (in_txn_watch && word(i, b"end")),
-        b'a' => at(i, b"alter") || at(i, b"advisory") || (in_txn_watch && at(i, b"abort")),
-        b'h' => at(i, b"hold"),
-        b't' => at(i, b"temp"),
-        b'c' => at(i, b"close") || (in_txn_watch && at(i, b"commit")),
-        b'n' => at(i, b"notify"),
-        b'r' => in_txn_watch && (at(i, b"rollback") || at(i, b"release")),
-        b'b' => in_txn_watch && at(i, b"begin"),
+    let word =
+        |n: &[u8]| at(n) && (i == 0 || !ident(sql.get(i - 1))) && !ident(sql.get(i + n.len()));
+    match sql[i] | 0x20 {
+        b's' => at(b"set") || (in_txn_watch && (at(b"savepoint") || at(b"start"))),
+        b'd' => at(b"discard") || at(b"deallocate") || word(b"do"),
+        b'l' => at(b"listen"),
+        b'p' => at(b"prepare"),
+        b'e' => at(b"execute") || (in_txn_watch && word(b"end")),
+        b'a' => at(b"alter") || at(b"advisory") || (in_txn_watch && at(b"abort")),
+        b'h' => at(b"hold"),
+        b't' => at(b"temp"),
+        b'c' => at(b"close") || (in_txn_watch && at(b"commit")),
+        b'n' => at(b"notify"),
+        b'r' => in_txn_watch && (at(b"rollback") || at(b"release")),
+        b'b' => in_txn_watch && at(b"begin"),
         _ => false,
-    })
+    }
 }
 
 fn word(t: Option<&Token>) -> Option<&str> {
@@ -447,6 +488,31 @@ mod tests {
             Some(SessionStatement::DeclareHold)
         );
         assert_eq!(one("DECLARE c CURSOR FOR SELECT 1"), None);
+    }
+
+    /// The pre-filter before its bigram table: every place, every word.
+    fn may_touch_session_reference(sql: &[u8], in_txn_watch: bool) -> bool {
+        (0..sql.len()).any(|i| word_at(sql, i, in_txn_watch))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_bigram_table_misses_no_word(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "SET", "set", "sAvEpOiNt", "start", "discard", "deallocate", "do", "DO", "listen",
+                "prepare", "execute", "end", "END", "alter", "advisory", "abort", "hold", "temp",
+                "close", "commit", "notify", "rollback", "release", "begin", "s", "e", "x", "_",
+                " ", ";", "'", "\u{e9}", "$1", "undo", "append", "select", "a", "SE", "t",
+            ]), 0..8),
+            watch in proptest::bool::ANY,
+        ) {
+            let sql = parts.concat();
+            proptest::prop_assert_eq!(
+                may_touch_session(sql.as_bytes(), watch),
+                may_touch_session_reference(sql.as_bytes(), watch),
+                "{:?}", sql
+            );
+        }
     }
 
     #[test]
