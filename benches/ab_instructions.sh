@@ -12,7 +12,9 @@
 #
 #   benches/ab_instructions.sh OLD_BINARY NEW_BINARY
 #
-# Env: MODES ("simple extended prepared"), TXNS per client (400), CLIENTS (4).
+# Env: MODES ("simple extended prepared"), TXNS per client (400), CLIENTS (4),
+# CONNECT=1: a new connection per transaction (pgbench -C), counting every
+# task's polls (the login starts in the listener's), so logins are compared.
 # Needs valgrind, initdb/pg_ctl, pgbench, psql.
 set -euo pipefail
 A=${1:?binary A}; B=${2:?binary B}
@@ -42,14 +44,16 @@ database = "bench"
 tier = "bench"
 mode = "database"
 EOC
+COLLECT='*serve_client*'
+[ -n "${CONNECT:-}" ] && COLLECT='*tokio*runtime*task*raw*poll*'
 count() { # binary mode transactions-per-client -> instructions
   local out="$WORK/cg.$$.$RANDOM"
-  RUST_LOG=warn valgrind --tool=callgrind --toggle-collect="*serve_client*" --callgrind-out-file="$out" "$1" serve --config "$WORK/p.toml" \
+  RUST_LOG=warn valgrind --tool=callgrind --toggle-collect="$COLLECT" --callgrind-out-file="$out" "$1" serve --config "$WORK/p.toml" \
     >"$WORK/v.log" 2>&1 & local pid=$!
   # Under valgrind a start takes seconds (debug info is read first).
   for _ in $(seq 1 600); do pg_isready -q -h 127.0.0.1 -p "$PORT" && break; sleep 0.1; done
   local done
-  done=$(pgbench -n -S -M "$2" -c "$CLIENTS" -j 1 -t "$3" -h 127.0.0.1 -p "$PORT" -U postgres bench 2>&1 \
+  done=$(pgbench -n -S ${CONNECT:+-C} -M "$2" -c "$CLIENTS" -j 1 -t "$3" -h 127.0.0.1 -p "$PORT" -U postgres bench 2>&1 \
     | awk '/number of transactions actually processed/ {split($NF, a, "/"); print a[1]}')
   [ "${done:-0}" = $(( $3 * CLIENTS )) ] || { echo "pgbench through $1 processed ${done:-0} transactions" >&2; exit 1; }
   kill -TERM "$pid"; wait "$pid" || true

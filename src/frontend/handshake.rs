@@ -5,11 +5,12 @@
 
 use super::cancel::CancelKey;
 use super::policy::reported;
+use super::policy::set_config_replay;
 use crate::app::Proxy;
 use crate::auth::authenticate_client;
 use crate::backend::{ExecError, Overrides, Settings};
 use crate::error::ClientError;
-use crate::pool::{Lease, Slot, TenantPool};
+use crate::pool::{Lease, LoginTemplate, Slot, TenantPool};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::startup::{check_length, parse_first_packet, FirstPacket, StartupParams};
 use crate::sql::literal;
@@ -286,7 +287,7 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::info!(error = %e, "refused connection");
         ClientError::from(&e)
     })?;
-    let mut out = BytesMut::new();
+    let mut out = BytesMut::with_capacity(1024);
     let unsupported = params.protocol_options();
     if params.minor_version > 0 || !unsupported.is_empty() {
         messages::negotiate_protocol_version(&mut out, &unsupported);
@@ -350,8 +351,15 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::warn!(tenant = %tenant.key, error = %e, "no server parameters at login");
         ClientError::from(&e)
     })?;
-    let guard = Guard::of(tenant.context.is_some());
-    let (desired, settings) = client_settings(proxy, &pool, &server_params, &params, guard).await?;
+    let context = tenant.context.is_some();
+    let template = match pool.login_template(&server_params, context, &params.params) {
+        Some(t) => t,
+        None => {
+            let t = work_out_login(proxy, &pool, &server_params, &params, context).await?;
+            pool.remember_login(server_params.clone(), context, &params.params, t.clone());
+            t
+        }
+    };
     // Session mode: the client's own backend from the start, as directly.
     let lease = if tenant.pool_mode == crate::config::PoolMode::Session {
         let mut lease = super::checkout::checkout(proxy, &pool, tenant.context.as_deref()).await?;
@@ -368,24 +376,45 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
     };
     out.extend_from_slice(&ahead);
     messages::auth_ok(&mut out);
-    for (k, v) in server_params.iter() {
-        let value = desired.get(&k.to_ascii_lowercase()).unwrap_or(v);
-        messages::parameter_status(&mut out, k, value);
-    }
+    out.extend_from_slice(&template.status);
     messages::backend_key_data(&mut out, key.pid, key.secret);
     messages::ready_for_query(&mut out, b'I');
     stream.write_all(&out).await.map_err(|_| Refusal::Closed)?;
     stream.flush().await.map_err(|_| Refusal::Closed)?;
     tracing::debug!(tenant = %tenant.key, user = %resolution.user, by = ?resolution.by, "client logged in");
-    let (params, settings) = pool.share_startup(desired.into_iter().collect(), settings);
     Ok(Login {
         tenant,
         user: resolution.user,
         pool,
         _client_slot: client_slot,
+        params: template.params,
+        settings: template.settings,
+        lease,
+    })
+}
+
+/// What a login with this startup packet comes to: its settings (shared
+/// with earlier clients' equal ones) and the ParameterStatus messages it is
+/// sent. Worked out once per distinct packet (see `LoginTemplate`).
+async fn work_out_login(
+    proxy: &Proxy,
+    pool: &Arc<TenantPool>,
+    server_params: &[(String, String)],
+    startup: &StartupParams,
+    context: bool,
+) -> Result<LoginTemplate, Refusal> {
+    let guard = Guard::of(context);
+    let (desired, settings) = client_settings(proxy, pool, server_params, startup, guard).await?;
+    let mut status = BytesMut::with_capacity(512);
+    for (k, v) in server_params.iter() {
+        let value = desired.get(&k.to_ascii_lowercase()).unwrap_or(v);
+        messages::parameter_status(&mut status, k, value);
+    }
+    let (params, settings) = pool.share_startup(desired.into_iter().collect(), settings);
+    Ok(LoginTemplate {
         params,
         settings,
-        lease,
+        status: status.freeze(),
     })
 }
 
@@ -395,15 +424,6 @@ fn not_a_setting(key: &str) -> bool {
         key,
         "user" | "database" | "options" | "replication" | "tenant"
     ) || key.starts_with("_pq_.")
-}
-
-/// The statement that re-applies a startup setting on any link.
-fn replay_of(key: &str, value: &str) -> String {
-    format!(
-        "SELECT pg_catalog.set_config({}, {}, false)",
-        literal(key),
-        literal(value)
-    )
 }
 
 /// The client's settings: the reported ones (the server's, overridden by
@@ -450,7 +470,7 @@ async fn client_settings(
             Some(c) if reported(&key) => {
                 desired.insert(key, c);
             }
-            Some(c) => settings.set(&key, replay_of(&key, &c).into()),
+            Some(c) => settings.set(&key, set_config_replay(&key, &c)),
             None => unknown.push((key, v.clone())),
         }
     }
@@ -487,10 +507,10 @@ async fn client_settings(
                 if reported(&key) {
                     desired.insert(key, canonical);
                 } else {
-                    let replay = replay_of(&key, &canonical);
+                    let replay = set_config_replay(&key, &canonical);
                     // The link now carries it: say so, or it would reach the next client.
-                    lease.conn().state.settings.set(&key, replay.clone().into());
-                    settings.set(&key, replay.into());
+                    lease.conn().state.settings.set(&key, replay.clone());
+                    settings.set(&key, replay);
                 }
             }
             lease.release();

@@ -14,6 +14,7 @@ mod manager;
 mod quota;
 pub mod roster;
 pub mod signals;
+mod startups;
 mod tenant_pool;
 
 pub use budget::ServerBudget;
@@ -22,4 +23,5 @@ pub use lease::Lease;
 pub use link_group::LinkGroup;
 pub use manager::{LoginRepair, PoolError, PoolManager, PoolSettings};
 pub use quota::{Quota, Slot};
+pub use startups::LoginTemplate;
 pub use tenant_pool::{PoolStats, TenantPool};

@@ -5,6 +5,7 @@
 use super::counters::{Metering, TenantCounters, Timings};
 use super::link_group::LinkGroup;
 use super::quota::Quota;
+use super::startups::{LoginTemplate, SharedStartups};
 use crate::backend::{Overrides, ServerParams, Settings};
 use crate::tenant::{Target, Tenant};
 use std::collections::HashMap;
@@ -53,54 +54,6 @@ pub struct TenantPool {
     startups: SharedStartups,
 }
 
-/// The startup settings of a pool's recent logins. The clients of one app
-/// send the same startup packet, and a copy of its settings per client
-/// would cost each one, idle or not, several hundred bytes. Both maps are
-/// copied on a change (`Arc::make_mut`), so sharing them is safe.
-#[derive(Debug, Default)]
-pub struct SharedStartups {
-    seen: Mutex<Vec<(Arc<Settings>, Overrides)>>,
-    users: Mutex<Vec<Arc<str>>>,
-}
-
-impl SharedStartups {
-    /// How many different startup packets are remembered.
-    const KEPT: usize = 8;
-
-    /// The same settings as an earlier login's, as its copy; else these,
-    /// remembered (the oldest forgotten beyond [`Self::KEPT`]).
-    pub fn share(&self, params: Settings, settings: Overrides) -> (Arc<Settings>, Overrides) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((p, o)) = seen
-            .iter()
-            .find(|(p, o)| o.same_as(&settings) && **p == params)
-        {
-            return (p.clone(), o.clone());
-        }
-        let shared = (Arc::new(params), settings);
-        if seen.len() == Self::KEPT {
-            seen.remove(0);
-        }
-        seen.push(shared.clone());
-        shared
-    }
-
-    /// The same user name as an earlier login's, as its copy (the most
-    /// recent [`Self::KEPT`] names are remembered).
-    pub fn share_user(&self, user: &str) -> Arc<str> {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(u) = users.iter().find(|u| ***u == *user) {
-            return u.clone();
-        }
-        let shared: Arc<str> = Arc::from(user);
-        if users.len() == Self::KEPT {
-            users.remove(0);
-        }
-        users.push(shared.clone());
-        shared
-    }
-}
-
 impl TenantPool {
     /// The pool of `tenant` (its limits, and its key as the preferred
     /// context under context isolation), drawing from `group`.
@@ -135,6 +88,28 @@ impl TenantPool {
         settings: Overrides,
     ) -> (Arc<Settings>, Overrides) {
         self.startups.share(params, settings)
+    }
+
+    /// What an earlier login with the same startup packet worked out (see
+    /// [`SharedStartups::login`]).
+    pub fn login_template(
+        &self,
+        server: &ServerParams,
+        context: bool,
+        startup: &[(String, String)],
+    ) -> Option<LoginTemplate> {
+        self.startups.login(server, context, startup)
+    }
+
+    pub fn remember_login(
+        &self,
+        server: ServerParams,
+        context: bool,
+        startup: &[(String, String)],
+        template: LoginTemplate,
+    ) {
+        self.startups
+            .remember_login(server, context, startup, template)
     }
 
     /// A login's user name, shared with an earlier client's of the same.
@@ -183,48 +158,5 @@ impl TenantPool {
             waiting: self.waiting.load(std::sync::atomic::Ordering::Relaxed),
             clients: self.client_slots.in_use(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn startup(app: &str, digits: &str) -> (Settings, Overrides) {
-        let params = [("application_name".to_owned(), app.to_owned())]
-            .into_iter()
-            .collect();
-        let mut settings = Overrides::default();
-        settings.set("extra_float_digits", Arc::from(digits));
-        (params, settings)
-    }
-
-    #[test]
-    fn logins_with_the_same_startup_settings_share_one_copy() {
-        let shared = SharedStartups::default();
-        let (p, o) = startup("web", "3");
-        let (first, _) = shared.share(p, o);
-        let (p, o) = startup("web", "3");
-        let (second, settings) = shared.share(p, o);
-        assert!(Arc::ptr_eq(&first, &second));
-        assert_eq!(settings.get("extra_float_digits").map(|r| &**r), Some("3"));
-        // A different value of either map is a copy of its own.
-        let (p, o) = startup("worker", "3");
-        assert!(!Arc::ptr_eq(&first, &shared.share(p, o).0));
-        let (p, o) = startup("web", "2");
-        let (third, settings) = shared.share(p, o);
-        assert!(!Arc::ptr_eq(&first, &third));
-        assert_eq!(settings.get("extra_float_digits").map(|r| &**r), Some("2"));
-        // Beyond KEPT different packets the oldest is forgotten.
-        for i in 0..SharedStartups::KEPT {
-            let (p, o) = startup(&format!("app{i}"), "3");
-            shared.share(p, o);
-        }
-        let (p, o) = startup("web", "3");
-        assert!(!Arc::ptr_eq(&first, &shared.share(p, o).0));
-        let app = shared.share_user("app");
-        assert!(Arc::ptr_eq(&app, &shared.share_user("app")));
-        assert_eq!(&*shared.share_user("worker"), "worker");
-        assert!(!Arc::ptr_eq(&app, &shared.share_user("worker")));
     }
 }
