@@ -98,8 +98,13 @@ async fn log_in(
             return None;
         }
     };
-    let login = login(&mut stream, proxy, key, params, &secured);
-    let login = match tokio::time::timeout_at(deadline, login).await {
+    // Pinned where it is made: moved into the timeout, the login's large
+    // future would be copied whole (callgrind: 7% of a login's instructions).
+    let outcome = {
+        let login = std::pin::pin!(login(&mut stream, proxy, key, params, &secured));
+        tokio::time::timeout_at(deadline, login).await
+    };
+    let login = match outcome {
         Ok(Ok(LoggedIn::Tenant(l))) => l,
         Ok(Ok(LoggedIn::Console { user })) => {
             proxy.metrics.login_succeeded(started.elapsed());
