@@ -352,11 +352,12 @@ async fn tenant_login<S: AsyncRead + AsyncWrite + Unpin>(
         ClientError::from(&e)
     })?;
     let context = tenant.context.is_some();
-    let template = match pool.login_template(&server_params, context, &params.params) {
+    let template = match pool.startups.login(&server_params, context, &params.params) {
         Some(t) => t,
         None => {
             let t = work_out_login(proxy, &pool, &server_params, &params, context).await?;
-            pool.remember_login(server_params.clone(), context, &params.params, t.clone());
+            pool.startups
+                .remember_login(server_params.clone(), context, &params.params, t.clone());
             t
         }
     };

@@ -23,5 +23,5 @@ pub use lease::Lease;
 pub use link_group::LinkGroup;
 pub use manager::{LoginRepair, PoolError, PoolManager, PoolSettings};
 pub use quota::{Quota, Slot};
-pub use startups::LoginTemplate;
+pub use startups::{LoginTemplate, SharedStartups};
 pub use tenant_pool::{PoolStats, TenantPool};

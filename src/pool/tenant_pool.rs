@@ -5,7 +5,7 @@
 use super::counters::{Metering, TenantCounters, Timings};
 use super::link_group::LinkGroup;
 use super::quota::Quota;
-use super::startups::{LoginTemplate, SharedStartups};
+use super::startups::SharedStartups;
 use crate::backend::{Overrides, ServerParams, Settings};
 use crate::tenant::{Target, Tenant};
 use std::collections::HashMap;
@@ -50,8 +50,8 @@ pub struct TenantPool {
     pub paused: std::sync::atomic::AtomicBool,
     /// Paces the warnings an outage repeats for each of its requests.
     pub warnings: crate::log_throttle::Throttle,
-    /// The startup settings of recent logins (see [`TenantPool::share_startup`]).
-    startups: SharedStartups,
+    /// What recent logins worked out from their startup packets.
+    pub startups: SharedStartups,
 }
 
 impl TenantPool {
@@ -88,28 +88,6 @@ impl TenantPool {
         settings: Overrides,
     ) -> (Arc<Settings>, Overrides) {
         self.startups.share(params, settings)
-    }
-
-    /// What an earlier login with the same startup packet worked out (see
-    /// [`SharedStartups::login`]).
-    pub fn login_template(
-        &self,
-        server: &ServerParams,
-        context: bool,
-        startup: &[(String, String)],
-    ) -> Option<LoginTemplate> {
-        self.startups.login(server, context, startup)
-    }
-
-    pub fn remember_login(
-        &self,
-        server: ServerParams,
-        context: bool,
-        startup: &[(String, String)],
-        template: LoginTemplate,
-    ) {
-        self.startups
-            .remember_login(server, context, startup, template)
     }
 
     /// A login's user name, shared with an earlier client's of the same.
