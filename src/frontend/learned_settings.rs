@@ -9,19 +9,19 @@ use super::client::ClientState;
 use super::policy::set_config_replay;
 use crate::sql::literal;
 
-/// Most names one client has waiting to be learned (each costs a column).
-pub(super) const MAX_LEARNED: usize = 16;
-
 /// In its own transaction with no statement timeout, like the pin check: the
-/// client's own `statement_timeout` must not fail it.
+/// client's own `statement_timeout` must not fail it. The first column is
+/// the link's encoding: values are followed only as UTF-8 (pgtenant reads
+/// and replays them so; another encoding would garble them).
 fn learn_sql(names: &[String]) -> String {
     let columns: Vec<String> = names
         .iter()
-        .map(|n| format!("pg_catalog.current_setting({}, true)", literal(n)))
+        .map(|n| format!(", pg_catalog.current_setting({}, true)", literal(n)))
         .collect();
     format!(
-        "BEGIN; SET LOCAL statement_timeout = 0; SELECT {}; COMMIT",
-        columns.join(", ")
+        "{} SELECT pg_catalog.current_setting('client_encoding'){}; COMMIT",
+        super::pin_check::OWN_TRANSACTION,
+        columns.concat()
     )
 }
 
@@ -37,14 +37,19 @@ pub(super) async fn learn_settings(
         .await
         .map_err(|_| "timed out".to_owned())?
         .map_err(|e| e.to_string())?;
-    let values = rows.into_iter().next().unwrap_or_default();
-    for (i, name) in names.iter().enumerate() {
-        match values.get(i).cloned().flatten() {
-            Some(value) => client
-                .settings
-                .current
-                .set(name, set_config_replay(name, &value)),
-            None => client.settings.current.remove(name),
+    let mut values = rows.into_iter().next().unwrap_or_default().into_iter();
+    if values.next().flatten().as_deref() != Some("UTF8") {
+        return Ok(()); // Not followed: the link is reset, as before learning.
+    }
+    let max = client.limits.max_settings;
+    for (name, value) in names.iter().zip(values) {
+        let current = &mut client.settings.current;
+        match value {
+            Some(value) if current.contains(name) || current.len() < max => {
+                current.set(name, set_config_replay(name, &value))
+            }
+            Some(_) => {}
+            None => current.remove(name),
         }
     }
     Ok(())
@@ -58,7 +63,7 @@ mod tests {
     fn names_are_quoted_as_literals() {
         assert_eq!(
             learn_sql(&["app.user".to_owned(), "it's".to_owned()]),
-            "BEGIN; SET LOCAL statement_timeout = 0; SELECT pg_catalog.current_setting('app.user', true), pg_catalog.current_setting('it''s', true); COMMIT"
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 0; SELECT pg_catalog.current_setting('client_encoding'), pg_catalog.current_setting('app.user', true), pg_catalog.current_setting('it''s', true); COMMIT"
         );
     }
 }

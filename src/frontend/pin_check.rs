@@ -8,6 +8,13 @@ use super::learned_settings::learn_settings;
 /// What a transaction-mode client's transaction left on its link that
 /// pgtenant must ask the server about: its pins, and settings whose values
 /// no SQL text showed. Runs before the link goes back to the pool.
+/// How pgtenant's questions after a client's transaction begin: their own
+/// transaction, whatever the client's defaults (a serializable, read-only,
+/// deferrable default would wait for a snapshot), with no statement timeout
+/// (the client's, say 1ms, must not fail them).
+pub(super) const OWN_TRANSACTION: &str =
+    "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 0;";
+
 pub(super) async fn after_transaction(
     client: &mut ClientState,
     conn: &mut crate::backend::ServerConn,
@@ -27,7 +34,7 @@ pub(super) async fn after_transaction(
 /// have taken or released one, so pgtenant never guesses from SQL text.
 /// Its own transaction with no statement timeout: the client's settings
 /// (say statement_timeout = 1ms) must not make the check fail.
-pub(super) const PIN_CHECK_SQL: &str = "BEGIN; SET LOCAL statement_timeout = 0; SELECT \
+pub(super) const PIN_CHECK_SQL: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 0; SELECT \
     (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted), \
     (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable), \
     (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't' AND relnamespace = pg_catalog.pg_my_temp_schema()); COMMIT";
@@ -78,4 +85,12 @@ async fn update_pin(
         (false, false) => client.pin_slot = None,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pin_check_runs_in_its_own_transaction() {
+        assert!(super::PIN_CHECK_SQL.starts_with(super::OWN_TRANSACTION));
+    }
 }

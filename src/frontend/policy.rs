@@ -152,41 +152,50 @@ fn set_config_calls(tokens: &[Token]) -> Vec<SetConfig> {
         if !is_word(Some(&w[0]), "set_config") || w[1] != Token::Other('(') {
             continue;
         }
-        let arg = |k: usize| tokens.get(i + 2 + k);
-        let name = match arg(0) {
-            Some(Token::Str(n)) => Some(n.to_lowercase()),
-            _ => None,
+        let args = call_args(tokens, i + 1);
+        // No setting's name has a backslash: a `U&'\0072ole'` escape, which
+        // the lexer leaves undecoded, must not pass for a harmless name.
+        let name = |arg: &[Token]| {
+            literal_text(arg)
+                .filter(|n| !n.contains('\\'))
+                .map(|n| n.to_lowercase())
         };
-        let comma = |k: usize| arg(k) == Some(&Token::Other(','));
-        let closed = arg(5) == Some(&Token::Other(')'));
-        out.push(match (&name, arg(2), arg(4)) {
-            (Some(n), Some(Token::Str(v)), Some(Token::Word(scope)))
-                if comma(1) && comma(3) && closed && scope == "false" =>
-            {
-                SetConfig::Session {
-                    name: n.clone(),
-                    value: v.clone(),
-                }
-            }
-            (Some(n), v, Some(Token::Word(scope))) if comma(3) && closed && scope == "true" => {
-                SetConfig::Local {
-                    name: n.clone(),
-                    value: match v {
-                        Some(Token::Str(v)) => Some(v.clone()),
-                        _ => None,
-                    },
-                }
-            }
-            _ => {
-                let learn = name.is_some()
-                    && call_args(tokens, i + 1).is_some_and(|args| {
-                        matches!(args.as_slice(), [[Token::Str(_)], _, [Token::Word(scope)]] if scope == "false")
-                    });
-                SetConfig::Computed { name, learn }
-            }
+        out.push(match args.as_deref() {
+            Some([n, value, [Token::Word(scope)]]) => match (name(n), literal_text(value)) {
+                (Some(name), Some(value)) if scope == "false" => SetConfig::Session { name, value },
+                (Some(name), value) if scope == "true" => SetConfig::Local { name, value },
+                (Some(name), None) if scope == "false" => SetConfig::Computed {
+                    name: Some(name),
+                    learn: true,
+                },
+                (name, _) => SetConfig::Computed { name, learn: false },
+            },
+            Some([n, ..]) => SetConfig::Computed {
+                name: name(n),
+                learn: false,
+            },
+            _ => SetConfig::Computed {
+                name: None,
+                learn: false,
+            },
         });
     }
     out
+}
+
+/// The text of an argument that is only string literals, as PostgreSQL
+/// reads it: adjacent literals (across a newline) join into one, so
+/// `'ro'\n'le'` is `role`. None for anything else.
+fn literal_text(arg: &[Token]) -> Option<String> {
+    if arg.is_empty() {
+        return None;
+    }
+    arg.iter()
+        .map(|t| match t {
+            Token::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn set_config_refusal(calls: &[SetConfig], guard: Guard) -> Option<String> {
@@ -428,10 +437,13 @@ fn set_config_effects(calls: &[SetConfig], fx: &mut Effects) {
             SetConfig::Local { .. } => {}
             // Still untracked (the link is reset before another client takes
             // it), and learned: the client's next link gets the value too.
+            // Only an app's own (dotted) settings: any client may set and
+            // read those, where a built-in one may be refused to it (its
+            // value, learned anyway, would then fail the client's next link).
             SetConfig::Computed {
                 name: Some(name),
                 learn: true,
-            } if !reported(name) && !transaction_scoped(name) => {
+            } if name.contains('.') => {
                 fx.untracked = true;
                 fx.learn.push(name.clone());
             }
@@ -580,12 +592,15 @@ mod tests {
             learned("SELECT set_config('app.x', 'a' || f($1, (2)), false)"),
             vec!["app.x".to_owned()]
         );
-        // Not learned: a scope that isn't `false`, a computed name, a
-        // reported setting (ParameterStatus tells its value), a name whose
-        // literal is only the start of an expression.
+        // Not learned: a computed scope, a built-in setting (it may be
+        // refused to the client), a computed name, a reported setting, a name
+        // whose literal is only the start of an expression.
+        // Transaction-local whatever its value: nothing to follow.
+        let local = effects("SELECT set_config('app.x', $1, true)");
+        assert!(!local.untracked && local.learn.is_empty());
         for sql in [
-            "SELECT set_config('app.x', $1, true)",
             "SELECT set_config('app.x', $1, $2)",
+            "SELECT set_config('statement_timeout', $1, false)",
             "SELECT set_config(lower('APP.X'), $1, false)",
             "SELECT set_config('application_name', $1, false)",
             "SELECT set_config('app' || '.x', $1, false)",
@@ -753,6 +768,9 @@ mod tests {
             "alter user current_user password 'x'",
             "UPDATE pg_settings SET setting = 't_b' WHERE name = 'search_path'",
             "DO $$BEGIN PERFORM \"set_config\"('search_path', 't_b', false); END$$",
+            // Adjacent literals join across a newline; U& escapes are undecoded.
+            "SELECT set_config('search'\n'_path', 't_b', false)",
+            "SELECT set_config(U&'search\\005fpath', 't_b', false)",
         ] {
             assert_eq!(refused(sql, true, Guard::Context), Some("42501"), "{sql}");
         }
@@ -782,6 +800,7 @@ mod tests {
             "SET LOCAL pgtenant.tenant_id = 'x'",
             "SELECT set_config('pgtenant.tenant_id', 'x', false)",
             "select 1; set role postgres",
+            "SELECT set_config('ro'\n'le', 'postgres', false)",
         ] {
             assert_eq!(refused(sql, true, Guard::Role), Some("42501"), "{sql}");
         }

@@ -373,13 +373,19 @@ fn plan(cx: &Ctx<'_>, sql: &[u8], extended: bool) -> QueryPlan {
 /// A refusal for effects beyond the client's limits, if they are.
 fn over_limits(cx: &Ctx<'_>, fx: &Effects) -> Option<String> {
     let current = &cx.client.settings.current;
-    let new = fx
-        .ops
-        .iter()
-        .filter(
-            |op| matches!(op, crate::sql::SessionOp::Set { name, .. } if !current.contains(name)),
-        )
-        .count();
+    let set = fx.ops.iter().filter_map(|op| match op {
+        crate::sql::SessionOp::Set { name, .. } => Some(name),
+        _ => None,
+    });
+    // Settings to be learned count too, as they will be followed the same.
+    let mut names: Vec<&String> = set
+        .chain(&fx.learn)
+        .chain(&cx.client.learn)
+        .filter(|n| !current.contains(n))
+        .collect();
+    names.sort();
+    names.dedup();
+    let new = names.len();
     let max = cx.client.limits.max_settings;
     if new > 0 && current.len() + new > max {
         return Some(format!("too many session settings for one client (max_client_settings {max}); RESET some, or raise [proxy] max_client_settings"));
@@ -419,10 +425,10 @@ fn apply_effects(cx: &mut Ctx<'_>, fx: &Effects) {
         cx.link.foreign = Some(cx.client.id());
     }
     if cx.client.transaction_mode {
+        // Bounded: `over_limits` refused what would pass max_client_settings.
         for name in &fx.learn {
-            let learn = &mut cx.client.learn;
-            if !learn.contains(name) && learn.len() < super::learned_settings::MAX_LEARNED {
-                learn.push(name.clone());
+            if !cx.client.learn.contains(name) {
+                cx.client.learn.push(name.clone());
             }
         }
     }

@@ -692,6 +692,9 @@ impl Session {
                     || client.state.pinned()
                     || !client.state.learn.is_empty()
                 {
+                    // Before the client has its answer: once it has, its pins
+                    // and settings must be known (a pin slot it gave back is
+                    // free for another client the moment it sees its reply).
                     // Boxed: rare, and its queries' futures are large.
                     let ask = after_transaction(&mut client.state, lease.conn(), reset_timeout);
                     if let Err(e) = Box::pin(ask).await {
