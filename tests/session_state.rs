@@ -584,6 +584,24 @@ async fn role_links_refuse_identity_changes() {
         let _ = a.simple_query("ROLLBACK").await;
         assert_eq!(values(&a, "SELECT current_user").await, vec!["rl_svc"]);
     }
+    // PostgreSQL joins adjacent literals across a newline: the guard reads
+    // the name as the server does.
+    let err = a
+        .simple_query("SELECT set_config('ro'\n'le', 'postgres', false)")
+        .await
+        .expect_err("joined literals");
+    let (code, message) = sqlstate(&err);
+    assert_eq!(code, "42501");
+    assert!(message.contains("set_config('role'"), "{message}");
+    // A U& escape: no setting's name has one.
+    let err = a
+        .simple_query("SELECT set_config(U&'r\\006fle', 'postgres', false)")
+        .await
+        .expect_err("escaped name");
+    let (code, message) = sqlstate(&err);
+    assert_eq!(code, "42501");
+    assert!(message.contains("escaped setting name"), "{message}");
+    assert_eq!(values(&a, "SELECT current_user").await, vec!["rl_svc"]);
     // RESET ALL / DISCARD ALL go back to the tenant's own schema.
     values(&a, "SET search_path = t_other").await;
     assert_eq!(

@@ -113,6 +113,9 @@ enum SetConfig {
     /// the scope `false` (`set_config('app.user', $1, false)`), so the value
     /// it took can be asked of the server when the transaction ends.
     Computed { name: Option<String>, learn: bool },
+    /// A literal name with a backslash: a `U&'\0072ole'` escape the lexer
+    /// leaves undecoded. No setting's name has one: refused on any link.
+    Escaped,
 }
 
 /// The tokens of a call's argument list from its `(` at `open` to its `)`,
@@ -153,14 +156,14 @@ fn set_config_calls(tokens: &[Token]) -> Vec<SetConfig> {
             continue;
         }
         let args = call_args(tokens, i + 1);
-        // No setting's name has a backslash: a `U&'\0072ole'` escape, which
-        // the lexer leaves undecoded, must not pass for a harmless name.
-        let name = |arg: &[Token]| {
-            literal_text(arg)
-                .filter(|n| !n.contains('\\'))
-                .map(|n| n.to_lowercase())
-        };
+        let name = |arg: &[Token]| literal_text(arg).map(|n| n.to_lowercase());
+        let escaped = args
+            .as_deref()
+            .and_then(|a| a.first())
+            .and_then(|n| literal_text(n))
+            .is_some_and(|n| n.contains('\\'));
         out.push(match args.as_deref() {
+            _ if escaped => SetConfig::Escaped,
             Some([n, value, [Token::Word(scope)]]) => match (name(n), literal_text(value)) {
                 (Some(name), Some(value)) if scope == "false" => SetConfig::Session { name, value },
                 (Some(name), value) if scope == "true" => SetConfig::Local { name, value },
@@ -209,6 +212,9 @@ fn set_config_refusal(calls: &[SetConfig], guard: Guard) -> Option<String> {
         )),
         SetConfig::Computed { name: None, .. } if guard == Guard::Context => Some(format!(
             "set_config() with a computed setting name is not allowed: {MANAGED}"
+        )),
+        SetConfig::Escaped => Some(format!(
+            "set_config() with an escaped setting name is not allowed: {MANAGED}"
         )),
         _ => None,
     })
@@ -447,7 +453,7 @@ fn set_config_effects(calls: &[SetConfig], fx: &mut Effects) {
                 fx.untracked = true;
                 fx.learn.push(name.clone());
             }
-            SetConfig::Computed { .. } => fx.untracked = true,
+            SetConfig::Computed { .. } | SetConfig::Escaped => fx.untracked = true,
         }
     }
 }
@@ -477,7 +483,7 @@ pub fn plan_query(sql: &[u8], rules: Rules) -> QueryPlan {
             | SetConfig::Computed {
                 name: Some(name), ..
             } => name == "standard_conforming_strings",
-            SetConfig::Computed { name: None, .. } => false,
+            SetConfig::Computed { name: None, .. } | SetConfig::Escaped => false,
         }) {
             return QueryPlan::refuse(FEATURE_NOT_SUPPORTED, CONFORMING_STRINGS.to_owned());
         }
@@ -801,6 +807,7 @@ mod tests {
             "SELECT set_config('pgtenant.tenant_id', 'x', false)",
             "select 1; set role postgres",
             "SELECT set_config('ro'\n'le', 'postgres', false)",
+            "SELECT set_config(U&'r\\006fle', 'postgres', false)",
         ] {
             assert_eq!(refused(sql, true, Guard::Role), Some("42501"), "{sql}");
         }

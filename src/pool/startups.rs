@@ -28,6 +28,18 @@ struct KnownStartup {
     template: LoginTemplate,
 }
 
+impl KnownStartup {
+    /// Whether a login with these inputs comes to this one's template.
+    fn is(&self, server: &ServerParams, context: bool, startup: &[(String, String)]) -> bool {
+        self.context == context
+            && self
+                .startup
+                .iter()
+                .eq(startup.iter().filter(|(n, _)| keyed(n)))
+            && (Arc::ptr_eq(&self.server, server) || self.server == *server)
+    }
+}
+
 /// Startup parameters that can change what a login works out.
 fn keyed(name: &str) -> bool {
     !matches!(name, "user" | "database")
@@ -93,13 +105,7 @@ impl SharedStartups {
         let logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
         logins
             .iter()
-            .find(|k| {
-                k.context == context
-                    && k.startup
-                        .iter()
-                        .eq(startup.iter().filter(|(n, _)| keyed(n)))
-                    && (Arc::ptr_eq(&k.server, server) || k.server == *server)
-            })
+            .find(|k| k.is(server, context, startup))
             .map(|k| k.template.clone())
     }
 
@@ -112,8 +118,12 @@ impl SharedStartups {
         startup: &[(String, String)],
         template: LoginTemplate,
     ) {
-        let startup = startup.iter().filter(|(n, _)| keyed(n)).cloned().collect();
         let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        // Logins that missed at the same moment all work it out: keep one.
+        if logins.iter().any(|k| k.is(&server, context, startup)) {
+            return;
+        }
+        let startup = startup.iter().filter(|(n, _)| keyed(n)).cloned().collect();
         if logins.len() == Self::KEPT {
             logins.remove(0);
         }
@@ -209,6 +219,17 @@ mod tests {
         let mut more = packet("a", "web");
         more.push(("options".into(), "-c work_mem=1MB".into()));
         assert!(shared.login(&server, false, &more).is_none());
+        // Logins that missed together remember one copy: the first stays.
+        shared.remember_login(
+            server.clone(),
+            false,
+            &packet("c", "web"),
+            template("other"),
+        );
+        let hit = shared
+            .login(&server, false, &packet("a", "web"))
+            .expect("hit");
+        assert_eq!(&hit.status[..], b"web");
         // Beyond KEPT packets the oldest is forgotten.
         for i in 0..SharedStartups::KEPT {
             let app = format!("app{i}");
