@@ -92,7 +92,7 @@ impl PartialEq for Settings {
 /// link already in step with this client" is one comparison. The map is
 /// shared until changed (`Arc::make_mut`), and absent while empty: a client's
 /// startup and current settings, and clients of one app that send the same
-/// startup packet, hold one copy (see `TenantPool::share_startup`).
+/// startup packet, hold one copy (see `SharedStartups::share`).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     map: Option<Arc<BTreeMap<String, Arc<str>>>>,

@@ -4,8 +4,7 @@
 //! known to be allowed and the client has authenticated.
 
 use super::cancel::CancelKey;
-use super::policy::reported;
-use super::policy::set_config_replay;
+use super::policy::{reported, set_config_replay};
 use crate::app::Proxy;
 use crate::auth::authenticate_client;
 use crate::backend::{ExecError, Overrides, Settings};
@@ -411,7 +410,7 @@ async fn work_out_login(
         let value = desired.get(&k.to_ascii_lowercase()).unwrap_or(v);
         messages::parameter_status(&mut status, k, value);
     }
-    let (params, settings) = pool.share_startup(desired.into_iter().collect(), settings);
+    let (params, settings) = pool.startups.share(desired.into_iter().collect(), settings);
     Ok(LoginTemplate {
         params,
         settings,

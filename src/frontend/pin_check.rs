@@ -5,16 +5,21 @@
 use super::client::{ClientState, PinReason};
 use super::learned_settings::learn_settings;
 
-/// What a transaction-mode client's transaction left on its link that
-/// pgtenant must ask the server about: its pins, and settings whose values
-/// no SQL text showed. Runs before the link goes back to the pool.
 /// How pgtenant's questions after a client's transaction begin: their own
 /// transaction, whatever the client's defaults (a serializable, read-only,
 /// deferrable default would wait for a snapshot), with no statement timeout
-/// (the client's, say 1ms, must not fail them).
-pub(super) const OWN_TRANSACTION: &str =
-    "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 0;";
+/// (the client's, say 1ms, must not fail them). A macro so `PIN_CHECK_SQL`
+/// can be built from it at compile time.
+macro_rules! own_transaction {
+    () => {
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 0;"
+    };
+}
+pub(super) const OWN_TRANSACTION: &str = own_transaction!();
 
+/// What a transaction-mode client's transaction left on its link that
+/// pgtenant must ask the server about: its pins, and settings whose values
+/// no SQL text showed. Runs before the link goes back to the pool.
 pub(super) async fn after_transaction(
     client: &mut ClientState,
     conn: &mut crate::backend::ServerConn,
@@ -32,12 +37,14 @@ pub(super) async fn after_transaction(
 /// What pins a session to its backend: session advisory locks, held cursors,
 /// temporary tables. Asked of the server itself after a transaction that may
 /// have taken or released one, so pgtenant never guesses from SQL text.
-/// Its own transaction with no statement timeout: the client's settings
-/// (say statement_timeout = 1ms) must not make the check fail.
-pub(super) const PIN_CHECK_SQL: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 0; SELECT \
+/// In its own transaction ([`OWN_TRANSACTION`]).
+pub(super) const PIN_CHECK_SQL: &str = concat!(
+    own_transaction!(),
+    " SELECT \
     (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted), \
     (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable), \
-    (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't' AND relnamespace = pg_catalog.pg_my_temp_schema()); COMMIT";
+    (SELECT count(*) FROM pg_catalog.pg_class WHERE relpersistence = 't' AND relnamespace = pg_catalog.pg_my_temp_schema()); COMMIT"
+);
 
 async fn update_pin(
     client: &mut ClientState,

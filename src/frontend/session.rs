@@ -360,7 +360,7 @@ impl Session {
             .roster
             .add_client(crate::pool::roster::NewClient {
                 tenant: pool.name.clone(),
-                user: pool.share_user(&user),
+                user: pool.startups.share_user(&user),
                 addr: secured.peer,
                 local: secured.listen_addr,
                 application_name: params.get("application_name").cloned().unwrap_or_default(),

@@ -32,7 +32,7 @@ pub enum ClientPhase {
 pub struct ClientEntry {
     pub id: u64,
     /// Shared with the tenant's pool and its other clients (see
-    /// `TenantPool::name`, `TenantPool::share_user`): every idle client
+    /// `TenantPool::name`, `SharedStartups::share_user`): every idle client
     /// carries its entry.
     pub tenant: Arc<str>,
     pub user: Arc<str>,

@@ -6,7 +6,7 @@ use super::counters::{Metering, TenantCounters, Timings};
 use super::link_group::LinkGroup;
 use super::quota::Quota;
 use super::startups::SharedStartups;
-use crate::backend::{Overrides, ServerParams, Settings};
+use crate::backend::ServerParams;
 use crate::tenant::{Target, Tenant};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -78,21 +78,6 @@ impl TenantPool {
             warnings: Default::default(),
             startups: Default::default(),
         }
-    }
-
-    /// A login's startup settings, shared with an earlier client's that are
-    /// the same (see [`SharedStartups`]).
-    pub fn share_startup(
-        &self,
-        params: Settings,
-        settings: Overrides,
-    ) -> (Arc<Settings>, Overrides) {
-        self.startups.share(params, settings)
-    }
-
-    /// A login's user name, shared with an earlier client's of the same.
-    pub fn share_user(&self, user: &str) -> Arc<str> {
-        self.startups.share_user(user)
     }
 
     /// Applies a catalog change of the tenant's limits to the running pool.
